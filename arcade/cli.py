@@ -1,0 +1,117 @@
+"""Operator commands: ``flask --app app machines …`` and ``flask --app app store init``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+
+from arcade.errors import MachineExists, SettingsError, StoreError, UnknownMachine
+from arcade.machines import is_valid_machine_id
+from arcade.services import services
+
+machines_cli = AppGroup("machines", help="Register and manage cabinets.")
+store_cli = AppGroup("store", help="Prepare the store.")
+
+
+def _machine_id(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if not is_valid_machine_id(value):
+        raise click.BadParameter("use 1 to 64 letters, digits, '_' or '-'")
+    return value
+
+
+@machines_cli.command("add")
+@click.argument("machine_id", callback=_machine_id)
+@click.option("--name", help="A name an operator recognises.")
+@click.option("--price-id", help="The Stripe Price this machine sells (default: STRIPE_PRICE_ID).")
+@click.option(
+    "--credits-per-unit",
+    type=click.IntRange(1, 1000),
+    help="Credits per unit bought (default: CREDITS_PER_UNIT).",
+)
+def add_machine(
+    machine_id: str, name: str | None, price_id: str | None, credits_per_unit: int | None
+) -> None:
+    """Register a machine and print its token (shown only this once)."""
+    try:
+        _, token = services().registry.register(
+            machine_id, name=name, price_id=price_id, credits_per_unit=credits_per_unit
+        )
+    except MachineExists as exc:
+        raise click.ClickException(f"machine {machine_id} is already registered") from exc
+    except (StoreError, SettingsError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Registered {machine_id}. Keep the token: it is not shown again.")
+    click.echo(json.dumps({"machine_id": machine_id, "token": token}))
+
+
+@machines_cli.command("list")
+def list_machines() -> None:
+    """Print every registered machine, one JSON object a line."""
+    try:
+        machines = services().store.list_machines()
+    except (StoreError, SettingsError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for m in machines:
+        click.echo(
+            json.dumps(
+                {
+                    "machine_id": m.machine_id,
+                    "name": m.name,
+                    "price_id": m.price_id,
+                    "credits_per_unit": m.credits_per_unit,
+                    "created_at": m.created_at,
+                }
+            )
+        )
+
+
+@machines_cli.command("rotate-token")
+@click.argument("machine_id", callback=_machine_id)
+def rotate_token(machine_id: str) -> None:
+    """Give a machine a new token; the old one stops working."""
+    try:
+        token = services().registry.rotate_token(machine_id)
+    except UnknownMachine as exc:
+        raise click.ClickException(f"machine {machine_id} is not registered") from exc
+    except (StoreError, SettingsError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps({"machine_id": machine_id, "token": token}))
+
+
+@machines_cli.command("remove")
+@click.argument("machine_id", callback=_machine_id)
+def remove_machine(machine_id: str) -> None:
+    """Forget a machine; its payments stay on record."""
+    try:
+        services().registry.remove(machine_id)
+    except UnknownMachine as exc:
+        raise click.ClickException(f"machine {machine_id} is not registered") from exc
+    except (StoreError, SettingsError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps({"machine_id": machine_id, "removed": True}))
+
+
+@store_cli.command("init")
+def init_store() -> None:
+    """Create the store's tables (DynamoDB) or file (SQLite) if missing."""
+    store = services().store
+    try:
+        create = getattr(store, "create_table", None)
+        if create is not None:
+            create()
+        else:
+            store.list_machines()  # opening SQLite creates its schema
+    except (StoreError, SettingsError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        json.dumps({"store": services().settings.database_url.split(":", 1)[0], "ready": True})
+    )
+
+
+def register(app: Flask) -> None:
+    """Attach the operator commands to ``app``."""
+    app.cli.add_command(machines_cli)
+    app.cli.add_command(store_cli)

@@ -1,0 +1,187 @@
+"""Settings read from the environment, each problem reported by the variable's name."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from arcade.errors import SettingsError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CA_CERT = PROJECT_ROOT / "ca.crt"
+DEFAULT_DATABASE_URL = "sqlite:///arcade.db"
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service can be told, with the problems found while reading it."""
+
+    stripe_api_key: str | None = None
+    stripe_webhook_secret: str | None = None
+    stripe_price_id: str | None = None
+    stripe_api_base: str | None = None
+    broker_host: str | None = None
+    broker_port: int = 8883
+    broker_tls: bool = True
+    mqtt_username: str | None = None
+    mqtt_password: str | None = field(default=None, repr=False)
+    mqtt_ca_cert: str = str(DEFAULT_CA_CERT)
+    topic_prefix: str = "arcade/machine"
+    database_url: str = DEFAULT_DATABASE_URL
+    admin_api_key: str | None = field(default=None, repr=False)
+    credits_per_unit: int = 1
+    max_quantity: int = 10
+    port: int = 5000
+    in_lambda: bool = False
+    # Seconds to wait for the broker's PUBACK before reconnecting (once) and giving up.
+    puback_timeout: float = 2.0
+    problems: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from ``environ`` (default: the process environment)."""
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        in_lambda = bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+        broker_url = reader.text("EMQX_BROKER_URL", "MQTT_BROKER")
+        broker_tls = reader.flag("MQTT_TLS", default=True)
+        broker_port = reader.integer("EMQX_PORT", "MQTT_PORT", default=8883, low=1, high=65535)
+        broker_host = broker_url
+        if broker_url and "://" in broker_url:
+            parts = urlsplit(broker_url)
+            if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+                reader.problem(
+                    "EMQX_BROKER_URL must be a host name, mqtts://host:port or mqtt://host:port"
+                )
+                broker_host = None
+            else:
+                broker_host = parts.hostname
+                broker_tls = parts.scheme == "mqtts"
+                try:
+                    if parts.port:
+                        broker_port = parts.port
+                except ValueError:
+                    reader.problem("EMQX_BROKER_URL has a port that is not a number")
+                    broker_host = None
+
+        database_url = reader.text("DATABASE_URL") or DEFAULT_DATABASE_URL
+        if not database_url.startswith(("sqlite:///", "dynamodb://")):
+            reader.problem("DATABASE_URL must be sqlite:///path.db or dynamodb://TABLE")
+        elif in_lambda and database_url.startswith("sqlite:"):
+            reader.problem(
+                "DATABASE_URL is a sqlite: store, refused in Lambda: credits would live in one"
+                " instance's /tmp and be lost; use dynamodb://TABLE"
+            )
+
+        api_base = reader.text("STRIPE_API_BASE")
+        if api_base and urlsplit(api_base).scheme not in ("http", "https"):
+            reader.problem("STRIPE_API_BASE must be an http:// or https:// address")
+            api_base = None
+        webhook_secret = reader.text("STRIPE_WEBHOOK_SECRET")
+        if webhook_secret and not webhook_secret.startswith("whsec_"):
+            reader.problem("STRIPE_WEBHOOK_SECRET must start with whsec_")
+            webhook_secret = None
+
+        return cls(
+            stripe_api_key=reader.text("STRIPE_API_KEY"),
+            stripe_webhook_secret=webhook_secret,
+            stripe_price_id=reader.text("STRIPE_PRICE_ID", "PRICE_ID"),
+            stripe_api_base=api_base,
+            broker_host=broker_host,
+            broker_port=broker_port,
+            broker_tls=broker_tls,
+            mqtt_username=reader.text("MQTT_USERNAME"),
+            mqtt_password=reader.text("MQTT_PASSWORD"),
+            mqtt_ca_cert=reader.text("MQTT_CA_CERT") or str(DEFAULT_CA_CERT),
+            topic_prefix=(reader.text("MQTT_TOPIC_PREFIX") or "arcade/machine").strip("/"),
+            database_url=database_url,
+            admin_api_key=reader.text("ADMIN_API_KEY"),
+            credits_per_unit=reader.integer("CREDITS_PER_UNIT", default=1, low=1, high=1000),
+            max_quantity=reader.integer("MAX_QUANTITY", default=10, low=1, high=99),
+            port=reader.integer("PORT", default=5000, low=1, high=65535),
+            in_lambda=in_lambda,
+            puback_timeout=reader.number("MQTT_PUBACK_TIMEOUT", default=2.0, low=0.1, high=30),
+            problems=tuple(reader.problems),
+        )
+
+    def missing(self, *names: str) -> list[str]:
+        """Return which of the named settings are unset, by their variable names."""
+        present = {
+            "STRIPE_API_KEY": self.stripe_api_key,
+            "STRIPE_WEBHOOK_SECRET": self.stripe_webhook_secret,
+            "EMQX_BROKER_URL": self.broker_host,
+        }
+        return [name for name in names if not present[name]]
+
+    def require(self, *names: str) -> None:
+        """Raise SettingsError naming every one of ``names`` that is unset."""
+        absent = self.missing(*names)
+        if absent:
+            raise SettingsError(f"{' and '.join(absent)} not set")
+
+
+class _Reader:
+    """Read typed values, collecting a sentence for each bad one instead of raising."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+        self.problems: list[str] = []
+
+    def problem(self, sentence: str) -> None:
+        self.problems.append(sentence)
+
+    def text(self, name: str, *aliases: str) -> str | None:
+        for key in (name, *aliases):
+            value = self.env.get(key, "").strip()
+            if value:
+                return value
+        return None
+
+    def flag(self, name: str, *, default: bool) -> bool:
+        value = self.text(name)
+        if value is None:
+            return default
+        if value.lower() in TRUE_WORDS:
+            return True
+        if value.lower() in FALSE_WORDS:
+            return False
+        self.problem(f"{name} must be true or false")
+        return default
+
+    def integer(self, name: str, *aliases: str, default: int, low: int, high: int) -> int:
+        value = self.text(name, *aliases)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            number = None
+        if number is None or not low <= number <= high:
+            self.problem(f"{name} must be a whole number from {low} to {high}")
+            return default
+        return number
+
+    def number(self, name: str, *, default: float, low: float, high: float) -> float:
+        value = self.text(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if number is None or not low <= number <= high:
+            self.problem(f"{name} must be a number from {low} to {high}")
+            return default
+        return number
+
+
+def raise_for_problems(settings: Settings) -> None:
+    """Raise SettingsError listing every malformed setting."""
+    if settings.problems:
+        raise SettingsError("; ".join(settings.problems))

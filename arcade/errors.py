@@ -1,0 +1,80 @@
+"""Every exception the service raises on purpose, and how each one reads to a person."""
+
+from __future__ import annotations
+
+
+class ArcadeError(Exception):
+    """Base of the project's own exceptions."""
+
+
+# --- store ----------------------------------------------------------------------------------
+class StoreError(ArcadeError):
+    """The store could not be reached or refused an operation."""
+
+
+class MachineExists(StoreError):
+    """A machine with this id is already registered."""
+
+
+class UnknownMachine(StoreError):
+    """No machine with this id is registered."""
+
+
+# --- settings -------------------------------------------------------------------------------
+class SettingsError(ArcadeError):
+    """A setting is missing or malformed; the message names it."""
+
+
+# --- broker ---------------------------------------------------------------------------------
+class BrokerUnavailable(ArcadeError):
+    """The MQTT broker could not be reached, refused us, or did not acknowledge in time."""
+
+
+# --- stripe ---------------------------------------------------------------------------------
+class PaymentProviderError(ArcadeError):
+    """Stripe failed or refused a call; the message is ours, never the library's."""
+
+
+class InvalidSignature(ArcadeError):
+    """A webhook body whose Stripe-Signature is missing, wrong or stale."""
+
+
+# --- HTTP -----------------------------------------------------------------------------------
+class ApiError(ArcadeError):
+    """An answer to an HTTP client: status, snake_case code and a sentence for a person."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+
+class BadRequest(ApiError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+
+class UpstreamFailed(ApiError):
+    status = 502
+    code = "stripe_error"
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+    code = "unavailable"

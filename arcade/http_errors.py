@@ -1,0 +1,99 @@
+"""One JSON error shape for every failure: {"error": sentence, "code": snake_case}."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, request
+from werkzeug.exceptions import HTTPException
+
+from arcade.errors import (
+    ApiError,
+    BrokerUnavailable,
+    MachineExists,
+    PaymentProviderError,
+    SettingsError,
+    StoreError,
+    UnknownMachine,
+)
+from arcade.logs import log_event
+
+logger = logging.getLogger(__name__)
+
+HTTP_CODES = {
+    400: ("bad_request", "the request could not be read"),
+    404: ("not_found", "no such route"),
+    405: ("method_not_allowed", "this route does not take that method"),
+    413: ("body_too_large", "the body is over 256 KiB"),
+    415: ("unsupported_media_type", "send the body as JSON"),
+}
+
+
+def error_body(status: int, code: str, message: str):
+    """Return a Flask response tuple in the project's error shape."""
+    return {"error": message, "code": code}, status
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Answer every error as JSON, with our words and no trace."""
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError):
+        return error_body(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(SettingsError)
+    def settings_error(exc: SettingsError):
+        _log("not_configured", exc)
+        return error_body(503, "not_configured", str(exc))
+
+    @app.errorhandler(BrokerUnavailable)
+    def broker_unavailable(exc: BrokerUnavailable):
+        _log("broker_unavailable", exc)
+        return error_body(503, "broker_unavailable", str(exc))
+
+    @app.errorhandler(PaymentProviderError)
+    def stripe_failed(exc: PaymentProviderError):
+        _log("stripe_error", exc)
+        return error_body(502, "stripe_error", str(exc))
+
+    @app.errorhandler(MachineExists)
+    def machine_exists(exc: MachineExists):
+        return error_body(409, "machine_exists", f"machine {exc} is already registered")
+
+    @app.errorhandler(UnknownMachine)
+    def unknown_machine(exc: UnknownMachine):
+        return error_body(404, "unknown_machine", f"machine {exc} is not registered")
+
+    @app.errorhandler(StoreError)
+    def store_error(exc: StoreError):
+        _log("store_unavailable", exc)
+        return error_body(503, "store_unavailable", str(exc))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        status = exc.code or 500
+        code, message = HTTP_CODES.get(status, ("http_error", "the request failed"))
+        return error_body(status, code, message)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        # The type name only: an exception's text can carry library internals or secrets.
+        log_event(
+            logger,
+            "unexpected_error",
+            level=logging.ERROR,
+            path=request.path,
+            error=type(exc).__name__,
+        )
+        return error_body(500, "internal_error", "something went wrong on our side")
+
+
+def _log(code: str, exc: Exception) -> None:
+    log_event(
+        logger,
+        "request_failed",
+        level=logging.WARNING,
+        path=request.path,
+        code=code,
+        reason=str(exc),
+    )

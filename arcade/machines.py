@@ -1,0 +1,133 @@
+"""The machine registry: ids, tokens (stored hashed) and who may act for a machine."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+
+from arcade.clock import iso, utc_now
+from arcade.errors import BadRequest, NotFound, Unauthorized, UnknownMachine
+from arcade.store.base import Machine, Store
+
+# Safe as an MQTT topic level and as Stripe's client_reference_id.
+MACHINE_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def is_valid_machine_id(value: object) -> bool:
+    """Return True when ``value`` is a string usable as a machine id."""
+    return isinstance(value, str) and MACHINE_ID_PATTERN.fullmatch(value) is not None
+
+
+def check_machine_id(value: object) -> str:
+    """Return ``value`` when it is a valid machine id, else raise BadRequest."""
+    if not is_valid_machine_id(value):
+        raise BadRequest(
+            "machine_id must be 1 to 64 letters, digits, '_' or '-'", code="invalid_machine_id"
+        )
+    return value  # type: ignore[return-value]
+
+
+def hash_token(token: str) -> str:
+    """Return the stored form of a machine token.
+
+    Tokens are 256 random bits, so one SHA-256 is enough: there is nothing to guess.
+    """
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    """Return a fresh machine token."""
+    return "mt_" + secrets.token_urlsafe(32)
+
+
+class Registry:
+    """Register machines and decide whether a bearer token may act for one."""
+
+    def __init__(self, store: Store, *, admin_api_key: str | None):
+        self.store = store
+        self.admin_api_key = admin_api_key
+
+    def register(
+        self,
+        machine_id: str,
+        *,
+        name: str | None = None,
+        price_id: str | None = None,
+        credits_per_unit: int | None = None,
+    ) -> tuple[Machine, str]:
+        """Store a new machine and return it with its token (shown once)."""
+        check_machine_id(machine_id)
+        token = new_token()
+        machine = Machine(
+            machine_id=machine_id,
+            token_hash=hash_token(token),
+            created_at=iso(utc_now()),
+            name=name,
+            price_id=price_id,
+            credits_per_unit=credits_per_unit,
+        )
+        self.store.add_machine(machine)
+        return machine, token
+
+    def rotate_token(self, machine_id: str) -> str:
+        """Give a machine a new token; the old one stops working at once."""
+        token = new_token()
+        self.store.set_token_hash(machine_id, hash_token(token))
+        return token
+
+    def remove(self, machine_id: str) -> None:
+        """Forget a machine (its payments stay on record)."""
+        self.store.remove_machine(machine_id)
+
+    def get(self, machine_id: str) -> Machine:
+        """Return a registered machine, or raise NotFound."""
+        machine = self.store.get_machine(machine_id)
+        if machine is None:
+            raise NotFound(f"machine {machine_id} is not registered", code="unknown_machine")
+        return machine
+
+    def is_admin(self, authorization: str | None) -> bool:
+        """Return True when the header carries the operator's ADMIN_API_KEY."""
+        token = bearer_token(authorization)
+        return bool(token and self.admin_api_key and hmac.compare_digest(token, self.admin_api_key))
+
+    def authorise(self, machine_id: str, authorization: str | None) -> Machine:
+        """Return the machine when the header carries its token or the admin key."""
+        token = bearer_token(authorization)
+        if token is None:
+            raise Unauthorized(
+                "send Authorization: Bearer <machine token>", code="missing_credentials"
+            )
+        machine = self.get(machine_id)
+        if self.is_admin(authorization) or hmac.compare_digest(
+            hash_token(token), machine.token_hash
+        ):
+            return machine
+        raise Unauthorized("the token is not valid for this machine", code="invalid_credentials")
+
+    def require_admin(self, authorization: str | None) -> None:
+        """Raise unless the header carries ADMIN_API_KEY (admin HTTP is off without one)."""
+        if not self.admin_api_key:
+            raise NotFound("admin endpoints are off: ADMIN_API_KEY not set", code="admin_disabled")
+        if bearer_token(authorization) is None:
+            raise Unauthorized(
+                "send Authorization: Bearer <ADMIN_API_KEY>", code="missing_credentials"
+            )
+        if not self.is_admin(authorization):
+            raise Unauthorized("the admin key is not valid", code="invalid_credentials")
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """Return the token of an ``Authorization: Bearer`` header, or None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+__all__ = ["Registry", "UnknownMachine", "check_machine_id", "is_valid_machine_id"]

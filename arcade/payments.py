@@ -1,0 +1,168 @@
+"""Stripe: webhook verification, prices, payment links and a session's line items.
+
+The ``stripe`` library is imported on first use, not at import time, to keep the Lambda cold
+start small. Every Stripe failure becomes our own ``PaymentProviderError`` with a sentence of
+ours; the library's text (which may echo request data) never reaches a client or a log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from arcade.errors import InvalidSignature, PaymentProviderError, SettingsError
+from arcade.logs import log_event
+
+if TYPE_CHECKING:
+    import stripe
+
+    from arcade.config import Settings
+
+logger = logging.getLogger(__name__)
+
+SIGNATURE_TOLERANCE_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Price:
+    price_id: str
+    unit_amount: int | None
+    currency: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class CreatedLink:
+    link_id: str
+    url: str
+
+
+class StripeGateway:
+    """The calls this service makes to Stripe, through one StripeClient per process."""
+
+    def __init__(self, settings: Settings, client: stripe.StripeClient | None = None):
+        self.settings = settings
+        self._client = client
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> stripe.StripeClient:
+        """Return the process's StripeClient, built on first use."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._build_client()
+        return self._client
+
+    def _build_client(self) -> stripe.StripeClient:
+        self.settings.require("STRIPE_API_KEY")
+        import stripe
+
+        options: dict[str, Any] = {"max_network_retries": 2}
+        if self.settings.stripe_api_base:
+            options["base_addresses"] = {"api": self.settings.stripe_api_base}
+        return stripe.StripeClient(self.settings.stripe_api_key or "", **options)
+
+    # --- webhooks ---------------------------------------------------------------------------
+    def verify_event(self, payload: bytes, signature: str | None) -> dict[str, Any]:
+        """Return the event in ``payload`` after checking its Stripe-Signature over the bytes."""
+        self.settings.require("STRIPE_WEBHOOK_SECRET")
+        import stripe
+
+        if not signature:
+            raise InvalidSignature("the Stripe-Signature header is missing")
+        try:
+            stripe.WebhookSignature.verify_header(
+                payload,
+                signature,
+                self.settings.stripe_webhook_secret,
+                tolerance=SIGNATURE_TOLERANCE_SECONDS,
+            )
+            event = json.loads(payload)
+        except stripe.SignatureVerificationError as exc:
+            raise InvalidSignature("the Stripe-Signature does not match or is too old") from exc
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InvalidSignature("the webhook body is not a signed JSON event") from exc
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            raise InvalidSignature("the webhook body is not a Stripe event")
+        return event
+
+    # --- prices and links -------------------------------------------------------------------
+    def retrieve_price(self, price_id: str) -> Price:
+        """Return the price's unit amount and currency."""
+        price = self._call("price_retrieve", lambda: self.client.v1.prices.retrieve(price_id))
+        return Price(
+            price_id=price["id"],
+            unit_amount=price.get("unit_amount"),
+            currency=price.get("currency") or "usd",
+            active=bool(price.get("active", True)),
+        )
+
+    def create_payment_link(
+        self, *, machine_id: str, price_id: str, quantity: int | None, max_quantity: int
+    ) -> CreatedLink:
+        """Create a Payment Link for one machine; the same request always gives the same link."""
+        line_item: dict[str, Any] = {"price": price_id, "quantity": quantity or 1}
+        if quantity is None:
+            line_item["adjustable_quantity"] = {
+                "enabled": True,
+                "minimum": 1,
+                "maximum": max_quantity,
+            }
+        params: dict[str, Any] = {
+            "line_items": [line_item],
+            "metadata": {"machine_id": machine_id},
+            "payment_intent_data": {"metadata": {"machine_id": machine_id}},
+        }
+        # Same parameters, same key: a retry (ours, the library's or a concurrent request)
+        # returns the link Stripe already made instead of making another.
+        digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+        idempotency_key = f"arcade-plink-{digest[:40]}"
+        link = self._call(
+            "payment_link_create",
+            lambda: self.client.v1.payment_links.create(
+                params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            ),
+        )
+        return CreatedLink(link_id=link["id"], url=link["url"])
+
+    def count_units(self, session_id: str) -> int:
+        """Return how many units a Checkout Session bought, from its line items."""
+
+        def fetch() -> int:
+            units = 0
+            page = self.client.v1.checkout.sessions.line_items.list(session_id, {"limit": 100})
+            for item in page.auto_paging_iter():
+                units += int(item.get("quantity") or 0)
+            return units
+
+        return self._call("line_items_list", fetch)
+
+    def _call(self, operation: str, call: Any) -> Any:
+        import stripe
+
+        try:
+            return call()
+        except SettingsError:
+            raise
+        except stripe.StripeError as exc:
+            status = getattr(exc, "http_status", None)
+            log_event(
+                logger,
+                "stripe_call_failed",
+                level=logging.WARNING,
+                operation=operation,
+                error=type(exc).__name__,
+                http_status=status,
+                request_id=getattr(exc, "request_id", None),
+            )
+            if isinstance(exc, stripe.AuthenticationError):
+                raise PaymentProviderError("Stripe refused STRIPE_API_KEY") from exc
+            if isinstance(exc, stripe.InvalidRequestError):
+                raise PaymentProviderError("Stripe refused the request") from exc
+            raise PaymentProviderError("Stripe could not be reached or failed") from exc

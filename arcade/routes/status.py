@@ -1,0 +1,40 @@
+"""GET /status: is the API up, and is it configured? No network call."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from arcade import __version__
+from arcade.services import services
+
+bp = Blueprint("status", __name__)
+
+
+@bp.get("/status")
+def status():
+    svc = services()
+    settings = svc.settings
+    broker_problems = svc.publisher.problems()
+    stripe_missing = settings.missing("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET")
+    return {
+        "status": "up",
+        "message": "API is running",
+        "version": __version__,
+        "stripe": {
+            "api_key": "set" if settings.stripe_api_key else "missing",
+            "webhook_secret": "set" if settings.stripe_webhook_secret else "missing",
+            "default_price": "set" if settings.stripe_price_id else "missing",
+        },
+        "broker": {
+            "host": settings.broker_host,
+            "port": settings.broker_port,
+            "tls": settings.broker_tls,
+            "ready": not broker_problems,
+        },
+        "store": settings.database_url.split(":", 1)[0],
+        "problems": [
+            *settings.problems,
+            *(f"{n} not set" for n in stripe_missing),
+            *broker_problems,
+        ],
+    }

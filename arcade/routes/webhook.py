@@ -1,0 +1,27 @@
+"""POST /webhook (and /addCredit): Stripe's signed events."""
+
+from __future__ import annotations
+
+from flask import Blueprint, request
+
+from arcade.errors import BadRequest, InvalidSignature
+from arcade.services import services
+
+bp = Blueprint("webhook", __name__)
+
+
+@bp.post("/webhook")
+@bp.post("/addCredit")
+def webhook():
+    svc = services()
+    # The signature covers the exact bytes Stripe sent: verify them before anything else.
+    payload = request.get_data(cache=False)
+    try:
+        event = svc.gateway.verify_event(payload, request.headers.get("Stripe-Signature"))
+    except InvalidSignature as exc:
+        raise BadRequest(str(exc), code="invalid_signature") from exc
+    try:
+        outcome = svc.ledger.apply_event(event)
+    except ValueError as exc:
+        raise BadRequest("the event's Checkout Session has no id", code="invalid_event") from exc
+    return {"received": True, "result": outcome.result, "payment_id": outcome.payment_id}

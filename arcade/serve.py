@@ -1,0 +1,40 @@
+"""``python app.py``: report the settings by name, then serve on PORT."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from flask import Flask
+
+from arcade.logs import log_event
+from arcade.services import services
+
+logger = logging.getLogger("arcade.serve")
+
+
+def serve(app: Flask) -> None:
+    """Serve ``app`` with threads on 127.0.0.1:PORT (HOST to change the address)."""
+    with app.app_context():
+        svc = services()
+        settings = svc.settings
+        problems = [
+            *settings.problems,
+            *(
+                f"{name} not set"
+                for name in settings.missing("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET")
+            ),
+            *svc.publisher.problems(),
+        ]
+    for problem in problems:
+        log_event(logger, "setting_problem", level=logging.WARNING, problem=problem)
+    host = os.environ.get("HOST", "127.0.0.1")
+    log_event(
+        logger,
+        "serving",
+        host=host,
+        port=settings.port,
+        store=settings.database_url.split(":", 1)[0],
+        ready=not problems,
+    )
+    app.run(host=host, port=settings.port, threaded=True, use_reloader=False)

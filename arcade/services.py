@@ -1,0 +1,31 @@
+"""The objects one app instance works with, built once in ``create_app``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+
+from arcade.config import Settings
+from arcade.ledger import Ledger
+from arcade.links import LinkService
+from arcade.machines import Registry
+from arcade.mqtt import Publisher
+from arcade.payments import StripeGateway
+from arcade.store.base import Store
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    publisher: Publisher
+    gateway: StripeGateway
+    registry: Registry
+    links: LinkService
+    ledger: Ledger
+
+
+def services() -> Services:
+    """Return the current app's services."""
+    return current_app.extensions["arcade"]
