@@ -45,3 +45,5 @@ def configure_logging(level: int = logging.INFO) -> None:
     handler.setFormatter(JsonLineFormatter())
     root.handlers = [handler]
     root.setLevel(level)
+    # The stripe library logs every request at INFO; our own events already name each call.
+    logging.getLogger("stripe").setLevel(logging.WARNING)

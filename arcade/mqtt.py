@@ -84,10 +84,9 @@ class Publisher:
             client = self._live_client()
             info = client.publish(topic, data, qos=1, retain=False)
             if info.rc == 0:
-                try:
+                # Raises when the connection broke under the message: handled below.
+                with contextlib.suppress(RuntimeError, ValueError):
                     info.wait_for_publish(timeout=self.settings.puback_timeout)
-                except (RuntimeError, ValueError):
-                    pass  # the connection broke under the message: handled below
                 if info.is_published():
                     log_event(logger, "mqtt_published", topic=topic, attempt=attempt, **log_ids)
                     return
@@ -143,7 +142,12 @@ class Publisher:
         connected = threading.Event()
         outcome: dict[str, str] = {}
 
-        def on_connect(_client, _userdata, _flags, reason_code, _properties) -> None:
+        def on_connect(paho_client, _userdata, _flags, reason_code, _properties) -> None:
+            sock = paho_client.socket()
+            if sock is not None:
+                # A coinpulse is one small packet: send it now, not when Nagle decides.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             outcome["reason"] = str(reason_code)
             outcome["ok"] = "yes" if not reason_code.is_failure else ""
             connected.set()

@@ -96,10 +96,10 @@ class StripeGateway:
         """Return the price's unit amount and currency."""
         price = self._call("price_retrieve", lambda: self.client.v1.prices.retrieve(price_id))
         return Price(
-            price_id=price["id"],
-            unit_amount=price.get("unit_amount"),
-            currency=price.get("currency") or "usd",
-            active=bool(price.get("active", True)),
+            price_id=price.id,
+            unit_amount=getattr(price, "unit_amount", None),
+            currency=getattr(price, "currency", None) or "usd",
+            active=bool(getattr(price, "active", True)),
         )
 
     def create_payment_link(
@@ -129,7 +129,7 @@ class StripeGateway:
                 options={"idempotency_key": idempotency_key},
             ),
         )
-        return CreatedLink(link_id=link["id"], url=link["url"])
+        return CreatedLink(link_id=link.id, url=link.url)
 
     def count_units(self, session_id: str) -> int:
         """Return how many units a Checkout Session bought, from its line items."""
@@ -138,7 +138,7 @@ class StripeGateway:
             units = 0
             page = self.client.v1.checkout.sessions.line_items.list(session_id, {"limit": 100})
             for item in page.auto_paging_iter():
-                units += int(item.get("quantity") or 0)
+                units += int(getattr(item, "quantity", None) or 0)
             return units
 
         return self._call("line_items_list", fetch)
