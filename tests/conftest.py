@@ -1,0 +1,173 @@
+"""Fixtures: a real TLS broker, a loopback Stripe, and apps built on a fresh store per test."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from arcade import create_app
+from arcade.config import Settings
+from arcade.services import Services
+from tests.broker import Subscriber, TlsBroker
+from tests.stripe_standin import StripeStandIn, event, sign_payload
+
+WEBHOOK_SECRET = "whsec_test_arcade_secret"
+ADMIN_KEY = "admin-key-for-tests"
+DEFAULT_PRICE = "price_default_credit"
+TOPIC_PREFIX = "arcade/machine"
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
+    """Share one TLS Mosquitto across the tests that leave it running."""
+    with TlsBroker(tmp_path_factory.mktemp("broker")) as running:
+        yield running
+
+
+@pytest.fixture
+def fresh_broker(tmp_path: Path) -> Iterator[TlsBroker]:
+    """Give a test its own TLS Mosquitto to stop, restart or freeze."""
+    with TlsBroker(tmp_path / "broker") as running:
+        yield running
+
+
+@pytest.fixture
+def stripe_standin() -> Iterator[StripeStandIn]:
+    """Serve a loopback imitation of Stripe's API, with a 50-cent default price."""
+    with StripeStandIn() as standin:
+        standin.add_price(DEFAULT_PRICE, 50)
+        yield standin
+
+
+@pytest.fixture
+def subscribe(broker: TlsBroker) -> Iterator[Callable[..., Subscriber]]:
+    """Connect real subscribers to the shared broker, closed after the test."""
+    opened: list[Subscriber] = []
+
+    def open_subscriber(topic: str = f"{TOPIC_PREFIX}/#", *, on: TlsBroker | None = None):
+        subscriber = (on or broker).subscriber(topic)
+        opened.append(subscriber)
+        return subscriber
+
+    yield open_subscriber
+    for subscriber in opened:
+        subscriber.close()
+
+
+def app_environment(
+    broker: TlsBroker, standin: StripeStandIn, database: Path, **overrides: str
+) -> dict[str, str]:
+    """Return the settings of an app wired to these test services."""
+    env = {
+        **broker.env(),
+        "STRIPE_API_KEY": standin.api_key,
+        "STRIPE_API_BASE": standin.url,
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "STRIPE_PRICE_ID": DEFAULT_PRICE,
+        "DATABASE_URL": f"sqlite:///{database}",
+        "ADMIN_API_KEY": ADMIN_KEY,
+        "MQTT_PUBACK_TIMEOUT": "1",
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def make_app(
+    broker: TlsBroker, stripe_standin: StripeStandIn, tmp_path: Path
+) -> Iterator[Callable[..., Flask]]:
+    """Build apps on one SQLite file per test; ``on=`` picks another broker."""
+    built: list[Flask] = []
+
+    def build(*, on: TlsBroker | None = None, **overrides: str) -> Flask:
+        env = app_environment(on or broker, stripe_standin, tmp_path / "arcade.db", **overrides)
+        app = create_app(Settings.from_env(env))
+        app.config["TESTING"] = True
+        built.append(app)
+        return app
+
+    yield build
+    for app in built:
+        services: Services = app.extensions["arcade"]
+        services.publisher.close()
+        services.store.close()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask):
+    return app.test_cli_runner()
+
+
+@dataclass(frozen=True)
+class Cabinet:
+    machine_id: str
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+def register(app: Flask) -> Callable[..., Cabinet]:
+    """Register machines in the test app's store."""
+
+    def add(machine_id: str = "cab001", **options: Any) -> Cabinet:
+        _, token = app.extensions["arcade"].registry.register(machine_id, **options)
+        return Cabinet(machine_id, token)
+
+    return add
+
+
+@pytest.fixture
+def cabinet(register: Callable[..., Cabinet]) -> Cabinet:
+    return register("cab001")
+
+
+def signed_post(
+    client: FlaskClient,
+    payload: dict[str, Any] | bytes,
+    *,
+    secret: str = WEBHOOK_SECRET,
+    path: str = "/webhook",
+    timestamp: int | None = None,
+):
+    """POST a webhook body signed the way Stripe signs it."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    header = sign_payload(body, secret, timestamp)
+    return client.post(
+        path, data=body, headers={"Stripe-Signature": header, "Content-Type": "application/json"}
+    )
+
+
+@pytest.fixture
+def deliver(client: FlaskClient) -> Callable[..., Any]:
+    """Deliver a Stripe event (type, object) to the app's webhook, signed."""
+
+    def send(
+        event_type: str,
+        data_object: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        via: FlaskClient | None = None,
+    ):
+        return signed_post(via or client, event(event_type, data_object, id=event_id))
+
+    return send

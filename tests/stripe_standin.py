@@ -1,0 +1,1047 @@
+"""A loopback HTTP server that answers like Stripe's API, and builders for webhook payloads.
+
+The application talks to it with the real ``stripe`` library::
+
+    stripe.StripeClient(standin.api_key, base_addresses={"api": standin.url})
+
+It knows prices, payment links (with idempotency keys) and Checkout Sessions with their line
+items, answers errors in Stripe's shape, records every request, and can be told to fail,
+drop connections or answer slowly. Request bodies are form-encoded exactly as stripe-python
+sends them; ``RecordedRequest.params`` holds them decoded into nested dicts and lists with
+the values left as the strings that went over the wire ("true", "2").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import string
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import stripe
+
+API_KEY = "sk_test_standin"
+API_VERSION = stripe.api_version
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def _random_id(prefix: str, length: int = 24) -> str:
+    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+# --- form decoding ---------------------------------------------------------------------------
+
+_KEY_PART = re.compile(r"\[([^\]]*)\]")
+
+
+def _listify(value: Any) -> Any:
+    """Turn dicts whose keys are all indexes ("0", "1", ...) into lists, recursively."""
+    if not isinstance(value, dict):
+        return value
+    converted = {key: _listify(item) for key, item in value.items()}
+    if converted and all(key.isdigit() for key in converted):
+        return [converted[key] for key in sorted(converted, key=int)]
+    return converted
+
+
+def decode_form(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """Decode Stripe-style form pairs (``a[b][0][c]=v``) into nested dicts and lists."""
+    root: dict[str, Any] = {}
+    for key, value in pairs:
+        head, _, rest = key.partition("[")
+        parts = [head] + (_KEY_PART.findall("[" + rest) if rest else [])
+        node = root
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        last = parts[-1]
+        if last == "":  # "expand[]=x" style: append
+            last = str(len(node))
+        node[last] = value
+    return _listify(root)
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class StripeError(Exception):
+    """An error answer in Stripe's shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = dict(headers or {})
+
+    def body(self, request_id: str) -> dict[str, Any]:
+        """Return the JSON body Stripe sends for this error."""
+        error: dict[str, Any] = {"message": self.message, "type": self.type}
+        if self.code:
+            error["code"] = self.code
+            error["doc_url"] = f"https://stripe.com/docs/error-codes/{self.code.replace('_', '-')}"
+        if self.param:
+            error["param"] = self.param
+        error["request_log_url"] = f"https://dashboard.stripe.com/test/logs/{request_id}?t={_now()}"
+        return {"error": error}
+
+
+def _missing(param: str) -> StripeError:
+    return StripeError(
+        400, f"Missing required param: {param}.", code="parameter_missing", param=param
+    )
+
+
+def _invalid(param: str, message: str, code: str = "parameter_invalid_integer") -> StripeError:
+    return StripeError(400, message, code=code, param=param)
+
+
+def _no_such(kind: str, object_id: str, param: str = "id") -> StripeError:
+    return StripeError(404, f"No such {kind}: '{object_id}'", code="resource_missing", param=param)
+
+
+def _positive_int(value: Any, param: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise _invalid(param, f"Invalid integer: {value}") from None
+    if number < minimum or (maximum is not None and number > maximum):
+        upper = f" and at most {maximum}" if maximum is not None else ""
+        raise _invalid(
+            param, f"This value must be at least {minimum}{upper}.", code="parameter_invalid"
+        )
+    return number
+
+
+def _boolean(value: Any, param: str) -> bool:
+    if value in ("true", True):
+        return True
+    if value in ("false", False):
+        return False
+    raise _invalid(param, f"Invalid boolean: {value}", code="parameter_invalid")
+
+
+# --- object builders ------------------------------------------------------------------------
+
+
+def price(
+    *,
+    id: str | None = None,
+    unit_amount: int,
+    currency: str = "usd",
+    product: str | None = None,
+    active: bool = True,
+    nickname: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Return a one-time Price shaped like Stripe's."""
+    return {
+        "id": id or _random_id("price_"),
+        "object": "price",
+        "active": active,
+        "billing_scheme": "per_unit",
+        "created": _now(),
+        "currency": currency,
+        "custom_unit_amount": None,
+        "livemode": False,
+        "lookup_key": None,
+        "metadata": dict(metadata or {}),
+        "nickname": nickname,
+        "product": product or _random_id("prod_", 14),
+        "recurring": None,
+        "tax_behavior": "unspecified",
+        "tiers_mode": None,
+        "transform_quantity": None,
+        "type": "one_time",
+        "unit_amount": unit_amount,
+        "unit_amount_decimal": str(unit_amount),
+    }
+
+
+def line_item(
+    price_object: Mapping[str, Any],
+    quantity: int,
+    *,
+    discount: int = 0,
+    description: str = "Arcade credits",
+) -> dict[str, Any]:
+    """Return a Checkout line item (``item``) for quantity units of price_object."""
+    subtotal = int(price_object["unit_amount"]) * quantity
+    return {
+        "id": _random_id("li_"),
+        "object": "item",
+        "adjustable_quantity": None,
+        "amount_discount": discount,
+        "amount_subtotal": subtotal,
+        "amount_tax": 0,
+        "amount_total": subtotal - discount,
+        "currency": price_object["currency"],
+        "description": description,
+        "metadata": {},
+        "price": dict(price_object),
+        "quantity": quantity,
+    }
+
+
+def checkout_session(
+    *,
+    id: str | None = None,
+    payment_link: str | None = None,
+    client_reference_id: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+    amount_subtotal: int,
+    amount_total: int | None = None,
+    currency: str = "usd",
+    payment_status: str = "paid",
+    status: str = "complete",
+    payment_intent: str | None = None,
+    discount: int = 0,
+    created: int | None = None,
+) -> dict[str, Any]:
+    """Return a ``checkout.session`` as a webhook carries it (no line items: Stripe omits them)."""
+    created = created or _now()
+    total = amount_subtotal - discount if amount_total is None else amount_total
+    return {
+        "id": id or _random_id("cs_test_", 58),
+        "object": "checkout.session",
+        "adaptive_pricing": {"enabled": False},
+        "after_expiration": None,
+        "allow_promotion_codes": False,
+        "amount_subtotal": amount_subtotal,
+        "amount_total": total,
+        "automatic_tax": {"enabled": False, "liability": None, "status": None},
+        "billing_address_collection": "auto",
+        "cancel_url": None,
+        "client_reference_id": client_reference_id,
+        "client_secret": None,
+        "consent": None,
+        "consent_collection": None,
+        "created": created,
+        "currency": currency,
+        "currency_conversion": None,
+        "custom_fields": [],
+        "custom_text": {
+            "after_submit": None,
+            "shipping_address": None,
+            "submit": None,
+            "terms_of_service_acceptance": None,
+        },
+        "customer": None,
+        "customer_creation": "if_required",
+        "customer_details": {
+            "address": None,
+            "email": "player@example.com",
+            "name": "Test Player",
+            "phone": None,
+            "tax_exempt": "none",
+            "tax_ids": [],
+        },
+        "customer_email": None,
+        "discounts": [],
+        "expires_at": created + 86400,
+        "invoice": None,
+        "invoice_creation": {"enabled": False, "invoice_data": None},
+        "livemode": False,
+        "locale": "auto",
+        "metadata": dict(metadata or {}),
+        "mode": "payment",
+        "payment_intent": payment_intent or _random_id("pi_"),
+        "payment_link": payment_link,
+        "payment_method_collection": "if_required",
+        "payment_method_configuration_details": None,
+        "payment_method_options": {"card": {"request_three_d_secure": "automatic"}},
+        "payment_method_types": ["card"],
+        "payment_status": payment_status,
+        "phone_number_collection": {"enabled": False},
+        "recovered_from": None,
+        "saved_payment_method_options": None,
+        "setup_intent": None,
+        "shipping_address_collection": None,
+        "shipping_cost": None,
+        "shipping_options": [],
+        "status": status,
+        "submit_type": "auto",
+        "subscription": None,
+        "success_url": "https://stripe.com",
+        "total_details": {"amount_discount": discount, "amount_shipping": 0, "amount_tax": 0},
+        "ui_mode": "hosted",
+        "url": None,
+    }
+
+
+def charge(
+    *,
+    payment_intent: str,
+    amount: int,
+    amount_refunded: int,
+    currency: str = "usd",
+    refunded: bool | None = None,
+    id: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+    created: int | None = None,
+) -> dict[str, Any]:
+    """Return a ``charge`` as ``charge.refunded`` carries it; refunded defaults to a full refund."""
+    return {
+        "id": id or _random_id("ch_"),
+        "object": "charge",
+        "amount": amount,
+        "amount_captured": amount,
+        "amount_refunded": amount_refunded,
+        "application": None,
+        "application_fee": None,
+        "application_fee_amount": None,
+        "balance_transaction": _random_id("txn_"),
+        "billing_details": {
+            "address": None,
+            "email": "player@example.com",
+            "name": "Test Player",
+            "phone": None,
+        },
+        "calculated_statement_descriptor": "ARCADE PAY",
+        "captured": True,
+        "created": created or _now(),
+        "currency": currency,
+        "customer": None,
+        "description": None,
+        "disputed": False,
+        "failure_balance_transaction": None,
+        "failure_code": None,
+        "failure_message": None,
+        "fraud_details": {},
+        "livemode": False,
+        "metadata": dict(metadata or {}),
+        "on_behalf_of": None,
+        "outcome": {
+            "network_status": "approved_by_network",
+            "reason": None,
+            "risk_level": "normal",
+            "seller_message": "Payment complete.",
+            "type": "authorized",
+        },
+        "paid": True,
+        "payment_intent": payment_intent,
+        "payment_method": _random_id("pm_"),
+        "payment_method_details": {
+            "card": {"brand": "visa", "country": "US", "last4": "4242", "funding": "credit"},
+            "type": "card",
+        },
+        "receipt_email": None,
+        "receipt_number": None,
+        "receipt_url": None,
+        "refunded": amount_refunded >= amount if refunded is None else refunded,
+        "review": None,
+        "shipping": None,
+        "source_transfer": None,
+        "statement_descriptor": None,
+        "statement_descriptor_suffix": None,
+        "status": "succeeded",
+        "transfer_data": None,
+        "transfer_group": None,
+    }
+
+
+def event(
+    type: str,
+    data_object: Mapping[str, Any],
+    *,
+    id: str | None = None,
+    created: int | None = None,
+    previous_attributes: Mapping[str, Any] | None = None,
+    api_version: str = API_VERSION,
+) -> dict[str, Any]:
+    """Return a Stripe ``event`` wrapping data_object, as a webhook delivers it."""
+    data: dict[str, Any] = {"object": dict(data_object)}
+    if previous_attributes is not None:
+        data["previous_attributes"] = dict(previous_attributes)
+    return {
+        "id": id or _random_id("evt_"),
+        "object": "event",
+        "api_version": api_version,
+        "created": created or _now(),
+        "data": data,
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": type,
+    }
+
+
+def sign_payload(payload: bytes | str, secret: str, timestamp: int | None = None) -> str:
+    """Return the ``Stripe-Signature`` header Stripe would send for payload."""
+    body = payload.encode() if isinstance(payload, str) else payload
+    ts = _now() if timestamp is None else timestamp
+    signed = f"{ts}.".encode() + body
+    digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return f"t={ts},v1={digest}"
+
+
+# --- the server -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the stand-in received."""
+
+    method: str
+    path: str
+    params: dict[str, Any]
+    headers: dict[str, str]
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        """Return a header by case-insensitive name."""
+        wanted = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
+
+    @property
+    def idempotency_key(self) -> str | None:
+        """Return the request's Idempotency-Key header."""
+        return self.header("Idempotency-Key")
+
+
+@dataclass
+class _Failure:
+    status: int
+    error_type: str
+    message: str
+    code: str | None
+    should_retry: bool | None
+    drop: bool = False
+
+
+@dataclass
+class _Replay:
+    fingerprint: str
+    body: dict[str, Any]
+
+
+@dataclass
+class _Answer:
+    status: int
+    body: dict[str, Any] | None
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False
+
+
+PAYMENT_LINK_PARAMS = frozenset(
+    {
+        "after_completion",
+        "allow_promotion_codes",
+        "application_fee_amount",
+        "application_fee_percent",
+        "automatic_tax",
+        "billing_address_collection",
+        "consent_collection",
+        "currency",
+        "custom_fields",
+        "custom_text",
+        "customer_creation",
+        "expand",
+        "inactive_message",
+        "invoice_creation",
+        "line_items",
+        "metadata",
+        "name_collection",
+        "on_behalf_of",
+        "optional_items",
+        "payment_intent_data",
+        "payment_method_collection",
+        "payment_method_types",
+        "phone_number_collection",
+        "restrictions",
+        "shipping_address_collection",
+        "shipping_options",
+        "submit_type",
+        "subscription_data",
+        "tax_id_collection",
+        "transfer_data",
+    }
+)
+LINE_ITEM_PARAMS = frozenset({"price", "quantity", "adjustable_quantity"})
+PAYMENT_INTENT_DATA_PARAMS = frozenset(
+    {
+        "capture_method",
+        "description",
+        "metadata",
+        "setup_future_usage",
+        "statement_descriptor",
+        "statement_descriptor_suffix",
+        "transfer_group",
+    }
+)
+MAX_ADJUSTABLE_QUANTITY = 999
+
+
+class StripeStandIn:
+    """Serve a small, strict imitation of Stripe's v1 API on 127.0.0.1."""
+
+    def __init__(self, *, api_key: str = API_KEY, keep_alive: bool = False):
+        """Prepare an empty stand-in; keep_alive=True speaks HTTP/1.1 with persistent connections.
+
+        The default answers each request with ``Connection: close`` so that clients which are
+        never closed leave no sockets behind (pytest turns their ResourceWarning into errors).
+        """
+        self.api_key = api_key
+        self.keep_alive = keep_alive
+        self.latency = 0.0
+        self._lock = threading.RLock()
+        self._prices: dict[str, dict[str, Any]] = {}
+        self._links: dict[str, dict[str, Any]] = {}
+        self._link_items: dict[str, list[dict[str, Any]]] = {}
+        self._sessions: dict[str, dict[str, Any]] = {}
+        self._session_items: dict[str, list[dict[str, Any]]] = {}
+        self._idempotency: dict[str, _Replay] = {}
+        self._failures: list[_Failure] = []
+        self._requests: list[RecordedRequest] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # life cycle
+
+    @property
+    def url(self) -> str:
+        """Return the base address to give stripe as ``base_addresses={"api": url}``."""
+        if self._server is None:
+            raise RuntimeError("the Stripe stand-in is not started")
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def port(self) -> int:
+        """Return the port the stand-in listens on."""
+        if self._server is None:
+            raise RuntimeError("the Stripe stand-in is not started")
+        return int(self._server.server_address[1])
+
+    def start(self) -> StripeStandIn:
+        """Start serving in a daemon thread."""
+        if self._server is not None:
+            return self
+        handler = type(
+            "Handler",
+            (_Handler,),
+            {"standin": self, "protocol_version": "HTTP/1.1" if self.keep_alive else "HTTP/1.0"},
+        )
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        server.block_on_close = False
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="stripe-standin",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> StripeStandIn:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def client(self, **options: Any) -> stripe.StripeClient:
+        """Return a StripeClient pointed at the stand-in (options go to StripeClient)."""
+        options.setdefault("max_network_retries", 0)
+        return stripe.StripeClient(self.api_key, base_addresses={"api": self.url}, **options)
+
+    # test set-up
+
+    def add_price(
+        self,
+        price_id: str,
+        unit_amount: int,
+        currency: str = "usd",
+        product: str | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Register a one-time Price and return it."""
+        created = price(id=price_id, unit_amount=unit_amount, currency=currency, product=product)
+        created.update(fields)
+        with self._lock:
+            self._prices[price_id] = created
+        return dict(created)
+
+    def add_checkout_session(
+        self,
+        session_id: str | None = None,
+        line_items: Iterable[tuple[str, int]] = (),
+        *,
+        payment_link: str | None = None,
+        client_reference_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        payment_status: str = "paid",
+        discount: int = 0,
+        currency: str | None = None,
+    ) -> dict[str, Any]:
+        """Register a completed Checkout Session with line items [(price_id, quantity)].
+
+        The discount is taken off the first line item. Returns the session, ready to wrap in
+        ``event("checkout.session.completed", session)``.
+        """
+        items: list[dict[str, Any]] = []
+        with self._lock:
+            for index, (price_id, quantity) in enumerate(line_items):
+                if price_id not in self._prices:
+                    raise KeyError(f"add_price({price_id!r}, ...) first")
+                share = discount if index == 0 else 0
+                items.append(line_item(self._prices[price_id], quantity, discount=share))
+            subtotal = sum(item["amount_subtotal"] for item in items)
+            session = checkout_session(
+                id=session_id,
+                payment_link=payment_link,
+                client_reference_id=client_reference_id,
+                metadata=metadata,
+                amount_subtotal=subtotal,
+                currency=currency or (items[0]["currency"] if items else "usd"),
+                payment_status=payment_status,
+                discount=discount,
+            )
+            self._sessions[session["id"]] = session
+            self._session_items[session["id"]] = items
+        return dict(session)
+
+    @property
+    def payment_links(self) -> list[dict[str, Any]]:
+        """Return the payment links created so far, oldest first."""
+        with self._lock:
+            return [dict(link) for link in self._links.values()]
+
+    # failure injection and inspection
+
+    def fail_next(
+        self,
+        status: int = 500,
+        count: int = 1,
+        error_type: str = "api_error",
+        message: str = "An unknown error occurred",
+        *,
+        code: str | None = None,
+        should_retry: bool | None = None,
+    ) -> None:
+        """Answer the next count API requests (any path) with this error.
+
+        should_retry sets Stripe's ``Stripe-Should-Retry`` header, which the library obeys
+        over the status code.
+        """
+        with self._lock:
+            self._failures.extend(
+                _Failure(status, error_type, message, code, should_retry) for _ in range(count)
+            )
+
+    def drop_next(self, count: int = 1) -> None:
+        """Close the connection without answering the next count requests."""
+        with self._lock:
+            self._failures.extend(_Failure(0, "", "", None, None, drop=True) for _ in range(count))
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Return a copy of the requests received so far."""
+        with self._lock:
+            return list(self._requests)
+
+    def requests_to(self, method: str, path: str) -> list[RecordedRequest]:
+        """Return the recorded requests with this method and path (path may end with '*')."""
+        prefix = path[:-1] if path.endswith("*") else None
+        return [
+            r
+            for r in self.requests
+            if r.method == method.upper()
+            and (r.path.startswith(prefix) if prefix is not None else r.path == path)
+        ]
+
+    def reset_requests(self) -> None:
+        """Forget the recorded requests."""
+        with self._lock:
+            self._requests.clear()
+
+    # request handling (called from handler threads)
+
+    def _handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> _Answer:
+        parts = urlsplit(raw_path)
+        path = parts.path
+        if method == "POST":
+            params = decode_form(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        else:
+            params = decode_form(parse_qsl(parts.query, keep_blank_values=True))
+        recorded = RecordedRequest(method, path, params, headers, body)
+        with self._lock:
+            self._requests.append(recorded)
+            failure = self._failures.pop(0) if self._failures else None
+        if self.latency > 0:
+            time.sleep(self.latency)
+        if failure is not None:
+            if failure.drop:
+                return _Answer(0, None, drop=True)
+            error = StripeError(
+                failure.status, failure.message, type=failure.error_type, code=failure.code
+            )
+            if failure.should_retry is not None:
+                error.headers["Stripe-Should-Retry"] = str(failure.should_retry).lower()
+            return self._error_answer(error)
+        try:
+            self._authenticate(recorded)
+            return self._route(recorded)
+        except StripeError as error:
+            return self._error_answer(error)
+
+    def _error_answer(self, error: StripeError) -> _Answer:
+        request_id = _random_id("req_", 14)
+        headers = {"Request-Id": request_id, **error.headers}
+        return _Answer(error.status, error.body(request_id), headers)
+
+    def _authenticate(self, request: RecordedRequest) -> None:
+        authorization = request.header("Authorization") or ""
+        if not authorization:
+            raise StripeError(
+                401,
+                "You did not provide an API key. You need to provide your API key in the "
+                "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer "
+                "YOUR_SECRET_KEY').",
+            )
+        scheme, _, key = authorization.partition(" ")
+        if scheme != "Bearer" or not hmac.compare_digest(key.strip(), self.api_key):
+            shown = key.strip()
+            masked = (shown[:8] + "*" * 12 + shown[-4:]) if len(shown) > 12 else "****"
+            raise StripeError(401, f"Invalid API Key provided: {masked}", code="api_key_invalid")
+
+    def _route(self, request: RecordedRequest) -> _Answer:
+        method, path = request.method, request.path
+        segments = path.strip("/").split("/")
+        match (method, segments):
+            case ("GET", ["v1", "prices", price_id]):
+                return self._ok(self._get_price(price_id))
+            case ("POST", ["v1", "payment_links"]):
+                return self._create_payment_link(request)
+            case ("GET", ["v1", "payment_links", link_id]):
+                return self._ok(self._get_payment_link(link_id, request.params))
+            case ("GET", ["v1", "payment_links", link_id, "line_items"]):
+                self._get_payment_link(link_id, {})
+                with self._lock:
+                    items = list(self._link_items.get(link_id, []))
+                return self._ok(self._list(items, path, request.params))
+            case ("GET", ["v1", "checkout", "sessions", session_id]):
+                return self._ok(self._get_session(session_id))
+            case ("GET", ["v1", "checkout", "sessions", session_id, "line_items"]):
+                self._get_session(session_id)
+                with self._lock:
+                    items = list(self._session_items.get(session_id, []))
+                return self._ok(self._list(items, path, request.params))
+        raise StripeError(
+            404,
+            f"Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs "
+            "or we can help at https://support.stripe.com/.",
+        )
+
+    @staticmethod
+    def _ok(body: dict[str, Any], headers: Mapping[str, str] | None = None) -> _Answer:
+        return _Answer(200, body, {"Request-Id": _random_id("req_", 14), **(headers or {})})
+
+    def _get_price(self, price_id: str) -> dict[str, Any]:
+        with self._lock:
+            found = self._prices.get(price_id)
+        if found is None:
+            raise _no_such("price", price_id)
+        return dict(found)
+
+    def _get_payment_link(self, link_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            found = self._links.get(link_id)
+            items = list(self._link_items.get(link_id, []))
+        if found is None:
+            raise _no_such("payment_link", link_id, param="payment_link")
+        link = dict(found)
+        if "line_items" in _expand(params):
+            link["line_items"] = self._list(items, f"/v1/payment_links/{link_id}/line_items", {})
+        return link
+
+    def _get_session(self, session_id: str) -> dict[str, Any]:
+        with self._lock:
+            found = self._sessions.get(session_id)
+        if found is None:
+            raise _no_such("checkout.session", session_id, param="session")
+        return dict(found)
+
+    @staticmethod
+    def _list(items: list[dict[str, Any]], url: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        limit = _positive_int(params.get("limit", 10), "limit", maximum=100)
+        start = 0
+        after = params.get("starting_after")
+        if after:
+            ids = [item["id"] for item in items]
+            if after not in ids:
+                raise _no_such("item", str(after), param="starting_after")
+            start = ids.index(after) + 1
+        page = items[start : start + limit]
+        return {
+            "object": "list",
+            "data": page,
+            "has_more": start + limit < len(items),
+            "url": url,
+        }
+
+    def _create_payment_link(self, request: RecordedRequest) -> _Answer:
+        params = request.params
+        key = request.idempotency_key
+        fingerprint = json.dumps([request.method, request.path, params], sort_keys=True)
+        with self._lock:
+            if key:
+                replay = self._idempotency.get(key)
+                if replay is not None:
+                    if replay.fingerprint != fingerprint:
+                        raise StripeError(
+                            400,
+                            "Keys for idempotent requests can only be used with the same "
+                            "parameters they were first used with. Try using a key other than "
+                            f"'{key}' if you meant to execute a different request.",
+                            type="idempotency_error",
+                        )
+                    return self._ok(
+                        dict(replay.body),
+                        {"Idempotent-Replayed": "true", "Idempotency-Key": key},
+                    )
+            link, items = self._build_payment_link(params)
+            self._links[link["id"]] = link
+            self._link_items[link["id"]] = items
+            answer = dict(link)
+            if "line_items" in _expand(params):
+                answer["line_items"] = self._list(
+                    items, f"/v1/payment_links/{link['id']}/line_items", {}
+                )
+            if key:
+                self._idempotency[key] = _Replay(fingerprint, answer)
+        headers = {"Idempotency-Key": key} if key else {}
+        return self._ok(dict(answer), headers)
+
+    def _build_payment_link(
+        self, params: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        for name in params:
+            if name not in PAYMENT_LINK_PARAMS:
+                raise _invalid(name, f"Received unknown parameter: {name}", "parameter_unknown")
+        raw_items = params.get("line_items")
+        if not raw_items:
+            raise _missing("line_items")
+        if not isinstance(raw_items, list):
+            raise _invalid("line_items", "Invalid array", "parameter_invalid")
+        items: list[dict[str, Any]] = []
+        currency: str | None = None
+        for index, raw in enumerate(raw_items):
+            prefix = f"line_items[{index}]"
+            if not isinstance(raw, dict):
+                raise _invalid(prefix, "Invalid object", "parameter_invalid")
+            for name in raw:
+                if name not in LINE_ITEM_PARAMS:
+                    raise _invalid(
+                        f"{prefix}[{name}]",
+                        f"Received unknown parameter: {prefix}[{name}]",
+                        "parameter_unknown",
+                    )
+            price_id = raw.get("price")
+            if not price_id:
+                raise _missing(f"{prefix}[price]")
+            with self._lock:
+                found = self._prices.get(price_id)
+            if found is None:
+                raise _no_such("price", price_id, param=f"{prefix}[price]")
+            if currency is not None and found["currency"] != currency:
+                raise _invalid(
+                    f"{prefix}[price]",
+                    "All prices on a payment link must have the same currency.",
+                    "parameter_invalid",
+                )
+            currency = found["currency"]
+            if "quantity" not in raw:
+                raise _missing(f"{prefix}[quantity]")
+            quantity = _positive_int(raw["quantity"], f"{prefix}[quantity]")
+            item = line_item(found, quantity)
+            adjustable = raw.get("adjustable_quantity")
+            if adjustable is not None:
+                item["adjustable_quantity"] = _adjustable(adjustable, quantity, prefix)
+            items.append(item)
+
+        metadata = _metadata(params.get("metadata"), "metadata")
+        intent_data = params.get("payment_intent_data") or {}
+        if not isinstance(intent_data, dict):
+            raise _invalid("payment_intent_data", "Invalid object", "parameter_invalid")
+        for name in intent_data:
+            if name not in PAYMENT_INTENT_DATA_PARAMS:
+                raise _invalid(
+                    f"payment_intent_data[{name}]",
+                    f"Received unknown parameter: payment_intent_data[{name}]",
+                    "parameter_unknown",
+                )
+        link_id = _random_id("plink_")
+        link: dict[str, Any] = {
+            "id": link_id,
+            "object": "payment_link",
+            "active": True,
+            "after_completion": {
+                "hosted_confirmation": {"custom_message": None},
+                "type": "hosted_confirmation",
+            },
+            "allow_promotion_codes": params.get("allow_promotion_codes") == "true",
+            "application": None,
+            "application_fee_amount": None,
+            "application_fee_percent": None,
+            "automatic_tax": {"enabled": False, "liability": None},
+            "billing_address_collection": params.get("billing_address_collection", "auto"),
+            "consent_collection": None,
+            "currency": currency,
+            "custom_fields": [],
+            "custom_text": {
+                "after_submit": None,
+                "shipping_address": None,
+                "submit": None,
+                "terms_of_service_acceptance": None,
+            },
+            "customer_creation": params.get("customer_creation", "if_required"),
+            "inactive_message": None,
+            "invoice_creation": {"enabled": False, "invoice_data": None},
+            "livemode": False,
+            "metadata": metadata,
+            "on_behalf_of": None,
+            "payment_intent_data": {
+                "capture_method": intent_data.get("capture_method"),
+                "description": intent_data.get("description"),
+                "metadata": _metadata(intent_data.get("metadata"), "payment_intent_data[metadata]"),
+                "setup_future_usage": None,
+                "statement_descriptor": intent_data.get("statement_descriptor"),
+                "statement_descriptor_suffix": intent_data.get("statement_descriptor_suffix"),
+                "transfer_group": intent_data.get("transfer_group"),
+            },
+            "payment_method_collection": "always",
+            "payment_method_types": None,
+            "phone_number_collection": {"enabled": False},
+            "restrictions": None,
+            "shipping_address_collection": None,
+            "shipping_options": [],
+            "submit_type": params.get("submit_type", "auto"),
+            "subscription_data": None,
+            "tax_id_collection": {"enabled": False, "required": "never"},
+            "transfer_data": None,
+            "url": "https://buy.stripe.com/test_" + _random_id("", 14),
+        }
+        return link, items
+
+
+def _expand(params: Mapping[str, Any]) -> list[str]:
+    expand = params.get("expand") or []
+    return [expand] if isinstance(expand, str) else list(expand)
+
+
+def _metadata(value: Any, param: str) -> dict[str, str]:
+    if value in (None, ""):
+        return {}
+    if not isinstance(value, dict):
+        raise _invalid(param, "Invalid hash", "parameter_invalid")
+    if len(value) > 50:
+        raise _invalid(param, "Metadata can have at most 50 keys.", "parameter_invalid")
+    for key, item in value.items():
+        if len(key) > 40:
+            raise _invalid(f"{param}[{key}]", "Metadata keys are at most 40 characters.")
+        if not isinstance(item, str) or len(item) > 500:
+            raise _invalid(f"{param}[{key}]", "Metadata values are at most 500 characters.")
+    return {key: item for key, item in value.items() if item != ""}
+
+
+def _adjustable(value: Any, quantity: int, prefix: str) -> dict[str, Any]:
+    param = f"{prefix}[adjustable_quantity]"
+    if not isinstance(value, dict):
+        raise _invalid(param, "Invalid object", "parameter_invalid")
+    if "enabled" not in value:
+        raise _missing(f"{param}[enabled]")
+    enabled = _boolean(value["enabled"], f"{param}[enabled]")
+    minimum = _positive_int(value.get("minimum", 0), f"{param}[minimum]", minimum=0)
+    maximum = _positive_int(
+        value.get("maximum", MAX_ADJUSTABLE_QUANTITY),
+        f"{param}[maximum]",
+        maximum=MAX_ADJUSTABLE_QUANTITY,
+    )
+    if minimum > maximum or not minimum <= quantity <= maximum:
+        raise _invalid(
+            param,
+            "The quantity must be between adjustable_quantity minimum and maximum.",
+            "parameter_invalid",
+        )
+    return {"enabled": enabled, "maximum": maximum, "minimum": minimum}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Hand each request to the StripeStandIn and write its answer."""
+
+    standin: StripeStandIn
+
+    def version_string(self) -> str:
+        """Name the server as Stripe's edge does."""
+        return "nginx"
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {name: value for name, value in self.headers.items()}
+        answer = self.standin._handle(self.command, self.path, headers, body)
+        if answer.drop:
+            self.close_connection = True
+            return
+        data = json.dumps(answer.body, indent=2).encode()
+        self.send_response(answer.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Stripe-Version", API_VERSION)
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
+        if not self.standin.keep_alive:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = _serve
+    do_POST = _serve
+    do_DELETE = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the test output quiet."""
