@@ -1,0 +1,193 @@
+"""One grant per Checkout Session, one coinpulse per grant, whatever Stripe and the broker do."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tests.conftest import DEFAULT_PRICE, TOPIC_PREFIX, signed_post
+from tests.stripe_standin import checkout_session, event
+
+
+def our_link(client, cabinet) -> str:
+    return client.post(
+        "/create-payment-link", json={"machine_id": cabinet.machine_id}, headers=cabinet.auth
+    ).json["payment_link_id"]
+
+
+def state_of(client, cabinet) -> dict:
+    return client.get(f"/machines/{cabinet.machine_id}", headers=cabinet.auth).json
+
+
+def test_same_event_twice_gives_one_coinpulse(client, cabinet, subscribe, deliver):
+    """GIVEN a delivered payment WHEN Stripe delivers the event again THEN nothing new."""
+    session = checkout_session(
+        id="cs_twice", payment_link=our_link(client, cabinet), amount_subtotal=100
+    )
+    subscriber = subscribe(f"{TOPIC_PREFIX}/cab001/coinpulse")
+
+    first = deliver("checkout.session.completed", session, event_id="evt_same")
+    second = deliver("checkout.session.completed", session, event_id="evt_same")
+
+    assert first.status_code == second.status_code == 200
+    assert second.json["result"] == "already_delivered"
+    assert len(subscriber.settle()) == 1
+    assert state_of(client, cabinet)["credits"]["granted"] == 2
+
+
+def test_six_concurrent_deliveries_give_one_coinpulse(app, client, cabinet, subscribe, deliver):
+    """GIVEN one paid event WHEN six deliveries race THEN one grant and one coinpulse."""
+    session = checkout_session(
+        id="cs_race", payment_link=our_link(client, cabinet), amount_subtotal=150
+    )
+    subscriber = subscribe(f"{TOPIC_PREFIX}/cab001/coinpulse")
+    start = threading.Barrier(6)
+    answers = []
+
+    def race() -> None:
+        own_client = app.test_client()
+        start.wait()
+        answers.append(
+            deliver("checkout.session.completed", session, event_id="evt_race", via=own_client)
+        )
+
+    threads = [threading.Thread(target=race) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert [a.status_code for a in answers] == [200] * 6
+    assert [m.payload["credits"] for m in subscriber.settle(0.5)] == [3]
+    assert state_of(client, cabinet)["credits"] == {"granted": 3, "used": 0, "left": 3}
+
+
+def test_completed_then_async_succeeded_grant_once(client, cabinet, subscribe, deliver):
+    """GIVEN a paid session WHEN both 'completed' and 'async_payment_succeeded' arrive THEN one."""
+    session = checkout_session(
+        id="cs_mixed", payment_link=our_link(client, cabinet), amount_subtotal=100
+    )
+    subscriber = subscribe(f"{TOPIC_PREFIX}/cab001/coinpulse")
+
+    deliver("checkout.session.completed", session)
+    deliver("checkout.session.async_payment_succeeded", session)
+
+    assert len(subscriber.settle()) == 1
+    assert state_of(client, cabinet)["credits"]["granted"] == 2
+
+
+def test_broker_down_answers_503_and_the_retry_publishes_the_same_grant(
+    make_app, fresh_broker, subscribe
+):
+    """GIVEN the broker stopped WHEN paid THEN 503 and stored; restarted, the retry delivers."""
+    app = make_app(on=fresh_broker)
+    client = app.test_client()
+    _, token = app.extensions["arcade"].registry.register("cab001")
+    auth = {"Authorization": f"Bearer {token}"}
+    link_id = client.post("/create-payment-link", json={"machine_id": "cab001"}, headers=auth).json[
+        "payment_link_id"
+    ]
+    session = checkout_session(id="cs_outage", payment_link=link_id, amount_subtotal=100)
+
+    paid = event("checkout.session.completed", session, id="evt_outage")
+    fresh_broker.stop()
+
+    during = signed_post(client, paid)
+
+    assert during.status_code == 503
+    assert during.json["code"] == "broker_unavailable"
+    stored = app.extensions["arcade"].store.get_payment("cs_outage")
+    assert stored.status == "pending_delivery" and stored.credits == 2
+    answer = client.get("/machines/cab001", headers=auth).json
+    assert answer["payments"][0]["status"] == "pending_delivery"
+
+    fresh_broker.start()
+    subscriber = subscribe(f"{TOPIC_PREFIX}/cab001/coinpulse", on=fresh_broker)
+    retry = signed_post(client, paid)
+    again = signed_post(client, paid)
+
+    assert retry.status_code == 200 and again.status_code == 200
+    [pulse] = subscriber.settle(0.5)
+    assert pulse.payload["paymentId"] == "cs_outage" and pulse.payload["credits"] == 2
+    assert client.get("/machines/cab001", headers=auth).json["credits"]["granted"] == 2
+
+
+def test_stripe_failure_while_counting_units_answers_5xx_and_grants_later(
+    client, cabinet, subscribe, deliver, stripe_standin, monkeypatch
+):
+    """GIVEN line items needed WHEN Stripe fails THEN 502, nothing granted; the retry grants."""
+    import stripe._http_client as http_client
+
+    monkeypatch.setattr(http_client.HTTPClient, "INITIAL_DELAY", 0.01)
+    monkeypatch.setattr(http_client.HTTPClient, "MAX_DELAY", 0.02)
+    session = stripe_standin.add_checkout_session(
+        "cs_flaky", [(DEFAULT_PRICE, 2)], client_reference_id="cab001"
+    )
+    subscriber = subscribe(f"{TOPIC_PREFIX}/cab001/coinpulse")
+    stripe_standin.fail_next(500, count=3)
+
+    failed = deliver("checkout.session.completed", session)
+
+    assert failed.status_code == 502
+    assert failed.json["code"] == "stripe_error"
+    assert state_of(client, cabinet)["credits"]["granted"] == 0
+    assert deliver("checkout.session.completed", session).status_code == 200
+    assert deliver("checkout.session.completed", session).status_code == 200
+    assert [m.payload["credits"] for m in subscriber.settle()] == [2]
+
+
+def test_restart_between_payment_and_game_over_loses_nothing(make_app, stripe_standin, subscribe):
+    """GIVEN credits granted by one process WHEN another serves the game over THEN it counts."""
+    first = make_app()
+    _, token = first.extensions["arcade"].registry.register("cab001")
+    auth = {"Authorization": f"Bearer {token}"}
+    client = first.test_client()
+    link_id = client.post("/create-payment-link", json={"machine_id": "cab001"}, headers=auth).json[
+        "payment_link_id"
+    ]
+
+    signed_post(
+        client,
+        event(
+            "checkout.session.completed",
+            checkout_session(id="cs_restart", payment_link=link_id, amount_subtotal=100),
+        ),
+    )
+    first.extensions["arcade"].publisher.close()
+    first.extensions["arcade"].store.close()
+
+    second = make_app().test_client()
+    subscriber = subscribe(f"{TOPIC_PREFIX}/cab001/gameover")
+    assert second.post("/gameover", json={"machine_id": "cab001"}, headers=auth).status_code == 200
+
+    assert len(subscriber.wait_for(1)) == 1
+    state = second.get("/machines/cab001", headers=auth).json
+    assert state["credits"] == {"granted": 2, "used": 1, "left": 1}
+    assert state["state"] == "playing"
+    assert len(stripe_standin.payment_links) == 1
+
+
+@pytest.mark.parametrize("path", ["/gameover"])
+def test_game_over_with_the_broker_down_answers_503_and_uses_nothing(make_app, fresh_broker, path):
+    """GIVEN the broker stopped WHEN a game ends THEN 503 and no credit is used."""
+    app = make_app(on=fresh_broker)
+    _, token = app.extensions["arcade"].registry.register("cab001")
+    auth = {"Authorization": f"Bearer {token}"}
+    fresh_broker.stop()
+
+    answer = app.test_client().post(path, json={"machine_id": "cab001"}, headers=auth)
+
+    assert answer.status_code == 503
+    assert app.extensions["arcade"].store.get_machine_state("cab001").credits_used == 0
+
+
+def test_game_over_with_no_credit_left_is_recorded_and_uses_nothing(client, cabinet):
+    """GIVEN no credits WHEN a game over arrives THEN it is counted apart, credits stay 0."""
+    answer = client.post("/gameover", json={"machine_id": "cab001"}, headers=cabinet.auth)
+
+    assert answer.status_code == 200
+    state = state_of(client, cabinet)
+    assert state["credits"] == {"granted": 0, "used": 0, "left": 0}
+    assert state["games_without_credit"] == 1
+    assert state["state"] == "idle"
