@@ -1,0 +1,362 @@
+"""Serve the WSGI app for API Gateway, HTTP API, function URL and ALB events through aws-wsgi.
+
+aws-wsgi 0.2.7 reads a single event shape, API Gateway's payload format 1.0, and reads even
+that one lossily:
+
+- ``QUERY_STRING`` is ``urlencode(queryStringParameters)``: a repeated key keeps only its last
+  value, an ALB's still percent-encoded values are encoded a second time (``%2F`` reaches the
+  app as ``%252F``), and an ALB target group with multi-value headers on (which sends no
+  ``queryStringParameters``) raises ``KeyError``.
+- Only ``headers`` is read: a repeated header keeps one value, and an ALB with multi-value
+  headers on (which sends only ``multiValueHeaders``) reaches the app with no headers at all.
+- ``PATH_INFO`` is ``path`` as sent, still percent-encoded, and the stage is never stripped.
+- ``REMOTE_ADDR`` is the first ``X-Forwarded-For`` entry, which the client chooses.
+- The response headers go through ``dict()``, so a second ``Set-Cookie`` is lost; API Gateway
+  gets ``statusCode`` as a string; the app's response iterable is never closed.
+- Payload format 2.0 (HTTP API, function URL) is not recognised at all: ``KeyError``.
+
+So every event is first reshaped into the one 1.0-style event that aws-wsgi reads well (method,
+WSGI-decoded path, one value per header with repeats joined), and a thin WSGI shim sets what
+that shape cannot carry (the exact query string, ``SCRIPT_NAME``, the client address) before
+the app runs, keeps the full response header list and closes the response. aws-wsgi still
+decodes the request body (base64 included), builds the environ and encodes the response body;
+the answer is then reshaped for the service that sent the event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote, unquote_to_bytes, urlencode
+
+import awsgi
+
+__all__ = ["BINARY_CONTENT_TYPES", "handle"]
+
+logger = logging.getLogger(__name__)
+
+# aws-wsgi decodes every other response body as UTF-8 and crashes on anything else, so each
+# binary type the app serves must be listed here to go back base64-encoded.
+BINARY_CONTENT_TYPES = frozenset(
+    {
+        "application/gzip",
+        "application/octet-stream",
+        "application/pdf",
+        "application/zip",
+        "image/gif",
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "image/x-icon",
+    }
+)
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+_Kind = Literal["v1", "v2", "alb"]
+
+_LABELS: dict[_Kind, str] = {
+    "v1": "API Gateway payload format 1.0",
+    "v2": "payload format 2.0",
+    "alb": "ALB",
+}
+
+
+def handle(app: WsgiApp, event: dict[str, Any], context: object) -> dict[str, Any]:
+    """Serve one Lambda HTTP event with ``app`` and answer in the format of the event's source.
+
+    Raises ``ValueError`` naming the missing field when ``event`` is not an API Gateway REST,
+    HTTP API, function URL or ALB event.
+    """
+    kind = _kind_of(event)
+    request = _read_request(kind, event)
+    shim = _Shim(app, request, event)
+    answer = awsgi.response(
+        shim, request.awsgi_event(event), context, base64_content_types=BINARY_CONTENT_TYPES
+    )
+    return _reply(kind, event, answer, shim.response_headers)
+
+
+@dataclass(frozen=True)
+class _Request:
+    method: str
+    path_info: str
+    script_name: str
+    query_string: str
+    headers: dict[str, str]
+    remote_addr: str | None
+
+    def awsgi_event(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the 1.0-style event aws-wsgi reads; the shim overrides what it gets wrong."""
+        return {
+            "httpMethod": self.method,
+            "path": self.path_info,
+            "headers": self.headers,
+            # aws-wsgi would urlencode() this dict; the shim sets QUERY_STRING instead.
+            "queryStringParameters": None,
+            "body": event.get("body"),
+            "isBase64Encoded": bool(event.get("isBase64Encoded")),
+            # aws-wsgi picks its ALB response class by the presence of requestContext.elb.
+            "requestContext": event.get("requestContext") or {},
+        }
+
+
+def _kind_of(event: object) -> _Kind:
+    if not isinstance(event, Mapping):
+        raise ValueError(f"a Lambda HTTP event is a JSON object, not {type(event).__name__}")
+    request_context = event.get("requestContext")
+    if isinstance(request_context, Mapping) and "elb" in request_context:
+        return "alb"
+    version = event.get("version")
+    if version == "2.0":
+        return "v2"
+    if version not in (None, "1.0"):
+        raise ValueError(f"unsupported payload format version {version!r}: expected 1.0 or 2.0")
+    if "httpMethod" in event:
+        return "v1"
+    raise ValueError(
+        "not an API Gateway, function URL or ALB event: it has no 'httpMethod', no "
+        f"'version': '2.0' and no 'requestContext.elb' (keys: {sorted(event)})"
+    )
+
+
+def _field(event: Mapping[str, Any], dotted: str, kind: _Kind) -> Any:
+    value: Any = event
+    for key in dotted.split("."):
+        if not isinstance(value, Mapping) or value.get(key) is None:
+            raise ValueError(f"{_LABELS[kind]} event has no {dotted!r}")
+        value = value[key]
+    return value
+
+
+def _read_request(kind: _Kind, event: Mapping[str, Any]) -> _Request:
+    request_context = event.get("requestContext") or {}
+    if kind == "v2":
+        method = _field(event, "requestContext.http.method", kind)
+        raw_path = _field(event, "rawPath", kind)
+        # 2.0 already joins repeated headers with commas and moves cookies to their own list.
+        headers = _join_headers({name: [value] for name, value in _items(event.get("headers"))})
+        cookies = [*(event.get("cookies") or []), *filter(None, [headers.pop("cookie", None)])]
+        if cookies:
+            headers["cookie"] = "; ".join(cookies)
+        # rawQueryString is what the client sent, byte for byte.
+        query_string = event.get("rawQueryString") or ""
+        remote_addr = request_context["http"].get("sourceIp")
+    else:
+        method = _field(event, "httpMethod", kind)
+        raw_path = _field(event, "path", kind)
+        # Each source sends either the multi-value or the single-value fields (API Gateway
+        # sends both, and the console's test events may leave either null).
+        headers = _join_headers(_multi_value(event, "multiValueHeaders", "headers"))
+        query = _multi_value(event, "multiValueQueryStringParameters", "queryStringParameters")
+        if kind == "alb":
+            # ALB passes keys and values on still percent-encoded: encoding them again
+            # would double-encode.
+            query_string = "&".join(
+                f"{key}={value}" for key, values in query.items() for value in values
+            )
+            remote_addr = _last_forwarded_for(headers)
+        else:
+            # API Gateway decodes them, so they must be encoded again.
+            pairs = [(key, value) for key, values in query.items() for value in values]
+            query_string = urlencode(pairs, quote_via=quote)
+            remote_addr = (request_context.get("identity") or {}).get("sourceIp")
+
+    stage = request_context.get("stage") if kind != "alb" else None
+    raw_path, script_name = _strip_stage(raw_path, stage)
+    if kind == "v1" and not script_name:
+        script_name = _rest_api_prefix(raw_path, request_context.get("path"))
+    return _Request(
+        method=method,
+        path_info=_wsgi_path(raw_path),
+        script_name=_wsgi_path(script_name),
+        query_string=query_string,
+        headers=headers,
+        remote_addr=remote_addr,
+    )
+
+
+def _items(mapping: object) -> list[tuple[str, Any]]:
+    return list(mapping.items()) if isinstance(mapping, Mapping) else []
+
+
+def _multi_value(event: Mapping[str, Any], multi: str, single: str) -> dict[str, list[str]]:
+    if isinstance(event.get(multi), Mapping):
+        return {key: list(values or []) for key, values in _items(event[multi])}
+    return {key: [value] for key, value in _items(event.get(single)) if value is not None}
+
+
+def _join_headers(headers: Mapping[str, list[str]]) -> dict[str, str]:
+    # WSGI holds one string per header, so repeats are joined the way HTTP allows (RFC 9110
+    # 5.3), cookies with "; " (RFC 6265 5.4). Names match case-insensitively.
+    grouped: dict[str, list[str]] = {}
+    names: dict[str, str] = {}
+    for name, values in headers.items():
+        key = name.lower()
+        names.setdefault(key, name)
+        grouped.setdefault(key, []).extend(value for value in values if value is not None)
+    return {
+        names[key]: ("; " if key == "cookie" else ", ").join(values)
+        for key, values in grouped.items()
+    }
+
+
+def _last_forwarded_for(headers: Mapping[str, str]) -> str | None:
+    # The load balancer appends the peer it saw; every entry before that is the client's say.
+    for name, value in headers.items():
+        if name.lower() == "x-forwarded-for":
+            return value.rsplit(",", 1)[-1].strip() or None
+    return None
+
+
+def _strip_stage(raw_path: str, stage: object) -> tuple[str, str]:
+    # An HTTP API on a named stage puts it in rawPath; a REST API does so behind a custom
+    # domain. Flask's routes know only the path after it.
+    if isinstance(stage, str) and stage and stage != "$default":
+        prefix = f"/{stage}"
+        if raw_path == prefix or raw_path.startswith(f"{prefix}/"):
+            return raw_path[len(prefix) :] or "/", prefix
+    return raw_path, ""
+
+
+def _rest_api_prefix(raw_path: str, full_path: object) -> str:
+    # A REST API's path leaves out the stage that the client's URL holds (requestContext.path
+    # keeps it); SCRIPT_NAME lets url_for build links that work from the client's side.
+    if isinstance(full_path, str) and full_path != raw_path and full_path.endswith(raw_path):
+        return full_path[: -len(raw_path)].rstrip("/")
+    return ""
+
+
+def _wsgi_path(raw_path: str) -> str:
+    # PEP 3333: PATH_INFO holds the decoded bytes as latin-1 code points; Werkzeug turns
+    # them back into UTF-8 text.
+    return unquote_to_bytes(raw_path).decode("latin-1")
+
+
+class _Shim:
+    """Finish the environ aws-wsgi built, run the app and keep all of its response."""
+
+    def __init__(self, app: WsgiApp, request: _Request, event: Mapping[str, Any]) -> None:
+        self.app = app
+        self.request = request
+        self.event = event
+        self.response_headers: list[tuple[str, str]] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        request = self.request
+        environ["SCRIPT_NAME"] = request.script_name
+        environ["QUERY_STRING"] = request.query_string
+        if request.remote_addr:
+            environ["REMOTE_ADDR"] = request.remote_addr
+        # Without X-Forwarded-* headers (console test events) aws-wsgi leaves these empty and
+        # Werkzeug would build URLs like "://".
+        scheme = environ.get("wsgi.url_scheme") or "https"
+        environ["wsgi.url_scheme"] = scheme
+        environ["SERVER_PORT"] = environ.get("SERVER_PORT") or (
+            "443" if scheme == "https" else "80"
+        )
+        request_context = self.event.get("requestContext") or {}
+        environ["SERVER_NAME"] = (
+            environ.get("SERVER_NAME") or request_context.get("domainName") or "localhost"
+        )
+        environ["awsgi.event"] = self.event
+
+        def recording_start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], Any]:
+            self.response_headers = list(headers)
+            # aws-wsgi looks the type up in a dict() of the headers by this exact spelling.
+            spelled = [
+                ("Content-Type", value) if name.lower() == "content-type" else (name, value)
+                for name, value in headers
+            ]
+            return start_response(status, spelled, exc_info)
+
+        result = self.app(environ, recording_start_response)
+        try:
+            body = b"".join(result)
+        finally:
+            # PEP 3333 requires close(); aws-wsgi never calls it, so call_on_close never ran.
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        self._check_text(body)
+        return [body]
+
+    def _check_text(self, body: bytes) -> None:
+        content_type = next(
+            (
+                value
+                for name, value in reversed(self.response_headers)
+                if name.lower() == "content-type"
+            ),
+            "",
+        )
+        if content_type.split(";")[0].strip() in BINARY_CONTENT_TYPES:
+            return
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"the response to {self.request.method} {self.request.path_info} is "
+                f"{content_type or 'untyped'!r} but its body is not UTF-8 text; add its type to "
+                f"{__name__}.BINARY_CONTENT_TYPES so it goes back base64-encoded"
+            ) from exc
+
+
+def _reply(
+    kind: _Kind, event: Mapping[str, Any], answer: Mapping[str, Any], headers: list[tuple[str, str]]
+) -> dict[str, Any]:
+    grouped: dict[str, list[str]] = {}
+    names: dict[str, str] = {}
+    for name, value in headers:
+        names.setdefault(name.lower(), name)
+        grouped.setdefault(names[name.lower()], []).append(value)
+    reply: dict[str, Any] = {
+        # aws-wsgi hands API Gateway the status as a string.
+        "statusCode": int(answer["statusCode"]),
+        "body": answer["body"],
+        "isBase64Encoded": answer["isBase64Encoded"],
+    }
+    if kind == "v2":
+        # 2.0 has no multi-value headers: repeats are joined, and each cookie is its own
+        # entry in "cookies" because Set-Cookie cannot be comma-joined.
+        cookies = [
+            value
+            for name in list(grouped)
+            if name.lower() == "set-cookie"
+            for value in grouped.pop(name)
+        ]
+        reply["headers"] = {name: ", ".join(values) for name, values in grouped.items()}
+        reply["cookies"] = cookies
+    elif kind == "alb":
+        reply["statusDescription"] = answer["statusDescription"]
+        # The target group's multi-value setting decides which field the load balancer reads,
+        # and the event shows that setting.
+        if "multiValueHeaders" in event:
+            reply["multiValueHeaders"] = grouped
+        else:
+            reply["headers"] = _single_value_headers(grouped)
+    else:
+        # API Gateway merges both fields and drops pairs that repeat one in multiValueHeaders,
+        # so "headers" keeps readers of a single value working without duplicating anything.
+        reply["headers"] = {name: values[-1] for name, values in grouped.items()}
+        reply["multiValueHeaders"] = grouped
+    return reply
+
+
+def _single_value_headers(grouped: Mapping[str, list[str]]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, values in grouped.items():
+        if name.lower() == "set-cookie":
+            if len(values) > 1:
+                logger.warning(
+                    "lambda_set_cookie_dropped",
+                    extra={"fields": {"kept": 1, "dropped": len(values) - 1}},
+                )
+            # A comma would split a cookie's Expires date: only one can go.
+            headers[name] = values[-1]
+        else:
+            headers[name] = ", ".join(values)
+    return headers

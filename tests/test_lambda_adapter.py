@@ -1,0 +1,430 @@
+from __future__ import annotations
+
+import json
+import logging
+from base64 import b64decode
+from typing import Any
+
+import pytest
+from flask import Flask, Response, jsonify, request, url_for
+
+from arcade.lambda_adapter import handle
+from tests.lambda_events import SOURCE_IP, make_alb_event, make_v1_event, make_v2_event
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+# What Stripe signs is bytes: a body with bytes that are not UTF-8 must still arrive intact.
+WEBHOOK_BODY = b'{"id": "evt_1", "note": "caf\xc3\xa9"}\x00\x80\xfe\xff'
+TEXT_BODY = '{"machine_id": "cab001", "name": "Café Racer"}'.encode()
+QUERY = [("tag", "a"), ("tag", "b"), ("next", "/machines/cab001"), ("q", "hello world")]
+QUERY_ARGS = {"tag": ["a", "b"], "next": ["/machines/cab001"], "q": ["hello world"]}
+CONTEXT = object()
+
+
+@pytest.fixture
+def closed() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def app(closed: list[str]) -> Flask:
+    app = Flask(__name__)
+
+    @app.route("/echo", methods=["GET", "POST", "PUT", "DELETE"])
+    @app.route("/echo/<path:rest>", methods=["GET", "POST"])
+    def echo(rest: str | None = None) -> dict[str, Any]:
+        return {
+            "method": request.method,
+            "path": request.path,
+            "rest": rest,
+            "script_root": request.script_root,
+            "url": request.url,
+            "query_string": request.query_string.decode("latin-1"),
+            "args": request.args.to_dict(flat=False),
+            "headers": dict(request.headers),
+            "cookies": request.cookies.to_dict(flat=False),
+            "body_hex": request.get_data().hex(),
+            "remote_addr": request.remote_addr,
+        }
+
+    @app.get("/status")
+    def status() -> dict[str, str]:
+        return {"status": "up", "self": url_for("status")}
+
+    @app.get("/qr.png")
+    def qr() -> Response:
+        return Response(PNG, mimetype="image/png")
+
+    @app.get("/cookies")
+    def cookies() -> Response:
+        response = jsonify(ok=True)
+        response.set_cookie("first", "1")
+        response.set_cookie("second", "2")
+        return response
+
+    @app.get("/latin-1")
+    def latin_1() -> Response:
+        return Response("café".encode("latin-1"), mimetype="text/plain")
+
+    @app.get("/closing")
+    def closing() -> Response:
+        response = Response("done", mimetype="text/plain")
+        response.call_on_close(lambda: closed.append("closed"))
+        return response
+
+    return app
+
+
+def serve(app: Flask, event: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    response = handle(app, event, CONTEXT)
+    body = response["body"]
+    if not response["isBase64Encoded"] and body.startswith("{"):
+        return response, json.loads(body)
+    return response, body
+
+
+class TestRestApiV1:
+    def test_method_path_and_repeated_encoded_query_reach_flask(self, app: Flask) -> None:
+        event = make_v1_event(method="DELETE", path="/echo", query=QUERY)
+
+        response, echo = serve(app, event)
+
+        assert response["statusCode"] == 200
+        assert echo["method"] == "DELETE"
+        assert echo["path"] == "/echo"
+        assert echo["args"] == QUERY_ARGS
+        assert echo["query_string"] == "tag=a&tag=b&next=%2Fmachines%2Fcab001&q=hello%20world"
+
+    def test_percent_encoded_path_is_decoded_once(self, app: Flask) -> None:
+        event = make_v1_event(path="/echo/caf%C3%A9%20bar%2525")
+
+        _, echo = serve(app, event)
+
+        assert echo["rest"] == "café bar%25"
+
+    def test_repeated_headers_survive(self, app: Flask) -> None:
+        event = make_v1_event(path="/echo", headers=[("X-Cabinet", "a"), ("X-Cabinet", "b")])
+
+        _, echo = serve(app, event)
+
+        assert echo["headers"]["X-Cabinet"] == "a, b"
+
+    def test_cookie_headers_reach_flask(self, app: Flask) -> None:
+        event = make_v1_event(
+            path="/echo", headers=[("Cookie", "session=abc; theme=dark"), ("Cookie", "lang=en")]
+        )
+
+        _, echo = serve(app, event)
+
+        assert echo["cookies"] == {"session": ["abc"], "theme": ["dark"], "lang": ["en"]}
+
+    def test_base64_body_arrives_byte_exact(self, app: Flask) -> None:
+        event = make_v1_event(method="POST", path="/echo", body=WEBHOOK_BODY, base64=True)
+
+        _, echo = serve(app, event)
+
+        assert bytes.fromhex(echo["body_hex"]) == WEBHOOK_BODY
+
+    def test_text_body_arrives_as_utf8_bytes(self, app: Flask) -> None:
+        event = make_v1_event(
+            method="POST",
+            path="/echo",
+            headers=[("Content-Type", "application/json")],
+            body=TEXT_BODY,
+        )
+
+        _, echo = serve(app, event)
+
+        assert bytes.fromhex(echo["body_hex"]) == TEXT_BODY
+
+    def test_png_goes_back_base64_encoded(self, app: Flask) -> None:
+        event = make_v1_event(path="/qr.png")
+
+        response, body = serve(app, event)
+
+        assert response["statusCode"] == 200
+        assert response["isBase64Encoded"] is True
+        assert b64decode(body) == PNG
+        assert response["multiValueHeaders"]["Content-Type"] == ["image/png"]
+
+    def test_every_set_cookie_goes_back(self, app: Flask) -> None:
+        event = make_v1_event(path="/cookies")
+
+        response, _ = serve(app, event)
+
+        cookies = response["multiValueHeaders"]["Set-Cookie"]
+        assert [cookie.split(";")[0] for cookie in cookies] == ["first=1", "second=2"]
+        assert response["headers"]["Set-Cookie"] == cookies[-1]
+
+    def test_stage_stays_out_of_the_route_and_in_urls(self, app: Flask) -> None:
+        event = make_v1_event(path="/status", stage="prod")
+
+        response, status = serve(app, event)
+
+        assert response["statusCode"] == 200
+        assert status == {"status": "up", "self": "/prod/status"}
+
+    def test_stage_in_a_custom_domain_path_is_stripped(self, app: Flask) -> None:
+        event = make_v1_event(path="/prod/status", stage="prod", custom_domain="pay.example.com")
+
+        response, status = serve(app, event)
+
+        assert response["statusCode"] == 200
+        assert status["self"] == "/prod/status"
+
+    def test_client_address_comes_from_api_gateway_not_the_client(self, app: Flask) -> None:
+        event = make_v1_event(path="/echo", headers=[("X-Forwarded-For", f"10.0.0.1, {SOURCE_IP}")])
+
+        _, echo = serve(app, event)
+
+        assert echo["remote_addr"] == SOURCE_IP
+        assert echo["url"].startswith("https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/")
+
+    def test_unknown_path_is_404(self, app: Flask) -> None:
+        response, _ = serve(app, make_v1_event(path="/nope"))
+
+        assert response["statusCode"] == 404
+
+    def test_response_is_closed(self, app: Flask, closed: list[str]) -> None:
+        response, body = serve(app, make_v1_event(path="/closing"))
+
+        assert body == "done"
+        assert closed == ["closed"]
+
+    def test_undeclared_binary_response_fails_loudly(self, app: Flask) -> None:
+        with pytest.raises(ValueError, match="text/plain.*BINARY_CONTENT_TYPES"):
+            handle(app, make_v1_event(path="/latin-1"), CONTEXT)
+
+    def test_console_test_event_with_nulls_is_served(self, app: Flask) -> None:
+        event = make_v1_event(path="/echo")
+        event["headers"] = event["multiValueHeaders"] = None
+        event["requestContext"]["identity"] = None
+
+        response, echo = serve(app, event)
+
+        assert response["statusCode"] == 200
+        assert echo["url"] == "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/prod/echo"
+
+
+class TestHttpApiV2:
+    def test_method_path_and_raw_query_reach_flask_exactly(self, app: Flask) -> None:
+        raw_query = "tag=a&tag=b&next=%2Fmachines%2Fcab001&q=hello%20world&plus=a%2Bb&space=a+b"
+        event = make_v2_event(method="PUT", path="/echo", raw_query=raw_query)
+
+        response, echo = serve(app, event)
+
+        assert response["statusCode"] == 200
+        assert echo["method"] == "PUT"
+        assert echo["path"] == "/echo"
+        assert echo["query_string"] == raw_query
+        assert echo["args"] == {**QUERY_ARGS, "plus": ["a+b"], "space": ["a b"]}
+
+    def test_repeated_headers_survive(self, app: Flask) -> None:
+        event = make_v2_event(path="/echo", headers=[("X-Cabinet", "a"), ("X-Cabinet", "b")])
+
+        _, echo = serve(app, event)
+
+        assert echo["headers"]["X-Cabinet"] == "a,b"
+
+    def test_cookies_become_a_cookie_header(self, app: Flask) -> None:
+        event = make_v2_event(path="/echo", cookies=["session=abc", "theme=dark"])
+
+        _, echo = serve(app, event)
+
+        assert echo["cookies"] == {"session": ["abc"], "theme": ["dark"]}
+
+    def test_base64_body_arrives_byte_exact(self, app: Flask) -> None:
+        event = make_v2_event(method="POST", path="/echo", body=WEBHOOK_BODY, base64=True)
+
+        _, echo = serve(app, event)
+
+        assert bytes.fromhex(echo["body_hex"]) == WEBHOOK_BODY
+
+    def test_text_body_arrives_as_utf8_bytes(self, app: Flask) -> None:
+        event = make_v2_event(method="POST", path="/echo", body=TEXT_BODY)
+
+        _, echo = serve(app, event)
+
+        assert bytes.fromhex(echo["body_hex"]) == TEXT_BODY
+
+    def test_png_goes_back_base64_encoded_in_a_v2_answer(self, app: Flask) -> None:
+        response, body = serve(app, make_v2_event(path="/qr.png"))
+
+        assert response["statusCode"] == 200
+        assert response["isBase64Encoded"] is True
+        assert b64decode(body) == PNG
+        assert response["headers"]["Content-Type"] == "image/png"
+        assert "multiValueHeaders" not in response
+
+    def test_set_cookies_go_back_in_cookies(self, app: Flask) -> None:
+        response, _ = serve(app, make_v2_event(path="/cookies"))
+
+        assert [cookie.split(";")[0] for cookie in response["cookies"]] == ["first=1", "second=2"]
+        assert all(isinstance(value, str) for value in response["headers"].values())
+        assert "Set-Cookie" not in response["headers"]
+
+    def test_named_stage_is_stripped_from_raw_path(self, app: Flask) -> None:
+        response, status = serve(app, make_v2_event(path="/status", stage="prod"))
+
+        assert response["statusCode"] == 200
+        assert status["self"] == "/prod/status"
+
+    def test_default_stage_leaves_the_path_alone(self, app: Flask) -> None:
+        response, status = serve(app, make_v2_event(path="/status"))
+
+        assert response["statusCode"] == 200
+        assert status["self"] == "/status"
+
+    def test_client_address_is_the_source_ip(self, app: Flask) -> None:
+        event = make_v2_event(path="/echo", headers=[("X-Forwarded-For", f"10.0.0.1,{SOURCE_IP}")])
+
+        _, echo = serve(app, event)
+
+        assert echo["remote_addr"] == SOURCE_IP
+
+    def test_unknown_path_is_404(self, app: Flask) -> None:
+        response, _ = serve(app, make_v2_event(path="/nope"))
+
+        assert response["statusCode"] == 404
+
+
+class TestFunctionUrl:
+    def test_request_reaches_flask(self, app: Flask) -> None:
+        event = make_v2_event(
+            method="POST",
+            path="/echo",
+            query=QUERY,
+            cookies=["session=abc"],
+            body=WEBHOOK_BODY,
+            base64=True,
+            function_url=True,
+        )
+
+        response, echo = serve(app, event)
+
+        assert response["statusCode"] == 200
+        assert echo["args"] == QUERY_ARGS
+        assert echo["cookies"] == {"session": ["abc"]}
+        assert bytes.fromhex(echo["body_hex"]) == WEBHOOK_BODY
+        assert echo["url"].startswith("https://abcdefghijklmnopqrstuvwxyz0123.lambda-url.")
+
+    def test_png_goes_back_base64_encoded(self, app: Flask) -> None:
+        response, body = serve(app, make_v2_event(path="/qr.png", function_url=True))
+
+        assert response["isBase64Encoded"] is True
+        assert b64decode(body) == PNG
+
+
+class TestAlb:
+    @pytest.mark.parametrize("multi_value", [True, False])
+    def test_encoded_query_is_decoded_once(self, app: Flask, multi_value: bool) -> None:
+        event = make_alb_event(
+            path="/echo",
+            query=[("next", "/machines/cab001"), ("q", "a b&c")],
+            multi_value=multi_value,
+        )
+
+        _, echo = serve(app, event)
+
+        assert echo["args"] == {"next": ["/machines/cab001"], "q": ["a b&c"]}
+
+    def test_repeated_query_keys_and_headers_survive_with_multi_value(self, app: Flask) -> None:
+        event = make_alb_event(
+            method="POST",
+            path="/echo",
+            query=QUERY,
+            headers=[("x-cabinet", "a"), ("x-cabinet", "b")],
+            multi_value=True,
+        )
+
+        _, echo = serve(app, event)
+
+        assert echo["method"] == "POST"
+        assert echo["args"] == QUERY_ARGS
+        assert echo["headers"]["X-Cabinet"] == "a, b"
+
+    def test_headers_reach_flask_without_multi_value(self, app: Flask) -> None:
+        event = make_alb_event(path="/echo", headers=[("x-cabinet", "a")], multi_value=False)
+
+        _, echo = serve(app, event)
+
+        assert echo["headers"]["X-Cabinet"] == "a"
+
+    @pytest.mark.parametrize("multi_value", [True, False])
+    def test_base64_body_arrives_byte_exact(self, app: Flask, multi_value: bool) -> None:
+        event = make_alb_event(
+            method="POST", path="/echo", body=WEBHOOK_BODY, base64=True, multi_value=multi_value
+        )
+
+        _, echo = serve(app, event)
+
+        assert bytes.fromhex(echo["body_hex"]) == WEBHOOK_BODY
+
+    def test_multi_value_answer_uses_multi_value_headers(self, app: Flask) -> None:
+        response, body = serve(app, make_alb_event(path="/qr.png", multi_value=True))
+
+        assert response["statusCode"] == 200
+        assert response["statusDescription"] == "200 OK"
+        assert response["isBase64Encoded"] is True
+        assert b64decode(body) == PNG
+        assert response["multiValueHeaders"]["Content-Type"] == ["image/png"]
+        assert "headers" not in response
+
+    def test_single_value_answer_uses_headers(self, app: Flask) -> None:
+        response, body = serve(app, make_alb_event(path="/qr.png", multi_value=False))
+
+        assert response["statusDescription"] == "200 OK"
+        assert b64decode(body) == PNG
+        assert response["headers"]["Content-Type"] == "image/png"
+        assert "multiValueHeaders" not in response
+
+    def test_every_set_cookie_goes_back_with_multi_value(self, app: Flask) -> None:
+        response, _ = serve(app, make_alb_event(path="/cookies", multi_value=True))
+
+        assert len(response["multiValueHeaders"]["Set-Cookie"]) == 2
+
+    def test_only_one_set_cookie_fits_without_multi_value(
+        self, app: Flask, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with caplog.at_level(logging.WARNING, logger="arcade.lambda_adapter"):
+            response, _ = serve(app, make_alb_event(path="/cookies", multi_value=False))
+
+        assert response["headers"]["Set-Cookie"].startswith("second=2")
+        assert [record.getMessage() for record in caplog.records] == ["lambda_set_cookie_dropped"]
+
+    def test_client_address_is_the_peer_the_load_balancer_saw(self, app: Flask) -> None:
+        event = make_alb_event(
+            path="/echo", headers=[("x-forwarded-for", f"10.0.0.1, {SOURCE_IP}")]
+        )
+
+        _, echo = serve(app, event)
+
+        assert echo["remote_addr"] == SOURCE_IP
+
+    def test_unknown_path_is_404(self, app: Flask) -> None:
+        response, _ = serve(app, make_alb_event(path="/nope"))
+
+        assert response["statusCode"] == 404
+        assert response["statusDescription"] == "404 NOT FOUND"
+
+
+class TestUnknownEvents:
+    @pytest.mark.parametrize(
+        ("event", "message"),
+        [
+            ({}, "no 'httpMethod'"),
+            ({"Records": [{"eventSource": "aws:sqs"}]}, r"keys: \['Records'\]"),
+            ({"version": "3.0", "rawPath": "/"}, "version '3.0'"),
+            ({"httpMethod": "GET"}, "payload format 1.0 event has no 'path'"),
+            ({"version": "2.0", "rawPath": "/"}, "has no 'requestContext.http.method'"),
+            ({"requestContext": {"elb": {}}, "path": "/"}, "ALB event has no 'httpMethod'"),
+        ],
+    )
+    def test_raises_value_error_naming_what_is_missing(
+        self, app: Flask, event: dict[str, Any], message: str
+    ) -> None:
+        with pytest.raises(ValueError, match=message):
+            handle(app, event, CONTEXT)
+
+    def test_non_object_event_raises_value_error(self, app: Flask) -> None:
+        with pytest.raises(ValueError, match="JSON object, not list"):
+            handle(app, [], CONTEXT)  # type: ignore[arg-type]
