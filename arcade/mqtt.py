@@ -3,8 +3,10 @@
 paho's ``publish`` returns success on a socket that only looks alive (a Lambda thawed after
 minutes, a broker that froze), and ``wait_for_publish`` returning only means the wait ended.
 So a message counts as delivered only when ``is_published()`` says the PUBACK came; when it
-does not come in time the connection is thrown away (with a reset, so a frozen broker cannot
-act on the stale copy once it wakes) and the message is sent once more on a new one.
+does not come in time the connection is thrown away and the message is sent once more on a
+new one. QoS 1 is "at least once": a broker that was frozen with our PUBLISH in its socket
+buffer delivers that copy when it wakes, beside the copy a retry sends. Both carry the same
+``paymentId``, which is what cabinets de-duplicate on.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import json
 import logging
 import socket
 import ssl
-import struct
 import threading
 import uuid
 from pathlib import Path
@@ -213,17 +214,6 @@ class Publisher:
 
     @staticmethod
     def _discard_locked(client: mqtt.Client) -> None:
-        sock = client.socket()
-        raw = getattr(sock, "fileno", None)
-        if raw is not None:
-            try:
-                # Reset, not a polite close: a frozen broker that wakes must not read the
-                # unacknowledged PUBLISH still queued on this connection and deliver it.
-                plain = socket.socket(fileno=sock.fileno())
-                plain.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                plain.detach()
-            except OSError:
-                pass
         # Joining paho's network thread can take a second; nobody should wait for that.
         threading.Thread(target=_stop_quietly, args=(client,), daemon=True).start()
 
