@@ -1,0 +1,637 @@
+"""The DynamoDB store: one table, conditional writes and transactions make the guarantees.
+
+The layout (item types, keys, access patterns) is described in ``docs/dynamodb.md``. Nothing
+heavy is imported here: boto3 and botocore are loaded on first use, so a Lambda cold start
+that never touches the store does not pay for them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import MISSING, fields
+from typing import Any
+
+from arcade.errors import MachineExists, StoreError, UnknownMachine
+from arcade.store.base import (
+    DELIVERED,
+    GRANTED_STATUSES,
+    PAYMENT_FAILED,
+    PENDING_DELIVERY,
+    PENDING_PAYMENT,
+    Machine,
+    MachineState,
+    Payment,
+    PaymentLink,
+    Store,
+)
+
+logger = logging.getLogger(__name__)
+
+Item = dict[str, dict[str, Any]]
+
+# Sort keys of the item types; partition keys are "<TYPE>#<id>".
+MACHINE_SK = "MACHINE"
+STATE_SK = "STATE"
+LINK_SK = "LINK"
+PAYMENT_SK = "PAYMENT"
+INTENT_SK = "INTENT"
+
+# The index that lists a machine's payments, newest first.
+BY_MACHINE_INDEX = "by_machine"
+BY_MACHINE_PK = "by_machine_pk"
+BY_MACHINE_SK = "by_machine_sk"
+
+REVENUE_PREFIX = "revenue_"
+ATTEMPTS = 5  # a transaction that loses a race is tried this often in all
+# Reasons a transaction is cancelled that mean "try again", not "no".
+RETRYABLE = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
+
+
+class DynamoStore(Store):
+    """Persistence in one DynamoDB table (see docs/dynamodb.md for its layout)."""
+
+    def __init__(self, table_name: str, *, client: Any = None) -> None:
+        self.table_name = table_name
+        self._client = client
+        self._client_lock = threading.Lock()
+
+    # --- plumbing -------------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        """Return the DynamoDB client, creating the default one on first use."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = _default_client()
+        return self._client
+
+    def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+        """Call one DynamoDB operation on this table, translating SDK errors into our own."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if operation != "transact_write_items":
+            params["TableName"] = self.table_name
+        try:
+            return getattr(self.client, operation)(**params)
+        except ClientError as exc:
+            code = _error_code(exc)
+            if code == "ConditionalCheckFailedException":
+                raise _ConditionFailed from exc  # the caller decides what losing means
+            if code == "TransactionCanceledException":
+                reasons = exc.response.get("CancellationReasons", [])
+                codes = [reason.get("Code", "None") for reason in reasons]
+                raise _TransactionCancelled(codes) from exc
+            if code == "ResourceInUseException" and operation == "create_table":
+                raise _TableExists from exc
+            _log_failure(operation, code)
+            if code == "ResourceNotFoundException":
+                raise StoreError(
+                    f"the DynamoDB table {self.table_name!r} does not exist "
+                    "(create it with `flask --app app store init`)"
+                ) from exc
+            raise StoreError("the store refused the operation") from exc
+        except BotoCoreError as exc:
+            _log_failure(operation, type(exc).__name__)
+            raise StoreError("the store could not be reached") from exc
+
+    def _get(self, key: Item) -> Item | None:
+        """Read one item with a strongly consistent read."""
+        answer = self._call("get_item", Key=key, ConsistentRead=True)
+        return answer.get("Item")
+
+    def _transact(self, *actions: dict[str, Any]) -> None:
+        """Write several items all or nothing."""
+        items = [
+            {kind: body | {"TableName": self.table_name} for kind, body in action.items()}
+            for action in actions
+        ]
+        self._call("transact_write_items", TransactItems=items)
+
+    def create_table(self) -> None:
+        """Create the table and its index on demand unless it exists, and wait until ACTIVE."""
+        try:
+            self._call(
+                "create_table",
+                BillingMode="PAY_PER_REQUEST",
+                AttributeDefinitions=[
+                    {"AttributeName": name, "AttributeType": "S"}
+                    for name in ("pk", "sk", BY_MACHINE_PK, BY_MACHINE_SK)
+                ],
+                KeySchema=[
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"},
+                ],
+                GlobalSecondaryIndexes=[
+                    {
+                        "IndexName": BY_MACHINE_INDEX,
+                        "KeySchema": [
+                            {"AttributeName": BY_MACHINE_PK, "KeyType": "HASH"},
+                            {"AttributeName": BY_MACHINE_SK, "KeyType": "RANGE"},
+                        ],
+                        "Projection": {"ProjectionType": "ALL"},
+                    }
+                ],
+            )
+        except _TableExists:
+            logger.info(json.dumps({"event": "store_table_exists", "table": self.table_name}))
+        self._wait_until_active()
+
+    def _wait_until_active(self) -> None:
+        """Wait until the table and its index are ACTIVE."""
+        for _ in range(120):
+            table = self._call("describe_table")["Table"]
+            indexes = table.get("GlobalSecondaryIndexes", [])
+            if table["TableStatus"] == "ACTIVE" and all(
+                index.get("IndexStatus", "ACTIVE") == "ACTIVE" for index in indexes
+            ):
+                return
+            time.sleep(1)
+        raise StoreError(f"the DynamoDB table {self.table_name!r} did not become active")
+
+    # --- machines -------------------------------------------------------------------------
+    def add_machine(self, machine: Machine) -> None:
+        """Store a new machine; raise MachineExists if the id is taken."""
+        item = _machine_key(machine.machine_id) | {"entity": {"S": "machine"}} | _encode(machine)
+        try:
+            self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)")
+        except _ConditionFailed as exc:
+            raise MachineExists(f"machine {machine.machine_id!r} is already registered") from exc
+
+    def get_machine(self, machine_id: str) -> Machine | None:
+        """Return the machine, or None."""
+        item = self._get(_machine_key(machine_id))
+        return None if item is None else Machine(**_decode(item, Machine))
+
+    def list_machines(self) -> list[Machine]:
+        """Return every machine ordered by id, scanning the table (operator commands only)."""
+        machines = [Machine(**_decode(item, Machine)) for item in self._scan_machines()]
+        return sorted(machines, key=lambda machine: machine.machine_id)
+
+    def _scan_machines(self) -> Iterator[Item]:
+        """Yield every machine item, page by page."""
+        params: dict[str, Any] = {
+            "FilterExpression": "entity = :machine",
+            "ExpressionAttributeValues": {":machine": {"S": "machine"}},
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self._call("scan", **params)
+            yield from page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return
+            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def set_token_hash(self, machine_id: str, token_hash: str) -> None:
+        """Replace a machine's token hash; raise UnknownMachine if absent."""
+        try:
+            self._call(
+                "update_item",
+                Key=_machine_key(machine_id),
+                UpdateExpression="SET token_hash = :hash",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":hash": {"S": token_hash}},
+            )
+        except _ConditionFailed as exc:
+            raise UnknownMachine(f"no machine {machine_id!r} is registered") from exc
+
+    def remove_machine(self, machine_id: str) -> None:
+        """Delete a machine item (its payments and state stay); raise UnknownMachine if absent."""
+        try:
+            self._call(
+                "delete_item",
+                Key=_machine_key(machine_id),
+                ConditionExpression="attribute_exists(pk)",
+            )
+        except _ConditionFailed as exc:
+            raise UnknownMachine(f"no machine {machine_id!r} is registered") from exc
+
+    # --- payment links --------------------------------------------------------------------
+    def get_link(self, key: str) -> PaymentLink | None:
+        """Return the link stored under ``link_key(...)``, or None."""
+        item = self._get(_key(f"LINK#{key}", LINK_SK))
+        return None if item is None else PaymentLink(**_decode(item, PaymentLink))
+
+    def get_link_by_id(self, link_id: str) -> PaymentLink | None:
+        """Return the link with this Stripe id (``plink_…``), or None."""
+        item = self._get(_key(f"LINKID#{link_id}", LINK_SK))
+        return None if item is None else PaymentLink(**_decode(item, PaymentLink))
+
+    def put_link(self, link: PaymentLink) -> PaymentLink:
+        """Store a link under its key and its id together unless the key is taken; return it."""
+        attributes = {"entity": {"S": "link"}} | _encode(link)
+        for _ in range(ATTEMPTS):
+            try:
+                self._transact(
+                    _put_new(_key(f"LINK#{link.key}", LINK_SK) | attributes),
+                    _put_new(_key(f"LINKID#{link.link_id}", LINK_SK) | attributes),
+                )
+                return link
+            except _TransactionCancelled as exc:
+                stored = self.get_link(link.key)
+                if stored is not None:
+                    return stored
+                if exc.reason(1) == "ConditionalCheckFailed":
+                    raise StoreError(
+                        f"payment link {link.link_id!r} is already stored under another key"
+                    ) from exc
+                _pause_or_raise(exc)
+        raise StoreError("the store kept refusing the payment link; try again")
+
+    # --- payments -------------------------------------------------------------------------
+    def get_payment(self, payment_id: str) -> Payment | None:
+        """Return the payment, or None."""
+        item = self._get(_payment_key(payment_id))
+        return None if item is None else Payment(**_decode(item, Payment))
+
+    def get_payment_by_intent(self, payment_intent: str) -> Payment | None:
+        """Return the payment made through this PaymentIntent, following its pointer item."""
+        pointer = self._get(_key(f"INTENT#{payment_intent}", INTENT_SK))
+        return None if pointer is None else self.get_payment(pointer["payment_id"]["S"])
+
+    def record_payment(self, payment: Payment) -> Payment:
+        """Insert or replace a payment that grants nothing, unless the stored one is granted."""
+        granted = {f":granted{i}": {"S": status} for i, status in enumerate(GRANTED_STATUSES)}
+        put_payment = {
+            "Put": {
+                "Item": _payment_item(payment),
+                "ConditionExpression": (
+                    f"attribute_not_exists(pk) OR NOT (#status IN ({', '.join(granted)}))"
+                ),
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": granted,
+            }
+        }
+        for _ in range(ATTEMPTS):
+            try:
+                self._transact(put_payment, *_intent_pointer(payment))
+                return payment
+            except _TransactionCancelled as exc:
+                if exc.reason(0) == "ConditionalCheckFailed":
+                    return self._stored_payment(payment.payment_id)
+                _pause_or_raise(exc)
+        raise StoreError("the store kept refusing the payment; try again")
+
+    def grant_payment(self, payment: Payment) -> tuple[Payment, bool]:
+        """Store a payment and add its credits and revenue to its machine in one transaction."""
+        if payment.machine_id is None:
+            raise ValueError("a payment is granted to a machine; this one has none")
+        put_payment = {
+            "Put": {
+                "Item": _payment_item(payment),
+                "ConditionExpression": (
+                    "attribute_not_exists(pk) OR #status IN (:pending_payment, :payment_failed)"
+                ),
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": {
+                    ":pending_payment": {"S": PENDING_PAYMENT},
+                    ":payment_failed": {"S": PAYMENT_FAILED},
+                },
+            }
+        }
+        add_credits = {
+            "Update": {
+                "Key": _state_key(payment.machine_id),
+                "UpdateExpression": (
+                    "SET machine_id = :machine_id "
+                    "ADD credits_granted :credits, #revenue :amount, #version :one"
+                ),
+                "ExpressionAttributeNames": {
+                    "#revenue": REVENUE_PREFIX + payment.currency,
+                    "#version": "version",
+                },
+                "ExpressionAttributeValues": {
+                    ":machine_id": {"S": payment.machine_id},
+                    ":credits": _number(payment.credits),
+                    ":amount": _number(payment.amount),
+                    ":one": _number(1),
+                },
+            }
+        }
+        for _ in range(ATTEMPTS):
+            try:
+                self._transact(put_payment, add_credits, *_intent_pointer(payment))
+                return payment, True
+            except _TransactionCancelled as exc:
+                if exc.reason(0) == "ConditionalCheckFailed":
+                    return self._stored_payment(payment.payment_id), False
+                _pause_or_raise(exc)  # a concurrent transaction may have won: look again
+        raise StoreError("the store kept refusing the grant; try again")
+
+    def _stored_payment(self, payment_id: str) -> Payment:
+        """Return a payment that a refused condition proved to exist."""
+        stored = self.get_payment(payment_id)
+        if stored is None:
+            raise StoreError(f"payment {payment_id!r} vanished while it was being written")
+        return stored
+
+    def claim_delivery(self, payment_id: str, now: str, until: str) -> bool:
+        """Take the right to publish a PENDING_DELIVERY payment's coinpulse until ``until``."""
+        return self._update_payment_if(
+            payment_id,
+            update="SET delivery_claimed_until = :until",
+            condition=(
+                "#status = :pending_delivery AND (attribute_not_exists(delivery_claimed_until)"
+                " OR delivery_claimed_until < :now)"
+            ),
+            values={
+                ":until": {"S": until},
+                ":now": {"S": now},
+                ":pending_delivery": {"S": PENDING_DELIVERY},
+            },
+        )
+
+    def release_delivery(self, payment_id: str) -> None:
+        """Drop the delivery claim so that the next delivery attempt may publish."""
+        self._update_payment_if(
+            payment_id, update="REMOVE delivery_claimed_until", condition="attribute_exists(pk)"
+        )
+
+    def mark_delivered(self, payment_id: str, now: str) -> bool:
+        """Move PENDING_DELIVERY to DELIVERED; return False if it was not pending."""
+        return self._update_payment_if(
+            payment_id,
+            update=(
+                "SET #status = :delivered, delivered_at = :now, updated_at = :now "
+                "REMOVE delivery_claimed_until"
+            ),
+            condition="#status = :pending_delivery",
+            values={
+                ":delivered": {"S": DELIVERED},
+                ":now": {"S": now},
+                ":pending_delivery": {"S": PENDING_DELIVERY},
+            },
+        )
+
+    def _update_payment_if(
+        self, payment_id: str, *, update: str, condition: str, values: Item | None = None
+    ) -> bool:
+        """Update a payment item only if the condition holds; return whether it did."""
+        params: dict[str, Any] = {
+            "Key": _payment_key(payment_id),
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+        }
+        if "#status" in update + condition:
+            params["ExpressionAttributeNames"] = {"#status": "status"}
+        if values:
+            params["ExpressionAttributeValues"] = values
+        try:
+            self._call("update_item", **params)
+        except _ConditionFailed:
+            return False
+        return True
+
+    def record_refund(self, payment_id: str, amount_refunded: int, status: str, now: str) -> int:
+        """Raise a granted payment's refunded amount and take the increase off its revenue."""
+        for _ in range(ATTEMPTS):
+            stored = self.get_payment(payment_id)
+            if stored is None or not stored.granted or stored.machine_id is None:
+                return 0
+            increase = amount_refunded - stored.amount_refunded
+            if increase <= 0:
+                return 0
+            granted = {f":granted{i}": {"S": s} for i, s in enumerate(GRANTED_STATUSES)}
+            set_refund = {
+                "Update": {
+                    "Key": _payment_key(payment_id),
+                    "UpdateExpression": (
+                        "SET amount_refunded = :refunded, #status = :status, updated_at = :now"
+                    ),
+                    "ConditionExpression": (
+                        f"amount_refunded = :read AND #status IN ({', '.join(granted)})"
+                    ),
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": granted
+                    | {
+                        ":refunded": _number(amount_refunded),
+                        ":status": {"S": status},
+                        ":now": {"S": now},
+                        ":read": _number(stored.amount_refunded),
+                    },
+                }
+            }
+            take_revenue = {
+                "Update": {
+                    "Key": _state_key(stored.machine_id),
+                    "UpdateExpression": "SET machine_id = :machine_id ADD #revenue :minus, "
+                    "#version :one",
+                    "ExpressionAttributeNames": {
+                        "#revenue": REVENUE_PREFIX + stored.currency,
+                        "#version": "version",
+                    },
+                    "ExpressionAttributeValues": {
+                        ":machine_id": {"S": stored.machine_id},
+                        ":minus": _number(-increase),
+                        ":one": _number(1),
+                    },
+                }
+            }
+            try:
+                self._transact(set_refund, take_revenue)
+                return increase
+            except _TransactionCancelled as exc:
+                if exc.reason(0) != "ConditionalCheckFailed":  # else it changed: read again
+                    _pause_or_raise(exc)
+        raise StoreError("the store kept refusing the refund; try again")
+
+    def list_payments(self, machine_id: str, limit: int = 20) -> list[Payment]:
+        """Return a machine's payments newest first, querying the by_machine index."""
+        if limit <= 0:
+            return []
+        answer = self._call(
+            "query",
+            IndexName=BY_MACHINE_INDEX,
+            KeyConditionExpression=f"{BY_MACHINE_PK} = :machine",
+            ExpressionAttributeValues={":machine": {"S": f"MACHINE#{machine_id}"}},
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [Payment(**_decode(item, Payment)) for item in answer.get("Items", [])]
+
+    # --- machine state --------------------------------------------------------------------
+    def get_machine_state(self, machine_id: str) -> MachineState:
+        """Return the machine's state (zeros and version 0 when nothing was stored yet)."""
+        item = self._get(_state_key(machine_id))
+        if item is None:
+            return MachineState(machine_id=machine_id)
+        values = _decode(item, MachineState)
+        revenue = {
+            name.removeprefix(REVENUE_PREFIX): int(value["N"])
+            for name, value in item.items()
+            if name.startswith(REVENUE_PREFIX)
+        }
+        return MachineState(**(values | {"machine_id": machine_id, "revenue": revenue}))
+
+    def update_machine_state(self, state: MachineState) -> bool:
+        """Store the counters and session only if the stored version is still state.version."""
+        assignments = [
+            "machine_id = :machine_id",
+            "credits_used = :used",
+            "games_without_credit = :without",
+            "#version = :next",
+        ]
+        values: Item = {
+            ":machine_id": {"S": state.machine_id},
+            ":used": _number(state.credits_used),
+            ":without": _number(state.games_without_credit),
+            ":next": _number(state.version + 1),
+            ":read": _number(state.version),
+        }
+        removals = []
+        for name in ("session_id", "session_started_at"):
+            value = getattr(state, name)
+            if value is None:
+                removals.append(name)
+            else:
+                assignments.append(f"{name} = :{name}")
+                values[f":{name}"] = {"S": value}
+        update = "SET " + ", ".join(assignments)
+        if removals:
+            update += " REMOVE " + ", ".join(removals)
+        condition = "#version = :read"
+        if state.version == 0:
+            condition = "attribute_not_exists(#version) OR " + condition
+        try:
+            self._call(
+                "update_item",
+                Key=_state_key(state.machine_id),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#version": "version"},
+                ExpressionAttributeValues=values,
+            )
+        except _ConditionFailed:
+            return False
+        return True
+
+
+# --- helpers --------------------------------------------------------------------------------
+def _default_client() -> Any:
+    """Create a DynamoDB client from the usual AWS settings (region, endpoint, credentials)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        return boto3.client("dynamodb")
+    except BotoCoreError as exc:
+        raise StoreError(
+            "could not set up the DynamoDB client: check AWS_REGION (or AWS_DEFAULT_REGION)"
+        ) from exc
+
+
+def _key(pk: str, sk: str) -> Item:
+    """Return the primary key of an item."""
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+def _machine_key(machine_id: str) -> Item:
+    """Return the key of a machine item."""
+    return _key(f"MACHINE#{machine_id}", MACHINE_SK)
+
+
+def _state_key(machine_id: str) -> Item:
+    """Return the key of a machine-state item (same partition as its machine)."""
+    return _key(f"MACHINE#{machine_id}", STATE_SK)
+
+
+def _payment_key(payment_id: str) -> Item:
+    """Return the key of a payment item."""
+    return _key(f"PAYMENT#{payment_id}", PAYMENT_SK)
+
+
+def _number(value: int) -> dict[str, str]:
+    """Return a DynamoDB number."""
+    return {"N": str(value)}
+
+
+def _encode(record: Any) -> Item:
+    """Return a dataclass's fields as DynamoDB attributes, leaving out those that are None."""
+    item: Item = {}
+    for field in fields(record):
+        value = getattr(record, field.name)
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            if value is not None:
+                raise TypeError(f"{field.name} cannot be stored as {type(value).__name__}")
+            continue
+        item[field.name] = _number(value) if isinstance(value, int) else {"S": value}
+    return item
+
+
+def _decode(item: Item, record_type: type) -> dict[str, Any]:
+    """Return the attributes of an item that are fields of ``record_type``, as Python values."""
+    values: dict[str, Any] = {}
+    for field in fields(record_type):
+        value = item.get(field.name)
+        if value is not None:
+            values[field.name] = int(value["N"]) if "N" in value else value["S"]
+        elif field.default is MISSING and field.default_factory is MISSING:
+            values[field.name] = None  # a required field that was None when stored
+    return values
+
+
+def _payment_item(payment: Payment) -> Item:
+    """Return a payment's item, indexed under its machine newest first when it has one."""
+    item = _payment_key(payment.payment_id) | {"entity": {"S": "payment"}} | _encode(payment)
+    if payment.machine_id is not None:
+        item[BY_MACHINE_PK] = {"S": f"MACHINE#{payment.machine_id}"}
+        item[BY_MACHINE_SK] = {"S": f"{payment.created_at}#{payment.payment_id}"}
+    return item
+
+
+def _intent_pointer(payment: Payment) -> list[dict[str, Any]]:
+    """Return the transaction item that points a PaymentIntent at its payment, if any."""
+    if payment.payment_intent is None:
+        return []
+    pointer = _key(f"INTENT#{payment.payment_intent}", INTENT_SK) | {
+        "entity": {"S": "intent"},
+        "payment_id": {"S": payment.payment_id},
+    }
+    return [{"Put": {"Item": pointer}}]
+
+
+def _put_new(item: Item) -> dict[str, Any]:
+    """Return a transaction Put that succeeds only when no item has the key yet."""
+    return {"Put": {"Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}
+
+
+def _pause_or_raise(exc: _TransactionCancelled) -> None:
+    """Sleep a little before trying again a transaction that lost a race; raise for the rest."""
+    if not RETRYABLE.intersection(exc.reasons):
+        _log_failure("transact_write_items", ",".join(exc.reasons))
+        raise StoreError("the store refused the write") from exc
+    time.sleep(random.uniform(0.005, 0.05))  # noqa: S311 - jitter, not a secret
+
+
+def _log_failure(operation: str, code: str) -> None:
+    """Log one JSON line naming the operation and error code that failed (never the text)."""
+    logger.warning(json.dumps({"event": "store_error", "operation": operation, "code": code}))
+
+
+def _error_code(exc: Exception) -> str:
+    """Return the error code of a botocore ClientError."""
+    return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+
+
+class _ConditionFailed(Exception):
+    """A ConditionExpression was false: another writer got there first, or nothing was there."""
+
+
+class _TableExists(Exception):
+    """CreateTable found the table already there."""
+
+
+class _TransactionCancelled(Exception):
+    """A TransactWriteItems was cancelled; ``reasons`` holds one code per item, in order."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("the transaction was cancelled")
+        self.reasons = reasons
+
+    def reason(self, index: int) -> str:
+        """Return the code of the action at ``index`` ("None" when it was not the cause)."""
+        return self.reasons[index] if index < len(self.reasons) else "None"
