@@ -31,6 +31,7 @@ from arcade.store.base import (
     Machine,
     MachineState,
     Payment,
+    PaymentLink,
     Store,
 )
 
@@ -100,13 +101,14 @@ class Ledger:
                 event, Outcome("already_delivered", payment_id, stored.machine_id, stored.credits)
             )
         if stored is not None and stored.status == PENDING_DELIVERY:
-            return self._deliver(stored, event, newly_granted=False)
+            return self._deliver(stored, event)
         if stored is not None and stored.granted:  # refunded after delivery: nothing to send
             return self._log_outcome(
                 event, Outcome("already_granted", payment_id, stored.machine_id, stored.credits)
             )
 
-        machine = self._machine_for(session)
+        link = self._our_link(session)
+        machine = self._machine_for(session, link)
         if machine is None:
             self.store.record_payment(self._payment(session, UNATTRIBUTED, machine_id=None))
             return self._log_outcome(
@@ -116,7 +118,9 @@ class Ledger:
                 claimed_machine=_claimed_machine_id(session),
             )
 
-        credits = self._units(session) * (machine.credits_per_unit or self.default_credits_per_unit)
+        credits = self._units(session, link) * (
+            machine.credits_per_unit or self.default_credits_per_unit
+        )
         now = utc_now()
         candidate = self._payment(
             session,
@@ -140,12 +144,12 @@ class Ledger:
             )
             return self._publish(payment, event)
         if payment.status == PENDING_DELIVERY:
-            return self._deliver(payment, event, newly_granted=False)
+            return self._deliver(payment, event)
         return self._log_outcome(
             event, Outcome("already_granted", payment_id, payment.machine_id, payment.credits)
         )
 
-    def _deliver(self, payment: Payment, event: dict[str, Any], *, newly_granted: bool) -> Outcome:
+    def _deliver(self, payment: Payment, event: dict[str, Any]) -> Outcome:
         now = utc_now()
         if not self.store.claim_delivery(
             payment.payment_id, iso(now), iso(later(now, DELIVERY_LEASE_SECONDS))
@@ -201,7 +205,7 @@ class Ledger:
     def _record_without_grant(
         self, session: dict[str, Any], event: dict[str, Any], status: str
     ) -> Outcome:
-        machine = self._machine_for(session)
+        machine = self._machine_for(session, self._our_link(session))
         stored = self.store.record_payment(
             self._payment(session, status, machine_id=machine.machine_id if machine else None)
         )
@@ -235,22 +239,21 @@ class Ledger:
         )
 
     # --- how many credits, for which machine --------------------------------------------
-    def _machine_for(self, session: dict[str, Any]) -> Machine | None:
-        """Find the machine: stored link → metadata.machine_id → client_reference_id."""
+    def _our_link(self, session: dict[str, Any]) -> PaymentLink | None:
         link_id = session.get("payment_link")
-        if isinstance(link_id, str):
-            link = self.store.get_link_by_id(link_id)
-            if link is not None:
-                return self.store.get_machine(link.machine_id)
+        return self.store.get_link_by_id(link_id) if isinstance(link_id, str) else None
+
+    def _machine_for(self, session: dict[str, Any], link: PaymentLink | None) -> Machine | None:
+        """Find the machine: stored link → metadata.machine_id → client_reference_id."""
+        if link is not None:
+            return self.store.get_machine(link.machine_id)
         claimed = _claimed_machine_id(session)
         if claimed is None:
             return None
         return self.store.get_machine(claimed)
 
-    def _units(self, session: dict[str, Any]) -> int:
+    def _units(self, session: dict[str, Any], link: PaymentLink | None) -> int:
         """Return units bought; from the amount for our own links, else from line items."""
-        link_id = session.get("payment_link")
-        link = self.store.get_link_by_id(link_id) if isinstance(link_id, str) else None
         subtotal = session.get("amount_subtotal")
         discount = ((session.get("total_details") or {}).get("amount_discount")) or 0
         if (

@@ -77,9 +77,8 @@ class Publisher:
 
     def publish(self, topic: str, payload: dict[str, Any], *, log_ids: dict[str, Any]) -> None:
         """Publish ``payload`` and wait for its PUBACK; raise BrokerUnavailable otherwise."""
-        problems = self.problems()
-        if problems:
-            raise SettingsError("; ".join(problems))
+        if not self.settings.broker_host:
+            raise SettingsError("EMQX_BROKER_URL not set")
         data = json.dumps(payload, separators=(",", ":"))
         for attempt in (1, 2):
             client = self._live_client()
@@ -89,7 +88,14 @@ class Publisher:
                 with contextlib.suppress(RuntimeError, ValueError):
                     info.wait_for_publish(timeout=self.settings.puback_timeout)
                 if info.is_published():
-                    log_event(logger, "mqtt_published", topic=topic, attempt=attempt, **log_ids)
+                    log_event(
+                        logger,
+                        "mqtt_published",
+                        level=logging.DEBUG,
+                        topic=topic,
+                        attempt=attempt,
+                        **log_ids,
+                    )
                     return
             log_event(
                 logger,

@@ -28,6 +28,9 @@ def serve(app: Flask) -> None:
         ]
     for problem in problems:
         log_event(logger, "setting_problem", level=logging.WARNING, problem=problem)
+    # Every request that matters logs its own JSON event; werkzeug's access line per request
+    # would double the log and cost a measurable share of a webhook's time.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     host = os.environ.get("HOST", "127.0.0.1")
     log_event(
         logger,

@@ -180,6 +180,8 @@ class SqliteStore(Store):
             row = conn.execute(
                 "SELECT * FROM payment_links WHERE link_key = ?", (link.key,)
             ).fetchone()
+            if row is None:  # the Stripe link id is already stored under another key
+                raise StoreError("that payment link is already stored for another machine")
         return _link(row)
 
     # --- payments -------------------------------------------------------------------------
