@@ -1,4 +1,4 @@
-"""SQLite back end: one file, one connection per thread, unique keys and transactions."""
+"""SQLite back end: one file, one shared connection, unique keys and transactions."""
 
 from __future__ import annotations
 
@@ -80,56 +80,57 @@ class SqliteStore(Store):
 
     def __init__(self, path: str):
         self.path = path
-        self._local = threading.local()
-        self._schema_lock = threading.Lock()
-        self._schema_ready = False
+        self._conn: sqlite3.Connection | None = None
+        # One connection, one writer at a time, queued on a lock in this process. SQLite's
+        # own busy handler would make a waiting thread sleep whole milliseconds instead.
+        self._lock = threading.RLock()
 
     # --- connections ----------------------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
+        if self._conn is None:
             try:
-                conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+                conn = sqlite3.connect(
+                    self.path, timeout=10, isolation_level=None, check_same_thread=False
+                )
                 conn.row_factory = sqlite3.Row
-                # WAL lets readers run beside the writer; NORMAL keeps every committed
-                # transaction across a process crash and skips an fsync per commit.
+                # WAL lets another process read beside our writer; NORMAL keeps every
+                # committed transaction across a process crash and skips an fsync per commit.
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA busy_timeout=10000")
-                with self._schema_lock:
-                    if not self._schema_ready:
-                        conn.executescript(SCHEMA)
-                        self._schema_ready = True
+                conn.executescript(SCHEMA)
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open the SQLite store at {self.path}") from exc
-            self._local.conn = conn
-        return conn
+            self._conn = conn
+        return self._conn
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self._connection()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._lock:
+            conn = self._connection()
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StoreError("the SQLite store refused the write") from exc
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError("the SQLite store refused the write") from exc
 
     def _query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-        try:
-            return self._connection().execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError("the SQLite store could not be read") from exc
+        with self._lock:
+            try:
+                return self._connection().execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError("the SQLite store could not be read") from exc
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     # --- machines -------------------------------------------------------------------------
     def add_machine(self, machine: Machine) -> None:
