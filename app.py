@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from arcade import create_app
+from arcade.config import load_local_env
 
 HERE = Path(__file__).resolve().parent
 
-
-def _load_local_env() -> None:
-    """Read .env.local beside this file, except in Lambda (its settings come from AWS)."""
-    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-        return
-    env_file = HERE / ".env.local"
-    if env_file.is_file():
-        from dotenv import load_dotenv
-
-        load_dotenv(env_file, override=False)
-
-
-_load_local_env()
+load_local_env(HERE / ".env.local")
 app = create_app()
 
 

@@ -181,7 +181,19 @@ class _Reader:
         return number
 
 
-def raise_for_problems(settings: Settings) -> None:
-    """Raise SettingsError listing every malformed setting."""
-    if settings.problems:
-        raise SettingsError("; ".join(settings.problems))
+def load_local_env(env_file: Path, environ: dict[str, str] | None = None) -> bool:
+    """Read ``env_file`` into the environment, except in Lambda; return whether it was read.
+
+    Variables already set win over the file. In Lambda (``AWS_LAMBDA_FUNCTION_NAME`` set) the
+    settings come from the function's configuration only: a stray file baked into an image
+    must never override them.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("AWS_LAMBDA_FUNCTION_NAME") or not env_file.is_file():
+        return False
+    from dotenv import dotenv_values
+
+    for name, value in dotenv_values(env_file).items():
+        if value is not None and name not in env:
+            env[name] = value
+    return True

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,13 @@ WEBHOOK_SECRET = "whsec_test_arcade_secret"
 ADMIN_KEY = "admin-key-for-tests"
 DEFAULT_PRICE = "price_default_credit"
 TOPIC_PREFIX = "arcade/machine"
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
 
 
 @pytest.fixture(scope="session")
@@ -171,3 +180,55 @@ def deliver(client: FlaskClient) -> Callable[..., Any]:
         return signed_post(via or client, event(event_type, data_object, id=event_id))
 
     return send
+
+
+# --- DynamoDB through moto's server ------------------------------------------------------
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """Serve moto's DynamoDB on a free loopback port for the session, one request at a time.
+
+    DynamoDB makes each write and each transaction atomic. moto, serving threads, does not: a
+    cancelled transaction restores a copy of the whole table taken before it began, undoing
+    writes that committed meanwhile. Serving one request at a time gives back DynamoDB's
+    guarantee while the store's calls still interleave as they would in production. (This is
+    moto's ThreadedMotoServer with a lock around its application.)
+    """
+    from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    moto_app = DomainDispatcherApplication(create_backend_app)
+    one_at_a_time = threading.Lock()
+
+    def serial_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        with one_at_a_time:
+            return moto_app(environ, start_response)
+
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in AWS_TEST_ENV.items():
+            env.setenv(name, value)
+        env.delenv("AWS_PROFILE", raising=False)
+        env.delenv("AWS_ENDPOINT_URL", raising=False)
+        server = make_server(
+            "127.0.0.1", 0, serial_app, threaded=True, request_handler=MotoRequestHandler
+        )
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        yield f"http://127.0.0.1:{server.server_port}"
+        server.shutdown()
+        thread.join()
+
+
+@pytest.fixture(scope="session")
+def dynamodb_client(moto_endpoint: str) -> Any:
+    """Return one boto3 DynamoDB client for the session (boto3 clients are thread-safe)."""
+    import boto3
+
+    return boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1")
+
+
+@pytest.fixture
+def dynamodb_table(dynamodb_client: Any) -> Iterator[str]:
+    """Name a fresh table for one test and delete it afterwards."""
+    name = f"arcade-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    dynamodb_client.delete_table(TableName=name)

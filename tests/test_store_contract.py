@@ -9,7 +9,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -33,13 +32,6 @@ from arcade.store.base import (
     link_key,
 )
 
-AWS_TEST_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-}
 THREADS = 8
 T0 = "2026-11-22T10:00:00Z"
 T1 = "2026-11-22T10:01:00Z"
@@ -48,57 +40,6 @@ T3 = "2026-11-22T10:03:00Z"
 
 
 # --- fixtures ---------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """Serve moto's DynamoDB on a free loopback port for the session, one request at a time.
-
-    DynamoDB makes each write and each transaction atomic. moto, serving threads, does not: a
-    cancelled transaction restores a copy of the whole table taken before it began, undoing
-    writes that committed meanwhile. Serving one request at a time gives back DynamoDB's
-    guarantee while the store's calls still interleave as they would in production. (This is
-    moto's ThreadedMotoServer with a lock around its application.)
-    """
-    from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-    from werkzeug.serving import make_server
-
-    moto_app = DomainDispatcherApplication(create_backend_app)
-    one_at_a_time = threading.Lock()
-
-    def serial_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        with one_at_a_time:
-            return moto_app(environ, start_response)
-
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in AWS_TEST_ENV.items():
-            env.setenv(name, value)
-        env.delenv("AWS_PROFILE", raising=False)
-        env.delenv("AWS_ENDPOINT_URL", raising=False)
-        server = make_server(
-            "127.0.0.1", 0, serial_app, threaded=True, request_handler=MotoRequestHandler
-        )
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        yield f"http://127.0.0.1:{server.server_port}"
-        server.shutdown()
-        thread.join()
-
-
-@pytest.fixture(scope="session")
-def dynamodb_client(moto_endpoint: str) -> Any:
-    """Return one boto3 DynamoDB client for the session (boto3 clients are thread-safe)."""
-    import boto3
-
-    return boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1")
-
-
-@pytest.fixture
-def dynamodb_table(dynamodb_client: Any) -> Iterator[str]:
-    """Name a fresh table for one test and delete it afterwards."""
-    name = f"arcade-test-{uuid.uuid4().hex[:12]}"
-    yield name
-    dynamodb_client.delete_table(TableName=name)
-
-
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Store]:
     """Open an empty store of each back end."""

@@ -1,0 +1,279 @@
+"""The real app as Lambda serves it: every event shape, a DynamoDB store, warm connections."""
+
+from __future__ import annotations
+
+import base64
+import gc
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from arcade.config import load_local_env
+from arcade.lambda_adapter import handle
+from tests.conftest import TOPIC_PREFIX, WEBHOOK_SECRET
+from tests.lambda_events import make_alb_event, make_v1_event, make_v2_event
+from tests.stripe_standin import checkout_session, event, sign_payload
+
+ROOT = Path(__file__).resolve().parent.parent
+MAKERS = {
+    "rest_v1": lambda **kw: make_v1_event(**kw),
+    "http_api_v2": lambda **kw: make_v2_event(**kw),
+    "function_url": lambda **kw: make_v2_event(function_url=True, **kw),
+    "alb": lambda **kw: make_alb_event(**kw),
+    "alb_single_value": lambda **kw: make_alb_event(multi_value=False, **kw),
+}
+
+
+@pytest.fixture
+def lambda_app(make_app, moto_endpoint, dynamodb_table, monkeypatch):
+    """Build the app as Lambda runs it: function name set, DynamoDB store through moto."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    app = make_app(
+        AWS_LAMBDA_FUNCTION_NAME="arcade-pay", DATABASE_URL=f"dynamodb://{dynamodb_table}"
+    )
+    app.extensions["arcade"].store.create_table()
+    return app
+
+
+def body_of(answer: dict) -> bytes:
+    raw = answer.get("body") or ""
+    return base64.b64decode(raw) if answer.get("isBase64Encoded") else raw.encode()
+
+
+def register_with_link(app) -> tuple[dict[str, str], str]:
+    _, token = app.extensions["arcade"].registry.register("cab001")
+    auth = {"Authorization": f"Bearer {token}"}
+    link = (
+        app.test_client()
+        .post("/create-payment-link", json={"machine_id": "cab001"}, headers=auth)
+        .json
+    )
+    return auth, link["payment_link_id"]
+
+
+@pytest.mark.parametrize("shape", MAKERS)
+def test_status_answers_in_every_event_shape(lambda_app, shape):
+    """GIVEN each Lambda event shape WHEN /status is asked THEN 200 JSON, up."""
+    answer = handle(lambda_app, MAKERS[shape](path="/status"), None)
+
+    assert answer["statusCode"] == 200
+    assert json.loads(body_of(answer))["status"] == "up"
+
+
+@pytest.mark.parametrize("shape", MAKERS)
+def test_signed_base64_webhook_grants_on_dynamodb_in_every_shape(lambda_app, subscribe, shape):
+    """GIVEN a base64 body as API Gateway sends it WHEN signed by Stripe THEN it verifies."""
+    register_with_link(lambda_app)
+    link_id = (
+        lambda_app.extensions["arcade"].store.get_link("cab001|price_default_credit|0").link_id
+    )
+    subscriber = subscribe(f"{TOPIC_PREFIX}/cab001/coinpulse")
+    payload = json.dumps(
+        event(
+            "checkout.session.completed",
+            checkout_session(id=f"cs_{shape}", payment_link=link_id, amount_subtotal=150),
+        )
+    ).encode()
+    headers = [
+        ("content-type", "application/json"),
+        ("stripe-signature", sign_payload(payload, WEBHOOK_SECRET)),
+    ]
+
+    answer = handle(
+        lambda_app,
+        MAKERS[shape](method="POST", path="/webhook", headers=headers, body=payload, base64=True),
+        None,
+    )
+
+    assert answer["statusCode"] == 200, body_of(answer)
+    assert subscriber.wait_for(1)[0].payload["credits"] == 3
+    stored = lambda_app.extensions["arcade"].store.get_payment(f"cs_{shape}")
+    assert stored.status == "delivered"
+
+
+def test_a_tampered_base64_body_is_refused(lambda_app):
+    """GIVEN a signed body WHEN one byte changes on the way THEN 400 and nothing recorded."""
+    payload = json.dumps(
+        event("checkout.session.completed", checkout_session(id="cs_tamper", amount_subtotal=50))
+    ).encode()
+    headers = [("stripe-signature", sign_payload(payload, WEBHOOK_SECRET))]
+
+    answer = handle(
+        lambda_app,
+        make_v2_event(
+            method="POST", path="/webhook", headers=headers, body=payload + b" ", base64=True
+        ),
+        None,
+    )
+
+    assert answer["statusCode"] == 400
+    assert lambda_app.extensions["arcade"].store.get_payment("cs_tamper") is None
+
+
+@pytest.mark.parametrize("shape", ["rest_v1", "function_url", "alb"])
+def test_qr_png_goes_back_base64(lambda_app, shape):
+    """GIVEN a machine with a link WHEN its QR PNG is asked through Lambda THEN real PNG bytes."""
+    register_with_link(lambda_app)
+
+    answer = handle(lambda_app, MAKERS[shape](path="/machines/cab001/qr.png"), None)
+
+    assert answer["statusCode"] == 200
+    assert answer["isBase64Encoded"] is True
+    assert body_of(answer).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_game_over_state_lives_in_dynamodb_across_app_instances(
+    lambda_app, make_app, dynamodb_table, subscribe
+):
+    """GIVEN credits granted by one Lambda instance WHEN another serves game over THEN it counts."""
+    auth, link_id = register_with_link(lambda_app)
+    payload = json.dumps(
+        event(
+            "checkout.session.completed",
+            checkout_session(id="cs_dyn", payment_link=link_id, amount_subtotal=100),
+        )
+    ).encode()
+    handle(
+        lambda_app,
+        make_v2_event(
+            method="POST",
+            path="/webhook",
+            body=payload,
+            headers=[("stripe-signature", sign_payload(payload, WEBHOOK_SECRET))],
+        ),
+        None,
+    )
+    other = make_app(
+        AWS_LAMBDA_FUNCTION_NAME="arcade-pay", DATABASE_URL=f"dynamodb://{dynamodb_table}"
+    )
+    subscriber = subscribe(f"{TOPIC_PREFIX}/cab001/gameover")
+    over = make_v2_event(
+        method="POST",
+        path="/gameover",
+        headers=[("content-type", "application/json"), ("authorization", auth["Authorization"])],
+        body=b'{"machine_id": "cab001"}',
+    )
+
+    assert handle(other, over, None)["statusCode"] == 200
+    subscriber.wait_for(1)
+    state = json.loads(
+        body_of(
+            handle(
+                other,
+                make_v2_event(
+                    path="/machines/cab001", headers=[("authorization", auth["Authorization"])]
+                ),
+                None,
+            )
+        )
+    )
+    assert state["credits"] == {"granted": 2, "used": 1, "left": 1}
+    assert state["payments"][0]["id"] == "cs_dyn"
+
+
+def test_sqlite_is_refused_in_lambda(make_app):
+    """GIVEN Lambda and a sqlite: store WHEN a request needs the store THEN 503 naming it."""
+    app = make_app(AWS_LAMBDA_FUNCTION_NAME="arcade-pay")
+
+    status = json.loads(body_of(handle(app, make_v1_event(path="/status"), None)))
+    answer = handle(
+        app,
+        make_v1_event(
+            path="/machines/cab001", headers=[("authorization", "Bearer admin-key-for-tests")]
+        ),
+        None,
+    )
+
+    assert any("DATABASE_URL" in problem for problem in status["problems"])
+    assert answer["statusCode"] == 503
+    assert "DATABASE_URL" in json.loads(body_of(answer))["error"]
+
+
+def test_env_local_is_read_locally_and_never_in_lambda(tmp_path):
+    """GIVEN a .env.local WHEN loading settings THEN used locally, ignored in Lambda."""
+    env_file = tmp_path / ".env.local"
+    env_file.write_text("STRIPE_PRICE_ID=price_from_file\nPORT=6000\n")
+    local = {"PORT": "7000"}
+    in_lambda = {"AWS_LAMBDA_FUNCTION_NAME": "arcade-pay"}
+
+    assert load_local_env(env_file, local) is True
+    assert load_local_env(env_file, in_lambda) is False
+    assert local == {"PORT": "7000", "STRIPE_PRICE_ID": "price_from_file"}
+    assert in_lambda == {"AWS_LAMBDA_FUNCTION_NAME": "arcade-pay"}
+
+
+def test_importing_app_connects_to_nothing_and_loads_no_heavy_library():
+    """GIVEN a fresh interpreter WHEN app is imported THEN no stripe, boto3 or qrcode yet."""
+    code = (
+        "import sys, app; heavy = [m for m in ('stripe', 'boto3', 'botocore', 'qrcode',"
+        " 'paho.mqtt.client') if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "AWS_LAMBDA_FUNCTION_NAME": "x",
+            "DATABASE_URL": "dynamodb://t",
+        },
+    )
+
+    assert out.stdout.strip() == "[]"
+
+
+# paho leaves the socket of a TLS handshake that timed out to the garbage collector.
+@pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
+def test_warm_invocations_reuse_the_connection_and_survive_a_frozen_broker(
+    make_app, fresh_broker, moto_endpoint, dynamodb_table, monkeypatch, subscribe
+):
+    """GIVEN a warm function WHEN the broker froze between calls THEN 503, then one grant."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    app = make_app(
+        on=fresh_broker,
+        AWS_LAMBDA_FUNCTION_NAME="arcade-pay",
+        DATABASE_URL=f"dynamodb://{dynamodb_table}",
+    )
+    app.extensions["arcade"].store.create_table()
+    _, link_id = register_with_link(app)
+    subscriber = subscribe(f"{TOPIC_PREFIX}/cab001/coinpulse", on=fresh_broker)
+
+    def webhook(session_id: str) -> dict:
+        payload = json.dumps(
+            event(
+                "checkout.session.completed",
+                checkout_session(id=session_id, payment_link=link_id, amount_subtotal=50),
+            )
+        ).encode()
+        return handle(
+            app,
+            make_v2_event(
+                method="POST",
+                path="/webhook",
+                body=payload,
+                base64=True,
+                headers=[("stripe-signature", sign_payload(payload, WEBHOOK_SECRET))],
+            ),
+            None,
+        )
+
+    assert webhook("cs_first")["statusCode"] == 200
+    first_client = app.extensions["arcade"].publisher._client
+    assert webhook("cs_second")["statusCode"] == 200
+    assert app.extensions["arcade"].publisher._client is first_client
+    fresh_broker.freeze()
+    frozen = webhook("cs_third")
+    fresh_broker.thaw()
+    retried = webhook("cs_third")
+
+    assert frozen["statusCode"] == 503
+    assert retried["statusCode"] == 200
+    third = [m.payload for m in subscriber.settle(1.0) if m.payload["paymentId"] == "cs_third"]
+    assert third and all(p == third[0] for p in third)
+    assert app.extensions["arcade"].store.get_machine_state("cab001").credits_granted == 3
+    gc.collect()
