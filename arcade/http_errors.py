@@ -73,7 +73,10 @@ def register_error_handlers(app: Flask) -> None:
     def http_error(exc: HTTPException):
         status = exc.code or 500
         code, message = HTTP_CODES.get(status, ("http_error", "the request failed"))
-        return error_body(status, code, message)
+        body, _ = error_body(status, code, message)
+        # Keep werkzeug's headers that matter to the client, e.g. Allow on a 405.
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+        return body, status, headers
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

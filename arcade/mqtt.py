@@ -43,7 +43,8 @@ def ca_problem(ca_path: str) -> str | None:
         return f"{path.name} not found at {path} (set MQTT_CA_CERT to the broker's CA file)"
     except OSError:
         return f"{path.name} cannot be read at {path}"
-    if PEM_CERTIFICATE not in text:
+    # The marker must open a line: the placeholder file mentions it inside a comment.
+    if not any(line.strip() == PEM_CERTIFICATE for line in text.splitlines()):
         return (
             f"{path.name} holds no certificate: download the broker's CA certificate from"
             " the EMQX console (Deployment overview, 'CA Certificate') into it, or set"
@@ -196,7 +197,7 @@ class Publisher:
             context = ssl.create_default_context(cafile=self.settings.mqtt_ca_cert)
         except ssl.SSLError as exc:
             name = Path(self.settings.mqtt_ca_cert).name
-            raise SettingsError(f"{name} holds no usable certificate") from exc
+            raise SettingsError(f"{name} holds no certificate that can be read") from exc
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.check_hostname = True
         context.verify_mode = ssl.CERT_REQUIRED

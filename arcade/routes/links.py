@@ -52,6 +52,6 @@ def qr_code(machine_id: str, kind: str):
     link = svc.links.link_for(svc.registry.get(machine_id))
     tag = qr.etag(link.url, kind)
     headers = {"ETag": tag, "Cache-Control": "public, max-age=300"}
-    if tag in request.if_none_match:
+    if request.if_none_match.contains_weak(tag.strip('"')):
         return Response(status=304, headers=headers)
     return Response(qr.render(link.url, kind), mimetype=qr.MEDIA_TYPES[kind], headers=headers)
