@@ -1,0 +1,195 @@
+"""The QR code a cabinet shows: its default payment link URL, as PNG or SVG, cacheable.
+
+No QR decoder is installed, so the PNG is checked two ways: its pixels, read back with pypng,
+are exactly the module grid ``qrcode`` computes for the link URL, and its bytes equal what
+``qrcode`` renders for that URL with the same image factory.
+"""
+
+from __future__ import annotations
+
+import io
+
+import png
+import pytest
+import qrcode
+from qrcode.image.pure import PyPNGImage
+from qrcode.image.svg import SvgPathImage
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+BOX_SIZE = 10
+BORDER = 4
+
+
+def link_url(client, cabinet) -> str:
+    answer = client.post(
+        "/create-payment-link", json={"machine_id": cabinet.machine_id}, headers=cabinet.auth
+    )
+    assert answer.status_code == 200
+    return answer.json["url"]
+
+
+def rendered(url: str, factory) -> bytes:
+    out = io.BytesIO()
+    qrcode.make(url, image_factory=factory, box_size=BOX_SIZE, border=BORDER).save(out)
+    return out.getvalue()
+
+
+def dark_modules(png_bytes: bytes) -> list[list[bool]]:
+    """Read a QR PNG back into its grid of modules (True = dark), sampling each box's centre."""
+    width, height, rows, _info = png.Reader(bytes=png_bytes).asRGB8()
+    pixels = [list(row) for row in rows]
+    assert width == height and width % BOX_SIZE == 0
+
+    def dark(x: int, y: int) -> bool:
+        px, py = x * BOX_SIZE + BOX_SIZE // 2, y * BOX_SIZE + BOX_SIZE // 2
+        return sum(pixels[py][3 * px : 3 * px + 3]) < 3 * 128
+
+    size = width // BOX_SIZE
+    return [[dark(x, y) for x in range(size)] for y in range(size)]
+
+
+def qr_matrix(url: str) -> list[list[bool]]:
+    code = qrcode.QRCode(border=BORDER)
+    code.add_data(url)
+    code.make(fit=True)
+    return code.get_matrix()
+
+
+def test_the_png_is_the_qr_code_of_the_machines_link(client, cabinet):
+    """GIVEN a machine's link WHEN its qr.png is fetched THEN a PNG of exactly that URL."""
+    url = link_url(client, cabinet)
+
+    answer = client.get("/machines/cab001/qr.png")
+
+    assert answer.status_code == 200
+    assert answer.mimetype == "image/png"
+    image = answer.get_data()
+    assert image.startswith(PNG_SIGNATURE)
+    assert dark_modules(image) == qr_matrix(url)
+    assert image == rendered(url, PyPNGImage)
+
+
+def test_the_svg_is_the_qr_code_of_the_machines_link(client, cabinet):
+    """GIVEN a machine's link WHEN its qr.svg is fetched THEN an SVG path of that URL's code."""
+    url = link_url(client, cabinet)
+
+    answer = client.get("/machines/cab001/qr.svg")
+
+    assert answer.status_code == 200
+    assert answer.mimetype == "image/svg+xml"
+    text = answer.get_data(as_text=True)
+    assert "<svg" in text and "<path" in text
+    assert answer.get_data() == rendered(url, SvgPathImage)
+
+
+def test_the_qr_code_needs_no_token_and_makes_the_link_once(client, cabinet, stripe_standin):
+    """GIVEN no link yet WHEN the QR is fetched, then the link asked THEN one link, same URL."""
+    image = client.get("/machines/cab001/qr.png")
+    vector = client.get("/machines/cab001/qr.svg")
+    url = link_url(client, cabinet)
+
+    assert image.status_code == 200 and vector.status_code == 200
+    assert len(stripe_standin.payment_links) == 1
+    assert image.get_data() == rendered(url, PyPNGImage)
+
+
+def test_the_qr_code_is_of_the_open_quantity_link(client, cabinet):
+    """GIVEN a fixed-quantity link made first WHEN the QR is fetched THEN it shows the open one."""
+    fixed = client.post(
+        "/create-payment-link", json={"machine_id": "cab001", "quantity": 2}, headers=cabinet.auth
+    ).json["url"]
+    url = link_url(client, cabinet)
+
+    image = client.get("/machines/cab001/qr.png").get_data()
+
+    assert fixed != url
+    assert image == rendered(url, PyPNGImage)
+
+
+@pytest.mark.parametrize("kind", ["png", "svg"])
+def test_the_qr_code_is_cacheable(client, cabinet, kind):
+    """GIVEN a QR code WHEN fetched twice THEN the same strong ETag and a Cache-Control."""
+    first = client.get(f"/machines/cab001/qr.{kind}")
+    second = client.get(f"/machines/cab001/qr.{kind}")
+
+    tag = first.headers["ETag"]
+    assert tag.startswith('"') and tag.endswith('"')
+    assert second.headers["ETag"] == tag
+    assert "max-age=" in first.headers["Cache-Control"]
+    assert "no-store" not in first.headers["Cache-Control"]
+
+
+def test_png_and_svg_have_different_etags(client, cabinet):
+    """GIVEN both images of one link WHEN fetched THEN their ETags differ."""
+    png_tag = client.get("/machines/cab001/qr.png").headers["ETag"]
+    svg_tag = client.get("/machines/cab001/qr.svg").headers["ETag"]
+
+    assert png_tag != svg_tag
+
+
+@pytest.mark.parametrize("kind", ["png", "svg"])
+def test_a_matching_if_none_match_is_a_304(client, cabinet, stripe_standin, kind):
+    """GIVEN the ETag a screen holds WHEN it asks again with If-None-Match THEN 304, no body."""
+    tag = client.get(f"/machines/cab001/qr.{kind}").headers["ETag"]
+    stripe_standin.reset_requests()
+
+    answer = client.get(f"/machines/cab001/qr.{kind}", headers={"If-None-Match": tag})
+
+    assert answer.status_code == 304
+    assert answer.get_data() == b""
+    assert answer.headers["ETag"] == tag
+    assert stripe_standin.requests == []
+
+
+@pytest.mark.parametrize(
+    "header",
+    ['"stale", {tag}', "W/{tag}", "*"],
+    ids=["in-a-list", "weak", "star"],
+)
+def test_if_none_match_is_read_as_http_says(client, cabinet, header):
+    """GIVEN the ETag in a list, as weak, or '*' WHEN sent THEN 304 (weak comparison, RFC 9110)."""
+    tag = client.get("/machines/cab001/qr.png").headers["ETag"]
+
+    answer = client.get(
+        "/machines/cab001/qr.png", headers={"If-None-Match": header.format(tag=tag)}
+    )
+
+    assert answer.status_code == 304
+
+
+def test_a_stale_if_none_match_gets_the_image(client, cabinet):
+    """GIVEN an ETag that is not the current one WHEN sent THEN 200 with the image."""
+    answer = client.get("/machines/cab001/qr.png", headers={"If-None-Match": '"stale"'})
+
+    assert answer.status_code == 200
+    assert answer.get_data().startswith(PNG_SIGNATURE)
+
+
+def test_an_unknown_machine_has_no_qr_code(client, stripe_standin):
+    """GIVEN no machine ghost01 WHEN its QR is fetched THEN 404 and no Stripe call."""
+    answer = client.get("/machines/ghost01/qr.png")
+
+    assert answer.status_code == 404
+    assert answer.json["code"] == "unknown_machine"
+    assert stripe_standin.requests == []
+
+
+@pytest.mark.parametrize("path", ["/machines/a%20b/qr.png", "/machines/%2B/qr.svg"])
+def test_a_bad_machine_id_is_a_400(client, stripe_standin, path):
+    """GIVEN an unsafe machine id WHEN its QR is fetched THEN 400."""
+    answer = client.get(path)
+
+    assert answer.status_code == 400
+    assert answer.json["code"] == "invalid_machine_id"
+    assert stripe_standin.requests == []
+
+
+@pytest.mark.parametrize("kind", ["gif", "PNG", "jpg"])
+def test_an_unknown_image_format_is_a_400(client, cabinet, stripe_standin, kind):
+    """GIVEN a format other than png or svg WHEN asked THEN 400, no Stripe call."""
+    answer = client.get(f"/machines/cab001/qr.{kind}")
+
+    assert answer.status_code == 400
+    assert set(answer.json) == {"error", "code"}
+    assert answer.json["code"] == "invalid_format"
+    assert stripe_standin.requests == []

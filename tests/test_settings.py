@@ -1,0 +1,402 @@
+"""Settings: defaults, aliases, and each missing or malformed one reported by name, no trace."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from arcade.config import Settings
+from arcade.errors import StoreError
+from arcade.logs import JsonLineFormatter
+from tests.broker import free_loopback_port
+from tests.conftest import ADMIN_KEY, signed_post
+from tests.stripe_standin import checkout_session, event
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+START_TIMEOUT = 15.0
+
+
+# --- reading the environment ---------------------------------------------------------------
+
+
+def test_defaults():
+    """GIVEN an empty environment WHEN read THEN the documented defaults."""
+    settings = Settings.from_env({})
+
+    assert settings.port == 5000
+    assert settings.topic_prefix == "arcade/machine"
+    assert settings.broker_port == 8883
+    assert settings.broker_tls is True
+    assert Path(settings.mqtt_ca_cert) == REPO_ROOT / "ca.crt"
+    assert (REPO_ROOT / "app.py").is_file()  # ca.crt sits beside app.py
+    assert settings.database_url == "sqlite:///arcade.db"
+    assert settings.credits_per_unit == 1
+    assert settings.max_quantity == 10
+    assert settings.broker_host is None
+    assert settings.stripe_api_key is None
+    assert settings.admin_api_key is None
+    assert settings.in_lambda is False
+    assert settings.problems == ()
+
+
+def test_missing_secrets_are_named_by_missing():
+    """GIVEN no Stripe or broker settings WHEN asked what is missing THEN each by its name."""
+    settings = Settings.from_env({})
+
+    assert settings.missing("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET", "EMQX_BROKER_URL") == [
+        "STRIPE_API_KEY",
+        "STRIPE_WEBHOOK_SECRET",
+        "EMQX_BROKER_URL",
+    ]
+
+
+def test_every_setting_is_read():
+    """GIVEN every setting WHEN read THEN each lands where it belongs."""
+    settings = Settings.from_env(
+        {
+            "STRIPE_API_KEY": "sk_test_x",
+            "STRIPE_WEBHOOK_SECRET": "whsec_x",
+            "STRIPE_PRICE_ID": "price_x",
+            "STRIPE_API_BASE": "http://127.0.0.1:12111",
+            "EMQX_BROKER_URL": "broker.example.com",
+            "EMQX_PORT": "8884",
+            "MQTT_USERNAME": "user",
+            "MQTT_PASSWORD": "pass",
+            "MQTT_CA_CERT": "/etc/ssl/emqx.pem",
+            "MQTT_TOPIC_PREFIX": "/shop/cabinets/",
+            "DATABASE_URL": "dynamodb://arcade-table",
+            "ADMIN_API_KEY": "admin",
+            "CREDITS_PER_UNIT": "3",
+            "MAX_QUANTITY": "20",
+            "PORT": "8080",
+        }
+    )
+
+    assert settings.stripe_api_key == "sk_test_x"
+    assert settings.stripe_webhook_secret == "whsec_x"
+    assert settings.stripe_price_id == "price_x"
+    assert settings.stripe_api_base == "http://127.0.0.1:12111"
+    assert (settings.broker_host, settings.broker_port, settings.broker_tls) == (
+        "broker.example.com",
+        8884,
+        True,
+    )
+    assert (settings.mqtt_username, settings.mqtt_password) == ("user", "pass")
+    assert settings.mqtt_ca_cert == "/etc/ssl/emqx.pem"
+    assert settings.topic_prefix == "shop/cabinets"
+    assert settings.database_url == "dynamodb://arcade-table"
+    assert settings.admin_api_key == "admin"
+    assert (settings.credits_per_unit, settings.max_quantity, settings.port) == (3, 20, 8080)
+    assert settings.problems == ()
+
+
+def test_secrets_stay_out_of_the_settings_repr():
+    """GIVEN a broker password and admin key WHEN the settings are printed THEN neither shows."""
+    settings = Settings.from_env({"MQTT_PASSWORD": "pw-secret-1", "ADMIN_API_KEY": "adm-secret-2"})
+
+    assert "pw-secret-1" not in repr(settings)
+    assert "adm-secret-2" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"PRICE_ID": "price_alias"}, {"stripe_price_id": "price_alias"}),
+        ({"MQTT_BROKER": "alias.example.com"}, {"broker_host": "alias.example.com"}),
+        ({"MQTT_PORT": "1884"}, {"broker_port": 1884}),
+        (
+            {"STRIPE_PRICE_ID": "price_main", "PRICE_ID": "price_alias"},
+            {"stripe_price_id": "price_main"},
+        ),
+        (
+            {"EMQX_BROKER_URL": "main.example.com", "MQTT_BROKER": "alias.example.com"},
+            {"broker_host": "main.example.com"},
+        ),
+        ({"EMQX_PORT": "8885", "MQTT_PORT": "1884"}, {"broker_port": 8885}),
+    ],
+    ids=["PRICE_ID", "MQTT_BROKER", "MQTT_PORT", "price-main-wins", "broker-main-wins", "port"],
+)
+def test_aliases_are_accepted_and_the_main_name_wins(environ, expected):
+    """GIVEN an alias (and maybe the main name) WHEN read THEN the alias counts, the main wins."""
+    settings = Settings.from_env(environ)
+
+    assert {name: getattr(settings, name) for name in expected} == expected
+    assert settings.problems == ()
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "tls"),
+    [
+        ("mqtts://host.example.com:1234", "host.example.com", 1234, True),
+        ("mqtt://host.example.com:1883", "host.example.com", 1883, False),
+        ("mqtts://host.example.com", "host.example.com", 8883, True),
+        ("host.example.com", "host.example.com", 8883, True),
+    ],
+)
+def test_the_broker_url_sets_host_port_and_tls(url, host, port, tls):
+    """GIVEN EMQX_BROKER_URL as a URL or a host WHEN read THEN host, port and TLS follow it."""
+    settings = Settings.from_env({"EMQX_BROKER_URL": url})
+
+    assert (settings.broker_host, settings.broker_port, settings.broker_tls) == (host, port, tls)
+    assert settings.problems == ()
+
+
+def test_mqtt_tls_false_turns_tls_off_for_a_plain_local_broker():
+    """GIVEN MQTT_TLS=false WHEN read THEN TLS is off."""
+    assert Settings.from_env({"EMQX_BROKER_URL": "localhost", "MQTT_TLS": "false"}).broker_tls is (
+        False
+    )
+
+
+@pytest.mark.parametrize(
+    ("environ", "name"),
+    [
+        ({"EMQX_PORT": "abc"}, "EMQX_PORT"),
+        ({"EMQX_PORT": "70000"}, "EMQX_PORT"),
+        ({"MAX_QUANTITY": "0"}, "MAX_QUANTITY"),
+        ({"MAX_QUANTITY": "ten"}, "MAX_QUANTITY"),
+        ({"CREDITS_PER_UNIT": "-1"}, "CREDITS_PER_UNIT"),
+        ({"PORT": "http"}, "PORT"),
+        ({"MQTT_TLS": "maybe"}, "MQTT_TLS"),
+        ({"DATABASE_URL": "postgres://x"}, "DATABASE_URL"),
+        ({"STRIPE_WEBHOOK_SECRET": "abc"}, "STRIPE_WEBHOOK_SECRET"),
+        ({"STRIPE_API_BASE": "ftp://stripe"}, "STRIPE_API_BASE"),
+        ({"EMQX_BROKER_URL": "http://broker:1883"}, "EMQX_BROKER_URL"),
+        ({"EMQX_BROKER_URL": "mqtts://broker:port"}, "EMQX_BROKER_URL"),
+    ],
+    ids=lambda value: (
+        "-".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else value
+    ),
+)
+def test_a_malformed_setting_is_a_problem_named_after_it(environ, name):
+    """GIVEN one malformed setting WHEN read THEN one problem that names it in plain words."""
+    settings = Settings.from_env(environ)
+
+    [problem] = settings.problems
+    assert name in problem
+    assert "Traceback" not in problem and "Error" not in problem
+
+
+def test_a_malformed_secret_is_not_echoed_in_the_problem():
+    """GIVEN a webhook secret without whsec_ WHEN read THEN the problem does not repeat it."""
+    settings = Settings.from_env({"STRIPE_WEBHOOK_SECRET": "sk_live_pasted_by_mistake"})
+
+    [problem] = settings.problems
+    assert "sk_live_pasted_by_mistake" not in problem
+    assert settings.stripe_webhook_secret is None
+
+
+def test_lambda_refuses_a_sqlite_store_by_name():
+    """GIVEN AWS_LAMBDA_FUNCTION_NAME WHEN the store is sqlite (even by default) THEN a problem."""
+    explicit = Settings.from_env(
+        {"AWS_LAMBDA_FUNCTION_NAME": "arcade", "DATABASE_URL": "sqlite:////tmp/arcade.db"}
+    )
+    default = Settings.from_env({"AWS_LAMBDA_FUNCTION_NAME": "arcade"})
+    dynamo = Settings.from_env(
+        {"AWS_LAMBDA_FUNCTION_NAME": "arcade", "DATABASE_URL": "dynamodb://arcade"}
+    )
+
+    assert explicit.in_lambda
+    assert any("DATABASE_URL" in problem for problem in explicit.problems)
+    assert any("DATABASE_URL" in problem for problem in default.problems)
+    assert dynamo.problems == ()
+
+
+# --- the app tells the operator --------------------------------------------------------------
+
+
+def test_in_lambda_the_sqlite_store_refuses_every_use(make_app):
+    """GIVEN Lambda and a sqlite: store WHEN the app uses it THEN 503 naming DATABASE_URL."""
+    app = make_app(AWS_LAMBDA_FUNCTION_NAME="arcade-pay")
+
+    with pytest.raises(StoreError, match="DATABASE_URL"):
+        app.extensions["arcade"].store.get_machine("x")
+    answer = app.test_client().get("/machines/x", headers=ADMIN)
+    status = app.test_client().get("/status")
+
+    assert answer.status_code == 503
+    assert set(answer.json) == {"error", "code"}
+    assert "DATABASE_URL" in answer.json["error"]
+    assert any("DATABASE_URL" in problem for problem in status.json["problems"])
+
+
+def test_status_is_up_and_needs_no_credentials(client, stripe_standin):
+    """GIVEN a configured app WHEN /status is read without credentials THEN up, no problems."""
+    answer = client.get("/status")
+
+    assert answer.status_code == 200
+    assert answer.json["status"] == "up"
+    assert answer.json["message"] == "API is running"
+    assert answer.json["problems"] == []
+    assert stripe_standin.requests == []
+
+
+def test_status_names_missing_settings(make_app, stripe_standin):
+    """GIVEN no Stripe keys and no broker WHEN /status is read THEN 200 naming each one."""
+    client = make_app(STRIPE_API_KEY="", STRIPE_WEBHOOK_SECRET="", EMQX_BROKER_URL="").test_client()
+
+    answer = client.get("/status")
+
+    assert answer.status_code == 200
+    assert answer.json["status"] == "up"
+    problems = " | ".join(answer.json["problems"])
+    for name in ("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET", "EMQX_BROKER_URL"):
+        assert name in problems
+    assert stripe_standin.requests == []
+
+
+def test_status_names_malformed_settings(make_app):
+    """GIVEN MAX_QUANTITY=0 and MQTT_TLS=maybe WHEN /status is read THEN both named."""
+    client = make_app(MAX_QUANTITY="0", MQTT_TLS="maybe").test_client()
+
+    problems = " | ".join(client.get("/status").json["problems"])
+
+    assert "MAX_QUANTITY" in problems and "MQTT_TLS" in problems
+
+
+def test_status_never_shows_a_secret(client, stripe_standin, broker):
+    """GIVEN every secret set WHEN /status is read THEN none of them is in the answer."""
+    text = client.get("/status").get_data(as_text=True)
+
+    for secret in (stripe_standin.api_key, "whsec_test_arcade_secret", broker.password, ADMIN_KEY):
+        assert secret not in text
+
+
+def test_status_makes_no_network_call_even_with_the_broker_unreachable(make_app, stripe_standin):
+    """GIVEN a broker nobody listens on WHEN /status is read THEN 200 at once, no Stripe call."""
+    client = make_app(EMQX_BROKER_URL="mqtts://localhost:1").test_client()
+
+    started = time.monotonic()
+    answer = client.get("/status")
+
+    assert answer.status_code == 200
+    assert answer.json["status"] == "up"
+    assert time.monotonic() - started < 1.0
+    assert stripe_standin.requests == []
+
+
+def test_the_repos_placeholder_ca_is_reported_by_name(make_app):
+    """GIVEN the repo's ca.crt (comments only) WHEN /status is read THEN it says so by name."""
+    client = make_app(MQTT_CA_CERT=str(REPO_ROOT / "ca.crt")).test_client()
+
+    problems = client.get("/status").json["problems"]
+
+    assert any("ca.crt holds no certificate" in problem for problem in problems)
+
+
+def test_a_ca_file_of_comments_only_is_reported_by_name(make_app, tmp_path):
+    """GIVEN a ca.crt holding only comments WHEN /status is read THEN it says so by name."""
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_text("# The broker's CA goes here.\n")
+    client = make_app(MQTT_CA_CERT=str(ca_file)).test_client()
+
+    problems = client.get("/status").json["problems"]
+
+    assert any("ca.crt holds no certificate" in problem for problem in problems)
+
+
+def test_a_webhook_that_must_publish_with_the_placeholder_ca_is_a_503_in_words(
+    make_app, client, cabinet, caplog
+):
+    """GIVEN the placeholder ca.crt WHEN a paid session must be published THEN 503 saying so."""
+    link = client.post(
+        "/create-payment-link", json={"machine_id": "cab001"}, headers=cabinet.auth
+    ).json
+    session = checkout_session(
+        id="cs_test_placeholder_ca", payment_link=link["payment_link_id"], amount_subtotal=50
+    )
+    placeholder = make_app(MQTT_CA_CERT=str(REPO_ROOT / "ca.crt")).test_client()
+
+    answer = signed_post(placeholder, event("checkout.session.completed", session))
+
+    assert answer.status_code == 503
+    assert set(answer.json) == {"error", "code"}
+    assert "ca.crt holds no certificate" in answer.json["error"]
+    log_lines = [JsonLineFormatter().format(record) for record in caplog.records]
+    for text in (answer.get_data(as_text=True), *log_lines):
+        assert "SSL" not in text and "Traceback" not in text
+    [payment] = client.get("/machines/cab001", headers=cabinet.auth).json["payments"]
+    assert payment["status"] == "pending_delivery"
+
+
+# --- python app.py -----------------------------------------------------------------------------
+
+
+def _read_lines(stream, lines: queue.Queue) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def test_python_app_py_reports_problems_by_name_and_serves_status(tmp_path):
+    """GIVEN no Stripe key WHEN `python app.py` starts THEN it names STRIPE_API_KEY and serves."""
+    port = free_loopback_port()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "PORT": str(port),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'arcade.db'}",
+        # Empty values shadow a developer's .env.local.
+        "STRIPE_API_KEY": "",
+        "STRIPE_WEBHOOK_SECRET": "",
+        "EMQX_BROKER_URL": "",
+        "PYTHONUNBUFFERED": "1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "app.py"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=_read_lines, args=(process.stderr, lines), daemon=True).start()
+        seen: list[dict] = []
+        deadline = time.monotonic() + START_TIMEOUT
+        while not any(entry.get("event") == "serving" for entry in seen):
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, f"app.py exited early: {seen}"
+            assert "Traceback" not in line
+            with contextlib.suppress(ValueError):
+                seen.append(json.loads(line))
+
+        problems = [entry["problem"] for entry in seen if entry.get("event") == "setting_problem"]
+        assert any("STRIPE_API_KEY" in problem for problem in problems)
+        assert any("STRIPE_WEBHOOK_SECRET" in problem for problem in problems)
+        assert any("EMQX_BROKER_URL" in problem for problem in problems)
+        [serving] = [entry for entry in seen if entry.get("event") == "serving"]
+        assert serving["port"] == port
+
+        status = None
+        while status is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as reply:
+                    status = (reply.status, json.loads(reply.read()))
+            except OSError:
+                assert time.monotonic() < deadline, "app.py never answered /status"
+                time.sleep(0.05)
+        assert status[0] == 200
+        assert status[1]["status"] == "up"
+        assert any("STRIPE_API_KEY" in problem for problem in status[1]["problems"])
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        if process.stderr is not None:
+            process.stderr.close()
