@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SIGNATURE_TOLERANCE_SECONDS = 300
+STRIPE_TIMEOUT_SECONDS = (2.0, 5.0)  # (connect, read)
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,12 @@ class StripeGateway:
         self.settings.require("STRIPE_API_KEY")
         import stripe
 
-        options: dict[str, Any] = {"max_network_retries": 2}
+        # The library waits 80 s for an answer by default; three tries of that would outlast
+        # the Lambda and the player. Connect and read bounds keep a webhook under ~25 s.
+        options: dict[str, Any] = {
+            "max_network_retries": 2,
+            "http_client": stripe.RequestsClient(timeout=STRIPE_TIMEOUT_SECONDS),
+        }
         if self.settings.stripe_api_base:
             options["base_addresses"] = {"api": self.settings.stripe_api_base}
         return stripe.StripeClient(self.settings.stripe_api_key or "", **options)
