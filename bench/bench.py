@@ -46,29 +46,54 @@ print(elapsed)
 
 def cold_start(runs: int) -> list[float]:
     """Return the seconds each fresh interpreter took to import app and answer /status."""
-    env = {**os.environ, "AWS_LAMBDA_FUNCTION_NAME": "bench", "AWS_REGION": "us-east-1",
-           "DATABASE_URL": "dynamodb://bench"}
+    env = {
+        **os.environ,
+        "AWS_LAMBDA_FUNCTION_NAME": "bench",
+        "AWS_REGION": "us-east-1",
+        "DATABASE_URL": "dynamodb://bench",
+    }
     event_json = json.dumps(make_v1_event(path="/status"))
     figures = []
     for _ in range(runs):
-        out = subprocess.run([sys.executable, "-c", COLD_START, event_json], cwd=ROOT, env=env,
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", COLD_START, event_json],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         figures.append(float(out.stdout.strip().splitlines()[-1]))
     return figures
 
 
-def start_server(broker: TlsBroker, standin: StripeStandIn, workdir: Path) -> tuple[subprocess.Popen, int]:
+def start_server(
+    broker: TlsBroker, standin: StripeStandIn, workdir: Path
+) -> tuple[subprocess.Popen, int]:
     port = free_loopback_port()
-    env = {**os.environ, **broker.env(), "PORT": str(port), "STRIPE_API_KEY": standin.api_key,
-           "STRIPE_API_BASE": standin.url, "STRIPE_WEBHOOK_SECRET": SECRET,
-           "STRIPE_PRICE_ID": PRICE, "DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
-           "ADMIN_API_KEY": "bench-admin"}
+    env = {
+        **os.environ,
+        **broker.env(),
+        "PORT": str(port),
+        "STRIPE_API_KEY": standin.api_key,
+        "STRIPE_API_BASE": standin.url,
+        "STRIPE_WEBHOOK_SECRET": SECRET,
+        "STRIPE_PRICE_ID": PRICE,
+        "DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
+        "ADMIN_API_KEY": "bench-admin",
+    }
     env.pop("AWS_LAMBDA_FUNCTION_NAME", None)
-    subprocess.run([sys.executable, "-m", "flask", "--app", "app", "machines", "add", "cab001"],
-                   cwd=ROOT, env=env, capture_output=True, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "machines", "add", "cab001"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        check=True,
+    )
     log = open(workdir / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
-    server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -86,22 +111,31 @@ def start_server(broker: TlsBroker, standin: StripeStandIn, workdir: Path) -> tu
 def our_link(port: int) -> str:
     conn = http.client.HTTPConnection("127.0.0.1", port)
     body = json.dumps({"machine_id": "cab001"})
-    conn.request("POST", "/create-payment-link", body,
-                 {"Content-Type": "application/json", "Authorization": "Bearer bench-admin"})
+    conn.request(
+        "POST",
+        "/create-payment-link",
+        body,
+        {"Content-Type": "application/json", "Authorization": "Bearer bench-admin"},
+    )
     answer = json.loads(conn.getresponse().read())
     conn.close()
     return answer["payment_link_id"]
 
 
 def paid_event(link_id: str, n: int) -> bytes:
-    session = checkout_session(id=f"cs_bench_{n:06d}_{time.time_ns()}", payment_link=link_id,
-                               amount_subtotal=100)
+    session = checkout_session(
+        id=f"cs_bench_{n:06d}_{time.time_ns()}", payment_link=link_id, amount_subtotal=100
+    )
     return json.dumps(event("checkout.session.completed", session)).encode()
 
 
 def post_webhook(conn: http.client.HTTPConnection, body: bytes) -> int:
-    conn.request("POST", "/webhook", body, {"Content-Type": "application/json",
-                                            "Stripe-Signature": sign_payload(body, SECRET)})
+    conn.request(
+        "POST",
+        "/webhook",
+        body,
+        {"Content-Type": "application/json", "Stripe-Signature": sign_payload(body, SECRET)},
+    )
     response = conn.getresponse()
     response.read()
     return response.status
@@ -172,12 +206,17 @@ def main() -> None:
     args = parser.parse_args()
 
     starts = cold_start(args.cold_starts)
-    print(f"cold start: median {statistics.median(starts) * 1000:.1f} ms "
-          f"(min {min(starts) * 1000:.1f}, max {max(starts) * 1000:.1f}, n={len(starts)}; "
-          "budget 150 ms)")
+    print(
+        f"cold start: median {statistics.median(starts) * 1000:.1f} ms "
+        f"(min {min(starts) * 1000:.1f}, max {max(starts) * 1000:.1f}, n={len(starts)}; "
+        "budget 150 ms)"
+    )
 
-    with tempfile.TemporaryDirectory() as tmp, TlsBroker(Path(tmp) / "broker") as broker, \
-            StripeStandIn(keep_alive=True) as standin:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        TlsBroker(Path(tmp) / "broker") as broker,
+        StripeStandIn(keep_alive=True) as standin,
+    ):
         standin.add_price(PRICE, 50)
         standin.latency = 0.1
         server, port = start_server(broker, standin, Path(tmp))
@@ -185,12 +224,16 @@ def main() -> None:
             link_id = our_link(port)
             latency(port, broker, link_id, 20)  # warm up: connections, caches
             figures = latency(port, broker, link_id, args.webhooks)
-            print(f"webhook -> coinpulse: p50 {percentile(figures, 0.5) * 1000:.2f} ms, "
-                  f"p99 {percentile(figures, 0.99) * 1000:.2f} ms (n={len(figures)}; "
-                  "budget p50 3 ms, p99 10 ms)")
+            print(
+                f"webhook -> coinpulse: p50 {percentile(figures, 0.5) * 1000:.2f} ms, "
+                f"p99 {percentile(figures, 0.99) * 1000:.2f} ms (n={len(figures)}; "
+                "budget p50 3 ms, p99 10 ms)"
+            )
             rate = throughput(port, link_id, args.throughput)
-            print(f"throughput: {rate:.0f} webhooks/s from 8 senders "
-                  f"(n={args.throughput}; budget 600/s)")
+            print(
+                f"throughput: {rate:.0f} webhooks/s from 8 senders "
+                f"(n={args.throughput}; budget 600/s)"
+            )
             stripe_calls = [r for r in standin.requests if "line_items" in r.path]
             print(f"Stripe calls on the webhook path: {len(stripe_calls)}")
         finally:
