@@ -1,0 +1,145 @@
+"""The cabinet's calls to the API, with capped exponential back-off and jitter.
+
+Connection failures, timeouts, 408, 429 and 5xx are retried; any other 4xx (a wrong token,
+an unknown machine) is final, since asking again cannot change the answer.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from arcade.cabinet.errors import ApiUnreachable, CabinetSettingsError
+from arcade.logs import log_event
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_4XX = frozenset({408, 429})
+MAX_ANSWER_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long to wait between attempts, and for how long to keep trying."""
+
+    first_delay: float = 0.5
+    max_delay: float = 30.0
+    multiplier: float = 2.0
+    # Seconds after which a call gives up (the work stays queued); None: until it succeeds.
+    give_up_after: float | None = None
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Return the wait after failed attempt number ``attempt``: half fixed, half random."""
+        ceiling = min(self.max_delay, self.first_delay * self.multiplier ** (attempt - 1))
+        return (rng or random).uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not secrets
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the API answered, or ``status=None`` when it never did."""
+
+    status: int | None
+    body: dict[str, Any]
+    attempts: int
+    outcome: str  # "ok", "rejected" (final 4xx), "gave_up", "stopped"
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+def is_retryable(status: int) -> bool:
+    """Tell whether an HTTP status is worth asking again for."""
+    return status >= 500 or status in RETRYABLE_4XX
+
+
+class ApiClient:
+    """POST JSON to the API with the machine's token."""
+
+    def __init__(self, api_url: str, token: str | None, *, timeout: float = 5.0):
+        parts = urlsplit(api_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CabinetSettingsError("--api-url must be an http:// or https:// address")
+        self.api_url = api_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """POST once; return (status, JSON body) or raise ApiUnreachable."""
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
+            self.api_url + path, data=json.dumps(body).encode(), headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                return response.status, _json(response.read(MAX_ANSWER_BYTES))
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, _json(exc.read(MAX_ANSWER_BYTES))
+        except urllib.error.URLError as exc:
+            raise ApiUnreachable(type(exc.reason).__name__) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise ApiUnreachable(type(exc).__name__) from exc
+
+    def post_with_retry(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        policy: RetryPolicy,
+        stop: threading.Event,
+        log_ids: dict[str, Any],
+        rng: random.Random | None = None,
+    ) -> Answer:
+        """POST until the API accepts, refuses for good, ``policy`` gives up, or ``stop`` is set."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            status: int | None = None
+            answer: dict[str, Any] = {}
+            try:
+                status, answer = self.post(path, body)
+            except ApiUnreachable as exc:
+                reason = exc.reason
+            else:
+                if status < 400:
+                    return Answer(status, answer, attempt, "ok")
+                if not is_retryable(status):
+                    return Answer(status, answer, attempt, "rejected")
+                reason = f"http_{status}"
+            delay = policy.delay(attempt, rng)
+            elapsed = time.monotonic() - started
+            if policy.give_up_after is not None and elapsed + delay > policy.give_up_after:
+                return Answer(status, answer, attempt, "gave_up")
+            log_event(
+                logger,
+                "api_retry",
+                level=logging.WARNING,
+                path=path,
+                attempt=attempt,
+                reason=reason,
+                retry_in=round(delay, 3),
+                **log_ids,
+            )
+            if stop.wait(delay):
+                return Answer(status, answer, attempt, "stopped")
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw or b"{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,186 @@
+"""The cabinet's own record in one SQLite file: payments seen, credits left, coins, game overs.
+
+A coinpulse is recorded and its credits added in one transaction keyed on ``paymentId``, so a
+redelivered pulse (the broker resending after a lost PUBACK, the API publishing a grant again)
+can never add credits twice, across restarts too. Coins are fired from the ``payments`` rows
+and game overs are sent from the ``game_overs`` rows, so a restart finishes what a crash left.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from arcade.clock import iso, utc_now
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS payments (
+    payment_id  TEXT PRIMARY KEY,
+    credits     INTEGER NOT NULL CHECK (credits > 0),
+    coins_fired INTEGER NOT NULL DEFAULT 0,
+    received_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counter (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    credits INTEGER NOT NULL CHECK (credits >= 0)
+);
+INSERT OR IGNORE INTO counter (id, credits) VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS game_overs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    ended_at    TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    used_credit INTEGER NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'pending',
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    sent_at     TEXT
+);
+"""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Credits added by one newly seen payment."""
+
+    payment_id: str
+    credits: int
+    credits_left: int
+
+
+@dataclass(frozen=True)
+class Coin:
+    """One coin still to fire: the ``number``-th of a payment's ``of`` credits."""
+
+    payment_id: str
+    number: int
+    of: int
+
+
+@dataclass(frozen=True)
+class GameOver:
+    """A game over recorded locally, to be sent to the API."""
+
+    id: int
+    ended_at: str
+    source: str
+    used_credit: bool
+    credits_left: int
+
+
+class CabinetLedger:
+    """Own the SQLite file; every method is one short transaction, safe from any thread."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        # isolation_level=None: transactions are opened and closed here, explicitly.
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        with self._lock:
+            # WAL + synchronous=FULL: a committed payment survives a power cut.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        """Close the file."""
+        with self._lock:
+            self._db.close()
+
+    # --- credits ------------------------------------------------------------------------------
+    @property
+    def credits(self) -> int:
+        """Return the credits left on this cabinet."""
+        with self._lock:
+            (credits,) = self._db.execute("SELECT credits FROM counter WHERE id = 1").fetchone()
+        return int(credits)
+
+    def add_payment(self, payment_id: str, credits: int) -> Grant | None:
+        """Record ``payment_id`` and add its credits; return None when it was already seen."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                inserted = self._db.execute(
+                    "INSERT OR IGNORE INTO payments (payment_id, credits, received_at)"
+                    " VALUES (?, ?, ?)",
+                    (payment_id, credits, iso(utc_now())),
+                ).rowcount
+                if not inserted:
+                    self._db.execute("ROLLBACK")
+                    return None
+                self._db.execute(
+                    "UPDATE counter SET credits = credits + ? WHERE id = 1", (credits,)
+                )
+                (left,) = self._db.execute("SELECT credits FROM counter WHERE id = 1").fetchone()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return Grant(payment_id, credits, int(left))
+
+    def payment_count(self) -> int:
+        """Return how many distinct payments were recorded."""
+        with self._lock:
+            (count,) = self._db.execute("SELECT COUNT(*) FROM payments").fetchone()
+        return int(count)
+
+    # --- coins --------------------------------------------------------------------------------
+    def next_coin(self) -> Coin | None:
+        """Return the oldest coin not fired yet, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT payment_id, coins_fired, credits FROM payments"
+                " WHERE coins_fired < credits ORDER BY rowid LIMIT 1"
+            ).fetchone()
+        return None if row is None else Coin(row[0], int(row[1]) + 1, int(row[2]))
+
+    def coin_fired(self, coin: Coin) -> None:
+        """Record that ``coin`` was fired."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE payments SET coins_fired = ? WHERE payment_id = ? AND coins_fired = ?",
+                (coin.number, coin.payment_id, coin.number - 1),
+            )
+
+    # --- game overs ---------------------------------------------------------------------------
+    def add_game_over(self, source: str) -> GameOver:
+        """Use one credit when there is one, and queue the game over for the API."""
+        ended_at = iso(utc_now())
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                used = self._db.execute(
+                    "UPDATE counter SET credits = credits - 1 WHERE id = 1 AND credits > 0"
+                ).rowcount
+                cursor = self._db.execute(
+                    "INSERT INTO game_overs (ended_at, source, used_credit) VALUES (?, ?, ?)",
+                    (ended_at, source, used),
+                )
+                (left,) = self._db.execute("SELECT credits FROM counter WHERE id = 1").fetchone()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return GameOver(int(cursor.lastrowid or 0), ended_at, source, bool(used), int(left))
+
+    def next_game_over(self) -> GameOver | None:
+        """Return the oldest game over not yet sent (nor refused by the API), or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, ended_at, source, used_credit FROM game_overs"
+                " WHERE status = 'pending' ORDER BY id LIMIT 1"
+            ).fetchone()
+            (left,) = self._db.execute("SELECT credits FROM counter WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        return GameOver(int(row[0]), row[1], row[2], bool(row[3]), int(left))
+
+    def finish_game_over(self, game_over_id: int, *, status: str, attempts: int) -> None:
+        """Mark a game over ``sent`` or ``rejected``, or add attempts to a ``pending`` one."""
+        sent_at = iso(utc_now()) if status == "sent" else None
+        with self._lock:
+            self._db.execute(
+                "UPDATE game_overs SET status = ?, attempts = attempts + ?, sent_at = ?"
+                " WHERE id = ?",
+                (status, attempts, sent_at, game_over_id),
+            )
