@@ -1,0 +1,30 @@
+"""The README's demo command, run as a newcomer would: it must end with one round played."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_plays_one_paid_round_end_to_end():
+    """GIVEN a fresh machine WHEN the demo runs THEN one credit is granted, the session closed."""
+    run = subprocess.run(
+        [sys.executable, "demo/run.py"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = run.stdout
+    assert "POST /webhook → 200" in out
+    assert "arcade/machine/demo01/coinpulse" in out
+    assert "arcade/machine/demo01/gameover" in out
+    state = json.loads(
+        out[out.index("[9] GET /machines/demo01") :].split("\n", 1)[1].split("\nDemo passed")[0]
+    )
+    assert state["credits"] == {"granted": 1, "used": 1, "left": 0}
+    assert state["payments"][0]["status"] == "delivered"
+    assert state["state"] == "idle" and state["session"] is None
+    assert "Demo passed" in out
