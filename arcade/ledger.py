@@ -284,14 +284,22 @@ class Ledger:
         )
 
     # --- game over and machine state ------------------------------------------------------
-    def game_over(self, machine_id: str) -> MachineState:
-        """Publish ``gameover``, then use one credit and close the open session."""
+    def game_over(self, machine_id: str, *, key: str | None = None) -> MachineState:
+        """Publish ``gameover``, then use one credit and close the open session.
+
+        A cabinet that retries a game over sends the same ``key``: when it is the last one
+        recorded, the game over already counted (its answer was lost) and nothing happens again.
+        """
+        state = self.store.get_machine_state(machine_id)
+        if key is not None and state.last_game_over_key == key:
+            log_event(logger, "game_over_repeated", machine_id=machine_id, key=key)
+            return state
         now = utc_now()
         message = {"machineId": machine_id, "status": "game_over", "timestamp": iso_seconds(now)}
         self.publisher.publish(
             self.topic(machine_id, "gameover"), message, log_ids={"machine_id": machine_id}
         )
-        state = self._change_state(machine_id, lambda s: _after_game_over(s, iso(now)))
+        state = self._change_state(machine_id, lambda s: _after_game_over(s, iso(now), key))
         log_event(
             logger,
             "game_over",
@@ -378,8 +386,10 @@ class Ledger:
         return outcome
 
 
-def _after_game_over(state: MachineState, now: str) -> MachineState:
+def _after_game_over(state: MachineState, now: str, key: str | None) -> MachineState:
     """Use one credit if any is left, close the session, and open the next if credits remain."""
+    if key is not None and state.last_game_over_key == key:
+        return state  # a concurrent retry of the same game over got here first
     if state.credits_left > 0:
         used, without = state.credits_used + 1, state.games_without_credit
     else:
@@ -390,6 +400,7 @@ def _after_game_over(state: MachineState, now: str) -> MachineState:
         games_without_credit=without,
         session_id=_new_session_id() if left > 0 else None,
         session_started_at=now if left > 0 else None,
+        last_game_over_key=key if key is not None else state.last_game_over_key,
     )
 
 

@@ -191,3 +191,40 @@ def test_game_over_with_no_credit_left_is_recorded_and_uses_nothing(client, cabi
     assert state["credits"] == {"granted": 0, "used": 0, "left": 0}
     assert state["games_without_credit"] == 1
     assert state["state"] == "idle"
+
+
+def test_a_game_over_retried_with_its_idempotency_key_counts_once(
+    client, cabinet, subscribe, deliver
+):
+    """GIVEN 2 credits WHEN a cabinet retries one game over with its key THEN one credit used."""
+    deliver(
+        "checkout.session.completed",
+        checkout_session(
+            id="cs_keyed", payment_link=our_link(client, cabinet), amount_subtotal=100
+        ),
+    )
+    subscriber = subscribe(f"{TOPIC_PREFIX}/cab001/gameover")
+    keyed = {**cabinet.auth, "Idempotency-Key": "cab001-2026-11-29T10:00:00.000000Z-1"}
+
+    first = client.post("/gameover", json={"machine_id": "cab001"}, headers=keyed)
+    retry = client.post("/gameover", json={"machine_id": "cab001"}, headers=keyed)
+
+    assert first.status_code == retry.status_code == 200
+    assert retry.json == {"message": "Game over signal sent"}
+    assert len(subscriber.settle()) == 1
+    assert state_of(client, cabinet)["credits"] == {"granted": 2, "used": 1, "left": 1}
+    other = {**cabinet.auth, "Idempotency-Key": "cab001-2026-11-29T10:05:00.000000Z-2"}
+    assert client.post("/gameover", json={"machine_id": "cab001"}, headers=other).status_code == 200
+    assert state_of(client, cabinet)["credits"] == {"granted": 2, "used": 2, "left": 0}
+
+
+def test_a_malformed_idempotency_key_is_refused(client, cabinet):
+    """GIVEN a key with spaces WHEN a game over is posted THEN 400 and nothing used."""
+    answer = client.post(
+        "/gameover",
+        json={"machine_id": "cab001"},
+        headers={**cabinet.auth, "Idempotency-Key": "two words"},
+    )
+
+    assert answer.status_code == 400
+    assert answer.json["code"] == "invalid_idempotency_key"

@@ -647,7 +647,11 @@ def test_given_a_fresh_state_when_updated_then_counters_and_session_are_stored(
 ) -> None:
     """The counters and the session read back and the version moves on."""
     state = store.get_machine_state("cab001").with_changes(
-        credits_used=1, games_without_credit=2, session_id="s1", session_started_at=T1
+        credits_used=1,
+        games_without_credit=2,
+        session_id="s1",
+        session_started_at=T1,
+        last_game_over_key="cab001-key-1",
     )
 
     assert store.update_machine_state(state) is True

@@ -73,9 +73,13 @@ class ApiClient:
         self.token = token
         self.timeout = timeout
 
-    def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def post(
+        self, path: str, body: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
         """POST once; return (status, JSON body) or raise ApiUnreachable."""
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
@@ -100,6 +104,7 @@ class ApiClient:
         policy: RetryPolicy,
         stop: threading.Event,
         log_ids: dict[str, Any],
+        idempotency_key: str | None = None,
         rng: random.Random | None = None,
     ) -> Answer:
         """POST until the API accepts, refuses for good, ``policy`` gives up, or ``stop`` is set."""
@@ -110,7 +115,9 @@ class ApiClient:
             status: int | None = None
             answer: dict[str, Any] = {}
             try:
-                status, answer = self.post(path, body)
+                # Every attempt carries the same key, so one the API handled but whose answer
+                # was lost counts once.
+                status, answer = self.post(path, body, idempotency_key=idempotency_key)
             except ApiUnreachable as exc:
                 reason = exc.reason
             else:

@@ -425,6 +425,8 @@ class Cabinet:
                 policy=self.settings.retry,
                 stop=self._stop,
                 log_ids={"machine_id": self.settings.machine_id, "game_over_id": record.id},
+                # Unique even when the state file is made anew and the ids start over.
+                idempotency_key=f"{self.settings.machine_id}-{record.ended_at}-{record.id}",
             )
             self._finish_game_over(record, answer)
             if answer.outcome in ("gave_up", "stopped"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, request
 
 from arcade.errors import BadRequest
@@ -11,13 +13,20 @@ from arcade.services import services
 
 bp = Blueprint("machines", __name__)
 
+IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,255}")
+
 
 @bp.post("/gameover")
 def gameover():
     machine_id = check_machine_id(json_body().get("machine_id"))
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise BadRequest(
+            "Idempotency-Key must be 1 to 255 visible characters", code="invalid_idempotency_key"
+        )
     svc = services()
     svc.registry.authorise(machine_id, request.headers.get("Authorization"))
-    svc.ledger.game_over(machine_id)
+    svc.ledger.game_over(machine_id, key=key)
     return {"message": "Game over signal sent"}
 
 

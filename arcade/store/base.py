@@ -95,6 +95,8 @@ class MachineState:
     games_without_credit: int = 0
     session_id: str | None = None
     session_started_at: str | None = None
+    # The Idempotency-Key of the last game over recorded, so a cabinet's retry counts once.
+    last_game_over_key: str | None = None
     revenue: dict[str, int] = field(default_factory=dict)
     version: int = 0
 
@@ -209,7 +211,7 @@ class Store(ABC):
 
     @abstractmethod
     def update_machine_state(self, state: MachineState) -> bool:
-        """Store credits_used, games_without_credit and the session from ``state``.
+        """Store credits_used, games_without_credit, the session and last_game_over_key.
 
         Only if the stored version still equals ``state.version``; the stored version then
         moves on. Returns False when another writer got there first (read again, retry).

@@ -483,7 +483,7 @@ class DynamoStore(Store):
             ":read": _number(state.version),
         }
         removals = []
-        for name in ("session_id", "session_started_at"):
+        for name in ("session_id", "session_started_at", "last_game_over_key"):
             value = getattr(state, name)
             if value is None:
                 removals.append(name)

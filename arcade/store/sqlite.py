@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS machine_states (
     games_without_credit INTEGER NOT NULL DEFAULT 0,
     session_id TEXT,
     session_started_at TEXT,
+    last_game_over_key TEXT,
     revenue TEXT NOT NULL DEFAULT '{}',
     version INTEGER NOT NULL DEFAULT 0
 );
@@ -99,6 +100,7 @@ class SqliteStore(Store):
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA busy_timeout=10000")
                 conn.executescript(SCHEMA)
+                _add_missing_columns(conn)
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open the SQLite store at {self.path}") from exc
             self._conn = conn
@@ -294,18 +296,30 @@ class SqliteStore(Store):
             _ensure_state(conn, state.machine_id)
             cur = conn.execute(
                 "UPDATE machine_states SET credits_used = ?, games_without_credit = ?,"
-                " session_id = ?, session_started_at = ?, version = version + 1"
-                " WHERE machine_id = ? AND version = ?",
+                " session_id = ?, session_started_at = ?, last_game_over_key = ?,"
+                " version = version + 1 WHERE machine_id = ? AND version = ?",
                 (
                     state.credits_used,
                     state.games_without_credit,
                     state.session_id,
                     state.session_started_at,
+                    state.last_game_over_key,
                     state.machine_id,
                     state.version,
                 ),
             )
             return cur.rowcount == 1
+
+
+# Columns added after the first release, for store files made before them.
+ADDED_COLUMNS = {("machine_states", "last_game_over_key"): "TEXT"}
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for (table, column), kind in ADDED_COLUMNS.items():
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def _insert_sql(table: str, columns: tuple[str, ...], verb: str = "") -> str:
