@@ -53,6 +53,22 @@ def ca_problem(ca_path: str) -> str | None:
     return None
 
 
+def broker_tls_context(ca_path: str) -> ssl.SSLContext:
+    """Return a TLS 1.2+ client context that verifies the broker and its host name."""
+    problem = ca_problem(ca_path)
+    if problem:
+        raise SettingsError(problem)
+    try:
+        context = ssl.create_default_context(cafile=ca_path)
+    except ssl.SSLError as exc:
+        name = Path(ca_path).name
+        raise SettingsError(f"{name} holds no certificate that can be read") from exc
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 class Publisher:
     """Publish JSON messages at QoS 1 and return only once the broker acknowledged them."""
 
@@ -146,7 +162,7 @@ class Publisher:
         if settings.mqtt_username:
             client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
         if settings.broker_tls:
-            client.tls_set_context(self._tls_context())
+            client.tls_set_context(broker_tls_context(settings.mqtt_ca_cert))
         connected = threading.Event()
         outcome: dict[str, str] = {}
 
@@ -188,20 +204,6 @@ class Publisher:
             client_id=self.client_id,
         )
         return client
-
-    def _tls_context(self) -> ssl.SSLContext:
-        problem = ca_problem(self.settings.mqtt_ca_cert)
-        if problem:
-            raise SettingsError(problem)
-        try:
-            context = ssl.create_default_context(cafile=self.settings.mqtt_ca_cert)
-        except ssl.SSLError as exc:
-            name = Path(self.settings.mqtt_ca_cert).name
-            raise SettingsError(f"{name} holds no certificate that can be read") from exc
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.check_hostname = True
-        context.verify_mode = ssl.CERT_REQUIRED
-        return context
 
     def _log_connect_failure(self, reason: str) -> None:
         log_event(

@@ -30,7 +30,9 @@ from arcade.cabinet.errors import CabinetSettingsError
 from arcade.cabinet.ledger import CabinetLedger, GameOver
 from arcade.cabinet.local_http import LocalServer
 from arcade.cabinet.settings import CabinetSettings
+from arcade.errors import SettingsError
 from arcade.logs import log_event
+from arcade.mqtt import broker_tls_context
 
 logger = logging.getLogger(__name__)
 
@@ -241,13 +243,9 @@ class Cabinet:
 
     def _tls_context(self) -> ssl.SSLContext:
         try:
-            context = ssl.create_default_context(cafile=self.settings.mqtt_ca_cert or None)
-        except (ssl.SSLError, OSError) as exc:
-            raise CabinetSettingsError("MQTT_CA_CERT holds no usable certificate") from exc
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.check_hostname = True
-        context.verify_mode = ssl.CERT_REQUIRED
-        return context
+            return broker_tls_context(self.settings.mqtt_ca_cert)
+        except SettingsError as exc:
+            raise CabinetSettingsError(str(exc)) from exc
 
     def _on_connect(self, client: mqtt.Client, _userdata, flags, reason_code, _props) -> None:
         if reason_code.is_failure:
