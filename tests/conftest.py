@@ -232,3 +232,48 @@ def dynamodb_table(dynamodb_client: Any) -> Iterator[str]:
     name = f"arcade-test-{uuid.uuid4().hex[:12]}"
     yield name
     dynamodb_client.delete_table(TableName=name)
+
+
+@dataclass(frozen=True)
+class Shop:
+    """A registered machine with its payment link, in one app: ready to be paid."""
+
+    app: Flask
+    client: FlaskClient
+    machine_id: str
+    auth: dict[str, str]
+    link_id: str
+
+    def paid_event(self, session_id: str, *, amount_subtotal: int = 50) -> dict[str, Any]:
+        """Return the completed, paid Checkout Session event Stripe sends for this link."""
+        from tests.stripe_standin import checkout_session
+
+        return event(
+            "checkout.session.completed",
+            checkout_session(
+                id=session_id, payment_link=self.link_id, amount_subtotal=amount_subtotal
+            ),
+        )
+
+    def pay(self, session_id: str, *, amount_subtotal: int = 50):
+        """Deliver that event to the webhook, signed."""
+        return signed_post(
+            self.client, self.paid_event(session_id, amount_subtotal=amount_subtotal)
+        )
+
+    def state(self) -> dict[str, Any]:
+        return self.client.get(f"/machines/{self.machine_id}", headers=self.auth).json
+
+
+@pytest.fixture
+def open_shop() -> Callable[..., Shop]:
+    """Register a machine in an app and make its payment link."""
+
+    def open_(app: Flask, machine_id: str = "cab001") -> Shop:
+        _, token = app.extensions["arcade"].registry.register(machine_id)
+        auth = {"Authorization": f"Bearer {token}"}
+        client = app.test_client()
+        answer = client.post("/create-payment-link", json={"machine_id": machine_id}, headers=auth)
+        return Shop(app, client, machine_id, auth, answer.json["payment_link_id"])
+
+    return open_

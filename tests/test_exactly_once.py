@@ -78,39 +78,29 @@ def test_completed_then_async_succeeded_grant_once(client, cabinet, subscribe, d
 
 
 def test_broker_down_answers_503_and_the_retry_publishes_the_same_grant(
-    make_app, fresh_broker, subscribe
+    make_app, fresh_broker, subscribe, open_shop
 ):
     """GIVEN the broker stopped WHEN paid THEN 503 and stored; restarted, the retry delivers."""
-    app = make_app(on=fresh_broker)
-    client = app.test_client()
-    _, token = app.extensions["arcade"].registry.register("cab001")
-    auth = {"Authorization": f"Bearer {token}"}
-    link_id = client.post("/create-payment-link", json={"machine_id": "cab001"}, headers=auth).json[
-        "payment_link_id"
-    ]
-    session = checkout_session(id="cs_outage", payment_link=link_id, amount_subtotal=100)
-
-    paid = event("checkout.session.completed", session, id="evt_outage")
+    shop = open_shop(make_app(on=fresh_broker))
     fresh_broker.stop()
 
-    during = signed_post(client, paid)
+    during = shop.pay("cs_outage", amount_subtotal=100)
 
     assert during.status_code == 503
     assert during.json["code"] == "broker_unavailable"
-    stored = app.extensions["arcade"].store.get_payment("cs_outage")
+    stored = shop.app.extensions["arcade"].store.get_payment("cs_outage")
     assert stored.status == "pending_delivery" and stored.credits == 2
-    answer = client.get("/machines/cab001", headers=auth).json
-    assert answer["payments"][0]["status"] == "pending_delivery"
+    assert shop.state()["payments"][0]["status"] == "pending_delivery"
 
     fresh_broker.start()
     subscriber = subscribe(f"{TOPIC_PREFIX}/cab001/coinpulse", on=fresh_broker)
-    retry = signed_post(client, paid)
-    again = signed_post(client, paid)
+    retry = shop.pay("cs_outage", amount_subtotal=100)
+    again = shop.pay("cs_outage", amount_subtotal=100)
 
     assert retry.status_code == 200 and again.status_code == 200
     [pulse] = subscriber.settle(0.5)
     assert pulse.payload["paymentId"] == "cs_outage" and pulse.payload["credits"] == 2
-    assert client.get("/machines/cab001", headers=auth).json["credits"]["granted"] == 2
+    assert shop.state()["credits"]["granted"] == 2
 
 
 def test_stripe_failure_while_counting_units_answers_5xx_and_grants_later(

@@ -11,8 +11,7 @@ from arcade.config import Settings
 from arcade.errors import BrokerUnavailable, SettingsError
 from arcade.mqtt import Publisher
 from tests.broker import TlsBroker, make_certificates
-from tests.conftest import TOPIC_PREFIX, signed_post
-from tests.stripe_standin import checkout_session, event
+from tests.conftest import TOPIC_PREFIX
 
 
 def publisher_for(broker: TlsBroker, **overrides: str) -> Publisher:
@@ -97,33 +96,16 @@ def test_a_ca_file_without_a_certificate_is_named(broker, tmp_path):
         publisher.publish("t/x", {}, log_ids={})
 
 
-def test_broker_restarted_between_two_webhooks_reconnects(make_app, fresh_broker, subscribe):
+def test_broker_restarted_between_two_webhooks_reconnects(
+    make_app, fresh_broker, subscribe, open_shop
+):
     """GIVEN a delivered pulse WHEN the broker restarts THEN the next webhook gets a PUBACK."""
-    app = make_app(on=fresh_broker)
-    client = app.test_client()
-    registry = app.extensions["arcade"].registry
-    _, token = registry.register("cab001")
-    auth = {"Authorization": f"Bearer {token}"}
-    link_id = client.post("/create-payment-link", json={"machine_id": "cab001"}, headers=auth).json[
-        "payment_link_id"
-    ]
-    signed_post(
-        client,
-        event(
-            "checkout.session.completed",
-            checkout_session(id="cs_before", payment_link=link_id, amount_subtotal=50),
-        ),
-    )
+    shop = open_shop(make_app(on=fresh_broker))
+    shop.pay("cs_before")
 
     fresh_broker.restart()
     subscriber = subscribe(f"{TOPIC_PREFIX}/cab001/coinpulse", on=fresh_broker)
-    answer = signed_post(
-        client,
-        event(
-            "checkout.session.completed",
-            checkout_session(id="cs_after", payment_link=link_id, amount_subtotal=50),
-        ),
-    )
+    answer = shop.pay("cs_after")
 
     assert answer.status_code == 200
     assert [m.payload["paymentId"] for m in subscriber.settle(0.5)] == ["cs_after"]
@@ -132,7 +114,7 @@ def test_broker_restarted_between_two_webhooks_reconnects(make_app, fresh_broker
 # paho leaves the socket of a TLS handshake that timed out to the garbage collector.
 @pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
 def test_frozen_broker_answers_503_quickly_and_the_retry_delivers_the_same_grant(
-    make_app, fresh_broker, subscribe
+    make_app, fresh_broker, subscribe, open_shop
 ):
     """GIVEN a socket that looks alive WHEN the broker is frozen THEN 503 in seconds.
 
@@ -140,33 +122,17 @@ def test_frozen_broker_answers_503_quickly_and_the_retry_delivers_the_same_grant
     also deliver the copy stuck in its socket buffer (QoS 1 is at least once): every copy is
     the same grant, with the same paymentId, which is what cabinets de-duplicate on.
     """
-    app = make_app(on=fresh_broker)
-    client = app.test_client()
-    _, token = app.extensions["arcade"].registry.register("cab001")
-    auth = {"Authorization": f"Bearer {token}"}
-    link_id = client.post("/create-payment-link", json={"machine_id": "cab001"}, headers=auth).json[
-        "payment_link_id"
-    ]
-    signed_post(
-        client,
-        event(
-            "checkout.session.completed",
-            checkout_session(id="cs_warm", payment_link=link_id, amount_subtotal=50),
-        ),
-    )
+    shop = open_shop(make_app(on=fresh_broker))
+    shop.pay("cs_warm")
     subscriber = subscribe(f"{TOPIC_PREFIX}/cab001/coinpulse", on=fresh_broker)
-    paid = event(
-        "checkout.session.completed",
-        checkout_session(id="cs_frozen", payment_link=link_id, amount_subtotal=50),
-    )
 
     fresh_broker.freeze()
     started = time.monotonic()
-    during = signed_post(client, paid)
+    during = shop.pay("cs_frozen")
     took = time.monotonic() - started
     fresh_broker.thaw()
     subscriber.wait_subscribed(connections=1)
-    retry = signed_post(client, paid)
+    retry = shop.pay("cs_frozen")
 
     assert during.status_code == 503
     assert took < 6
@@ -175,7 +141,6 @@ def test_frozen_broker_answers_503_quickly_and_the_retry_delivers_the_same_grant
     assert 1 <= len(pulses) <= 2
     assert all(p == pulses[-1] for p in pulses)
     assert pulses[-1]["paymentId"] == "cs_frozen" and pulses[-1]["credits"] == 1
-    assert signed_post(client, paid).json["result"] == "already_delivered"
-    state = client.get("/machines/cab001", headers=auth).json
-    assert state["credits"]["granted"] == 2
+    assert shop.pay("cs_frozen").json["result"] == "already_delivered"
+    assert shop.state()["credits"]["granted"] == 2
     gc.collect()
