@@ -56,6 +56,15 @@ def stripe_standin() -> Iterator[StripeStandIn]:
 
 
 @pytest.fixture
+def fast_stripe_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shorten the stripe library's waits between retries (0.5 s and more by default)."""
+    import stripe._http_client as http_client
+
+    monkeypatch.setattr(http_client.HTTPClient, "INITIAL_DELAY", 0.001)
+    monkeypatch.setattr(http_client.HTTPClient, "MAX_DELAY", 0.002)
+
+
+@pytest.fixture
 def subscribe(broker: TlsBroker) -> Iterator[Callable[..., Subscriber]]:
     """Connect real subscribers to the shared broker, closed after the test."""
     opened: list[Subscriber] = []

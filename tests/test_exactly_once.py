@@ -104,13 +104,9 @@ def test_broker_down_answers_503_and_the_retry_publishes_the_same_grant(
 
 
 def test_stripe_failure_while_counting_units_answers_5xx_and_grants_later(
-    client, cabinet, subscribe, deliver, stripe_standin, monkeypatch
+    client, cabinet, subscribe, deliver, stripe_standin, fast_stripe_retries
 ):
     """GIVEN line items needed WHEN Stripe fails THEN 502, nothing granted; the retry grants."""
-    import stripe._http_client as http_client
-
-    monkeypatch.setattr(http_client.HTTPClient, "INITIAL_DELAY", 0.01)
-    monkeypatch.setattr(http_client.HTTPClient, "MAX_DELAY", 0.02)
     session = stripe_standin.add_checkout_session(
         "cs_flaky", [(DEFAULT_PRICE, 2)], client_reference_id="cab001"
     )

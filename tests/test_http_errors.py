@@ -242,7 +242,7 @@ def test_a_signed_event_of_exactly_256_kib_is_accepted(client):
 
 
 def test_stripe_failing_every_retry_is_a_502_without_stripes_words(
-    client, cabinet, stripe_standin, broker, log_lines
+    client, cabinet, stripe_standin, broker, log_lines, fast_stripe_retries
 ):
     """GIVEN Stripe answering 500 to each try WHEN a link is asked THEN 502 in our own words."""
     stripe_standin.fail_next(500, count=3, message="standin internal detail zq7")

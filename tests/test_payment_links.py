@@ -188,7 +188,9 @@ def test_without_any_price_the_link_answers_503_naming_the_setting(make_app, reg
     assert "STRIPE_PRICE_ID" in answer.json["error"]
 
 
-def test_a_stripe_500_is_retried_and_one_link_is_made(client, cabinet, stripe_standin):
+def test_a_stripe_500_is_retried_and_one_link_is_made(
+    client, cabinet, stripe_standin, fast_stripe_retries
+):
     """GIVEN Stripe failing once WHEN a link is asked THEN the library retries and it succeeds."""
     stripe_standin.fail_next(500, count=1)
 

@@ -25,32 +25,11 @@ from tests.stripe_standin import (
     sign_payload,
 )
 
-# Module-local fixtures so this file does not depend on conftest.py.
-
-
-@pytest.fixture(scope="module")
-def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
-    with TlsBroker(tmp_path_factory.mktemp("broker")) as broker:
-        yield broker
-
 
 @pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[TlsBroker]:
-    with TlsBroker(tmp_path / "broker") as broker:
-        yield broker
-
-
-@pytest.fixture
-def standin() -> Iterator[StripeStandIn]:
-    with StripeStandIn() as server:
-        server.add_price("price_credit", 100)
-        yield server
-
-
-@pytest.fixture
-def fast_stripe_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stripe._http_client.HTTPClient, "INITIAL_DELAY", 0.001)
-    monkeypatch.setattr(stripe._http_client.HTTPClient, "MAX_DELAY", 0.001)
+def standin(stripe_standin: StripeStandIn) -> StripeStandIn:
+    stripe_standin.add_price("price_credit", 100)
+    return stripe_standin
 
 
 Connect = Callable[..., mqtt.Client]
@@ -101,10 +80,10 @@ CREATE_PARAMS = {
 
 
 def test_subscriber_receives_what_another_tls_client_publishes(
-    tls_broker: TlsBroker, paho_client: Connect
+    broker: TlsBroker, paho_client: Connect
 ) -> None:
-    with tls_broker.subscriber("arcade/machine/+/coinpulse") as subscriber:
-        publisher = paho_client(tls_broker)
+    with broker.subscriber("arcade/machine/+/coinpulse") as subscriber:
+        publisher = paho_client(broker)
 
         info = publisher.publish(
             "arcade/machine/cab001/coinpulse", json.dumps({"credits": 2}), qos=1
@@ -119,87 +98,87 @@ def test_subscriber_receives_what_another_tls_client_publishes(
         assert subscriber.settle(0.1) == [message]
 
 
-def test_wait_for_fails_with_what_arrived(tls_broker: TlsBroker) -> None:
+def test_wait_for_fails_with_what_arrived(broker: TlsBroker) -> None:
     with (
-        tls_broker.subscriber("nothing/here") as subscriber,
+        broker.subscriber("nothing/here") as subscriber,
         pytest.raises(AssertionError, match="got 0"),
     ):
         subscriber.wait_for(1, timeout=0.1)
 
 
-def test_wrong_password_is_refused(tls_broker: TlsBroker) -> None:
+def test_wrong_password_is_refused(broker: TlsBroker) -> None:
     with pytest.raises(ConnectionError, match="refused"):
-        tls_broker.subscriber("arcade/#", password="not-the-password")
+        broker.subscriber("arcade/#", password="not-the-password")
 
 
 # paho 2.2 leaves its TLS socket unclosed when connect() fails the handshake.
 @pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
 def test_client_that_does_not_trust_the_ca_fails_the_handshake(
-    tls_broker: TlsBroker, tmp_path: Path, paho_client: Connect
+    broker: TlsBroker, tmp_path: Path, paho_client: Connect
 ) -> None:
     other_ca = make_certificates(tmp_path / "other").ca_path
 
     with pytest.raises(ssl.SSLCertVerificationError):
-        paho_client(tls_broker, context=client_ssl_context(other_ca))
+        paho_client(broker, context=client_ssl_context(other_ca))
     gc.collect()
     with (
-        socket.create_connection(("127.0.0.1", tls_broker.port), timeout=2) as raw,
+        socket.create_connection(("127.0.0.1", broker.port), timeout=2) as raw,
         pytest.raises(ssl.SSLCertVerificationError),
     ):
         ssl.create_default_context().wrap_socket(raw, server_hostname="localhost")
 
 
 def test_certificate_names_localhost_and_loopback_ip(
-    tls_broker: TlsBroker, paho_client: Connect
+    broker: TlsBroker, paho_client: Connect
 ) -> None:
     for host in ("localhost", "127.0.0.1"):
         with (
-            socket.create_connection(("127.0.0.1", tls_broker.port), timeout=2) as raw,
-            tls_broker.ssl_context().wrap_socket(raw, server_hostname=host) as tls,
+            socket.create_connection(("127.0.0.1", broker.port), timeout=2) as raw,
+            broker.ssl_context().wrap_socket(raw, server_hostname=host) as tls,
         ):
             assert tls.version() in {"TLSv1.2", "TLSv1.3"}
 
 
-def test_env_describes_the_broker(tls_broker: TlsBroker) -> None:
-    env = tls_broker.env()
+def test_env_describes_the_broker(broker: TlsBroker) -> None:
+    env = broker.env()
 
     assert env == {
-        "EMQX_BROKER_URL": f"mqtts://localhost:{tls_broker.port}",
+        "EMQX_BROKER_URL": f"mqtts://localhost:{broker.port}",
         "MQTT_USERNAME": "arcade",
-        "MQTT_PASSWORD": tls_broker.password,
-        "MQTT_CA_CERT": str(tls_broker.ca_path),
+        "MQTT_PASSWORD": broker.password,
+        "MQTT_CA_CERT": str(broker.ca_path),
         "MQTT_TLS": "true",
     }
     assert Path(env["MQTT_CA_CERT"]).read_text().startswith("-----BEGIN CERTIFICATE-----")
 
 
 def test_restart_keeps_the_port_and_subscribers_come_back(
-    own_broker: TlsBroker, paho_client: Connect
+    fresh_broker: TlsBroker, paho_client: Connect
 ) -> None:
-    port = own_broker.port
-    with own_broker.subscriber("arcade/#") as subscriber:
-        own_broker.restart()
+    port = fresh_broker.port
+    with fresh_broker.subscriber("arcade/#") as subscriber:
+        fresh_broker.restart()
 
         subscriber.wait_subscribed(connections=2)
-        publisher = paho_client(own_broker)
+        publisher = paho_client(fresh_broker)
         publisher.publish("arcade/after", json.dumps({"n": 1}), qos=1).wait_for_publish(5)
 
-        assert own_broker.port == port
+        assert fresh_broker.port == port
         assert [m.payload for m in subscriber.wait_for(1)] == [{"n": 1}]
 
 
 def test_frozen_broker_sends_no_puback_until_thawed(
-    own_broker: TlsBroker, paho_client: Connect
+    fresh_broker: TlsBroker, paho_client: Connect
 ) -> None:
-    publisher = paho_client(own_broker)
+    publisher = paho_client(fresh_broker)
     publisher.publish("warmup", b"{}", qos=1).wait_for_publish(5)
-    own_broker.freeze()
+    fresh_broker.freeze()
 
     info = publisher.publish("arcade/frozen", b"{}", qos=1)
     time.sleep(0.2)
     assert not info.is_published()
 
-    own_broker.thaw()
+    fresh_broker.thaw()
     info.wait_for_publish(timeout=5)
     assert info.is_published()
 
@@ -215,8 +194,8 @@ def test_close_kills_a_frozen_broker(tmp_path: Path) -> None:
         socket.create_connection(("127.0.0.1", broker.port), timeout=1).close()
 
 
-def test_subscriber_is_a_subscriber(tls_broker: TlsBroker) -> None:
-    with tls_broker.subscriber(["a/#", "b/#"]) as subscriber:
+def test_subscriber_is_a_subscriber(broker: TlsBroker) -> None:
+    with broker.subscriber(["a/#", "b/#"]) as subscriber:
         assert isinstance(subscriber, Subscriber)
         assert subscriber.topics == ["a/#", "b/#"]
         assert subscriber.connections == 1
