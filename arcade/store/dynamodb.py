@@ -12,7 +12,6 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import MISSING, fields
 from typing import Any
 
@@ -45,6 +44,8 @@ INTENT_SK = "INTENT"
 BY_MACHINE_INDEX = "by_machine"
 BY_MACHINE_PK = "by_machine_pk"
 BY_MACHINE_SK = "by_machine_sk"
+# Machine items sit in the by_machine index under this partition, so listing them is a Query.
+ALL_MACHINES = "MACHINES"
 
 REVENUE_PREFIX = "revenue_"
 ATTEMPTS = 5  # a transaction that loses a race is tried this often in all
@@ -156,7 +157,12 @@ class DynamoStore(Store):
     # --- machines -------------------------------------------------------------------------
     def add_machine(self, machine: Machine) -> None:
         """Store a new machine; raise MachineExists if the id is taken."""
-        item = _machine_key(machine.machine_id) | {"entity": {"S": "machine"}} | _encode(machine)
+        item = (
+            _machine_key(machine.machine_id)
+            | {"entity": {"S": "machine"}}
+            | _encode(machine)
+            | {BY_MACHINE_PK: {"S": ALL_MACHINES}, BY_MACHINE_SK: {"S": machine.machine_id}}
+        )
         try:
             self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)")
         except _ConditionFailed as exc:
@@ -168,22 +174,18 @@ class DynamoStore(Store):
         return None if item is None else Machine(**_decode(item, Machine))
 
     def list_machines(self) -> list[Machine]:
-        """Return every machine ordered by id, scanning the table (operator commands only)."""
-        machines = [Machine(**_decode(item, Machine)) for item in self._scan_machines()]
-        return sorted(machines, key=lambda machine: machine.machine_id)
-
-    def _scan_machines(self) -> Iterator[Item]:
-        """Yield every machine item, page by page."""
+        """Return every machine ordered by id, querying the by_machine index (no scan)."""
         params: dict[str, Any] = {
-            "FilterExpression": "entity = :machine",
-            "ExpressionAttributeValues": {":machine": {"S": "machine"}},
-            "ConsistentRead": True,
+            "IndexName": BY_MACHINE_INDEX,
+            "KeyConditionExpression": f"{BY_MACHINE_PK} = :all",
+            "ExpressionAttributeValues": {":all": {"S": ALL_MACHINES}},
         }
+        machines = []
         while True:
-            page = self._call("scan", **params)
-            yield from page.get("Items", [])
+            page = self._call("query", **params)
+            machines += [Machine(**_decode(item, Machine)) for item in page.get("Items", [])]
             if "LastEvaluatedKey" not in page:
-                return
+                return machines
             params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def set_token_hash(self, machine_id: str, token_hash: str) -> None:
