@@ -8,25 +8,18 @@ import os
 from flask import Flask
 
 from arcade.logs import log_event
-from arcade.services import services
+from arcade.services import Services
 
 logger = logging.getLogger("arcade.serve")
 
 
 def serve(app: Flask) -> None:
     """Serve ``app`` with threads on 127.0.0.1:PORT (HOST to change the address)."""
-    with app.app_context():
-        svc = services()
-        settings = svc.settings
-        problems = [
-            *settings.problems,
-            *(
-                f"{name} not set"
-                for name in settings.missing("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET")
-            ),
-            *svc.publisher.problems(),
-        ]
-    for problem in problems:
+    svc: Services = app.extensions["arcade"]
+    settings = svc.settings
+    problems = svc.problems()
+    # create_app already logged the malformed settings; add what is missing.
+    for problem in problems[len(settings.problems) :]:
         log_event(logger, "setting_problem", level=logging.WARNING, problem=problem)
     # Every request that matters logs its own JSON event; werkzeug's access line per request
     # would double the log and cost a measurable share of a webhook's time.

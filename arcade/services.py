@@ -25,6 +25,15 @@ class Services:
     links: LinkService
     ledger: Ledger
 
+    def problems(self) -> list[str]:
+        """Return every setting that stops some part of the service, by name, in plain words."""
+        missing = self.settings.missing("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET")
+        return [
+            *self.settings.problems,
+            *(f"{name} not set" for name in missing),
+            *self.publisher.problems(),
+        ]
+
 
 def services() -> Services:
     """Return the current app's services."""
