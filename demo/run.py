@@ -103,6 +103,9 @@ def play(tmp: Path, processes: list[subprocess.Popen]) -> int:
         broker.close()
 
 
+SEEN_ON_BROKER: set[str] = set()  # topics the watcher has printed a message of
+
+
 def watch_broker(broker: TlsBroker) -> None:
     """Print every message the cabinets' topics carry, as a subscriber sees it."""
     subscriber = broker.subscriber("arcade/machine/#")
@@ -111,6 +114,7 @@ def watch_broker(broker: TlsBroker) -> None:
         messages = subscriber.messages
         for message in messages[shown:]:
             say(f"  broker | {message.topic} {json.dumps(message.payload)}")
+            SEEN_ON_BROKER.add(message.topic)
         shown = len(messages)
         time.sleep(0.02)
 
@@ -240,6 +244,10 @@ def play_with_broker(tmp: Path, processes: list[subprocess.Popen], broker: TlsBr
                 == 1
             ),
             "the game over reaching the API",
+        )
+        wait_for(
+            lambda: f"arcade/machine/{MACHINE}/gameover" in SEEN_ON_BROKER,
+            "the gameover message reaching the broker's subscribers",
         )
 
         step(9, f"GET /machines/{MACHINE}")
