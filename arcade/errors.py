@@ -39,6 +39,10 @@ class InvalidSignature(ArcadeError):
     """A webhook body whose Stripe-Signature is missing, wrong or stale."""
 
 
+class InvalidEvent(ArcadeError):
+    """A signed event that lacks what its type must carry (a Checkout Session's id)."""
+
+
 # --- HTTP -----------------------------------------------------------------------------------
 class ApiError(ArcadeError):
     """An answer to an HTTP client: status, snake_case code and a sentence for a person."""

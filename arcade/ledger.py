@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from arcade.clock import from_unix, iso, iso_seconds, later, parse_iso, utc_now
-from arcade.errors import BrokerUnavailable, StoreError
+from arcade.errors import InvalidEvent, StoreError
 from arcade.logs import log_event
 from arcade.machines import is_valid_machine_id
 from arcade.mqtt import Publisher
@@ -411,7 +411,7 @@ def _new_session_id() -> str:
 def _session_id(session: dict[str, Any]) -> str:
     session_id = session.get("id")
     if not isinstance(session_id, str) or not session_id:
-        raise ValueError("the event's Checkout Session has no id")
+        raise InvalidEvent("the event's Checkout Session has no id")
     return session_id
 
 
@@ -424,6 +424,3 @@ def _claimed_machine_id(session: dict[str, Any]) -> str | None:
         if value is not None:
             return value if is_valid_machine_id(value) else None
     return None
-
-
-__all__ = ["BrokerUnavailable", "Ledger", "Outcome"]

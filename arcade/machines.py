@@ -8,7 +8,7 @@ import re
 import secrets
 
 from arcade.clock import iso, utc_now
-from arcade.errors import BadRequest, NotFound, Unauthorized, UnknownMachine
+from arcade.errors import BadRequest, NotFound, Unauthorized
 from arcade.store.base import Machine, Store
 
 # Safe as an MQTT topic level and as Stripe's client_reference_id.
@@ -128,6 +128,3 @@ def bearer_token(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not token:
         return None
     return token
-
-
-__all__ = ["Registry", "UnknownMachine", "check_machine_id", "is_valid_machine_id"]

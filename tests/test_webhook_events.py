@@ -277,3 +277,18 @@ def test_bad_signatures_change_nothing(app, client, cabinet, subscribe):
         assert answer.json["code"] == "invalid_signature"
     assert app.extensions["arcade"].store.get_payment("cs_forged") is None
     assert subscriber.settle() == []
+
+
+def test_a_signed_session_event_without_an_id_is_a_400(client, subscribe):
+    """GIVEN a signed event whose session has no id WHEN delivered THEN 400, nothing published."""
+    subscriber = subscribe("#")
+    session = {"object": "checkout.session", "payment_status": "paid", "amount_subtotal": 50}
+
+    answer = signed_post(client, event("checkout.session.completed", session))
+
+    assert answer.status_code == 400
+    assert answer.json == {
+        "error": "the event's Checkout Session has no id",
+        "code": "invalid_event",
+    }
+    assert subscriber.settle() == []

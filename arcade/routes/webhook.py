@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
-from arcade.errors import BadRequest, InvalidSignature
+from arcade.errors import BadRequest, InvalidEvent, InvalidSignature
 from arcade.services import services
 
 bp = Blueprint("webhook", __name__)
@@ -22,6 +22,6 @@ def webhook():
         raise BadRequest(str(exc), code="invalid_signature") from exc
     try:
         outcome = svc.ledger.apply_event(event)
-    except ValueError as exc:
-        raise BadRequest("the event's Checkout Session has no id", code="invalid_event") from exc
+    except InvalidEvent as exc:
+        raise BadRequest(str(exc), code="invalid_event") from exc
     return {"received": True, "result": outcome.result, "payment_id": outcome.payment_id}
