@@ -225,6 +225,16 @@ class Ledger:
                 payment_intent=intent,
             )
         refunded = int(charge.get("amount_refunded") or 0)
+        if not payment.granted:
+            # Money returned for a payment that granted nothing (unattributed, say): nothing
+            # to take back from a machine, but an operator should see it.
+            return self._log_outcome(
+                event,
+                Outcome("refund_of_ungranted_payment", payment.payment_id, payment.machine_id),
+                level=logging.WARNING,
+                status=payment.status,
+                amount_refunded=refunded,
+            )
         fully = bool(charge.get("refunded")) or refunded >= payment.amount
         status = REFUNDED if fully else PARTIALLY_REFUNDED
         increase = self.store.record_refund(payment.payment_id, refunded, status, iso(utc_now()))

@@ -292,3 +292,24 @@ def test_a_signed_session_event_without_an_id_is_a_400(client, subscribe):
         "code": "invalid_event",
     }
     assert subscriber.settle() == []
+
+
+def test_a_refund_of_an_unattributed_payment_is_answered_and_named(
+    app, client, deliver, stripe_standin
+):
+    """GIVEN an unattributed payment WHEN it is refunded THEN 200, named, no revenue moves."""
+    stripe_standin.add_checkout_session("cs_lost", [(DEFAULT_PRICE, 1)])
+    deliver(
+        "checkout.session.completed",
+        checkout_session(
+            id="cs_lost", client_reference_id="ghost", amount_subtotal=50, payment_intent="pi_lost"
+        ),
+    )
+
+    answer = deliver(
+        "charge.refunded", charge(payment_intent="pi_lost", amount=50, amount_refunded=50)
+    )
+
+    assert answer.status_code == 200
+    assert answer.json["result"] == "refund_of_ungranted_payment"
+    assert app.extensions["arcade"].store.get_payment("cs_lost").status == "unattributed"
