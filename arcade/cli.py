@@ -8,7 +8,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from arcade.errors import MachineExists, SettingsError, StoreError, UnknownMachine
+from arcade.errors import SettingsError, StoreError
 from arcade.machines import is_valid_machine_id
 from arcade.services import services
 
@@ -39,8 +39,6 @@ def add_machine(
         _, token = services().registry.register(
             machine_id, name=name, price_id=price_id, credits_per_unit=credits_per_unit
         )
-    except MachineExists as exc:
-        raise click.ClickException(f"machine {machine_id} is already registered") from exc
     except (StoreError, SettingsError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"Registered {machine_id}. Keep the token: it is not shown again.")
@@ -74,8 +72,6 @@ def rotate_token(machine_id: str) -> None:
     """Give a machine a new token; the old one stops working."""
     try:
         token = services().registry.rotate_token(machine_id)
-    except UnknownMachine as exc:
-        raise click.ClickException(f"machine {machine_id} is not registered") from exc
     except (StoreError, SettingsError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps({"machine_id": machine_id, "token": token}))
@@ -87,8 +83,6 @@ def remove_machine(machine_id: str) -> None:
     """Forget a machine; its payments stay on record."""
     try:
         services().registry.remove(machine_id)
-    except UnknownMachine as exc:
-        raise click.ClickException(f"machine {machine_id} is not registered") from exc
     except (StoreError, SettingsError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps({"machine_id": machine_id, "removed": True}))

@@ -15,9 +15,17 @@ class StoreError(ArcadeError):
 class MachineExists(StoreError):
     """A machine with this id is already registered."""
 
+    def __init__(self, machine_id: str):
+        super().__init__(f"machine {machine_id} is already registered")
+        self.machine_id = machine_id
+
 
 class UnknownMachine(StoreError):
     """No machine with this id is registered."""
+
+    def __init__(self, machine_id: str):
+        super().__init__(f"machine {machine_id} is not registered")
+        self.machine_id = machine_id
 
 
 # --- settings -------------------------------------------------------------------------------
@@ -72,11 +80,6 @@ class Unauthorized(ApiError):
 class NotFound(ApiError):
     status = 404
     code = "not_found"
-
-
-class UpstreamFailed(ApiError):
-    status = 502
-    code = "stripe_error"
 
 
 class ServiceUnavailable(ApiError):

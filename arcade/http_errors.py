@@ -29,6 +29,17 @@ HTTP_CODES = {
 }
 
 
+# status, code, and whether the failure is worth a log line (an operator must act on it).
+OWN_ERRORS: dict[type[Exception], tuple[int, str, bool]] = {
+    SettingsError: (503, "not_configured", True),
+    BrokerUnavailable: (503, "broker_unavailable", True),
+    PaymentProviderError: (502, "stripe_error", True),
+    MachineExists: (409, "machine_exists", False),
+    UnknownMachine: (404, "unknown_machine", False),
+    StoreError: (503, "store_unavailable", True),
+}
+
+
 def error_body(status: int, code: str, message: str):
     """Return a Flask response tuple in the project's error shape."""
     return {"error": message, "code": code}, status
@@ -41,33 +52,17 @@ def register_error_handlers(app: Flask) -> None:
     def api_error(exc: ApiError):
         return error_body(exc.status, exc.code, exc.message)
 
-    @app.errorhandler(SettingsError)
-    def settings_error(exc: SettingsError):
-        _log("not_configured", exc)
-        return error_body(503, "not_configured", str(exc))
+    def answer_with(status: int, code: str, logged: bool):
+        def answer(exc: Exception):
+            if logged:
+                _log(code, exc)
+            return error_body(status, code, str(exc))
 
-    @app.errorhandler(BrokerUnavailable)
-    def broker_unavailable(exc: BrokerUnavailable):
-        _log("broker_unavailable", exc)
-        return error_body(503, "broker_unavailable", str(exc))
+        return answer
 
-    @app.errorhandler(PaymentProviderError)
-    def stripe_failed(exc: PaymentProviderError):
-        _log("stripe_error", exc)
-        return error_body(502, "stripe_error", str(exc))
-
-    @app.errorhandler(MachineExists)
-    def machine_exists(exc: MachineExists):
-        return error_body(409, "machine_exists", f"machine {exc} is already registered")
-
-    @app.errorhandler(UnknownMachine)
-    def unknown_machine(exc: UnknownMachine):
-        return error_body(404, "unknown_machine", f"machine {exc} is not registered")
-
-    @app.errorhandler(StoreError)
-    def store_error(exc: StoreError):
-        _log("store_unavailable", exc)
-        return error_body(503, "store_unavailable", str(exc))
+    # Our own exceptions carry sentences written for a person; the most specific class wins.
+    for kind, (status, code, logged) in OWN_ERRORS.items():
+        app.register_error_handler(kind, answer_with(status, code, logged))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -146,7 +146,7 @@ def test_given_a_machine_when_the_id_is_added_again_then_machine_exists(
     store: Store, machine: Machine
 ) -> None:
     """The first registration wins and the second one is refused."""
-    with pytest.raises(MachineExists):
+    with pytest.raises(MachineExists, match="^machine cab001 is already registered$"):
         store.add_machine(make_machine(token_hash="other"))
 
     assert store.get_machine("cab001") == machine
@@ -181,7 +181,7 @@ def test_given_a_machine_when_its_token_hash_is_set_then_only_the_hash_changes(
 
 def test_given_no_machine_when_its_token_hash_is_set_then_unknown_machine(store: Store) -> None:
     """Setting the hash of an unknown machine is refused and registers nothing."""
-    with pytest.raises(UnknownMachine):
+    with pytest.raises(UnknownMachine, match="^machine nobody is not registered$"):
         store.set_token_hash("nobody", "hash")
 
     assert store.get_machine("nobody") is None
@@ -203,7 +203,7 @@ def test_given_a_machine_with_payments_when_removed_then_it_is_gone_and_payments
 
 def test_given_no_machine_when_removed_then_unknown_machine(store: Store) -> None:
     """Removing an unknown machine is refused."""
-    with pytest.raises(UnknownMachine):
+    with pytest.raises(UnknownMachine, match="^machine nobody is not registered$"):
         store.remove_machine("nobody")
 
 

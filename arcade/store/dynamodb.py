@@ -166,7 +166,7 @@ class DynamoStore(Store):
         try:
             self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)")
         except _ConditionFailed as exc:
-            raise MachineExists(f"machine {machine.machine_id!r} is already registered") from exc
+            raise MachineExists(machine.machine_id) from exc
 
     def get_machine(self, machine_id: str) -> Machine | None:
         """Return the machine, or None."""
@@ -199,7 +199,7 @@ class DynamoStore(Store):
                 ExpressionAttributeValues={":hash": {"S": token_hash}},
             )
         except _ConditionFailed as exc:
-            raise UnknownMachine(f"no machine {machine_id!r} is registered") from exc
+            raise UnknownMachine(machine_id) from exc
 
     def remove_machine(self, machine_id: str) -> None:
         """Delete a machine item (its payments and state stay); raise UnknownMachine if absent."""
@@ -210,7 +210,7 @@ class DynamoStore(Store):
                 ConditionExpression="attribute_exists(pk)",
             )
         except _ConditionFailed as exc:
-            raise UnknownMachine(f"no machine {machine_id!r} is registered") from exc
+            raise UnknownMachine(machine_id) from exc
 
     # --- payment links --------------------------------------------------------------------
     def get_link(self, key: str) -> PaymentLink | None:
