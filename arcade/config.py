@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from arcade.errors import SettingsError
@@ -15,6 +16,7 @@ DEFAULT_CA_CERT = PROJECT_ROOT / "ca.crt"
 DEFAULT_DATABASE_URL = "sqlite:///arcade.db"
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
+Number = TypeVar("Number", int, float)
 
 
 @dataclass(frozen=True)
@@ -155,28 +157,30 @@ class _Reader:
         return default
 
     def integer(self, name: str, *aliases: str, default: int, low: int, high: int) -> int:
+        return self._bounded(name, aliases, int, "a whole number", default, low, high)
+
+    def number(self, name: str, *, default: float, low: float, high: float) -> float:
+        return self._bounded(name, (), float, "a number", default, low, high)
+
+    def _bounded(
+        self,
+        name: str,
+        aliases: tuple[str, ...],
+        parse: Callable[[str], Number],
+        described: str,
+        default: Number,
+        low: Number,
+        high: Number,
+    ) -> Number:
         value = self.text(name, *aliases)
         if value is None:
             return default
         try:
-            number = int(value)
+            number = parse(value)
         except ValueError:
             number = None
         if number is None or not low <= number <= high:
-            self.problem(f"{name} must be a whole number from {low} to {high}")
-            return default
-        return number
-
-    def number(self, name: str, *, default: float, low: float, high: float) -> float:
-        value = self.text(name)
-        if value is None:
-            return default
-        try:
-            number = float(value)
-        except ValueError:
-            number = None
-        if number is None or not low <= number <= high:
-            self.problem(f"{name} must be a number from {low} to {high}")
+            self.problem(f"{name} must be {described} from {low} to {high}")
             return default
         return number
 
