@@ -9,7 +9,7 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from arcade.errors import SettingsError, StoreError
-from arcade.machines import is_valid_machine_id
+from arcade.machines import describe, is_valid_machine_id
 from arcade.services import services
 
 machines_cli = AppGroup("machines", help="Register and manage cabinets.")
@@ -52,18 +52,8 @@ def list_machines() -> None:
         machines = services().store.list_machines()
     except (StoreError, SettingsError) as exc:
         raise click.ClickException(str(exc)) from exc
-    for m in machines:
-        click.echo(
-            json.dumps(
-                {
-                    "machine_id": m.machine_id,
-                    "name": m.name,
-                    "price_id": m.price_id,
-                    "credits_per_unit": m.credits_per_unit,
-                    "created_at": m.created_at,
-                }
-            )
-        )
+    for machine in machines:
+        click.echo(json.dumps(describe(machine)))
 
 
 @machines_cli.command("rotate-token")

@@ -29,6 +29,17 @@ def check_machine_id(value: object) -> str:
     return value  # type: ignore[return-value]
 
 
+def describe(machine: Machine) -> dict[str, object]:
+    """Return what an operator may see of a machine (everything but its token hash)."""
+    return {
+        "machine_id": machine.machine_id,
+        "name": machine.name,
+        "price_id": machine.price_id,
+        "credits_per_unit": machine.credits_per_unit,
+        "created_at": machine.created_at,
+    }
+
+
 def hash_token(token: str) -> str:
     """Return the stored form of a machine token.
 

@@ -7,7 +7,7 @@ import re
 from flask import Blueprint, request
 
 from arcade.errors import BadRequest
-from arcade.machines import check_machine_id
+from arcade.machines import check_machine_id, describe
 from arcade.routes import json_body
 from arcade.services import services
 
@@ -42,18 +42,7 @@ def machine_state(machine_id: str):
 def list_machines():
     svc = services()
     svc.registry.require_admin(request.headers.get("Authorization"))
-    return {
-        "machines": [
-            {
-                "machine_id": m.machine_id,
-                "name": m.name,
-                "price_id": m.price_id,
-                "credits_per_unit": m.credits_per_unit,
-                "created_at": m.created_at,
-            }
-            for m in svc.store.list_machines()
-        ]
-    }
+    return {"machines": [describe(m) for m in svc.store.list_machines()]}
 
 
 @bp.post("/machines")
