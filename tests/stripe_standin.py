@@ -5,10 +5,11 @@ The application talks to it with the real ``stripe`` library::
     stripe.StripeClient(standin.api_key, base_addresses={"api": standin.url})
 
 It knows prices, payment links (with idempotency keys) and Checkout Sessions with their line
-items, answers errors in Stripe's shape, records every request, and can be told to fail,
-drop connections or answer slowly. Request bodies are form-encoded exactly as stripe-python
-sends them; ``RecordedRequest.params`` holds them decoded into nested dicts and lists with
-the values left as the strings that went over the wire ("true", "2").
+items (retrieved one by one, or listed with Stripe's filters and paging), answers errors in
+Stripe's shape, records every request, and can be told to fail, drop connections or answer
+slowly, on every request or only on some. Request bodies are form-encoded exactly as
+stripe-python sends them; ``RecordedRequest.params`` holds them decoded into nested dicts and
+lists with the values left as the strings that went over the wire ("true", "2").
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import operator
 import re
 import secrets
 import string
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -210,6 +212,9 @@ def line_item(
     }
 
 
+CHECKOUT_MODES = ("payment", "setup", "subscription")
+
+
 def checkout_session(
     *,
     id: str | None = None,
@@ -224,12 +229,22 @@ def checkout_session(
     payment_intent: str | None = None,
     discount: int = 0,
     created: int | None = None,
+    mode: str = "payment",
+    livemode: bool = False,
 ) -> dict[str, Any]:
-    """Return a ``checkout.session`` as a webhook carries it (no line items: Stripe omits them)."""
+    """Return a ``checkout.session`` as a webhook carries it (no line items: Stripe omits them).
+
+    mode "payment" gets a ``pi_…`` payment_intent unless one is given; "subscription" gets a
+    ``sub_…`` subscription and "setup" a ``seti_…`` setup_intent, with payment_intent None.
+    """
+    if mode not in CHECKOUT_MODES:
+        raise ValueError(f"mode must be one of {', '.join(CHECKOUT_MODES)}, not {mode!r}")
     created = created or _now()
     total = amount_subtotal - discount if amount_total is None else amount_total
+    if mode == "payment":
+        payment_intent = payment_intent or _random_id("pi_")
     return {
-        "id": id or _random_id("cs_test_", 58),
+        "id": id or _random_id("cs_live_" if livemode else "cs_test_", 58),
         "object": "checkout.session",
         "adaptive_pricing": {"enabled": False},
         "after_expiration": None,
@@ -268,11 +283,11 @@ def checkout_session(
         "expires_at": created + 86400,
         "invoice": None,
         "invoice_creation": {"enabled": False, "invoice_data": None},
-        "livemode": False,
+        "livemode": livemode,
         "locale": "auto",
         "metadata": dict(metadata or {}),
-        "mode": "payment",
-        "payment_intent": payment_intent or _random_id("pi_"),
+        "mode": mode,
+        "payment_intent": payment_intent,
         "payment_link": payment_link,
         "payment_method_collection": "if_required",
         "payment_method_configuration_details": None,
@@ -282,13 +297,13 @@ def checkout_session(
         "phone_number_collection": {"enabled": False},
         "recovered_from": None,
         "saved_payment_method_options": None,
-        "setup_intent": None,
+        "setup_intent": _random_id("seti_") if mode == "setup" else None,
         "shipping_address_collection": None,
         "shipping_cost": None,
         "shipping_options": [],
         "status": status,
-        "submit_type": "auto",
-        "subscription": None,
+        "submit_type": "auto" if mode == "payment" else None,
+        "subscription": _random_id("sub_") if mode == "subscription" else None,
         "success_url": "https://stripe.com",
         "total_details": {"amount_discount": discount, "amount_shipping": 0, "amount_tax": 0},
         "ui_mode": "hosted",
@@ -306,6 +321,7 @@ def charge(
     id: str | None = None,
     metadata: Mapping[str, str] | None = None,
     created: int | None = None,
+    livemode: bool = False,
 ) -> dict[str, Any]:
     """Return a ``charge`` as ``charge.refunded`` carries it; refunded defaults to a full refund."""
     return {
@@ -335,7 +351,7 @@ def charge(
         "failure_code": None,
         "failure_message": None,
         "fraud_details": {},
-        "livemode": False,
+        "livemode": livemode,
         "metadata": dict(metadata or {}),
         "on_behalf_of": None,
         "outcome": {
@@ -375,21 +391,88 @@ def event(
     created: int | None = None,
     previous_attributes: Mapping[str, Any] | None = None,
     api_version: str = API_VERSION,
+    livemode: bool = False,
+    account: str | None = None,
 ) -> dict[str, Any]:
-    """Return a Stripe ``event`` wrapping data_object, as a webhook delivers it."""
+    """Return a Stripe ``event`` wrapping data_object, as a webhook delivers it.
+
+    account names the connected account (``acct_…``) a Connect event came from; Stripe sends
+    the top-level ``account`` key only on such events, so None leaves it out.
+    """
     data: dict[str, Any] = {"object": dict(data_object)}
     if previous_attributes is not None:
         data["previous_attributes"] = dict(previous_attributes)
-    return {
+    wrapped: dict[str, Any] = {
         "id": id or _random_id("evt_"),
         "object": "event",
         "api_version": api_version,
         "created": created or _now(),
         "data": data,
-        "livemode": False,
+        "livemode": livemode,
         "pending_webhooks": 1,
         "request": {"id": None, "idempotency_key": None},
         "type": type,
+    }
+    if account is not None:
+        wrapped["account"] = account
+    return wrapped
+
+
+def dispute(
+    *,
+    charge: str,
+    payment_intent: str,
+    amount: int,
+    currency: str = "usd",
+    reason: str = "fraudulent",
+    status: str = "needs_response",
+    id: str | None = None,
+    livemode: bool = False,
+    created: int | None = None,
+) -> dict[str, Any]:
+    """Return a ``dispute`` as ``charge.dispute.created`` carries it."""
+    created = created or _now()
+    return {
+        "id": id or _random_id("dp_"),
+        "object": "dispute",
+        "amount": amount,
+        "balance_transactions": [],
+        "charge": charge,
+        "created": created,
+        "currency": currency,
+        "enhanced_eligibility_types": [],
+        "evidence": {
+            "access_activity_log": None,
+            "billing_address": None,
+            "cancellation_policy": None,
+            "customer_communication": None,
+            "customer_email_address": None,
+            "customer_name": None,
+            "customer_purchase_ip": None,
+            "product_description": None,
+            "receipt": None,
+            "refund_policy": None,
+            "service_date": None,
+            "service_documentation": None,
+            "uncategorized_file": None,
+            "uncategorized_text": None,
+        },
+        "evidence_details": {
+            "due_by": created + 7 * 86400,
+            "has_evidence": False,
+            "past_due": False,
+            "submission_count": 0,
+        },
+        "is_charge_refundable": False,
+        "livemode": livemode,
+        "metadata": {},
+        "payment_intent": payment_intent,
+        "payment_method_details": {
+            "card": {"brand": "visa", "case_type": "chargeback", "network_reason_code": "10.4"},
+            "type": "card",
+        },
+        "reason": reason,
+        "status": status,
     }
 
 
@@ -434,6 +517,26 @@ class _Failure:
     code: str | None
     should_retry: bool | None
     drop: bool = False
+    count: int = 1
+    method: str | None = None
+    path_prefix: str | None = None
+    after: int = 0
+
+    def matches(self, request: RecordedRequest) -> bool:
+        """Tell whether this failure applies to request (its method and path prefix)."""
+        if self.method is not None and request.method != self.method:
+            return False
+        return self.path_prefix is None or request.path.startswith(self.path_prefix)
+
+
+def _failure_target(path: str | None) -> tuple[str | None, str | None]:
+    """Split "GET /v1/x" or "/v1/x" into (method or None, path prefix or None)."""
+    if path is None:
+        return None, None
+    method, _, prefix = path.strip().rpartition(" ")
+    if not prefix.startswith("/"):
+        raise ValueError(f'path must look like "GET /v1/..." or "/v1/...", not {path!r}')
+    return (method.strip().upper() or None), prefix
 
 
 @dataclass
@@ -497,6 +600,29 @@ PAYMENT_INTENT_DATA_PARAMS = frozenset(
     }
 )
 MAX_ADJUSTABLE_QUANTITY = 999
+SESSION_LIST_PARAMS = frozenset(
+    {
+        "created",
+        "customer",
+        "customer_account",
+        "customer_details",
+        "ending_before",
+        "expand",
+        "limit",
+        "payment_intent",
+        "payment_link",
+        "starting_after",
+        "status",
+        "subscription",
+    }
+)
+SESSION_STATUSES = ("open", "complete", "expired")
+RANGE_OPERATORS: dict[str, Callable[[int, int], bool]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
 
 
 class StripeStandIn:
@@ -616,19 +742,21 @@ class StripeStandIn:
         payment_status: str = "paid",
         discount: int = 0,
         currency: str | None = None,
+        payment_intent: str | None = None,
+        created: int | None = None,
+        mode: str = "payment",
+        livemode: bool = False,
+        status: str = "complete",
+        amount_total: int | None = None,
     ) -> dict[str, Any]:
-        """Register a completed Checkout Session with line items [(price_id, quantity)].
+        """Register a Checkout Session with line items [(price_id, quantity)], complete by default.
 
         The discount is taken off the first line item. Returns the session, ready to wrap in
-        ``event("checkout.session.completed", session)``.
+        ``event("checkout.session.completed", session)``. A livemode session is served only
+        to a live key (``sk_live_…``), as Stripe does.
         """
-        items: list[dict[str, Any]] = []
         with self._lock:
-            for index, (price_id, quantity) in enumerate(line_items):
-                if price_id not in self._prices:
-                    raise KeyError(f"add_price({price_id!r}, ...) first")
-                share = discount if index == 0 else 0
-                items.append(line_item(self._prices[price_id], quantity, discount=share))
+            items = self._line_items_for(line_items, discount)
             subtotal = sum(item["amount_subtotal"] for item in items)
             session = checkout_session(
                 id=session_id,
@@ -636,13 +764,50 @@ class StripeStandIn:
                 client_reference_id=client_reference_id,
                 metadata=metadata,
                 amount_subtotal=subtotal,
+                amount_total=amount_total,
                 currency=currency or (items[0]["currency"] if items else "usd"),
                 payment_status=payment_status,
+                status=status,
+                payment_intent=payment_intent,
                 discount=discount,
+                created=created,
+                mode=mode,
+                livemode=livemode,
             )
-            self._sessions[session["id"]] = session
-            self._session_items[session["id"]] = items
+            self._store_session(session, items)
         return dict(session)
+
+    def add_session(
+        self, session: Mapping[str, Any], line_items: Iterable[tuple[str, int]] = ()
+    ) -> dict[str, Any]:
+        """Register a session built by the test, as is, with line items [(price_id, quantity)].
+
+        The session needs an ``id``; it is listed by its ``created`` and filtered by its own
+        fields, and registering an id again replaces the earlier session.
+        """
+        stored = dict(session)
+        if not stored.get("id"):
+            raise ValueError("the session needs an id")
+        with self._lock:
+            self._store_session(stored, self._line_items_for(line_items, 0))
+        return dict(stored)
+
+    def _line_items_for(
+        self, line_items: Iterable[tuple[str, int]], discount: int
+    ) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        for index, (price_id, quantity) in enumerate(line_items):
+            if price_id not in self._prices:
+                raise KeyError(f"add_price({price_id!r}, ...) first")
+            share = discount if index == 0 else 0
+            items.append(line_item(self._prices[price_id], quantity, discount=share))
+        return items
+
+    def _store_session(self, session: dict[str, Any], items: list[dict[str, Any]]) -> None:
+        # Re-inserting keeps the dict in registration order, which breaks ties in the list.
+        self._sessions.pop(session["id"], None)
+        self._sessions[session["id"]] = session
+        self._session_items[session["id"]] = items
 
     @property
     def payment_links(self) -> list[dict[str, Any]]:
@@ -661,21 +826,49 @@ class StripeStandIn:
         *,
         code: str | None = None,
         should_retry: bool | None = None,
+        path: str | None = None,
+        after: int = 0,
     ) -> None:
-        """Answer the next count API requests (any path) with this error.
+        """Answer the next count API requests (any path, unless path is given) with this error.
 
         should_retry sets Stripe's ``Stripe-Should-Retry`` header, which the library obeys
-        over the status code.
+        over the status code. path ("GET /v1/checkout/sessions" or "/v1/checkout/sessions")
+        is a prefix a request's method and path must match for the failure to apply; after
+        lets that many matching requests succeed first. Failures queued earlier apply first.
         """
-        with self._lock:
-            self._failures.extend(
-                _Failure(status, error_type, message, code, should_retry) for _ in range(count)
-            )
+        self._queue_failure(
+            _Failure(status, error_type, message, code, should_retry), count, path, after
+        )
 
-    def drop_next(self, count: int = 1) -> None:
-        """Close the connection without answering the next count requests."""
+    def drop_next(self, count: int = 1, *, path: str | None = None, after: int = 0) -> None:
+        """Close the connection without answering the next count requests.
+
+        path and after pick the requests as they do for ``fail_next``.
+        """
+        self._queue_failure(_Failure(0, "", "", None, None, drop=True), count, path, after)
+
+    def _queue_failure(self, failure: _Failure, count: int, path: str | None, after: int) -> None:
+        if after < 0:
+            raise ValueError("after must be 0 or more")
+        if count < 1:
+            return
+        failure.method, failure.path_prefix = _failure_target(path)
+        failure.count, failure.after = count, after
         with self._lock:
-            self._failures.extend(_Failure(0, "", "", None, None, drop=True) for _ in range(count))
+            self._failures.append(failure)
+
+    def _take_failure(self, request: RecordedRequest) -> _Failure | None:
+        """Return the failure that applies to request, or count request as let through."""
+        matching = [f for f in self._failures if f.matches(request)]
+        due = next((f for f in matching if f.after == 0), None)
+        if due is None:
+            for waiting in matching:
+                waiting.after -= 1
+            return None
+        due.count -= 1
+        if due.count == 0:
+            self._failures.remove(due)
+        return due
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -710,7 +903,7 @@ class StripeStandIn:
         recorded = RecordedRequest(method, path, params, headers, body)
         with self._lock:
             self._requests.append(recorded)
-            failure = self._failures.pop(0) if self._failures else None
+            failure = self._take_failure(recorded)
         if self.latency > 0:
             time.sleep(self.latency)
         if failure is not None:
@@ -763,6 +956,8 @@ class StripeStandIn:
                 with self._lock:
                     items = list(self._link_items.get(link_id, []))
                 return self._ok(self._list(items, path, request.params))
+            case ("GET", ["v1", "checkout", "sessions"]):
+                return self._ok(self._list_sessions(path, request.params))
             case ("GET", ["v1", "checkout", "sessions", session_id]):
                 return self._ok(self._get_session(session_id))
             case ("GET", ["v1", "checkout", "sessions", session_id, "line_items"]):
@@ -798,22 +993,97 @@ class StripeStandIn:
             link["line_items"] = self._list(items, f"/v1/payment_links/{link_id}/line_items", {})
         return link
 
+    @property
+    def _livemode(self) -> bool:
+        return self.api_key.startswith(("sk_live_", "rk_live_"))
+
     def _get_session(self, session_id: str) -> dict[str, Any]:
         with self._lock:
             found = self._sessions.get(session_id)
         if found is None:
             raise _no_such("checkout.session", session_id, param="session")
+        if bool(found.get("livemode")) != self._livemode:
+            # Stripe keeps live and test objects apart and says so when the key's mode is wrong.
+            exists, used = ("live", "test") if found.get("livemode") else ("test", "live")
+            raise StripeError(
+                404,
+                f"No such checkout.session: '{session_id}'; a similar object exists in {exists} "
+                f"mode, but a {used} mode key was used to make this request.",
+                code="resource_missing",
+                param="session",
+            )
         return dict(found)
 
+    def _list_sessions(self, url: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Answer "List all Checkout Sessions": filtered, newest first, paged."""
+        for name in params:
+            if name not in SESSION_LIST_PARAMS:
+                raise _invalid(name, f"Received unknown parameter: {name}", "parameter_unknown")
+        expand = _expand(params)
+        for path in expand:
+            if path != "data.line_items":
+                raise _invalid(
+                    "expand",
+                    f"This property cannot be expanded ({path}); the stand-in expands only "
+                    "data.line_items.",
+                    "parameter_invalid",
+                )
+        wanted = _session_filters(params)
+        with self._lock:
+            # Newest first; the stable sort keeps later registrations first on equal created.
+            sessions = sorted(
+                reversed(list(self._sessions.values())),
+                key=lambda session: int(session.get("created") or 0),
+                reverse=True,
+            )
+            chosen = [
+                dict(session)
+                for session in sessions
+                if bool(session.get("livemode")) == self._livemode
+                and all(keep(session) for keep in wanted)
+            ]
+            items = {
+                session["id"]: list(self._session_items.get(session["id"], []))
+                for session in chosen
+            }
+        answer = self._list(chosen, url, params, kind="checkout.session")
+        if "data.line_items" in expand:
+            for session in answer["data"]:
+                session["line_items"] = self._list(
+                    items[session["id"]], f"{url}/{session['id']}/line_items", {}
+                )
+        return answer
+
     @staticmethod
-    def _list(items: list[dict[str, Any]], url: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    def _list(
+        items: list[dict[str, Any]],
+        url: str,
+        params: Mapping[str, Any],
+        *,
+        kind: str = "item",
+    ) -> dict[str, Any]:
         limit = _positive_int(params.get("limit", 10), "limit", maximum=100)
-        start = 0
         after = params.get("starting_after")
+        before = params.get("ending_before")
+        if after and before:
+            raise StripeError(
+                400,
+                "You may only specify one of these parameters: ending_before, starting_after.",
+                code="parameters_exclusive",
+                param="ending_before",
+            )
+        ids = [item["id"] for item in items]
+        if before:
+            # The page just before the cursor, still in list order; has_more looks further back.
+            if before not in ids:
+                raise _no_such(kind, str(before), param="ending_before")
+            end = ids.index(before)
+            start = max(0, end - limit)
+            return {"object": "list", "data": items[start:end], "has_more": start > 0, "url": url}
+        start = 0
         if after:
-            ids = [item["id"] for item in items]
             if after not in ids:
-                raise _no_such("item", str(after), param="starting_after")
+                raise _no_such(kind, str(after), param="starting_after")
             start = ids.index(after) + 1
         page = items[start : start + limit]
         return {
@@ -966,6 +1236,65 @@ class StripeStandIn:
             "url": "https://buy.stripe.com/test_" + _random_id("", 14),
         }
         return link, items
+
+
+_SessionTest = Callable[[Mapping[str, Any]], bool]
+
+
+def _session_filters(params: Mapping[str, Any]) -> list[_SessionTest]:
+    """Turn the list's filter parameters into tests a session must pass."""
+    tests: list[_SessionTest] = []
+    for name in ("customer", "customer_account", "payment_intent", "payment_link", "subscription"):
+        if name in params:
+            value = params[name]
+            if not isinstance(value, str):
+                raise _invalid(name, "Invalid string", "parameter_invalid")
+            tests.append(lambda session, name=name, value=value: session.get(name) == value)
+    if "status" in params:
+        status = params["status"]
+        if status not in SESSION_STATUSES:
+            raise _invalid(
+                "status",
+                f"Invalid status: must be one of {', '.join(SESSION_STATUSES)}",
+                "parameter_invalid",
+            )
+        tests.append(lambda session: session.get("status") == status)
+    if "customer_details" in params:
+        details = params["customer_details"]
+        if not isinstance(details, dict):
+            raise _invalid("customer_details", "Invalid object", "parameter_invalid")
+        for key in details:
+            if key != "email":
+                raise _invalid(
+                    f"customer_details[{key}]",
+                    f"Received unknown parameter: customer_details[{key}]",
+                    "parameter_unknown",
+                )
+        if "email" not in details:
+            raise _missing("customer_details[email]")
+        email = details["email"]
+        tests.append(lambda session: (session.get("customer_details") or {}).get("email") == email)
+    if "created" in params:
+        created = params["created"]
+        if not isinstance(created, dict):
+            exact = _positive_int(created, "created", minimum=0)
+            tests.append(lambda session: int(session.get("created") or 0) == exact)
+        else:
+            for op, bound in created.items():
+                compare = RANGE_OPERATORS.get(op)
+                if compare is None:
+                    raise _invalid(
+                        f"created[{op}]",
+                        f"Received unknown parameter: created[{op}]",
+                        "parameter_unknown",
+                    )
+                limit = _positive_int(bound, f"created[{op}]", minimum=0)
+                tests.append(
+                    lambda session, compare=compare, limit=limit: compare(
+                        int(session.get("created") or 0), limit
+                    )
+                )
+    return tests
 
 
 def _expand(params: Mapping[str, Any]) -> list[str]:

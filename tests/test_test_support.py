@@ -21,6 +21,7 @@ from tests.stripe_standin import (
     charge,
     checkout_session,
     decode_form,
+    dispute,
     event,
     sign_payload,
 )
@@ -367,3 +368,317 @@ def test_decode_form_matches_stripe_encoding() -> None:
         "metadata": {"machine_id": "cab001"},
         "expand": ["line_items"],
     }
+
+
+# --- Stripe stand-in: listing Checkout Sessions -------------------------------------------------
+
+BASE_TIME = 1_760_000_000
+
+
+def add_sessions(standin: StripeStandIn, count: int, **fields: object) -> list[str]:
+    """Register count sessions a minute apart, oldest first, and return their ids."""
+    return [
+        standin.add_checkout_session(
+            f"cs_test_{n}", [("price_credit", n + 1)], created=BASE_TIME + 60 * n, **fields
+        )["id"]
+        for n in range(count)
+    ]
+
+
+def test_auto_paging_walks_every_page_newest_first(standin: StripeStandIn) -> None:
+    """GIVEN five sessions, two of them created in the same second
+    WHEN the real library pages through them two at a time
+    THEN it gets all five newest first (the later registration first on a tie) in three requests
+    """
+    ids = add_sessions(standin, 4)
+    tied = standin.add_checkout_session("cs_test_tied", created=BASE_TIME + 60 * 3)["id"]
+
+    listed = standin.client().v1.checkout.sessions.list({"limit": 2})
+    walked = [session.id for session in listed.auto_paging_iter()]
+
+    assert walked == [tied, ids[3], ids[2], ids[1], ids[0]]
+    assert (listed.object, listed.url, listed.has_more) == ("list", "/v1/checkout/sessions", True)
+    sent = standin.requests_to("GET", "/v1/checkout/sessions")
+    assert [r.params for r in sent] == [
+        {"limit": "2"},
+        {"limit": "2", "starting_after": ids[3]},
+        {"limit": "2", "starting_after": ids[1]},
+    ]
+
+
+def test_ending_before_pages_back_towards_the_newest(standin: StripeStandIn) -> None:
+    """GIVEN five sessions
+    WHEN the library lists two ending before the oldest and pages on from there
+    THEN the first page is the two just newer than it and paging walks back to the newest
+    """
+    ids = add_sessions(standin, 5)
+
+    listed = standin.client().v1.checkout.sessions.list({"limit": 2, "ending_before": ids[0]})
+
+    assert [s.id for s in listed.data] == [ids[2], ids[1]]
+    assert listed.has_more is True
+    assert [s.id for s in listed.auto_paging_iter()] == [ids[1], ids[2], ids[3], ids[4]]
+
+
+def test_created_and_status_filter_the_list(standin: StripeStandIn) -> None:
+    """GIVEN complete, open and expired sessions created a minute apart
+    WHEN the list asks for created[gte] or for a status, or both
+    THEN only the sessions that pass every filter come back
+    """
+    done = add_sessions(standin, 3)
+    still_open = standin.add_checkout_session(
+        "cs_test_open", status="open", payment_status="unpaid", created=BASE_TIME + 600
+    )["id"]
+    expired = standin.add_checkout_session(
+        "cs_test_expired", status="expired", payment_status="unpaid", created=BASE_TIME + 10
+    )["id"]
+    sessions = standin.client().v1.checkout.sessions
+
+    def ids(params: dict[str, object]) -> list[str]:
+        return [s.id for s in sessions.list(params).auto_paging_iter()]
+
+    assert ids({"created": {"gte": BASE_TIME + 60}}) == [still_open, done[2], done[1]]
+    assert ids({"created": {"gt": BASE_TIME, "lt": BASE_TIME + 120}}) == [done[1], expired]
+    assert ids({"created": {"lte": BASE_TIME + 10}}) == [expired, done[0]]
+    assert ids({"status": "complete"}) == [done[2], done[1], done[0]]
+    assert ids({"status": "open"}) == [still_open]
+    assert ids({"created": {"gte": BASE_TIME + 5}, "status": "expired"}) == [expired]
+    assert ids({"created": {"gte": BASE_TIME + 601}}) == []
+
+
+def test_payment_intent_and_payment_link_filter_the_list(standin: StripeStandIn) -> None:
+    """GIVEN sessions with their own payment intents, two from one payment link
+    WHEN the list asks for a payment_intent or a payment_link
+    THEN only the matching sessions come back
+    """
+    standin.add_checkout_session("cs_test_a", payment_intent="pi_a", payment_link="plink_1")
+    standin.add_checkout_session("cs_test_b", payment_intent="pi_b", payment_link="plink_1")
+    standin.add_checkout_session("cs_test_c", payment_intent="pi_c", created=BASE_TIME)
+    sessions = standin.client().v1.checkout.sessions
+
+    assert [s.id for s in sessions.list({"payment_intent": "pi_b"})] == ["cs_test_b"]
+    assert {s.id for s in sessions.list({"payment_link": "plink_1"})} == {"cs_test_a", "cs_test_b"}
+
+
+def test_expand_puts_line_items_on_each_listed_session(standin: StripeStandIn) -> None:
+    """GIVEN sessions with line items
+    WHEN the list is asked to expand data.line_items
+    THEN each session carries its items as the line_items route answers them
+    """
+    standin.add_price("price_big", 250)
+    standin.add_checkout_session("cs_test_two", [("price_credit", 3), ("price_big", 1)])
+    standin.add_checkout_session("cs_test_none", created=BASE_TIME)
+    client = standin.client()
+
+    listed = client.v1.checkout.sessions.list({"expand": ["data.line_items"]})
+    plain = client.v1.checkout.sessions.list()
+
+    two, none = listed.data
+    assert two.line_items.to_dict() == (
+        client.v1.checkout.sessions.line_items.list("cs_test_two").to_dict()
+    )
+    assert [(i.price.id, i.quantity) for i in two.line_items.data] == [
+        ("price_credit", 3),
+        ("price_big", 1),
+    ]
+    assert two.line_items.url == "/v1/checkout/sessions/cs_test_two/line_items"
+    assert (none.line_items.object, none.line_items.data) == ("list", [])
+    assert all("line_items" not in session for session in plain.data)
+
+
+def test_list_errors_look_like_stripe(standin: StripeStandIn) -> None:
+    """GIVEN a stand-in with one session
+    WHEN the list is given an unknown cursor, an unknown parameter or bad values
+    THEN each answer is Stripe's error for it, raised as stripe.InvalidRequestError
+    """
+    add_sessions(standin, 1)
+    sessions = standin.client().v1.checkout.sessions
+    bad: list[tuple[dict[str, object], int, str, str]] = [
+        ({"starting_after": "cs_test_unknown"}, 404, "resource_missing", "starting_after"),
+        ({"ending_before": "cs_test_unknown"}, 404, "resource_missing", "ending_before"),
+        ({"colour": "red"}, 400, "parameter_unknown", "colour"),
+        ({"created": {"since": 1}}, 400, "parameter_unknown", "created[since]"),
+        ({"created": {"gte": "yesterday"}}, 400, "parameter_invalid_integer", "created[gte]"),
+        ({"status": "paid"}, 400, "parameter_invalid", "status"),
+        ({"limit": 101}, 400, "parameter_invalid", "limit"),
+    ]
+
+    for params, status, code, param in bad:
+        with pytest.raises(stripe.InvalidRequestError) as raised:
+            sessions.list(params)
+        error = raised.value
+        assert (error.http_status, error.code, error.param) == (status, code, param), params
+    with pytest.raises(stripe.InvalidRequestError) as unknown:
+        sessions.list({"starting_after": "cs_test_unknown"})
+    assert unknown.value.user_message == "No such checkout.session: 'cs_test_unknown'"
+
+
+def test_fail_next_after_lets_the_first_page_through(standin: StripeStandIn) -> None:
+    """GIVEN five sessions and one 500 queued for the session list after one success
+    WHEN a client without retries fetches a price and pages through the list two at a time
+    THEN the price and the first page arrive, the second page fails, and the next list succeeds
+    """
+    ids = add_sessions(standin, 5)
+    client = standin.client(max_network_retries=0)
+    standin.fail_next(500, path="GET /v1/checkout/sessions", after=1)
+
+    assert client.v1.prices.retrieve("price_credit").id == "price_credit"
+    walked: list[str] = []
+    with pytest.raises(stripe.APIError):
+        for session in client.v1.checkout.sessions.list({"limit": 2}).auto_paging_iter():
+            walked.append(session.id)
+
+    assert walked == [ids[4], ids[3]]
+    failed = standin.requests_to("GET", "/v1/checkout/sessions")[-1]
+    assert failed.params == {"limit": "2", "starting_after": ids[3]}
+    assert len(client.v1.checkout.sessions.list({"limit": 2}).data) == 2
+
+
+def test_path_scoped_failures_count_only_their_requests(standin: StripeStandIn) -> None:
+    """GIVEN a dropped connection scoped to a path prefix and two 503s after two successes
+    WHEN requests to other paths and then to those paths arrive
+    THEN the other paths pass untouched and the scoped failures hit their requests in turn
+    """
+    add_sessions(standin, 1)
+    client = standin.client(max_network_retries=0)
+    standin.drop_next(path="/v1/checkout/sessions/cs_test_0/line_items")
+    standin.fail_next(503, count=2, path="GET /v1/prices", after=2)
+
+    assert client.v1.checkout.sessions.retrieve("cs_test_0").id == "cs_test_0"
+    with pytest.raises(stripe.APIConnectionError):
+        client.v1.checkout.sessions.line_items.list("cs_test_0")
+    assert client.v1.checkout.sessions.line_items.list("cs_test_0").data
+    outcomes = []
+    for _ in range(5):
+        try:
+            outcomes.append(client.v1.prices.retrieve("price_credit").id)
+        except stripe.APIError as error:
+            outcomes.append(error.http_status)
+    assert outcomes == ["price_credit", "price_credit", 503, 503, "price_credit"]
+
+
+# --- Stripe stand-in: registering sessions and webhook builders ----------------------------------
+
+
+def test_session_modes_carry_their_own_intent() -> None:
+    """GIVEN the checkout_session builder
+    WHEN it builds payment, subscription and setup sessions, and a live one
+    THEN each carries the intent or subscription its mode makes, and livemode a cs_live_ id
+    """
+    payment = checkout_session(amount_subtotal=100)
+    subscription = checkout_session(amount_subtotal=100, mode="subscription")
+    setup = checkout_session(amount_subtotal=0, mode="setup")
+    live = checkout_session(amount_subtotal=100, livemode=True)
+
+    assert payment["payment_intent"].startswith("pi_")
+    assert (payment["subscription"], payment["setup_intent"]) == (None, None)
+    assert subscription["subscription"].startswith("sub_")
+    assert (subscription["mode"], subscription["payment_intent"]) == ("subscription", None)
+    assert setup["setup_intent"].startswith("seti_")
+    assert (setup["mode"], setup["payment_intent"]) == ("setup", None)
+    assert live["livemode"] is True
+    assert live["id"].startswith("cs_live_")
+    with pytest.raises(ValueError):
+        checkout_session(amount_subtotal=100, mode="donation")
+
+
+def test_add_session_stores_a_built_session_as_is(standin: StripeStandIn) -> None:
+    """GIVEN a session the test built and changed itself
+    WHEN it is registered with add_session and line items
+    THEN retrieving, listing and its line items answer exactly what was registered
+    """
+    built = checkout_session(
+        id="cs_test_built", amount_subtotal=300, mode="subscription", created=BASE_TIME
+    )
+    built["customer"] = "cus_1"
+    client = standin.client()
+
+    stored = standin.add_session(built, [("price_credit", 3)])
+
+    assert stored == built
+    assert client.v1.checkout.sessions.retrieve("cs_test_built").to_dict() == built
+    assert [s.id for s in client.v1.checkout.sessions.list({"customer": "cus_1"})] == [
+        "cs_test_built"
+    ]
+    assert [s.id for s in client.v1.checkout.sessions.list({"subscription": "sub_none"})] == []
+    items = client.v1.checkout.sessions.line_items.list("cs_test_built")
+    assert [(i.price.id, i.quantity) for i in items.data] == [("price_credit", 3)]
+    with pytest.raises(ValueError):
+        standin.add_session({"object": "checkout.session"})
+
+
+def test_add_checkout_session_passes_its_fields_through(standin: StripeStandIn) -> None:
+    """GIVEN add_checkout_session with an intent, time, status, total and mode
+    WHEN the session is registered
+    THEN the session carries them, and a live one is hidden from the test key as Stripe hides it
+    """
+    open_one = standin.add_checkout_session(
+        "cs_test_open",
+        [("price_credit", 2)],
+        payment_intent="pi_given",
+        created=BASE_TIME,
+        status="open",
+        amount_total=150,
+    )
+    subscription = standin.add_checkout_session("cs_test_sub", mode="subscription")
+    standin.add_checkout_session("cs_live_1", livemode=True)
+    client = standin.client()
+
+    assert (open_one["payment_intent"], open_one["created"]) == ("pi_given", BASE_TIME)
+    assert (open_one["status"], open_one["amount_subtotal"], open_one["amount_total"]) == (
+        "open",
+        200,
+        150,
+    )
+    assert subscription["payment_intent"] is None
+    assert subscription["subscription"].startswith("sub_")
+    assert [s.id for s in client.v1.checkout.sessions.list()] == ["cs_test_sub", "cs_test_open"]
+    with pytest.raises(stripe.InvalidRequestError, match="exists in live mode"):
+        client.v1.checkout.sessions.retrieve("cs_live_1")
+
+
+def test_connected_account_event_carries_account_and_livemode() -> None:
+    """GIVEN a live charge
+    WHEN it is wrapped in an event from a connected account, and in a plain one
+    THEN the first carries account and livemode, and the plain one has no account key
+    """
+    live = charge(payment_intent="pi_1", amount=300, amount_refunded=300, livemode=True)
+
+    connected = event("charge.refunded", live, account="acct_1", livemode=True)
+    plain = event("charge.refunded", live)
+
+    assert (connected["account"], connected["livemode"]) == ("acct_1", True)
+    assert connected["data"]["object"]["livemode"] is True
+    assert "account" not in plain
+    assert plain["livemode"] is False
+    payload = json.dumps(connected)
+    parsed = stripe.Webhook.construct_event(payload, sign_payload(payload, "whsec_t"), "whsec_t")
+    assert parsed.account == "acct_1"
+
+
+def test_dispute_is_shaped_like_stripe() -> None:
+    """GIVEN a disputed charge
+    WHEN the dispute builder makes its dispute and an event wraps it
+    THEN the dispute names the payment intent and charge as charge.dispute.created carries it
+    """
+    disputed = dispute(charge="ch_1", payment_intent="pi_1", amount=500)
+
+    wrapped = event("charge.dispute.created", disputed)
+
+    assert disputed["id"].startswith("dp_")
+    assert disputed["object"] == "dispute"
+    assert (disputed["payment_intent"], disputed["charge"], disputed["amount"]) == (
+        "pi_1",
+        "ch_1",
+        500,
+    )
+    assert (disputed["reason"], disputed["status"], disputed["currency"]) == (
+        "fraudulent",
+        "needs_response",
+        "usd",
+    )
+    assert disputed["is_charge_refundable"] is False
+    assert disputed["balance_transactions"] == []
+    assert disputed["evidence_details"]["has_evidence"] is False
+    assert disputed["livemode"] is False
+    assert wrapped["data"]["object"]["payment_intent"] == "pi_1"
