@@ -14,7 +14,11 @@ app = create_app()
 
 
 def lambda_handler(event: dict, context: object) -> dict:
-    """Serve one API Gateway, Function URL or ALB event."""
+    """Serve one API Gateway, Function URL or ALB event, or run a scheduled job."""
+    from arcade.scheduled import is_scheduled_event, run_scheduled
+
+    if is_scheduled_event(event):
+        return run_scheduled(app, event)
     from arcade.lambda_adapter import handle
 
     return handle(app, event, context)

@@ -39,7 +39,7 @@ def create_app(
     from arcade.logs import configure_logging, log_event
     from arcade.machines import Registry
     from arcade.mqtt import Publisher
-    from arcade.payments import StripeGateway
+    from arcade.payments import StripeGateway, key_livemode
     from arcade.routes import links, machines, status, webhook
     from arcade.services import Services
     from arcade.store import open_store
@@ -74,6 +74,8 @@ def create_app(
             stripe,
             topic_prefix=settings.topic_prefix,
             default_credits_per_unit=settings.credits_per_unit,
+            default_price_id=settings.stripe_price_id,
+            livemode=key_livemode(settings.stripe_api_key),
         ),
     )
     for module in (status, links, webhook, machines):

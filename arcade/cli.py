@@ -1,8 +1,9 @@
-"""Operator commands: ``flask --app app machines …`` and ``flask --app app store init``."""
+"""Operator commands: ``flask --app app machines …``, ``store init`` and ``reconcile``."""
 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import click
 from flask import Flask
@@ -10,6 +11,7 @@ from flask.cli import AppGroup
 
 from arcade.errors import SettingsError, StoreError
 from arcade.machines import describe, is_valid_machine_id
+from arcade.reconcile import parse_window, reconcile
 from arcade.services import services
 
 machines_cli = AppGroup("machines", help="Register and manage cabinets.")
@@ -95,7 +97,36 @@ def init_store() -> None:
     )
 
 
+def _window(_ctx: click.Context, _param: click.Parameter, value: str) -> timedelta:
+    try:
+        return parse_window(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+@click.command("reconcile")
+@click.option(
+    "--since",
+    default="72h",
+    show_default=True,
+    callback=_window,
+    help="How far back to look: 30m, 72h, 7d.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def reconcile_command(since: timedelta, as_json: bool) -> None:
+    """Apply every completed Checkout Session Stripe has that our store lacks."""
+    svc = services()
+    try:
+        summary = reconcile(svc.ledger, svc.gateway, window=since)
+    except (StoreError, SettingsError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(summary.as_dict()) if as_json else summary.line())
+    if summary.errors:
+        raise SystemExit(1)
+
+
 def register(app: Flask) -> None:
     """Attach the operator commands to ``app``."""
     app.cli.add_command(machines_cli)
     app.cli.add_command(store_cli)
+    app.cli.add_command(reconcile_command)

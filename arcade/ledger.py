@@ -1,17 +1,24 @@
 """The rules about money: which events grant credits, how many, exactly once, and game sessions.
 
-Both stores serve these rules; they only make each step atomic. The order of a grant is fixed:
-the grant is stored (once per Checkout Session, decided by the store), then one request claims
-the right to publish it, publishes the coinpulse and waits for the broker's PUBACK, then marks
-it delivered. A failure anywhere before the mark leaves the grant stored and undelivered, and
-Stripe's next delivery of any event for that session publishes the same grant again.
+Both stores serve these rules; they only make each step atomic. A payment's facts and what
+follows from them (status, what it adds to its machine, whether it may still be published) are
+in ``arcade.payment_states``; this module decides which facts each event adds. Every change is
+a read, a decision, and a write that holds only if nothing changed since the read (the
+payment's version); a write that loses is decided again from a fresh read.
+
+The order of a grant is fixed: the grant is stored together with a delivery lease, the
+coinpulse is published and the broker's PUBACK awaited, then the payment is marked delivered.
+A failure anywhere before the mark leaves the grant stored and undelivered, and the next
+delivery attempt after the lease publishes the same grant again (same ``paymentId``).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from arcade.clock import from_unix, iso, iso_seconds, later, parse_iso, utc_now
@@ -19,19 +26,30 @@ from arcade.errors import InvalidEvent, StoreError
 from arcade.logs import log_event
 from arcade.machines import is_valid_machine_id
 from arcade.mqtt import Publisher
+from arcade.payment_states import (
+    PAID,
+    PAYMENT_FAILED,
+    PENDING_PAYMENT,
+    UNATTRIBUTED,
+    counted,
+    is_cancelled,
+    is_deliverable,
+    is_grant,
+    moves_forward,
+    settle,
+    with_dispute,
+    with_intent_facts,
+    with_refund,
+)
 from arcade.payments import StripeGateway
 from arcade.store.base import (
-    DELIVERED,
-    PARTIALLY_REFUNDED,
-    PAYMENT_FAILED,
-    PENDING_DELIVERY,
-    PENDING_PAYMENT,
-    REFUNDED,
-    UNATTRIBUTED,
+    GameOverKey,
+    IntentRecord,
     Machine,
     MachineState,
     Payment,
     PaymentLink,
+    StateDelta,
     Store,
 )
 
@@ -40,22 +58,34 @@ logger = logging.getLogger(__name__)
 # How long one request may hold the right to publish a grant's coinpulse. Longer than the
 # slowest publish (two PUBACK waits and a reconnect), so a live holder is never overtaken.
 DELIVERY_LEASE_SECONDS = 30
-STATE_WRITE_ATTEMPTS = 20
-
-GRANTING_EVENTS = {
-    "checkout.session.completed",
-    "checkout.session.async_payment_succeeded",
-}
+# A change that keeps losing to concurrent writers is given up after this many reads.
+WRITE_ATTEMPTS = 20
+# How long a game over's Idempotency-Key is remembered (SPEC "POST /gameover").
+GAME_OVER_KEY_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a webhook did, for the answer and the log."""
+    """What applying an event or a session did, for the answer and the log.
+
+    ``changed`` is True when the store changed; ``granted`` when this call granted credits.
+    """
 
     result: str
     payment_id: str | None = None
     machine_id: str | None = None
     credits: int = 0
+    changed: bool = False
+    granted: bool = False
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Which machine a session pays, how many credits it buys, or why it buys none."""
+
+    machine_id: str | None
+    credits: int = 0
+    reason: str | None = None
 
 
 class Ledger:
@@ -69,103 +99,202 @@ class Ledger:
         *,
         topic_prefix: str,
         default_credits_per_unit: int,
+        default_price_id: str | None = None,
+        livemode: bool | None = None,
     ):
+        """``livemode`` is the mode of the Stripe key (None: unknown, any event's mode goes)."""
         self.store = store
         self.publisher = publisher
         self.gateway = gateway
         self.topic_prefix = topic_prefix
         self.default_credits_per_unit = default_credits_per_unit
+        self.default_price_id = default_price_id
+        self.livemode = livemode
 
     # --- webhooks ---------------------------------------------------------------------------
     def apply_event(self, event: dict[str, Any]) -> Outcome:
-        """Apply one verified Stripe event."""
+        """Apply one verified Stripe event (SPEC "POST /webhook").
+
+        Raises InvalidEvent for a session event without a session id, StoreError when the
+        store fails, BrokerUnavailable when the coinpulse is not acknowledged (the grant stays
+        stored), and PaymentProviderError when Stripe fails while units are counted.
+        """
         event_type = event.get("type")
         obj = (event.get("data") or {}).get("object") or {}
+        ignored = self._foreign(event)
+        if ignored is not None:
+            log_event(
+                logger,
+                "webhook_ignored",
+                level=logging.WARNING,
+                event_id=event.get("id"),
+                event_type=event_type,
+                reason=ignored,
+            )
+            return Outcome("ignored")
+        ids = {"event_id": event.get("id"), "event_type": event_type}
         if event_type == "checkout.session.completed":
-            if obj.get("payment_status") in ("paid", "no_payment_required"):
-                return self._grant(obj, event)
-            return self._record_without_grant(obj, event, PENDING_PAYMENT)
+            paid = obj.get("payment_status") in ("paid", "no_payment_required")
+            return self.apply_session(obj, PAID if paid else PENDING_PAYMENT, ids=ids)
         if event_type == "checkout.session.async_payment_succeeded":
-            return self._grant(obj, event)
+            return self.apply_session(obj, PAID, ids=ids)
         if event_type == "checkout.session.async_payment_failed":
-            return self._record_without_grant(obj, event, PAYMENT_FAILED)
+            return self.apply_session(obj, PAYMENT_FAILED, ids=ids)
         if event_type == "charge.refunded":
-            return self._refund(obj, event)
+            return self._refund(obj, ids)
+        if event_type == "charge.dispute.created":
+            return self._dispute(obj, ids)
         return Outcome("ignored")
 
-    def _grant(self, session: dict[str, Any], event: dict[str, Any]) -> Outcome:
+    def _foreign(self, event: dict[str, Any]) -> str | None:
+        """Return why an event is not this deployment's to apply, or None when it is."""
+        if event.get("account"):
+            return "a connected account's event"
+        live = event.get("livemode")
+        if self.livemode is not None and isinstance(live, bool) and live != self.livemode:
+            return (
+                "a live-mode event, and STRIPE_API_KEY is a test key"
+                if live
+                else "a test-mode event, and STRIPE_API_KEY is a live key"
+            )
+        return None
+
+    def apply_session(
+        self, session: dict[str, Any], phase: str, *, ids: dict[str, Any] | None = None
+    ) -> Outcome:
+        """Record what a Checkout Session's event says, granting and publishing when it paid.
+
+        ``phase`` is what the event reports: PENDING_PAYMENT, PAYMENT_FAILED or PAID. A phase
+        that is no news (late, repeated, reordered) changes nothing, but a grant still waiting
+        for delivery is published. Used by webhooks and by reconciliation alike.
+        """
+        ids = {"source": "webhook"} | (ids or {})
         payment_id = _session_id(session)
-        stored = self.store.get_payment(payment_id)
-        if stored is not None and stored.status == DELIVERED:
-            return self._log_outcome(
-                event, Outcome("already_delivered", payment_id, stored.machine_id, stored.credits)
-            )
-        if stored is not None and stored.status == PENDING_DELIVERY:
-            return self._deliver(stored, event)
-        if stored is not None and stored.granted:  # refunded after delivery: nothing to send
-            return self._log_outcome(
-                event, Outcome("already_granted", payment_id, stored.machine_id, stored.credits)
-            )
-
-        link = self._our_link(session)
-        machine = self._machine_for(session, link)
-        if machine is None:
-            self.store.record_payment(self._payment(session, UNATTRIBUTED, machine_id=None))
-            return self._log_outcome(
-                event,
-                Outcome("unattributed", payment_id),
-                level=logging.WARNING,
-                claimed_machine=_claimed_machine_id(session),
-            )
-
-        credits = self._units(session, link) * (
-            machine.credits_per_unit or self.default_credits_per_unit
-        )
-        now = utc_now()
-        candidate = self._payment(
-            session,
-            PENDING_DELIVERY,
-            machine_id=machine.machine_id,
-            credits=credits,
-            granted_at=iso(now),
-            delivery_claimed_until=iso(later(now, DELIVERY_LEASE_SECONDS)),
-        )
-        payment, newly_granted = self.store.grant_payment(candidate)
-        if newly_granted:
+        intent_id = _text(session.get("payment_intent"))
+        attribution: Attribution | None = None
+        intent: IntentRecord | None = None
+        for _ in range(WRITE_ATTEMPTS):
+            stored = self.store.get_payment(payment_id)
+            if stored is not None and not moves_forward(stored, phase):
+                return self._existing(stored, ids)
+            if attribution is None:
+                attribution = self._attribute(session, paid=phase == PAID)
+            now = utc_now()
+            new = self._session_payment(session, phase, attribution, stored, now)
+            pointer = None
+            if intent_id and (stored is None or stored.payment_intent != intent_id):
+                known = intent or IntentRecord(intent_id)
+                if known.payment_id in (None, payment_id):
+                    new = with_intent_facts(new, known, iso(now))
+                    pointer = replace(known, payment_id=payment_id, updated_at=iso(now))
+            new = settle(new)
+            if is_deliverable(new):
+                new = replace(new, delivery_claimed_until=iso(later(now, DELIVERY_LEASE_SECONDS)))
+            if self.store.commit_payment(new, intent=pointer, delta=_delta(stored, new)):
+                break
+            if intent_id:  # the intent may have gained a refund meanwhile: read it this time
+                intent = self.store.get_intent(intent_id)
+        else:
+            raise StoreError("the payment kept changing while it was recorded; try again")
+        payment = replace(new, version=new.version + 1)
+        granted = is_grant(payment) and not (stored is not None and is_grant(stored))
+        if granted:
             log_event(
                 logger,
                 "credits_granted",
                 payment_id=payment_id,
-                machine_id=machine.machine_id,
-                credits=credits,
+                machine_id=payment.machine_id,
+                credits=payment.credits,
                 amount=payment.amount,
                 currency=payment.currency,
-                event_id=event.get("id"),
+                **ids,
             )
-            return self._publish(payment, event)
-        if payment.status == PENDING_DELIVERY:
-            return self._deliver(payment, event)
-        return self._log_outcome(
-            event, Outcome("already_granted", payment_id, payment.machine_id, payment.credits)
+        if is_deliverable(payment):
+            return replace(self._publish(payment, ids), changed=True, granted=True)
+        return replace(self._report(payment, ids), changed=True, granted=granted)
+
+    def _existing(self, stored: Payment, ids: dict[str, Any]) -> Outcome:
+        """Answer an event that adds nothing to a stored payment; deliver a waiting grant."""
+        if is_deliverable(stored):
+            return self._deliver(stored, ids)
+        if stored.delivered_at is not None:
+            return self._log_outcome(ids, _outcome("already_delivered", stored))
+        if stored.status in (PENDING_PAYMENT, PAYMENT_FAILED):
+            return self._log_outcome(
+                ids, _outcome("already_recorded", stored), status=stored.status
+            )
+        return self._report(stored, ids)
+
+    def _report(self, payment: Payment, ids: dict[str, Any]) -> Outcome:
+        """Log and answer a recorded payment that will not be published."""
+        if payment.status == UNATTRIBUTED:
+            return self._log_outcome(
+                ids,
+                Outcome("unattributed", payment.payment_id, payment.machine_id),
+                level=logging.WARNING,
+                reason=payment.reason,
+            )
+        if is_cancelled(payment):
+            return self._log_outcome(
+                ids, _outcome("grant_cancelled", payment), status=payment.status
+            )
+        return self._log_outcome(ids, _outcome("recorded", payment), status=payment.status)
+
+    def _session_payment(
+        self,
+        session: dict[str, Any],
+        phase: str,
+        attribution: Attribution,
+        stored: Payment | None,
+        now: datetime,
+    ) -> Payment:
+        """Return the payment a session's event makes, keeping what is already stored."""
+        created = session.get("created")
+        facts: dict[str, Any] = {
+            "phase": phase,
+            "machine_id": attribution.machine_id,
+            "credits": attribution.credits,
+            "reason": attribution.reason,
+            "amount": _whole(session.get("amount_total")),
+            "currency": str(session.get("currency") or "usd"),
+            "updated_at": iso(now),
+        }
+        if phase == PAID:
+            facts["granted_at"] = iso(now)
+        intent_id = _text(session.get("payment_intent"))
+        if intent_id:
+            facts["payment_intent"] = intent_id
+        if stored is not None:
+            return replace(stored, **facts)
+        return Payment(
+            payment_id=_session_id(session),
+            status=phase,
+            created_at=iso(from_unix(created) if isinstance(created, int) else now),
+            **facts,
         )
 
-    def _deliver(self, payment: Payment, event: dict[str, Any]) -> Outcome:
-        now = utc_now()
-        if not self.store.claim_delivery(
-            payment.payment_id, iso(now), iso(later(now, DELIVERY_LEASE_SECONDS))
-        ):
-            # Another request is publishing this grant right now. If it fails it answers
-            # Stripe with an error, and Stripe's retry of that delivery publishes it.
-            return self._log_outcome(
-                event,
-                Outcome(
-                    "delivery_in_progress", payment.payment_id, payment.machine_id, payment.credits
-                ),
+    # --- delivery ---------------------------------------------------------------------------
+    def _deliver(self, payment: Payment, ids: dict[str, Any]) -> Outcome:
+        """Take the delivery lease of a waiting grant and publish it, unless someone holds it."""
+        for _ in range(WRITE_ATTEMPTS):
+            if not is_deliverable(payment):
+                return self._existing(payment, ids)
+            now = utc_now()
+            held = payment.delivery_claimed_until
+            if held is not None and held >= iso(now):
+                # Another request is publishing this grant right now. If it fails it answers
+                # Stripe with an error, and Stripe's retry of that delivery publishes it.
+                return self._log_outcome(ids, _outcome("delivery_in_progress", payment))
+            claimed = replace(
+                payment, delivery_claimed_until=iso(later(now, DELIVERY_LEASE_SECONDS))
             )
-        return self._publish(payment, event)
+            if self.store.commit_payment(claimed):
+                return self._publish(replace(claimed, version=claimed.version + 1), ids)
+            payment = self._reread(payment)
+        raise StoreError("the payment kept changing while its delivery was claimed; try again")
 
-    def _publish(self, payment: Payment, event: dict[str, Any]) -> Outcome:
-        """Publish a claimed grant's coinpulse, then mark it delivered."""
+    def _publish(self, payment: Payment, ids: dict[str, Any]) -> Outcome:
+        """Publish a leased grant's coinpulse, then mark it delivered."""
         machine_id = payment.machine_id or ""
         granted_at = parse_iso(payment.granted_at or payment.created_at)
         pulse = {
@@ -176,79 +305,196 @@ class Ledger:
             "amount": payment.amount,
             "currency": payment.currency,
         }
-        ids = {
-            "payment_id": payment.payment_id,
-            "machine_id": machine_id,
-            "event_id": event.get("id"),
-        }
+        log_ids = {"payment_id": payment.payment_id, "machine_id": machine_id} | ids
         try:
-            self.publisher.publish(self.topic(machine_id, "coinpulse"), pulse, log_ids=ids)
+            self.publisher.publish(self.topic(machine_id, "coinpulse"), pulse, log_ids=log_ids)
         except BaseException:
-            self._release_quietly(payment.payment_id)
+            self._release_quietly(payment)
             raise
         now = iso(utc_now())
-        self.store.mark_delivered(payment.payment_id, now)
+        self._mark_delivered(payment, now)
         self._open_session_if_idle(machine_id, now)
-        return self._log_outcome(
-            event, Outcome("delivered", payment.payment_id, machine_id, payment.credits)
-        )
+        return self._log_outcome(ids, _outcome("delivered", payment))
 
-    def _release_quietly(self, payment_id: str) -> None:
+    def _mark_delivered(self, payment: Payment, now: str) -> None:
+        """Record that the broker acknowledged the coinpulse (whatever happened meanwhile)."""
+        for _ in range(WRITE_ATTEMPTS):
+            if payment.delivered_at is not None:
+                return
+            # A refund that came in while the pulse was in flight found the grant undelivered;
+            # it was delivered after all, so its credits count again (see counted()).
+            delivered = settle(
+                replace(payment, delivered_at=now, delivery_claimed_until=None, updated_at=now)
+            )
+            if self.store.commit_payment(delivered, delta=_delta(payment, delivered)):
+                return
+            payment = self._reread(payment)
+        raise StoreError("the payment kept changing while it was marked delivered; try again")
+
+    def _release_quietly(self, payment: Payment) -> None:
+        """Drop our delivery lease so that the next attempt need not wait for it to run out."""
         try:
-            self.store.release_delivery(payment_id)
+            for _ in range(3):
+                if payment.delivery_claimed_until is None or payment.delivered_at is not None:
+                    return
+                if self.store.commit_payment(replace(payment, delivery_claimed_until=None)):
+                    return
+                latest = self._reread(payment)
+                if latest.delivery_claimed_until != payment.delivery_claimed_until:
+                    return  # someone else's lease now
+                payment = latest
         except StoreError:
-            # The lease runs out by itself; the next retry after it publishes.
-            log_event(
-                logger, "delivery_release_failed", level=logging.WARNING, payment_id=payment_id
-            )
-
-    def _record_without_grant(
-        self, session: dict[str, Any], event: dict[str, Any], status: str
-    ) -> Outcome:
-        machine = self._machine_for(session, self._our_link(session))
-        stored = self.store.record_payment(
-            self._payment(session, status, machine_id=machine.machine_id if machine else None)
-        )
-        result = "recorded" if stored.status == status else "already_granted"
-        return self._log_outcome(
-            event, Outcome(result, stored.payment_id, stored.machine_id), status=stored.status
+            pass
+        # The lease runs out by itself; the next retry after it publishes.
+        log_event(
+            logger,
+            "delivery_release_failed",
+            level=logging.WARNING,
+            payment_id=payment.payment_id,
         )
 
-    def _refund(self, charge: dict[str, Any], event: dict[str, Any]) -> Outcome:
-        intent = charge.get("payment_intent")
-        payment = self.store.get_payment_by_intent(intent) if isinstance(intent, str) else None
-        if payment is None:
-            return self._log_outcome(
-                event,
-                Outcome("refund_for_unknown_payment"),
-                level=logging.WARNING,
-                payment_intent=intent,
-            )
-        refunded = int(charge.get("amount_refunded") or 0)
-        if not payment.granted:
-            # Money returned for a payment that granted nothing (unattributed, say): nothing
-            # to take back from a machine, but an operator should see it.
-            return self._log_outcome(
-                event,
-                Outcome("refund_of_ungranted_payment", payment.payment_id, payment.machine_id),
-                level=logging.WARNING,
-                status=payment.status,
-                amount_refunded=refunded,
-            )
-        fully = bool(charge.get("refunded")) or refunded >= payment.amount
-        status = REFUNDED if fully else PARTIALLY_REFUNDED
-        increase = self.store.record_refund(payment.payment_id, refunded, status, iso(utc_now()))
-        return self._log_outcome(
-            event,
-            Outcome(
-                "refund_recorded" if increase else "refund_already_recorded",
-                payment.payment_id,
-                payment.machine_id,
+    def _reread(self, payment: Payment) -> Payment:
+        latest = self.store.get_payment(payment.payment_id)
+        if latest is None:
+            raise StoreError(f"payment {payment.payment_id} vanished while it was being written")
+        return latest
+
+    # --- refunds and disputes ---------------------------------------------------------------
+    def _refund(self, charge: dict[str, Any], ids: dict[str, Any]) -> Outcome:
+        amount = _whole(charge.get("amount_refunded"))
+        return self._apply_to_intent(
+            charge.get("payment_intent"),
+            "refund",
+            ids,
+            lambda payment, now: with_refund(payment, amount, now),
+            lambda intent, now: (
+                intent
+                if amount <= intent.amount_refunded
+                else replace(intent, amount_refunded=amount, updated_at=now)
             ),
-            amount_refunded=refunded,
+            amount_refunded=amount,
         )
+
+    def _dispute(self, dispute: dict[str, Any], ids: dict[str, Any]) -> Outcome:
+        return self._apply_to_intent(
+            dispute.get("payment_intent"),
+            "dispute",
+            ids,
+            with_dispute,
+            lambda intent, now: (
+                intent
+                if intent.disputed_at is not None
+                else replace(intent, disputed_at=now, updated_at=now)
+            ),
+            dispute_id=_text(dispute.get("id")),
+        )
+
+    def _apply_to_intent(
+        self,
+        intent_id: Any,
+        kind: str,
+        ids: dict[str, Any],
+        change_payment: Callable[[Payment, str], Payment],
+        change_intent: Callable[[IntentRecord, str], IntentRecord],
+        **details: Any,
+    ) -> Outcome:
+        """Apply a refund or dispute to the PaymentIntent's payment, or keep it for later.
+
+        A refund or dispute that comes before its Checkout Session is kept on the intent and
+        honoured when the session is recorded (SPEC "Payment states move forward only").
+        """
+        if not isinstance(intent_id, str) or not intent_id:
+            return self._log_outcome(
+                ids, Outcome(f"{kind}_for_unknown_payment"), level=logging.WARNING, **details
+            )
+        for _ in range(WRITE_ATTEMPTS):
+            now = iso(utc_now())
+            intent = self.store.get_intent(intent_id)
+            stored = (
+                self.store.get_payment(intent.payment_id) if intent and intent.payment_id else None
+            )
+            if stored is not None:
+                changed = change_payment(stored, now)
+                if changed == stored:
+                    return self._log_outcome(
+                        ids, _outcome(f"{kind}_already_recorded", stored), **details
+                    )
+                if not self.store.commit_payment(changed, delta=_delta(stored, changed)):
+                    continue
+                if not is_grant(changed):
+                    # Money returned for, or disputed on, a payment that granted nothing
+                    # (unattributed, say): nothing to take back from a machine.
+                    return self._log_outcome(
+                        ids,
+                        _outcome(f"{kind}_of_ungranted_payment", changed, changed=True),
+                        level=logging.WARNING,
+                        status=changed.status,
+                        **details,
+                    )
+                if is_cancelled(changed) and not is_cancelled(stored):
+                    log_event(
+                        logger,
+                        "delivery_cancelled",
+                        level=logging.WARNING,
+                        payment_id=changed.payment_id,
+                        machine_id=changed.machine_id,
+                        credits=changed.credits,
+                        cause=kind,
+                    )
+                level = logging.WARNING if kind == "dispute" else logging.INFO
+                return self._log_outcome(
+                    ids,
+                    _outcome(f"{kind}_recorded", changed, changed=True),
+                    level=level,
+                    status=changed.status,
+                    **details,
+                )
+            known = intent or IntentRecord(intent_id)
+            kept = change_intent(known, now)
+            if kept == known:
+                return self._log_outcome(
+                    ids, Outcome(f"{kind}_already_recorded"), payment_intent=intent_id, **details
+                )
+            if self.store.commit_payment(None, intent=kept):
+                return self._log_outcome(
+                    ids,
+                    Outcome(f"{kind}_kept_for_payment", changed=True),
+                    level=logging.WARNING,
+                    payment_intent=intent_id,
+                    **details,
+                )
+        raise StoreError(f"the payment kept changing while its {kind} was recorded; try again")
 
     # --- how many credits, for which machine --------------------------------------------
+    def _attribute(self, session: dict[str, Any], *, paid: bool) -> Attribution:
+        """Return the machine a session pays and, once paid, the credits it buys.
+
+        SPEC "Which sessions buy credits": only ``mode: payment`` sessions, and only line items
+        at the machine's price, the default price or a price of one of its links, count.
+        """
+        link = self._our_link(session)
+        machine = self._machine_for(session, link)
+        if machine is None:
+            claimed = _claimed_machine_id(session)
+            reason = (
+                f"machine {claimed} is not registered"
+                if claimed
+                else "the session names no machine (no link of ours, metadata or reference)"
+            )
+            return Attribution(None, 0, reason if paid else None)
+        if not paid:
+            return Attribution(machine.machine_id)
+        mode = session.get("mode")
+        if mode not in (None, "payment"):
+            return Attribution(machine.machine_id, 0, f"a {mode} session buys no credits")
+        units = self._units(session, link, machine)
+        if units <= 0:
+            return Attribution(machine.machine_id, 0, "no line item is at this machine's price")
+        return Attribution(
+            machine.machine_id,
+            units * (machine.credits_per_unit or self.default_credits_per_unit),
+        )
+
     def _our_link(self, session: dict[str, Any]) -> PaymentLink | None:
         link_id = session.get("payment_link")
         return self.store.get_link_by_id(link_id) if isinstance(link_id, str) else None
@@ -262,8 +508,12 @@ class Ledger:
             return None
         return self.store.get_machine(claimed)
 
-    def _units(self, session: dict[str, Any], link: PaymentLink | None) -> int:
-        """Return units bought; from the amount for our own links, else from line items."""
+    def _units(self, session: dict[str, Any], link: PaymentLink | None, machine: Machine) -> int:
+        """Return units bought at the machine's prices; from the amount for our own links.
+
+        A link of ours has one line item at the price stored with it, so the subtotal divided
+        by its unit amount is the quantity, with no Stripe call while the player waits.
+        """
         subtotal = session.get("amount_subtotal")
         discount = ((session.get("total_details") or {}).get("amount_discount")) or 0
         if (
@@ -276,40 +526,55 @@ class Ledger:
             and subtotal % link.unit_amount == 0
         ):
             return subtotal // link.unit_amount
-        return self.gateway.count_units(_session_id(session))
+        items = self.gateway.line_items(_session_id(session))
+        allowed = self._prices_of(machine, link)
+        return sum(quantity for price_id, quantity in items if price_id in allowed)
 
-    def _payment(self, session: dict[str, Any], status: str, **fields: Any) -> Payment:
-        created = session.get("created")
-        return Payment(
-            payment_id=_session_id(session),
-            status=status,
-            created_at=iso(from_unix(created) if isinstance(created, int) else utc_now()),
-            amount=int(session.get("amount_total") or 0),
-            currency=str(session.get("currency") or "usd"),
-            payment_intent=session.get("payment_intent")
-            if isinstance(session.get("payment_intent"), str)
-            else None,
-            updated_at=iso(utc_now()),
-            **fields,
-        )
+    def _prices_of(self, machine: Machine, link: PaymentLink | None) -> set[str]:
+        """Return the prices that buy credits on a machine."""
+        prices = {machine.price_id, self.default_price_id, link.price_id if link else None}
+        prices |= {stored.price_id for stored in self.store.list_links(machine.machine_id)}
+        return {price for price in prices if price}
 
     # --- game over and machine state ------------------------------------------------------
     def game_over(self, machine_id: str, *, key: str | None = None) -> MachineState:
-        """Publish ``gameover``, then use one credit and close the open session.
+        """Use one credit and close the open session, then publish ``gameover``.
 
-        A cabinet that retries a game over sends the same ``key``: when it is the last one
-        recorded, the game over already counted (its answer was lost) and nothing happens again.
+        The state is written first, and undone if the broker does not acknowledge: a game
+        over that answers 503 has counted nothing. An Idempotency-Key counts once per machine
+        for 24 hours whatever came between (SPEC "POST /gameover"). Raises BrokerUnavailable
+        or StoreError.
         """
-        state = self.store.get_machine_state(machine_id)
-        if key is not None and state.last_game_over_key == key:
-            log_event(logger, "game_over_repeated", machine_id=machine_id, key=key)
-            return state
         now = utc_now()
-        message = {"machineId": machine_id, "status": "game_over", "timestamp": iso_seconds(now)}
-        self.publisher.publish(
-            self.topic(machine_id, "gameover"), message, log_ids={"machine_id": machine_id}
+        record = (
+            GameOverKey(
+                machine_id=machine_id,
+                key=key,
+                created_at=iso(now),
+                expires_at=iso(later(now, GAME_OVER_KEY_SECONDS)),
+            )
+            if key is not None
+            else None
         )
-        state = self._change_state(machine_id, lambda s: _after_game_over(s, iso(now), key))
+        for _ in range(WRITE_ATTEMPTS):
+            before = self.store.get_machine_state(machine_id)
+            after = _after_game_over(before, iso(now))
+            if self.store.update_machine_state(after, put_key=record):
+                break
+            if record is not None:
+                stored = self.store.get_game_over_key(machine_id, record.key)
+                if stored is not None and stored.expires_at >= record.created_at:
+                    return self._repeated_game_over(stored, before)
+        else:
+            raise StoreError("the machine's state kept changing; try again")
+        try:
+            self._publish_game_over(machine_id, now)
+        except Exception:
+            self._undo_game_over(before, after, record)
+            raise
+        if record is not None:
+            self._save_key_quietly(replace(record, published=1))
+        state = after.with_changes(version=before.version + 1)
         log_event(
             logger,
             "game_over",
@@ -320,30 +585,78 @@ class Ledger:
         )
         return state
 
+    def _repeated_game_over(self, stored: GameOverKey, state: MachineState) -> MachineState:
+        """Answer a game over whose key already counted; publish it if that never succeeded."""
+        log_event(logger, "game_over_repeated", machine_id=stored.machine_id, key=stored.key)
+        if not stored.published:
+            self._publish_game_over(stored.machine_id, utc_now())
+            self._save_key_quietly(replace(stored, published=1))
+        return state
+
+    def _publish_game_over(self, machine_id: str, now: datetime) -> None:
+        message = {"machineId": machine_id, "status": "game_over", "timestamp": iso_seconds(now)}
+        self.publisher.publish(
+            self.topic(machine_id, "gameover"), message, log_ids={"machine_id": machine_id}
+        )
+
+    def _undo_game_over(
+        self, before: MachineState, after: MachineState, record: GameOverKey | None
+    ) -> None:
+        """Take back a game over whose gameover message was not acknowledged."""
+        used = after.credits_used - before.credits_used
+        without = after.games_without_credit - before.games_without_credit
+        try:
+            for _ in range(WRITE_ATTEMPTS):
+                current = self.store.get_machine_state(before.machine_id)
+                undone = current.with_changes(
+                    credits_used=current.credits_used - used,
+                    games_without_credit=current.games_without_credit - without,
+                )
+                if current.session_id == after.session_id:
+                    undone = undone.with_changes(
+                        session_id=before.session_id, session_started_at=before.session_started_at
+                    )
+                if self.store.update_machine_state(undone, delete_key=record):
+                    return
+        except StoreError:
+            pass
+        # The game over stays counted; a retry with its key publishes it without counting.
+        log_event(
+            logger,
+            "game_over_undo_failed",
+            level=logging.ERROR,
+            machine_id=before.machine_id,
+            key=record.key if record else None,
+        )
+
+    def _save_key_quietly(self, record: GameOverKey) -> None:
+        try:
+            self.store.save_game_over_key(record)
+        except StoreError:
+            # A retry with this key then publishes gameover once more; it counts nothing.
+            log_event(
+                logger,
+                "game_over_key_save_failed",
+                level=logging.WARNING,
+                machine_id=record.machine_id,
+            )
+
     def _open_session_if_idle(self, machine_id: str, now: str) -> None:
         try:
-            self._change_state(
-                machine_id,
-                lambda s: (
-                    s
-                    if s.session_id
-                    else s.with_changes(session_id=_new_session_id(), session_started_at=now)
-                ),
-            )
+            for _ in range(WRITE_ATTEMPTS):
+                state = self.store.get_machine_state(machine_id)
+                if state.session_id:
+                    return
+                opened = state.with_changes(session_id=_new_session_id(), session_started_at=now)
+                if self.store.update_machine_state(opened):
+                    return
         except StoreError:
-            # The grant is delivered; the session mirror is only bookkeeping.
-            log_event(logger, "session_open_failed", level=logging.WARNING, machine_id=machine_id)
-
-    def _change_state(self, machine_id: str, change: Any) -> MachineState:
-        for _ in range(STATE_WRITE_ATTEMPTS):
-            current = self.store.get_machine_state(machine_id)
-            wanted = change(current)
-            if wanted == current or self.store.update_machine_state(wanted):
-                return wanted.with_changes(version=current.version + 1)
-        raise StoreError("the machine's state kept changing; try again")
+            pass
+        # The grant is delivered; the session mirror is only bookkeeping.
+        log_event(logger, "session_open_failed", level=logging.WARNING, machine_id=machine_id)
 
     def report(self, machine: Machine, *, payments: int = 20) -> dict[str, Any]:
-        """Return what an operator or cabinet sees of a machine."""
+        """Return what an operator or cabinet sees of a machine (SPEC "GET /machines/<id>")."""
         state = self.store.get_machine_state(machine.machine_id)
         return {
             "machine_id": machine.machine_id,
@@ -359,16 +672,7 @@ class Ledger:
             if state.session_id
             else None,
             "payments": [
-                {
-                    "id": p.payment_id,
-                    "credits": p.credits,
-                    "amount": p.amount,
-                    "amount_refunded": p.amount_refunded,
-                    "currency": p.currency,
-                    "status": p.status,
-                    "created_at": p.created_at,
-                }
-                for p in self.store.list_payments(machine.machine_id, payments)
+                describe_payment(p) for p in self.store.list_payments(machine.machine_id, payments)
             ],
             "revenue": dict(state.revenue),
         }
@@ -379,14 +683,13 @@ class Ledger:
 
     @staticmethod
     def _log_outcome(
-        event: dict[str, Any], outcome: Outcome, *, level: int = logging.INFO, **extra: Any
+        ids: dict[str, Any], outcome: Outcome, *, level: int = logging.INFO, **extra: Any
     ) -> Outcome:
         log_event(
             logger,
-            "webhook_handled",
+            "webhook_handled" if ids.get("source") == "webhook" else "session_applied",
             level=level,
-            event_id=event.get("id"),
-            event_type=event.get("type"),
+            **ids,
             result=outcome.result,
             payment_id=outcome.payment_id,
             machine_id=outcome.machine_id,
@@ -396,10 +699,36 @@ class Ledger:
         return outcome
 
 
-def _after_game_over(state: MachineState, now: str, key: str | None) -> MachineState:
+def describe_payment(payment: Payment) -> dict[str, Any]:
+    """Return what an operator or cabinet sees of a payment."""
+    shown: dict[str, Any] = {
+        "id": payment.payment_id,
+        "credits": payment.credits,
+        "amount": payment.amount,
+        "amount_refunded": payment.amount_refunded,
+        "currency": payment.currency,
+        "status": payment.status,
+        "created_at": payment.created_at,
+    }
+    if payment.reason is not None:
+        shown["reason"] = payment.reason
+    return shown
+
+
+def _outcome(result: str, payment: Payment, *, changed: bool = False) -> Outcome:
+    return Outcome(result, payment.payment_id, payment.machine_id, payment.credits, changed)
+
+
+def _delta(before: Payment | None, after: Payment) -> StateDelta | None:
+    """Return the change to the machine's books from ``before`` to ``after``."""
+    change = counted(after) - counted(before)
+    if after.machine_id is None or not (change.credits or change.revenue):
+        return None
+    return StateDelta(after.machine_id, change.credits, change.revenue, after.currency)
+
+
+def _after_game_over(state: MachineState, now: str) -> MachineState:
     """Use one credit if any is left, close the session, and open the next if credits remain."""
-    if key is not None and state.last_game_over_key == key:
-        return state  # a concurrent retry of the same game over got here first
     if state.credits_left > 0:
         used, without = state.credits_used + 1, state.games_without_credit
     else:
@@ -410,7 +739,6 @@ def _after_game_over(state: MachineState, now: str, key: str | None) -> MachineS
         games_without_credit=without,
         session_id=_new_session_id() if left > 0 else None,
         session_started_at=now if left > 0 else None,
-        last_game_over_key=key if key is not None else state.last_game_over_key,
     )
 
 
@@ -423,6 +751,15 @@ def _session_id(session: dict[str, Any]) -> str:
     if not isinstance(session_id, str) or not session_id:
         raise InvalidEvent("the event's Checkout Session has no id")
     return session_id
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _whole(value: Any) -> int:
+    """Return an amount from an event as a whole number (0 for anything else)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _claimed_machine_id(session: dict[str, Any]) -> str | None:

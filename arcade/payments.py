@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,21 @@ logger = logging.getLogger(__name__)
 
 SIGNATURE_TOLERANCE_SECONDS = 300
 STRIPE_TIMEOUT_SECONDS = (2.0, 5.0)  # (connect, read)
+
+
+def key_livemode(api_key: str | None) -> bool | None:
+    """Return whether a Stripe key works in live mode (None when it is not a known kind).
+
+    Stripe's secret and restricted keys name their mode: ``sk_live_``/``rk_live_`` and
+    ``sk_test_``/``rk_test_``; every event carries the ``livemode`` of the mode it came from.
+    """
+    if not api_key:
+        return None
+    if api_key.startswith(("sk_live_", "rk_live_")):
+        return True
+    if api_key.startswith(("sk_test_", "rk_test_")):
+        return False
+    return None
 
 
 @dataclass(frozen=True)
@@ -137,17 +153,36 @@ class StripeGateway:
         )
         return CreatedLink(link_id=link.id, url=link.url)
 
-    def count_units(self, session_id: str) -> int:
-        """Return how many units a Checkout Session bought, from its line items."""
+    def line_items(self, session_id: str) -> list[tuple[str | None, int]]:
+        """Return a Checkout Session's line items as (price id, quantity) pairs."""
 
-        def fetch() -> int:
-            units = 0
+        def fetch() -> list[tuple[str | None, int]]:
             page = self.client.v1.checkout.sessions.line_items.list(session_id, {"limit": 100})
-            for item in page.auto_paging_iter():
-                units += int(getattr(item, "quantity", None) or 0)
-            return units
+            return [
+                (getattr(getattr(item, "price", None), "id", None), int(item.quantity or 0))
+                for item in page.auto_paging_iter()
+            ]
 
         return self._call("line_items_list", fetch)
+
+    def completed_sessions(self, since: int) -> Iterator[dict[str, Any]]:
+        """Yield Stripe's complete Checkout Sessions created at or after ``since`` (Unix
+        seconds), newest first, as plain dicts shaped like a webhook's ``data.object``.
+
+        Pages of 100 are fetched as the caller iterates; a failure on any page raises
+        ``PaymentProviderError`` there, after the sessions already yielded.
+        """
+        params: dict[str, Any] = {"created": {"gte": since}, "status": "complete", "limit": 100}
+        while True:
+            page = self._call(
+                "checkout_sessions_list",
+                lambda: self.client.v1.checkout.sessions.list(params),  # noqa: B023
+            )
+            for session in page.data:
+                yield session.to_dict()
+            if not page.has_more or not page.data:
+                return
+            params = params | {"starting_after": page.data[-1].id}
 
     def _call(self, operation: str, call: Any) -> Any:
         import stripe

@@ -260,7 +260,10 @@ class Shop:
         return event(
             "checkout.session.completed",
             checkout_session(
-                id=session_id, payment_link=self.link_id, amount_subtotal=amount_subtotal
+                id=session_id,
+                payment_link=self.link_id,
+                amount_subtotal=amount_subtotal,
+                payment_intent=f"pi_{session_id}",
             ),
         )
 

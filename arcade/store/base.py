@@ -10,18 +10,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 
-# Payment statuses. A payment is "granted" once its credits count for the machine.
-PENDING_PAYMENT = "pending_payment"  # checkout completed, money not there yet (async methods)
-PAYMENT_FAILED = "payment_failed"  # async payment failed: nothing granted
-UNATTRIBUTED = "unattributed"  # paid, but for no valid registered machine: nothing published
-PENDING_DELIVERY = "pending_delivery"  # granted and stored, coinpulse not yet acknowledged
-DELIVERED = "delivered"  # the broker acknowledged the coinpulse
-REFUNDED = "refunded"  # granted, then fully refunded
-PARTIALLY_REFUNDED = "partially_refunded"
-
-PRE_GRANT_STATUSES = frozenset({PENDING_PAYMENT, PAYMENT_FAILED})
-GRANTED_STATUSES = frozenset({PENDING_DELIVERY, DELIVERED, REFUNDED, PARTIALLY_REFUNDED})
-
 
 @dataclass(frozen=True)
 class Machine:
@@ -60,7 +48,12 @@ def link_key(machine_id: str, price_id: str, quantity: int) -> str:
 
 @dataclass(frozen=True)
 class Payment:
-    """One Checkout Session as the ledger knows it; ``payment_id`` is the session id."""
+    """One Checkout Session as the ledger knows it; ``payment_id`` is the session id.
+
+    The fields are facts; ``status`` is stored for queries and always equals what
+    ``arcade.payment_states.status_of`` computes from them. ``version`` counts the writes, so a
+    change based on a stale read is refused (``Store.commit_payment``).
+    """
 
     payment_id: str
     status: str
@@ -76,10 +69,47 @@ class Payment:
     # Until this instant (ISO 8601 UTC) one request holds the right to publish the coinpulse.
     delivery_claimed_until: str | None = None
     updated_at: str | None = None
+    phase: str | None = None  # pending_payment | payment_failed | paid
+    reason: str | None = None  # why a paid session bought nothing here (unattributed)
+    disputed_at: str | None = None
+    version: int = 0
 
-    @property
-    def granted(self) -> bool:
-        return self.status in GRANTED_STATUSES
+
+@dataclass(frozen=True)
+class IntentRecord:
+    """What is known of a PaymentIntent: its Checkout Session, and refunds or a dispute that
+    arrived before that session did (kept here until the session is recorded)."""
+
+    payment_intent: str
+    payment_id: str | None = None
+    amount_refunded: int = 0
+    disputed_at: str | None = None
+    updated_at: str | None = None
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class StateDelta:
+    """A change to a machine's credits granted and revenue (in ``currency``'s smallest unit)."""
+
+    machine_id: str
+    credits: int = 0
+    revenue: int = 0
+    currency: str = "usd"
+
+    def __bool__(self) -> bool:
+        return bool(self.credits or self.revenue)
+
+
+@dataclass(frozen=True)
+class GameOverKey:
+    """A game over's Idempotency-Key, remembered per machine until ``expires_at``."""
+
+    machine_id: str
+    key: str
+    created_at: str
+    expires_at: str
+    published: int = 0  # 1 once its gameover message was acknowledged by the broker
 
 
 @dataclass(frozen=True)
@@ -95,8 +125,6 @@ class MachineState:
     games_without_credit: int = 0
     session_id: str | None = None
     session_started_at: str | None = None
-    # The Idempotency-Key of the last game over recorded, so a cabinet's retry counts once.
-    last_game_over_key: str | None = None
     revenue: dict[str, int] = field(default_factory=dict)
     version: int = 0
 
@@ -146,58 +174,34 @@ class Store(ABC):
     def put_link(self, link: PaymentLink) -> PaymentLink:
         """Store a link unless one exists under its key; return the stored one (first wins)."""
 
+    @abstractmethod
+    def list_links(self, machine_id: str) -> list[PaymentLink]:
+        """Return the links stored for a machine (any order)."""
+
     # --- payments -------------------------------------------------------------------------
     @abstractmethod
     def get_payment(self, payment_id: str) -> Payment | None:
         """Return the payment, or None."""
 
     @abstractmethod
-    def get_payment_by_intent(self, payment_intent: str) -> Payment | None:
-        """Return the payment made through this PaymentIntent, or None."""
+    def get_intent(self, payment_intent: str) -> IntentRecord | None:
+        """Return what is stored of a PaymentIntent, or None."""
 
     @abstractmethod
-    def record_payment(self, payment: Payment) -> Payment:
-        """Store a payment that grants nothing (a PRE_GRANT status or UNATTRIBUTED).
+    def commit_payment(
+        self,
+        payment: Payment | None,
+        *,
+        intent: IntentRecord | None = None,
+        delta: StateDelta | None = None,
+    ) -> bool:
+        """Write a payment, its PaymentIntent record and a machine-state delta, all or nothing.
 
-        Inserts it when absent; when present and not granted, replaces its status and fields;
-        a granted payment is never touched. Returns the payment as stored afterwards.
-        """
-
-    @abstractmethod
-    def grant_payment(self, payment: Payment) -> tuple[Payment, bool]:
-        """Grant a payment's credits exactly once, atomically.
-
-        ``payment`` has status PENDING_DELIVERY, a machine, credits and (usually) a delivery
-        claim. When no payment with its id exists, or the stored one is in a PRE_GRANT
-        status, store it and, in the same transaction, add its credits to the machine's
-        ``credits_granted`` and its amount to ``revenue[currency]`` (moving the version).
-        Returns ``(stored payment, True)``. Otherwise change nothing and return
-        ``(stored payment, False)``.
-        """
-
-    @abstractmethod
-    def claim_delivery(self, payment_id: str, now: str, until: str) -> bool:
-        """Take the right to publish a PENDING_DELIVERY payment's coinpulse until ``until``.
-
-        Succeeds only when the payment is PENDING_DELIVERY and no claim is held after
-        ``now``. Times are ISO 8601 UTC strings, which compare in time order.
-        """
-
-    @abstractmethod
-    def release_delivery(self, payment_id: str) -> None:
-        """Drop the delivery claim so that the next delivery attempt may publish."""
-
-    @abstractmethod
-    def mark_delivered(self, payment_id: str, now: str) -> bool:
-        """Move PENDING_DELIVERY to DELIVERED; return False if it was not pending."""
-
-    @abstractmethod
-    def record_refund(self, payment_id: str, amount_refunded: int, status: str, now: str) -> int:
-        """Set a granted payment's cumulative refunded amount and status.
-
-        In the same transaction subtract the increase over the stored refunded amount from
-        the machine's revenue. Returns that increase (0 when nothing changed, so a repeated
-        ``charge.refunded`` counts once). A lower amount than stored changes nothing.
+        ``payment`` and ``intent`` carry the ``version`` they were read at (0: not stored yet)
+        and are written with ``version + 1`` only if the stored version is still that one.
+        ``delta`` is added to the machine's ``credits_granted`` and ``revenue[currency]`` (the
+        state's version moves on). Returns False, writing nothing, when a version moved: read
+        again and decide again. No rule about payments lives here.
         """
 
     @abstractmethod
@@ -210,13 +214,30 @@ class Store(ABC):
         """Return the machine's state (zeros and version 0 when nothing was stored yet)."""
 
     @abstractmethod
-    def update_machine_state(self, state: MachineState) -> bool:
-        """Store credits_used, games_without_credit, the session and last_game_over_key.
+    def update_machine_state(
+        self,
+        state: MachineState,
+        *,
+        put_key: GameOverKey | None = None,
+        delete_key: GameOverKey | None = None,
+    ) -> bool:
+        """Store credits_used, games_without_credit and the session, all or nothing.
 
         Only if the stored version still equals ``state.version``; the stored version then
-        moves on. Returns False when another writer got there first (read again, retry).
-        Never writes credits_granted or revenue: those move only through grants and refunds.
+        moves on. With ``put_key``, also store that game-over key, only if no key of that
+        machine and name is stored or the stored one expired before ``put_key.created_at``;
+        with ``delete_key``, also forget it. Returns False, writing nothing, when another
+        writer got there first or the key is taken (read again, decide again). Never writes
+        credits_granted or revenue: those move only with payments.
         """
+
+    @abstractmethod
+    def get_game_over_key(self, machine_id: str, key: str) -> GameOverKey | None:
+        """Return the stored game-over key (expired or not), or None."""
+
+    @abstractmethod
+    def save_game_over_key(self, record: GameOverKey) -> None:
+        """Store a game-over key as it is, replacing any stored one."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most back ends hold nothing
         """Release connections."""

@@ -17,15 +17,13 @@ from typing import Any
 
 from arcade.errors import MachineExists, StoreError, UnknownMachine
 from arcade.store.base import (
-    DELIVERED,
-    GRANTED_STATUSES,
-    PAYMENT_FAILED,
-    PENDING_DELIVERY,
-    PENDING_PAYMENT,
+    GameOverKey,
+    IntentRecord,
     Machine,
     MachineState,
     Payment,
     PaymentLink,
+    StateDelta,
     Store,
 )
 
@@ -39,6 +37,7 @@ STATE_SK = "STATE"
 LINK_SK = "LINK"
 PAYMENT_SK = "PAYMENT"
 INTENT_SK = "INTENT"
+GAME_OVER_SK = "GAMEOVER"
 
 # The index that lists a machine's payments, newest first.
 BY_MACHINE_INDEX = "by_machine"
@@ -46,6 +45,10 @@ BY_MACHINE_PK = "by_machine_pk"
 BY_MACHINE_SK = "by_machine_sk"
 # Machine items sit in the by_machine index under this partition, so listing them is a Query.
 ALL_MACHINES = "MACHINES"
+# A machine's links sit in the by_machine index under LINKS#<machine_id>.
+LINKS_OF = "LINKS#"
+# DynamoDB's Time to Live deletes game-over keys some time after this epoch-seconds attribute.
+EXPIRES_EPOCH = "expires_at_epoch"
 
 REVENUE_PREFIX = "revenue_"
 ATTEMPTS = 5  # a transaction that loses a race is tried this often in all
@@ -141,6 +144,20 @@ class DynamoStore(Store):
         except _TableExists:
             logger.info(json.dumps({"event": "store_table_exists", "table": self.table_name}))
         self._wait_until_active()
+        self._enable_expiry()
+
+    def _enable_expiry(self) -> None:
+        """Let DynamoDB delete expired game-over keys (Time to Live on their epoch seconds)."""
+        answer = self._call("describe_time_to_live")
+        if answer.get("TimeToLiveDescription", {}).get("TimeToLiveStatus") in (
+            "ENABLED",
+            "ENABLING",
+        ):
+            return
+        self._call(
+            "update_time_to_live",
+            TimeToLiveSpecification={"AttributeName": EXPIRES_EPOCH, "Enabled": True},
+        )
 
     def _wait_until_active(self) -> None:
         """Wait until the table and its index are ACTIVE."""
@@ -175,18 +192,7 @@ class DynamoStore(Store):
 
     def list_machines(self) -> list[Machine]:
         """Return every machine ordered by id, querying the by_machine index (no scan)."""
-        params: dict[str, Any] = {
-            "IndexName": BY_MACHINE_INDEX,
-            "KeyConditionExpression": f"{BY_MACHINE_PK} = :all",
-            "ExpressionAttributeValues": {":all": {"S": ALL_MACHINES}},
-        }
-        machines = []
-        while True:
-            page = self._call("query", **params)
-            machines += [Machine(**_decode(item, Machine)) for item in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                return machines
-            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [Machine(**_decode(item, Machine)) for item in self._query_index(ALL_MACHINES)]
 
     def set_token_hash(self, machine_id: str, token_hash: str) -> None:
         """Replace a machine's token hash; raise UnknownMachine if absent."""
@@ -226,10 +232,14 @@ class DynamoStore(Store):
     def put_link(self, link: PaymentLink) -> PaymentLink:
         """Store a link under its key and its id together unless the key is taken; return it."""
         attributes = {"entity": {"S": "link"}} | _encode(link)
+        by_machine = {
+            BY_MACHINE_PK: {"S": LINKS_OF + link.machine_id},
+            BY_MACHINE_SK: {"S": link.key},
+        }
         for _ in range(ATTEMPTS):
             try:
                 self._transact(
-                    _put_new(_key(f"LINK#{link.key}", LINK_SK) | attributes),
+                    _put_new(_key(f"LINK#{link.key}", LINK_SK) | attributes | by_machine),
                     _put_new(_key(f"LINKID#{link.link_id}", LINK_SK) | attributes),
                 )
                 return link
@@ -244,202 +254,72 @@ class DynamoStore(Store):
                 _pause_or_raise(exc)
         raise StoreError("the store kept refusing the payment link; try again")
 
+    def list_links(self, machine_id: str) -> list[PaymentLink]:
+        """Return a machine's links, querying the by_machine index (links stored before the
+        index held them are found by key only)."""
+        items = self._query_index(LINKS_OF + machine_id)
+        return [PaymentLink(**_decode(item, PaymentLink)) for item in items]
+
     # --- payments -------------------------------------------------------------------------
     def get_payment(self, payment_id: str) -> Payment | None:
         """Return the payment, or None."""
         item = self._get(_payment_key(payment_id))
         return None if item is None else Payment(**_decode(item, Payment))
 
-    def get_payment_by_intent(self, payment_intent: str) -> Payment | None:
-        """Return the payment made through this PaymentIntent, following its pointer item."""
-        pointer = self._get(_key(f"INTENT#{payment_intent}", INTENT_SK))
-        return None if pointer is None else self.get_payment(pointer["payment_id"]["S"])
+    def get_intent(self, payment_intent: str) -> IntentRecord | None:
+        """Return the PaymentIntent's item (older ones hold only ``payment_id``), or None."""
+        item = self._get(_intent_key(payment_intent))
+        if item is None:
+            return None
+        return IntentRecord(**(_decode(item, IntentRecord) | {"payment_intent": payment_intent}))
 
-    def record_payment(self, payment: Payment) -> Payment:
-        """Insert or replace a payment that grants nothing, unless the stored one is granted."""
-        granted = {f":granted{i}": {"S": status} for i, status in enumerate(GRANTED_STATUSES)}
-        put_payment = {
-            "Put": {
-                "Item": _payment_item(payment),
-                "ConditionExpression": (
-                    f"attribute_not_exists(pk) OR NOT (#status IN ({', '.join(granted)}))"
-                ),
-                "ExpressionAttributeNames": {"#status": "status"},
-                "ExpressionAttributeValues": granted,
-            }
-        }
+    def commit_payment(
+        self,
+        payment: Payment | None,
+        *,
+        intent: IntentRecord | None = None,
+        delta: StateDelta | None = None,
+    ) -> bool:
+        """Put the payment and the intent if their versions hold, and ADD the delta, in one go."""
+        actions: list[dict[str, Any]] = []
+        if payment is not None:
+            actions.append(_put_versioned(_payment_item(payment), payment.version))
+        if intent is not None:
+            item = _intent_key(intent.payment_intent) | {"entity": {"S": "intent"}}
+            actions.append(_put_versioned(item | _encode(intent), intent.version))
+        if delta:
+            actions.append(_add_to_state(delta))
+        if len(actions) == 1 and "Put" in actions[0]:
+            try:
+                self._call("put_item", **actions[0]["Put"])
+            except _ConditionFailed:
+                return False
+            return True
         for _ in range(ATTEMPTS):
             try:
-                self._transact(put_payment, *_intent_pointer(payment))
-                return payment
+                self._transact(*actions)
+                return True
             except _TransactionCancelled as exc:
-                if exc.reason(0) == "ConditionalCheckFailed":
-                    return self._stored_payment(payment.payment_id)
+                if "ConditionalCheckFailed" in exc.reasons:
+                    return False
                 _pause_or_raise(exc)
         raise StoreError("the store kept refusing the payment; try again")
 
-    def grant_payment(self, payment: Payment) -> tuple[Payment, bool]:
-        """Store a payment and add its credits and revenue to its machine in one transaction."""
-        if payment.machine_id is None:
-            raise ValueError("a payment is granted to a machine; this one has none")
-        put_payment = {
-            "Put": {
-                "Item": _payment_item(payment),
-                "ConditionExpression": (
-                    "attribute_not_exists(pk) OR #status IN (:pending_payment, :payment_failed)"
-                ),
-                "ExpressionAttributeNames": {"#status": "status"},
-                "ExpressionAttributeValues": {
-                    ":pending_payment": {"S": PENDING_PAYMENT},
-                    ":payment_failed": {"S": PAYMENT_FAILED},
-                },
-            }
-        }
-        add_credits = {
-            "Update": {
-                "Key": _state_key(payment.machine_id),
-                "UpdateExpression": (
-                    "SET machine_id = :machine_id "
-                    "ADD credits_granted :credits, #revenue :amount, #version :one"
-                ),
-                "ExpressionAttributeNames": {
-                    "#revenue": REVENUE_PREFIX + payment.currency,
-                    "#version": "version",
-                },
-                "ExpressionAttributeValues": {
-                    ":machine_id": {"S": payment.machine_id},
-                    ":credits": _number(payment.credits),
-                    ":amount": _number(payment.amount),
-                    ":one": _number(1),
-                },
-            }
-        }
-        for _ in range(ATTEMPTS):
-            try:
-                self._transact(put_payment, add_credits, *_intent_pointer(payment))
-                return payment, True
-            except _TransactionCancelled as exc:
-                if exc.reason(0) == "ConditionalCheckFailed":
-                    return self._stored_payment(payment.payment_id), False
-                _pause_or_raise(exc)  # a concurrent transaction may have won: look again
-        raise StoreError("the store kept refusing the grant; try again")
-
-    def _stored_payment(self, payment_id: str) -> Payment:
-        """Return a payment that a refused condition proved to exist."""
-        stored = self.get_payment(payment_id)
-        if stored is None:
-            raise StoreError(f"payment {payment_id!r} vanished while it was being written")
-        return stored
-
-    def claim_delivery(self, payment_id: str, now: str, until: str) -> bool:
-        """Take the right to publish a PENDING_DELIVERY payment's coinpulse until ``until``."""
-        return self._update_payment_if(
-            payment_id,
-            update="SET delivery_claimed_until = :until",
-            condition=(
-                "#status = :pending_delivery AND (attribute_not_exists(delivery_claimed_until)"
-                " OR delivery_claimed_until < :now)"
-            ),
-            values={
-                ":until": {"S": until},
-                ":now": {"S": now},
-                ":pending_delivery": {"S": PENDING_DELIVERY},
-            },
-        )
-
-    def release_delivery(self, payment_id: str) -> None:
-        """Drop the delivery claim so that the next delivery attempt may publish."""
-        self._update_payment_if(
-            payment_id, update="REMOVE delivery_claimed_until", condition="attribute_exists(pk)"
-        )
-
-    def mark_delivered(self, payment_id: str, now: str) -> bool:
-        """Move PENDING_DELIVERY to DELIVERED; return False if it was not pending."""
-        return self._update_payment_if(
-            payment_id,
-            update=(
-                "SET #status = :delivered, delivered_at = :now, updated_at = :now "
-                "REMOVE delivery_claimed_until"
-            ),
-            condition="#status = :pending_delivery",
-            values={
-                ":delivered": {"S": DELIVERED},
-                ":now": {"S": now},
-                ":pending_delivery": {"S": PENDING_DELIVERY},
-            },
-        )
-
-    def _update_payment_if(
-        self, payment_id: str, *, update: str, condition: str, values: Item | None = None
-    ) -> bool:
-        """Update a payment item only if the condition holds; return whether it did."""
+    def _query_index(self, partition: str, **options: Any) -> list[Item]:
+        """Return every item of one by_machine partition, following the pages."""
         params: dict[str, Any] = {
-            "Key": _payment_key(payment_id),
-            "UpdateExpression": update,
-            "ConditionExpression": condition,
+            "IndexName": BY_MACHINE_INDEX,
+            "KeyConditionExpression": f"{BY_MACHINE_PK} = :partition",
+            "ExpressionAttributeValues": {":partition": {"S": partition}},
+            **options,
         }
-        if "#status" in update + condition:
-            params["ExpressionAttributeNames"] = {"#status": "status"}
-        if values:
-            params["ExpressionAttributeValues"] = values
-        try:
-            self._call("update_item", **params)
-        except _ConditionFailed:
-            return False
-        return True
-
-    def record_refund(self, payment_id: str, amount_refunded: int, status: str, now: str) -> int:
-        """Raise a granted payment's refunded amount and take the increase off its revenue."""
-        for _ in range(ATTEMPTS):
-            stored = self.get_payment(payment_id)
-            if stored is None or not stored.granted or stored.machine_id is None:
-                return 0
-            increase = amount_refunded - stored.amount_refunded
-            if increase <= 0:
-                return 0
-            granted = {f":granted{i}": {"S": s} for i, s in enumerate(GRANTED_STATUSES)}
-            set_refund = {
-                "Update": {
-                    "Key": _payment_key(payment_id),
-                    "UpdateExpression": (
-                        "SET amount_refunded = :refunded, #status = :status, updated_at = :now"
-                    ),
-                    "ConditionExpression": (
-                        f"amount_refunded = :read AND #status IN ({', '.join(granted)})"
-                    ),
-                    "ExpressionAttributeNames": {"#status": "status"},
-                    "ExpressionAttributeValues": granted
-                    | {
-                        ":refunded": _number(amount_refunded),
-                        ":status": {"S": status},
-                        ":now": {"S": now},
-                        ":read": _number(stored.amount_refunded),
-                    },
-                }
-            }
-            take_revenue = {
-                "Update": {
-                    "Key": _state_key(stored.machine_id),
-                    "UpdateExpression": "SET machine_id = :machine_id ADD #revenue :minus, "
-                    "#version :one",
-                    "ExpressionAttributeNames": {
-                        "#revenue": REVENUE_PREFIX + stored.currency,
-                        "#version": "version",
-                    },
-                    "ExpressionAttributeValues": {
-                        ":machine_id": {"S": stored.machine_id},
-                        ":minus": _number(-increase),
-                        ":one": _number(1),
-                    },
-                }
-            }
-            try:
-                self._transact(set_refund, take_revenue)
-                return increase
-            except _TransactionCancelled as exc:
-                if exc.reason(0) != "ConditionalCheckFailed":  # else it changed: read again
-                    _pause_or_raise(exc)
-        raise StoreError("the store kept refusing the refund; try again")
+        items: list[Item] = []
+        while True:
+            page = self._call("query", **params)
+            items += page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return items
+            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def list_payments(self, machine_id: str, limit: int = 20) -> list[Payment]:
         """Return a machine's payments newest first, querying the by_machine index."""
@@ -469,8 +349,15 @@ class DynamoStore(Store):
         }
         return MachineState(**(values | {"machine_id": machine_id, "revenue": revenue}))
 
-    def update_machine_state(self, state: MachineState) -> bool:
-        """Store the counters and session only if the stored version is still state.version."""
+    def update_machine_state(
+        self,
+        state: MachineState,
+        *,
+        put_key: GameOverKey | None = None,
+        delete_key: GameOverKey | None = None,
+    ) -> bool:
+        """Store the counters and session only if the stored version is still state.version,
+        with a game-over key put (if free or expired) or deleted in the same transaction."""
         assignments = [
             "machine_id = :machine_id",
             "credits_used = :used",
@@ -485,7 +372,7 @@ class DynamoStore(Store):
             ":read": _number(state.version),
         }
         removals = []
-        for name in ("session_id", "session_started_at", "last_game_over_key"):
+        for name in ("session_id", "session_started_at"):
             value = getattr(state, name)
             if value is None:
                 removals.append(name)
@@ -498,18 +385,52 @@ class DynamoStore(Store):
         condition = "#version = :read"
         if state.version == 0:
             condition = "attribute_not_exists(#version) OR " + condition
-        try:
-            self._call(
-                "update_item",
-                Key=_state_key(state.machine_id),
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeNames={"#version": "version"},
-                ExpressionAttributeValues=values,
+        write_state = {
+            "Key": _state_key(state.machine_id),
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#version": "version"},
+            "ExpressionAttributeValues": values,
+        }
+        actions: list[dict[str, Any]] = [{"Update": write_state}]
+        if put_key is not None:
+            actions.append(
+                {
+                    "Put": {
+                        "Item": _game_over_item(put_key),
+                        "ConditionExpression": "attribute_not_exists(pk) OR expires_at < :now",
+                        "ExpressionAttributeValues": {":now": {"S": put_key.created_at}},
+                    }
+                }
             )
+        if delete_key is not None:
+            actions.append(
+                {"Delete": {"Key": _game_over_key(delete_key.machine_id, delete_key.key)}}
+            )
+        try:
+            if len(actions) == 1:
+                self._call("update_item", **write_state)
+                return True
+            for _ in range(ATTEMPTS):
+                try:
+                    self._transact(*actions)
+                    return True
+                except _TransactionCancelled as exc:
+                    if "ConditionalCheckFailed" in exc.reasons:
+                        return False
+                    _pause_or_raise(exc)
         except _ConditionFailed:
             return False
-        return True
+        raise StoreError("the store kept refusing the machine's state; try again")
+
+    def get_game_over_key(self, machine_id: str, key: str) -> GameOverKey | None:
+        """Return the stored game-over key (expired or not), or None."""
+        item = self._get(_game_over_key(machine_id, key))
+        return None if item is None else GameOverKey(**_decode(item, GameOverKey))
+
+    def save_game_over_key(self, record: GameOverKey) -> None:
+        """Store a game-over key as it is."""
+        self._call("put_item", Item=_game_over_item(record))
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -585,15 +506,63 @@ def _payment_item(payment: Payment) -> Item:
     return item
 
 
-def _intent_pointer(payment: Payment) -> list[dict[str, Any]]:
-    """Return the transaction item that points a PaymentIntent at its payment, if any."""
-    if payment.payment_intent is None:
-        return []
-    pointer = _key(f"INTENT#{payment.payment_intent}", INTENT_SK) | {
-        "entity": {"S": "intent"},
-        "payment_id": {"S": payment.payment_id},
+def _intent_key(payment_intent: str) -> Item:
+    """Return the key of a PaymentIntent item."""
+    return _key(f"INTENT#{payment_intent}", INTENT_SK)
+
+
+def _game_over_key(machine_id: str, key: str) -> Item:
+    """Return the key of a game-over key item (machine ids hold no '#', so it is unambiguous)."""
+    return _key(f"GAMEOVER#{machine_id}#{key}", GAME_OVER_SK)
+
+
+def _game_over_item(record: GameOverKey) -> Item:
+    """Return a game-over key's item, with the epoch seconds DynamoDB's TTL reads."""
+    from arcade.clock import parse_iso
+
+    expires = int(parse_iso(record.expires_at).timestamp())
+    return (
+        _game_over_key(record.machine_id, record.key)
+        | {"entity": {"S": "game_over_key"}, EXPIRES_EPOCH: _number(expires)}
+        | _encode(record)
+    )
+
+
+def _put_versioned(item: Item, version: int) -> dict[str, Any]:
+    """Return a Put of ``item`` at ``version + 1``, only if the stored version is ``version``."""
+    item = item | {"version": _number(version + 1)}
+    condition = "attribute_not_exists(#version)" if version == 0 else "#version = :read"
+    put: dict[str, Any] = {
+        "Item": item,
+        "ConditionExpression": condition,
+        "ExpressionAttributeNames": {"#version": "version"},
     }
-    return [{"Put": {"Item": pointer}}]
+    if version:
+        put["ExpressionAttributeValues"] = {":read": _number(version)}
+    return {"Put": put}
+
+
+def _add_to_state(delta: StateDelta) -> dict[str, Any]:
+    """Return the Update that adds a delta to a machine's credits granted and revenue."""
+    return {
+        "Update": {
+            "Key": _state_key(delta.machine_id),
+            "UpdateExpression": (
+                "SET machine_id = :machine_id "
+                "ADD credits_granted :credits, #revenue :amount, #version :one"
+            ),
+            "ExpressionAttributeNames": {
+                "#revenue": REVENUE_PREFIX + delta.currency,
+                "#version": "version",
+            },
+            "ExpressionAttributeValues": {
+                ":machine_id": {"S": delta.machine_id},
+                ":credits": _number(delta.credits),
+                ":amount": _number(delta.revenue),
+                ":one": _number(1),
+            },
+        }
+    }
 
 
 def _put_new(item: Item) -> dict[str, Any]:

@@ -7,17 +7,17 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from arcade.errors import MachineExists, StoreError, UnknownMachine
 from arcade.store.base import (
-    GRANTED_STATUSES,
-    PENDING_DELIVERY,
-    PRE_GRANT_STATUSES,
+    GameOverKey,
+    IntentRecord,
     Machine,
     MachineState,
     Payment,
     PaymentLink,
+    StateDelta,
     Store,
 )
 
@@ -37,7 +37,6 @@ CREATE TABLE IF NOT EXISTS machine_states (
     games_without_credit INTEGER NOT NULL DEFAULT 0,
     session_id TEXT,
     session_started_at TEXT,
-    last_game_over_key TEXT,
     revenue TEXT NOT NULL DEFAULT '{}',
     version INTEGER NOT NULL DEFAULT 0
 );
@@ -65,15 +64,39 @@ CREATE TABLE IF NOT EXISTS payments (
     granted_at TEXT,
     delivered_at TEXT,
     delivery_claimed_until TEXT,
-    updated_at TEXT
+    updated_at TEXT,
+    phase TEXT,
+    reason TEXT,
+    disputed_at TEXT,
+    version INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS payments_by_machine ON payments (machine_id, created_at);
 CREATE INDEX IF NOT EXISTS payments_by_intent ON payments (payment_intent);
+CREATE INDEX IF NOT EXISTS payment_links_by_machine ON payment_links (machine_id);
+CREATE TABLE IF NOT EXISTS intents (
+    payment_intent TEXT PRIMARY KEY,
+    payment_id TEXT,
+    amount_refunded INTEGER NOT NULL DEFAULT 0,
+    disputed_at TEXT,
+    updated_at TEXT,
+    version INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS game_over_keys (
+    machine_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    published INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (machine_id, key)
+);
 """
 
 PAYMENT_COLUMNS = tuple(f.name for f in fields(Payment))
 MACHINE_COLUMNS = tuple(f.name for f in fields(Machine))
 LINK_COLUMNS = tuple(f.name for f in fields(PaymentLink))
+STATE_COLUMNS = tuple(f.name for f in fields(MachineState))
+INTENT_COLUMNS = tuple(f.name for f in fields(IntentRecord))
+KEY_COLUMNS = tuple(f.name for f in fields(GameOverKey))
 
 
 class SqliteStore(Store):
@@ -187,92 +210,59 @@ class SqliteStore(Store):
                 raise StoreError("that payment link is already stored for another machine")
         return _link(row)
 
+    def list_links(self, machine_id: str) -> list[PaymentLink]:
+        rows = self._query("SELECT * FROM payment_links WHERE machine_id = ?", (machine_id,))
+        return [_link(row) for row in rows]
+
     # --- payments -------------------------------------------------------------------------
     def get_payment(self, payment_id: str) -> Payment | None:
         rows = self._query("SELECT * FROM payments WHERE payment_id = ?", (payment_id,))
         return Payment(**dict(rows[0])) if rows else None
 
-    def get_payment_by_intent(self, payment_intent: str) -> Payment | None:
-        rows = self._query(
-            "SELECT * FROM payments WHERE payment_intent = ? LIMIT 1", (payment_intent,)
-        )
-        return Payment(**dict(rows[0])) if rows else None
+    def get_intent(self, payment_intent: str) -> IntentRecord | None:
+        rows = self._query("SELECT * FROM intents WHERE payment_intent = ?", (payment_intent,))
+        return IntentRecord(**dict(rows[0])) if rows else None
 
-    def record_payment(self, payment: Payment) -> Payment:
+    def commit_payment(
+        self,
+        payment: Payment | None,
+        *,
+        intent: IntentRecord | None = None,
+        delta: StateDelta | None = None,
+    ) -> bool:
         with self._transaction() as conn:
-            stored = _payment_in(conn, payment.payment_id)
-            if stored is None:
-                conn.execute(_insert_sql("payments", PAYMENT_COLUMNS), _values(payment))
-            elif stored.status not in GRANTED_STATUSES:
-                conn.execute(_replace_payment_sql(), (*_values(payment), payment.payment_id))
-            return _payment_in(conn, payment.payment_id)  # type: ignore[return-value]
-
-    def grant_payment(self, payment: Payment) -> tuple[Payment, bool]:
-        with self._transaction() as conn:
-            stored = _payment_in(conn, payment.payment_id)
-            if stored is not None and stored.status not in PRE_GRANT_STATUSES:
-                return stored, False
-            if stored is None:
-                conn.execute(_insert_sql("payments", PAYMENT_COLUMNS), _values(payment))
-            else:
-                conn.execute(_replace_payment_sql(), (*_values(payment), payment.payment_id))
-            _ensure_state(conn, payment.machine_id)
-            revenue = _revenue_in(conn, payment.machine_id)
-            revenue[payment.currency] = revenue.get(payment.currency, 0) + payment.amount
-            conn.execute(
-                "UPDATE machine_states SET credits_granted = credits_granted + ?, revenue = ?,"
-                " version = version + 1 WHERE machine_id = ?",
-                (payment.credits, json.dumps(revenue), payment.machine_id),
-            )
-            return payment, True
-
-    def claim_delivery(self, payment_id: str, now: str, until: str) -> bool:
-        with self._transaction() as conn:
-            cur = conn.execute(
-                "UPDATE payments SET delivery_claimed_until = ? WHERE payment_id = ?"
-                " AND status = ? AND (delivery_claimed_until IS NULL"
-                " OR delivery_claimed_until < ?)",
-                (until, payment_id, PENDING_DELIVERY, now),
-            )
-            return cur.rowcount == 1
-
-    def release_delivery(self, payment_id: str) -> None:
-        with self._transaction() as conn:
-            conn.execute(
-                "UPDATE payments SET delivery_claimed_until = NULL WHERE payment_id = ?",
-                (payment_id,),
-            )
-
-    def mark_delivered(self, payment_id: str, now: str) -> bool:
-        with self._transaction() as conn:
-            cur = conn.execute(
-                "UPDATE payments SET status = 'delivered', delivered_at = ?, updated_at = ?,"
-                " delivery_claimed_until = NULL WHERE payment_id = ? AND status = ?",
-                (now, now, payment_id, PENDING_DELIVERY),
-            )
-            return cur.rowcount == 1
-
-    def record_refund(self, payment_id: str, amount_refunded: int, status: str, now: str) -> int:
-        with self._transaction() as conn:
-            stored = _payment_in(conn, payment_id)
-            if stored is None or not stored.granted or amount_refunded <= stored.amount_refunded:
-                return 0
-            increase = amount_refunded - stored.amount_refunded
-            conn.execute(
-                "UPDATE payments SET amount_refunded = ?, status = ?, updated_at = ?"
-                " WHERE payment_id = ?",
-                (amount_refunded, status, now, payment_id),
-            )
-            if stored.machine_id is not None:
-                _ensure_state(conn, stored.machine_id)
-                revenue = _revenue_in(conn, stored.machine_id)
-                revenue[stored.currency] = revenue.get(stored.currency, 0) - increase
+            if (
+                payment is not None
+                and _version_in(conn, "payments", "payment_id", payment.payment_id)
+                != payment.version
+            ):
+                return False
+            if (
+                intent is not None
+                and _version_in(conn, "intents", "payment_intent", intent.payment_intent)
+                != intent.version
+            ):
+                return False
+            if payment is not None:
                 conn.execute(
-                    "UPDATE machine_states SET revenue = ?, version = version + 1"
-                    " WHERE machine_id = ?",
-                    (json.dumps(revenue), stored.machine_id),
+                    _insert_sql("payments", PAYMENT_COLUMNS, "OR REPLACE"),
+                    _values(replace(payment, version=payment.version + 1)),
                 )
-            return increase
+            if intent is not None:
+                conn.execute(
+                    _insert_sql("intents", INTENT_COLUMNS, "OR REPLACE"),
+                    _values(replace(intent, version=intent.version + 1)),
+                )
+            if delta:
+                _ensure_state(conn, delta.machine_id)
+                revenue = _revenue_in(conn, delta.machine_id)
+                revenue[delta.currency] = revenue.get(delta.currency, 0) + delta.revenue
+                conn.execute(
+                    "UPDATE machine_states SET credits_granted = credits_granted + ?,"
+                    " revenue = ?, version = version + 1 WHERE machine_id = ?",
+                    (delta.credits, json.dumps(revenue), delta.machine_id),
+                )
+            return True
 
     def list_payments(self, machine_id: str, limit: int = 20) -> list[Payment]:
         rows = self._query(
@@ -287,49 +277,94 @@ class SqliteStore(Store):
         rows = self._query("SELECT * FROM machine_states WHERE machine_id = ?", (machine_id,))
         if not rows:
             return MachineState(machine_id=machine_id)
-        row = dict(rows[0])
+        row = {name: rows[0][name] for name in STATE_COLUMNS}
         row["revenue"] = json.loads(row["revenue"])
         return MachineState(**row)
 
-    def update_machine_state(self, state: MachineState) -> bool:
+    def update_machine_state(
+        self,
+        state: MachineState,
+        *,
+        put_key: GameOverKey | None = None,
+        delete_key: GameOverKey | None = None,
+    ) -> bool:
         with self._transaction() as conn:
+            if put_key is not None:
+                row = conn.execute(
+                    "SELECT expires_at FROM game_over_keys WHERE machine_id = ? AND key = ?",
+                    (put_key.machine_id, put_key.key),
+                ).fetchone()
+                if row is not None and row["expires_at"] >= put_key.created_at:
+                    return False
             _ensure_state(conn, state.machine_id)
             cur = conn.execute(
                 "UPDATE machine_states SET credits_used = ?, games_without_credit = ?,"
-                " session_id = ?, session_started_at = ?, last_game_over_key = ?,"
+                " session_id = ?, session_started_at = ?,"
                 " version = version + 1 WHERE machine_id = ? AND version = ?",
                 (
                     state.credits_used,
                     state.games_without_credit,
                     state.session_id,
                     state.session_started_at,
-                    state.last_game_over_key,
                     state.machine_id,
                     state.version,
                 ),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            if put_key is not None:
+                conn.execute(
+                    "DELETE FROM game_over_keys WHERE machine_id = ? AND expires_at < ?",
+                    (put_key.machine_id, put_key.created_at),
+                )
+                conn.execute(
+                    _insert_sql("game_over_keys", KEY_COLUMNS, "OR REPLACE"), _values(put_key)
+                )
+            if delete_key is not None:
+                conn.execute(
+                    "DELETE FROM game_over_keys WHERE machine_id = ? AND key = ?",
+                    (delete_key.machine_id, delete_key.key),
+                )
+            return True
+
+    def get_game_over_key(self, machine_id: str, key: str) -> GameOverKey | None:
+        rows = self._query(
+            "SELECT * FROM game_over_keys WHERE machine_id = ? AND key = ?", (machine_id, key)
+        )
+        return GameOverKey(**dict(rows[0])) if rows else None
+
+    def save_game_over_key(self, record: GameOverKey) -> None:
+        with self._transaction() as conn:
+            conn.execute(_insert_sql("game_over_keys", KEY_COLUMNS, "OR REPLACE"), _values(record))
 
 
 # Columns added after the first release, for store files made before them.
-ADDED_COLUMNS = {("machine_states", "last_game_over_key"): "TEXT"}
+ADDED_COLUMNS = {
+    ("payments", "phase"): "TEXT",
+    ("payments", "reason"): "TEXT",
+    ("payments", "disputed_at"): "TEXT",
+    ("payments", "version"): "INTEGER NOT NULL DEFAULT 0",
+}
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    added = set()
     for (table, column), kind in ADDED_COLUMNS.items():
         present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         if column not in present:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            added.add((table, column))
+    if ("payments", "version") in added:
+        # Files made before the intents table kept the PaymentIntent on the payment only.
+        conn.execute(
+            "INSERT OR IGNORE INTO intents (payment_intent, payment_id, version)"
+            " SELECT payment_intent, payment_id, 1 FROM payments WHERE payment_intent IS NOT NULL"
+        )
 
 
 def _insert_sql(table: str, columns: tuple[str, ...], verb: str = "") -> str:
     marks = ", ".join("?" for _ in columns)
     return f"INSERT {verb} INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
-
-
-def _replace_payment_sql() -> str:
-    assignments = ", ".join(f"{c} = ?" for c in PAYMENT_COLUMNS)
-    return f"UPDATE payments SET {assignments} WHERE payment_id = ?"  # noqa: S608
 
 
 def _values(record: object) -> tuple:
@@ -340,9 +375,13 @@ def _link(row: sqlite3.Row) -> PaymentLink:
     return PaymentLink(**{c: row[c] for c in LINK_COLUMNS})
 
 
-def _payment_in(conn: sqlite3.Connection, payment_id: str) -> Payment | None:
-    row = conn.execute("SELECT * FROM payments WHERE payment_id = ?", (payment_id,)).fetchone()
-    return Payment(**dict(row)) if row else None
+def _version_in(conn: sqlite3.Connection, table: str, key: str, value: str) -> int:
+    """Return the stored version of a row, 0 when there is none."""
+    row = conn.execute(
+        f"SELECT version FROM {table} WHERE {key} = ?",  # noqa: S608 - our own names
+        (value,),
+    ).fetchone()
+    return int(row["version"]) if row else 0
 
 
 def _ensure_state(conn: sqlite3.Connection, machine_id: str | None) -> None:
