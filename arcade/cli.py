@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from arcade.errors import SettingsError, StoreError
 from arcade.machines import describe, is_valid_machine_id
@@ -113,6 +113,7 @@ def _window(_ctx: click.Context, _param: click.Parameter, value: str) -> timedel
     help="How far back to look: 30m, 72h, 7d.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@with_appcontext
 def reconcile_command(since: timedelta, as_json: bool) -> None:
     """Apply every completed Checkout Session Stripe has that our store lacks."""
     svc = services()

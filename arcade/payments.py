@@ -165,14 +165,18 @@ class StripeGateway:
 
         return self._call("line_items_list", fetch)
 
-    def completed_sessions(self, since: int) -> Iterator[dict[str, Any]]:
+    def completed_sessions(self, since: int, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
         """Yield Stripe's complete Checkout Sessions created at or after ``since`` (Unix
         seconds), newest first, as plain dicts shaped like a webhook's ``data.object``.
 
-        Pages of 100 are fetched as the caller iterates; a failure on any page raises
-        ``PaymentProviderError`` there, after the sessions already yielded.
+        Pages (``page_size``, 1..100) are fetched as the caller iterates; a failure on any page
+        raises ``PaymentProviderError`` there, after the sessions already yielded.
         """
-        params: dict[str, Any] = {"created": {"gte": since}, "status": "complete", "limit": 100}
+        params: dict[str, Any] = {
+            "created": {"gte": since},
+            "status": "complete",
+            "limit": page_size,
+        }
         while True:
             page = self._call(
                 "checkout_sessions_list",

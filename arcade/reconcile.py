@@ -85,7 +85,11 @@ def parse_window(text: str) -> timedelta:
 
 
 def reconcile(
-    ledger: Ledger, gateway: StripeGateway, *, window: timedelta = DEFAULT_WINDOW
+    ledger: Ledger,
+    gateway: StripeGateway,
+    *,
+    window: timedelta = DEFAULT_WINDOW,
+    page_size: int = 100,
 ) -> Summary:
     """Apply every complete Checkout Session created within ``window`` that is news.
 
@@ -97,7 +101,7 @@ def reconcile(
     since = utc_now() - window
     summary = Summary(since=iso(since))
     store = ledger.store
-    sessions = gateway.completed_sessions(int(since.timestamp()))
+    sessions = gateway.completed_sessions(int(since.timestamp()), page_size=page_size)
     while True:
         try:
             session = next(sessions)

@@ -277,3 +277,61 @@ def test_warm_invocations_reuse_the_connection_and_survive_a_frozen_broker(
     assert third and all(p == third[0] for p in third)
     assert app.extensions["arcade"].store.get_machine_state("cab001").credits_granted == 3
     gc.collect()
+
+
+@pytest.mark.parametrize(
+    "scheduled",
+    [
+        {"arcade_job": "reconcile"},
+        {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}},
+    ],
+    ids=["template_input", "eventbridge_envelope"],
+)
+def test_a_scheduled_event_reconciles_through_lambda_handler(
+    lambda_app,
+    broker,
+    stripe_standin,
+    subscribe,
+    moto_endpoint,
+    dynamodb_table,
+    tmp_path,
+    scheduled,
+):
+    """GIVEN a paid session whose webhook never arrived WHEN the hourly schedule invokes
+    lambda_handler in a fresh interpreter on the DynamoDB store THEN it is granted and published,
+    and the answer is the job's summary, not HTTP."""
+    from tests.conftest import DEFAULT_PRICE, app_environment
+
+    _, link_id = register_with_link(lambda_app)
+    stripe_standin.add_checkout_session("cs_scheduled", [(DEFAULT_PRICE, 2)], payment_link=link_id)
+    subscriber = subscribe(f"{TOPIC_PREFIX}/cab001/coinpulse")
+    env = {
+        **app_environment(broker, stripe_standin, tmp_path / "unused.db"),
+        "PATH": "/usr/bin:/bin",
+        "AWS_LAMBDA_FUNCTION_NAME": "arcade-pay",
+        "DATABASE_URL": f"dynamodb://{dynamodb_table}",
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    code = (
+        "import json, sys, app; "
+        "print(json.dumps(app.lambda_handler(json.loads(sys.argv[1]), None)))"
+    )
+
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(scheduled)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout.splitlines()[-1])
+    assert "statusCode" not in answer
+    assert answer["reconcile"]["seen"] == 1
+    assert answer["reconcile"]["granted_now"] == 1
+    assert subscriber.wait_for(1)[0].payload["paymentId"] == "cs_scheduled"

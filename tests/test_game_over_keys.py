@@ -1,0 +1,122 @@
+"""A game over counts once per Idempotency-Key for 24 hours, and a 503 counts nothing.
+
+On SQLite and DynamoDB alike, through the real endpoint and a real TLS broker.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.conftest import TOPIC_PREFIX
+
+GAMEOVER = f"{TOPIC_PREFIX}/cab001/gameover"
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def app(request, make_app, monkeypatch):
+    """Build the app on a fresh store of each kind."""
+    if request.param == "sqlite":
+        return make_app()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", request.getfixturevalue("moto_endpoint"))
+    built = make_app(DATABASE_URL=f"dynamodb://{request.getfixturevalue('dynamodb_table')}")
+    built.extensions["arcade"].store.create_table()
+    return built
+
+
+@pytest.fixture
+def credited(app, open_shop):
+    """Give cab001 twenty credits (ten payments of two units)."""
+    shop = open_shop(app)
+    for number in range(10):
+        assert shop.pay(f"cs_credit_{number}", amount_subtotal=100).status_code == 200
+    return shop
+
+
+def game_over(shop, key: str | None = None, client=None):
+    headers = dict(shop.auth)
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return (client or shop.client).post(
+        "/gameover", json={"machine_id": shop.machine_id}, headers=headers
+    )
+
+
+def test_a_key_is_remembered_whatever_came_between(credited, subscribe):
+    """GIVEN keys K1 then K2 WHEN K1 comes again THEN 2 credits used, two gameover messages."""
+    subscriber = subscribe(GAMEOVER)
+
+    answers = [game_over(credited, key) for key in ("K1", "K2", "K1")]
+
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert credited.state()["credits"]["used"] == 2
+    assert len(subscriber.settle(0.5)) == 2
+
+
+def test_ten_keys_sent_six_times_at_once_use_ten_credits(credited):
+    """GIVEN 10 keys WHEN each is posted by 6 concurrent requests THEN 10 credits are used."""
+    keys = [f"game-{n}" for n in range(10)] * 6
+
+    def post(key: str) -> int:
+        return game_over(credited, key, client=credited.app.test_client()).status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        codes = list(pool.map(post, keys))
+
+    assert set(codes) == {200}
+    state = credited.state()
+    assert state["credits"]["used"] == 10
+    assert state["credits"]["left"] == 10
+
+
+def test_game_overs_without_keys_each_count(credited):
+    """GIVEN no Idempotency-Key WHEN three game overs arrive THEN three credits are used."""
+    for _ in range(3):
+        assert game_over(credited).status_code == 200
+
+    assert credited.state()["credits"]["used"] == 3
+
+
+def test_a_game_over_the_broker_did_not_acknowledge_counts_nothing_and_its_retry_counts_once(
+    make_app, fresh_broker, open_shop, subscribe
+):
+    """GIVEN credits and a stopped broker WHEN a keyed game over answers 503 THEN nothing is used;
+    the retry with the same key after the broker is back counts once."""
+    shop = open_shop(make_app(on=fresh_broker))
+    shop.pay("cs_two", amount_subtotal=100)
+    fresh_broker.stop()
+
+    failed = game_over(shop, "K-retry")
+    unkeyed = game_over(shop)
+
+    assert (failed.status_code, unkeyed.status_code) == (503, 503)
+    assert shop.state()["credits"] == {"granted": 2, "used": 0, "left": 2}
+    assert shop.state()["state"] == "playing"
+    fresh_broker.start()
+    subscriber = subscribe(f"{TOPIC_PREFIX}/cab001/gameover", on=fresh_broker)
+    assert game_over(shop, "K-retry").status_code == 200
+    assert game_over(shop, "K-retry").status_code == 200
+    assert shop.state()["credits"] == {"granted": 2, "used": 1, "left": 1}
+    assert len(subscriber.settle(0.5)) == 1
+
+
+def test_a_store_that_fails_publishes_no_gameover(
+    make_app, moto_endpoint, dynamodb_table, dynamodb_client, open_shop, subscribe, monkeypatch
+):
+    """GIVEN a DynamoDB store that disappears WHEN a game over arrives THEN 503 and no gameover
+    message reaches the broker (the state is written before anything is published)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    app = make_app(DATABASE_URL=f"dynamodb://{dynamodb_table}")
+    store = app.extensions["arcade"].store
+    store.create_table()
+    shop = open_shop(app)
+    shop.pay("cs_one")
+    subscriber = subscribe(GAMEOVER)
+    dynamodb_client.delete_table(TableName=dynamodb_table)
+
+    answer = game_over(shop, "K-store")
+
+    assert answer.status_code == 503
+    assert subscriber.settle(0.5) == []
+    store.create_table()  # for the fixture's clean-up
