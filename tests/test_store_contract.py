@@ -1,7 +1,10 @@
 """One contract for every store back end: what the ledger relies on, run against each of them.
 
 SQLite runs on a temporary file; DynamoDB runs against moto in server mode on a loopback port,
-so every call crosses real HTTP through boto3, as it does in Lambda.
+so every call crosses real HTTP through boto3, as it does in Lambda. The stores keep no rule
+about payments (those are ``arcade.ledger``'s and ``arcade.payment_states``'s): what is checked
+here is only what they promise, records that read back as written, versioned writes that are
+all or nothing, deltas that add up, and game-over keys that are taken once.
 """
 
 from __future__ import annotations
@@ -11,32 +14,41 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import pytest
 
 from arcade.errors import MachineExists, StoreError, UnknownMachine
-from arcade.store.base import (
-    DELIVERED,
-    PARTIALLY_REFUNDED,
-    PAYMENT_FAILED,
+from arcade.payment_states import (
+    DISPUTED,
+    PAID,
     PENDING_DELIVERY,
     PENDING_PAYMENT,
     REFUNDED,
     UNATTRIBUTED,
+)
+from arcade.store.base import (
+    GameOverKey,
+    IntentRecord,
     Machine,
     MachineState,
     Payment,
     PaymentLink,
+    StateDelta,
     Store,
     link_key,
 )
 
 THREADS = 8
-T0 = "2026-11-22T10:00:00Z"
-T1 = "2026-11-22T10:01:00Z"
-T2 = "2026-11-22T10:02:00Z"
-T3 = "2026-11-22T10:03:00Z"
+# Instants as the ledger writes them (``arcade.clock.iso``), the form game-over keys are kept in.
+T0 = "2026-11-22T10:00:00.000000Z"
+T1 = "2026-11-22T10:01:00.000000Z"
+T2 = "2026-11-22T10:02:00.000000Z"
+T3 = "2026-11-22T10:03:00.000000Z"
+GRANT = StateDelta("cab001", 2, 200, "usd")  # what make_payment() adds to cab001 when granted
+
+Versioned = TypeVar("Versioned", Payment, IntentRecord)
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -94,21 +106,46 @@ def make_link(*, link_id: str = "plink_1", quantity: int = 1, **fields: Any) -> 
     return PaymentLink(link_id=link_id, quantity=quantity, **(values | fields))
 
 
-def make_payment(
-    *, payment_id: str = "cs_1", status: str = PENDING_DELIVERY, **fields: Any
-) -> Payment:
-    """Return a payment of 2 credits for 200 usd cents to cab001, claimed until T1."""
+def make_payment(*, payment_id: str = "cs_1", phase: str = PAID, **fields: Any) -> Payment:
+    """Return a payment of 2 credits for 200 usd cents to cab001, not stored yet (version 0).
+
+    Once paid it is granted at T0 and claimed until T1; any other phase is its own status.
+    """
     values: dict[str, Any] = {
+        "status": PENDING_DELIVERY if phase == PAID else phase,
         "created_at": T0,
         "machine_id": "cab001",
         "credits": 2,
         "amount": 200,
         "currency": "usd",
         "payment_intent": f"pi_{payment_id}",
+        "phase": phase,
     }
-    if status == PENDING_DELIVERY:
+    if phase == PAID:
         values |= {"granted_at": T0, "delivery_claimed_until": T1}
-    return Payment(payment_id=payment_id, status=status, **(values | fields))
+    return Payment(payment_id=payment_id, **(values | fields))
+
+
+def make_intent(*, payment_intent: str = "pi_cs_1", **fields: Any) -> IntentRecord:
+    """Return the PaymentIntent record of cs_1, not stored yet (version 0)."""
+    values: dict[str, Any] = {"payment_id": "cs_1", "updated_at": T0}
+    return IntentRecord(payment_intent=payment_intent, **(values | fields))
+
+
+def make_key(*, key: str = "key-1", machine_id: str = "cab001", **fields: Any) -> GameOverKey:
+    """Return cab001's game-over key made at T0 and remembered until T2."""
+    values: dict[str, Any] = {"created_at": T0, "expires_at": T2}
+    return GameOverKey(machine_id=machine_id, key=key, **(values | fields))
+
+
+def written(record: Versioned) -> Versioned:
+    """Return a record committed at its version as it reads back: one version on."""
+    return replace(record, version=record.version + 1)
+
+
+def commit_ok(store: Store, payment: Payment | None, **parts: Any) -> None:
+    """Commit and insist that it was written (the setup of a test, not what it checks)."""
+    assert store.commit_payment(payment, **parts) is True
 
 
 def run_together(action: Callable[[], Any], times: int = THREADS) -> list[Any]:
@@ -156,7 +193,7 @@ def test_given_machines_when_listed_then_all_ordered_by_id(store: Store) -> None
     """list_machines returns every machine, ordered by id, and nothing else."""
     for machine_id in ("cab010", "cab002", "cab001"):
         store.add_machine(make_machine(machine_id=machine_id))
-    store.grant_payment(make_payment())
+    commit_ok(store, make_payment(), delta=GRANT)
     store.put_link(make_link())
 
     listed = store.list_machines()
@@ -191,13 +228,13 @@ def test_given_a_machine_with_payments_when_removed_then_it_is_gone_and_payments
     store: Store, machine: Machine
 ) -> None:
     """Removing a machine keeps the money trail."""
-    store.grant_payment(make_payment())
+    commit_ok(store, make_payment(), delta=GRANT)
 
     store.remove_machine("cab001")
 
     assert store.get_machine("cab001") is None
     assert store.list_machines() == []
-    assert store.get_payment("cs_1") == make_payment()
+    assert store.get_payment("cs_1") == written(make_payment())
     assert [p.payment_id for p in store.list_payments("cab001")] == ["cs_1"]
 
 
@@ -270,128 +307,214 @@ def test_given_no_link_when_read_then_none(store: Store) -> None:
     assert store.get_link_by_id("plink_missing") is None
 
 
-# --- recording payments that grant nothing ----------------------------------------------------
-def test_given_no_payment_when_a_pending_one_is_recorded_then_it_is_stored(store: Store) -> None:
-    """An async checkout is kept, granting nothing."""
-    pending = make_payment(status=PENDING_PAYMENT)
-
-    stored = store.record_payment(pending)
-
-    assert stored == pending
-    assert store.get_payment("cs_1") == pending
-    assert store.get_machine_state("cab001") == MachineState(machine_id="cab001")
-
-
-def test_given_a_pending_payment_when_its_failure_is_recorded_then_it_is_replaced(
+def test_given_links_of_two_machines_when_listed_then_each_machine_has_its_own(
     store: Store,
 ) -> None:
-    """A payment not yet granted takes the new status and fields."""
-    store.record_payment(make_payment(status=PENDING_PAYMENT))
-    failed = make_payment(status=PAYMENT_FAILED, updated_at=T1)
+    """list_links returns every link of one machine, whatever its quantity, and no other's."""
+    one = store.put_link(make_link(link_id="plink_1", quantity=1))
+    three = store.put_link(make_link(link_id="plink_3", quantity=3))
+    other = store.put_link(
+        make_link(
+            link_id="plink_other",
+            machine_id="cab002",
+            url="https://buy.stripe.com/plink_other?client_reference_id=cab002",
+        )
+    )
 
-    stored = store.record_payment(failed)
+    listed = sorted(store.list_links("cab001"), key=lambda link: link.link_id)
 
-    assert stored == failed
-    assert store.get_payment("cs_1") == failed
+    assert listed == [one, three]
+    assert store.list_links("cab002") == [other]
+    assert store.list_links("cab003") == []
 
 
-def test_given_a_granted_payment_when_a_pending_one_is_recorded_then_it_is_untouched(
+# --- payments: versioned commits --------------------------------------------------------------
+def test_given_no_payment_when_committed_at_version_zero_then_it_reads_back_with_version_one(
     store: Store,
 ) -> None:
-    """A late or replayed event never downgrades a granted payment."""
-    granted = make_payment()
-    store.grant_payment(granted)
-
-    stored = store.record_payment(make_payment(status=PAYMENT_FAILED, credits=0, updated_at=T2))
-
-    assert stored == granted
-    assert store.get_payment("cs_1") == granted
-
-
-def test_given_no_payment_when_an_unattributed_one_is_recorded_then_it_has_no_machine(
-    store: Store,
-) -> None:
-    """A payment for no registered machine is kept without a machine and listed nowhere."""
-    stray = make_payment(status=UNATTRIBUTED, machine_id=None, credits=0, payment_intent=None)
-
-    store.record_payment(stray)
-
-    assert store.get_payment("cs_1") == stray
-    assert store.list_payments("cab001") == []
-
-
-def test_given_no_payment_when_read_then_none(store: Store) -> None:
-    """Unknown payment and PaymentIntent ids read as None."""
-    assert store.get_payment("cs_missing") is None
-    assert store.get_payment_by_intent("pi_missing") is None
-
-
-# --- granting ---------------------------------------------------------------------------------
-def test_given_no_payment_when_granted_then_credits_and_revenue_are_added(
-    store: Store, machine: Machine
-) -> None:
-    """A grant stores the payment and adds its credits and amount to the machine, moving it on."""
+    """A new payment is written at version 1 and reads back otherwise equal."""
     payment = make_payment()
 
-    stored, granted = store.grant_payment(payment)
+    assert store.commit_payment(payment) is True
 
-    assert (stored, granted) == (payment, True)
-    assert store.get_payment("cs_1") == payment
-    state = store.get_machine_state("cab001")
-    assert (state.credits_granted, state.revenue) == (2, {"usd": 200})
-    assert state.version > 0
-
-
-def test_given_a_granted_payment_when_granted_again_then_nothing_changes(
-    store: Store, machine: Machine
-) -> None:
-    """A redelivered webhook is answered with the first grant and adds nothing."""
-    first = make_payment()
-    store.grant_payment(first)
-    before = store.get_machine_state("cab001")
-
-    stored, granted = store.grant_payment(make_payment(credits=5, amount=500, granted_at=T2))
-
-    assert (stored, granted) == (first, False)
-    assert store.get_payment("cs_1") == first
-    assert store.get_machine_state("cab001") == before
-
-
-@pytest.mark.parametrize("earlier", [PENDING_PAYMENT, PAYMENT_FAILED])
-def test_given_a_payment_before_its_grant_when_granted_then_it_counts(
-    store: Store, machine: Machine, earlier: str
-) -> None:
-    """An async payment that succeeds later (or after a failed attempt) is granted once."""
-    store.record_payment(make_payment(status=earlier))
-    payment = make_payment(granted_at=T1)
-
-    stored, granted = store.grant_payment(payment)
-
-    assert (stored, granted) == (payment, True)
-    assert store.get_payment("cs_1") == payment
-    assert store.get_machine_state("cab001").credits_granted == 2
-
-
-def test_given_an_unattributed_payment_when_granted_then_nothing_changes(
-    store: Store, machine: Machine
-) -> None:
-    """Only a missing or pre-grant payment can be granted."""
-    stray = make_payment(status=UNATTRIBUTED, machine_id=None, credits=0)
-    store.record_payment(stray)
-
-    stored, granted = store.grant_payment(make_payment())
-
-    assert (stored, granted) == (stray, False)
+    assert store.get_payment("cs_1") == replace(payment, version=1)
+    assert store.get_intent("pi_cs_1") is None
     assert store.get_machine_state("cab001") == MachineState(machine_id="cab001")
 
 
-def test_given_payments_in_two_currencies_when_granted_then_revenue_is_kept_per_currency(
-    store: Store, machine: Machine
+def test_given_payments_with_every_or_no_optional_field_when_committed_then_they_read_back_equal(
+    store: Store,
+) -> None:
+    """Each field round-trips, None included, on both back ends."""
+    full = make_payment(
+        payment_id="cs_full",
+        status=DISPUTED,
+        amount_refunded=50,
+        delivered_at=T1,
+        updated_at=T2,
+        reason="a reason",
+        disputed_at=T3,
+        currency="eur",
+    )
+    bare = Payment(payment_id="cs_bare", status=UNATTRIBUTED, created_at=T0)
+
+    commit_ok(store, full)
+    commit_ok(store, bare)
+
+    assert store.get_payment("cs_full") == written(full)
+    assert store.get_payment("cs_bare") == written(bare)
+
+
+def test_given_no_payment_or_intent_when_read_then_none(store: Store) -> None:
+    """Unknown payment and PaymentIntent ids read as None."""
+    assert store.get_payment("cs_missing") is None
+    assert store.get_intent("pi_missing") is None
+
+
+def test_given_a_stored_payment_when_committed_at_the_version_read_then_replaced_and_moved_on(
+    store: Store,
+) -> None:
+    """A change based on a fresh read is written whole, one version further."""
+    commit_ok(store, make_payment(phase=PENDING_PAYMENT))
+    read = store.get_payment("cs_1")
+    changed = make_payment(updated_at=T1, version=read.version)
+
+    assert store.commit_payment(changed) is True
+
+    assert store.get_payment("cs_1") == replace(changed, version=2)
+
+
+@pytest.mark.parametrize("stale", [0, 1, 3])
+def test_given_a_stored_payment_when_committed_at_another_version_then_refused_and_nothing_changes(
+    store: Store, stale: int
+) -> None:
+    """A commit from a stale (or no, or a future) read writes neither payment, intent nor state."""
+    commit_ok(store, make_payment(phase=PENDING_PAYMENT))
+    commit_ok(store, written(make_payment(phase=PENDING_PAYMENT)), intent=make_intent())
+    payment, intent, state = (
+        store.get_payment("cs_1"),
+        store.get_intent("pi_cs_1"),
+        store.get_machine_state("cab001"),
+    )
+    assert payment.version == 2
+
+    refused = store.commit_payment(
+        make_payment(version=stale),
+        intent=make_intent(version=intent.version, amount_refunded=50),
+        delta=GRANT,
+    )
+
+    assert refused is False
+    assert store.get_payment("cs_1") == payment
+    assert store.get_intent("pi_cs_1") == intent
+    assert store.get_machine_state("cab001") == state
+
+
+def test_given_no_payment_when_committed_at_a_version_then_refused_and_nothing_is_stored(
+    store: Store,
+) -> None:
+    """A payment that was never written cannot be replaced from a read that never happened."""
+    assert store.commit_payment(make_payment(version=1), delta=GRANT) is False
+
+    assert store.get_payment("cs_1") is None
+    assert store.get_machine_state("cab001") == MachineState(machine_id="cab001")
+
+
+def test_given_a_fresh_payment_and_a_stale_intent_when_committed_then_nothing_is_written(
+    store: Store,
+) -> None:
+    """All or nothing: the intent's version alone moving refuses the payment and the delta."""
+    commit_ok(store, None, intent=make_intent())
+    stored_intent = store.get_intent("pi_cs_1")
+
+    refused = store.commit_payment(
+        make_payment(), intent=make_intent(amount_refunded=50), delta=GRANT
+    )
+
+    assert refused is False
+    assert store.get_payment("cs_1") is None
+    assert store.get_intent("pi_cs_1") == stored_intent
+    assert store.get_machine_state("cab001") == MachineState(machine_id="cab001")
+
+
+def test_given_a_stale_payment_and_a_fresh_intent_when_committed_then_nothing_is_written(
+    store: Store,
+) -> None:
+    """All or nothing: the payment's version alone moving refuses the intent and the delta."""
+    commit_ok(store, make_payment(phase=PENDING_PAYMENT))
+    stored_payment = store.get_payment("cs_1")
+
+    refused = store.commit_payment(make_payment(), intent=make_intent(), delta=GRANT)
+
+    assert refused is False
+    assert store.get_payment("cs_1") == stored_payment
+    assert store.get_intent("pi_cs_1") is None
+    assert store.get_machine_state("cab001") == MachineState(machine_id="cab001")
+
+
+# --- payments: intents ------------------------------------------------------------------------
+def test_given_no_intent_when_committed_alone_then_it_is_stored(store: Store) -> None:
+    """A refund that arrives before its session is kept on the intent, with no payment."""
+    early = make_intent(payment_id=None, amount_refunded=80, disputed_at=T1, updated_at=T1)
+
+    assert store.commit_payment(None, intent=early) is True
+
+    assert store.get_intent("pi_cs_1") == written(early)
+    assert store.get_payment("cs_1") is None
+
+
+def test_given_a_stored_intent_when_committed_alone_at_its_version_then_it_moves_on(
+    store: Store,
+) -> None:
+    """An intent is versioned like a payment: the fresh read wins, the stale one is refused."""
+    commit_ok(store, None, intent=make_intent(payment_id=None))
+    read = store.get_intent("pi_cs_1")
+    later = replace(read, amount_refunded=120, updated_at=T2)
+
+    assert store.commit_payment(None, intent=later) is True
+    assert store.commit_payment(None, intent=replace(read, amount_refunded=10)) is False
+
+    assert store.get_intent("pi_cs_1") == written(later)
+    assert store.get_intent("pi_cs_1").version == 2
+
+
+def test_given_a_payment_and_its_intent_when_committed_together_then_both_read_back(
+    store: Store,
+) -> None:
+    """The session and its PaymentIntent's pointer to it are written in one go."""
+    payment = make_payment()
+    intent = make_intent()
+
+    assert store.commit_payment(payment, intent=intent, delta=GRANT) is True
+
+    assert store.get_payment("cs_1") == written(payment)
+    assert store.get_intent("pi_cs_1") == written(intent)
+    state = store.get_machine_state("cab001")
+    assert (state.credits_granted, state.revenue) == (2, {"usd": 200})
+
+
+# --- payments: deltas -------------------------------------------------------------------------
+def test_given_a_delta_when_committed_then_credits_and_revenue_are_added_and_the_state_moves_on(
+    store: Store,
+) -> None:
+    """A grant's delta adds its credits and amount to the machine and moves its version on."""
+    before = store.get_machine_state("cab001")
+
+    assert store.commit_payment(make_payment(), delta=GRANT) is True
+
+    state = store.get_machine_state("cab001")
+    assert (state.credits_granted, state.revenue) == (2, {"usd": 200})
+    assert (state.credits_used, state.session_id) == (0, None)
+    assert state.version > before.version
+
+
+def test_given_deltas_in_two_currencies_when_committed_then_revenue_is_kept_per_currency(
+    store: Store,
 ) -> None:
     """Revenue adds up per currency; credits add up across them."""
-    store.grant_payment(make_payment(payment_id="cs_1", amount=200, currency="usd"))
-    store.grant_payment(make_payment(payment_id="cs_2", amount=300, currency="usd"))
-    store.grant_payment(make_payment(payment_id="cs_3", amount=150, currency="eur"))
+    commit_ok(store, make_payment(payment_id="cs_1"), delta=StateDelta("cab001", 2, 200, "usd"))
+    commit_ok(store, make_payment(payment_id="cs_2"), delta=StateDelta("cab001", 2, 300, "usd"))
+    commit_ok(store, make_payment(payment_id="cs_3"), delta=StateDelta("cab001", 2, 150, "eur"))
 
     state = store.get_machine_state("cab001")
 
@@ -399,238 +522,121 @@ def test_given_payments_in_two_currencies_when_granted_then_revenue_is_kept_per_
     assert state.credits_granted == 6
 
 
-def test_given_concurrent_grants_of_one_payment_then_exactly_one_counts(
-    store: Store, machine: Machine
+def test_given_a_negative_delta_when_committed_then_credits_and_revenue_drop(
+    store: Store,
 ) -> None:
-    """Eight deliveries of the same event at once grant its credits once."""
-    results = run_together(lambda: store.grant_payment(make_payment()))
+    """A refund or a cancelled grant takes off what was counted, in its own currency only."""
+    commit_ok(store, make_payment(payment_id="cs_1"), delta=StateDelta("cab001", 2, 200, "usd"))
+    commit_ok(store, make_payment(payment_id="cs_2"), delta=StateDelta("cab001", 2, 150, "eur"))
+    granted = store.get_payment("cs_1")
+    refunded = replace(granted, amount_refunded=200, status=REFUNDED, updated_at=T1)
 
-    assert sorted(granted for _, granted in results) == [False] * (THREADS - 1) + [True]
-    assert all(stored == make_payment() for stored, _ in results)
+    assert store.commit_payment(refunded, delta=StateDelta("cab001", -2, -200, "usd")) is True
+
+    state = store.get_machine_state("cab001")
+    assert (state.credits_granted, state.revenue) == (2, {"usd": 0, "eur": 150})
+    assert store.get_payment("cs_1") == written(refunded)
+
+
+def test_given_deltas_of_two_machines_when_committed_then_each_machine_counts_its_own(
+    store: Store,
+) -> None:
+    """A delta moves only the machine it names."""
+    commit_ok(store, make_payment(payment_id="cs_1"), delta=GRANT)
+    commit_ok(
+        store,
+        make_payment(payment_id="cs_2", machine_id="cab002"),
+        delta=StateDelta("cab002", 3, 300, "usd"),
+    )
+
+    one, two = store.get_machine_state("cab001"), store.get_machine_state("cab002")
+
+    assert (one.credits_granted, one.revenue) == (2, {"usd": 200})
+    assert (two.credits_granted, two.revenue) == (3, {"usd": 300})
+
+
+# --- payments: concurrency --------------------------------------------------------------------
+def test_given_concurrent_commits_of_one_new_payment_then_exactly_one_counts(
+    store: Store,
+) -> None:
+    """Eight deliveries of the same event at once store it once and add its delta once."""
+    results = run_together(lambda: store.commit_payment(make_payment(), delta=GRANT))
+
+    assert sorted(results) == [False] * (THREADS - 1) + [True]
+    assert store.get_payment("cs_1") == written(make_payment())
     state = store.get_machine_state("cab001")
     assert (state.credits_granted, state.revenue) == (2, {"usd": 200})
 
 
-# --- delivery claims --------------------------------------------------------------------------
-@pytest.fixture
-def undelivered(store: Store, machine: Machine) -> Payment:
-    """Grant cs_1 with no delivery claim held."""
-    payment = make_payment(delivery_claimed_until=None)
-    store.grant_payment(payment)
-    return payment
-
-
-def test_given_an_unclaimed_payment_when_claimed_twice_then_only_the_first_succeeds(
-    store: Store, undelivered: Payment
-) -> None:
-    """One request at a time may publish a coinpulse."""
-    assert store.claim_delivery("cs_1", now=T0, until=T2) is True
-    assert store.claim_delivery("cs_1", now=T1, until=T3) is False
-    assert store.get_payment("cs_1").delivery_claimed_until == T2
-
-
-def test_given_a_claim_when_it_expires_then_it_can_be_claimed_again(
-    store: Store, undelivered: Payment
-) -> None:
-    """A claim held by a request that died frees itself at its expiry."""
-    store.claim_delivery("cs_1", now=T0, until=T1)
-
-    assert store.claim_delivery("cs_1", now=T2, until=T3) is True
-    assert store.get_payment("cs_1").delivery_claimed_until == T3
-
-
-def test_given_a_claim_until_now_when_claimed_at_that_instant_then_still_refused(
-    store: Store, undelivered: Payment
-) -> None:
-    """A claim is held through its last instant; both back ends draw the line there."""
-    store.claim_delivery("cs_1", now=T0, until=T1)
-
-    assert store.claim_delivery("cs_1", now=T1, until=T3) is False
-
-
-def test_given_a_claim_when_released_then_it_can_be_claimed_again(
-    store: Store, undelivered: Payment
-) -> None:
-    """A request that failed to publish lets the next retry publish at once."""
-    store.claim_delivery("cs_1", now=T0, until=T2)
-
-    store.release_delivery("cs_1")
-
-    assert store.get_payment("cs_1").delivery_claimed_until is None
-    assert store.claim_delivery("cs_1", now=T1, until=T3) is True
-
-
-def test_given_a_grant_that_holds_a_claim_when_claimed_before_expiry_then_refused(
-    store: Store, machine: Machine
-) -> None:
-    """The claim written with the grant belongs to the request that granted."""
-    store.grant_payment(make_payment(delivery_claimed_until=T2))
-
-    assert store.claim_delivery("cs_1", now=T1, until=T3) is False
-
-
-def test_given_concurrent_claims_then_exactly_one_succeeds(
-    store: Store, undelivered: Payment
-) -> None:
-    """Eight retries at once give the right to publish to one of them."""
-    results = run_together(lambda: store.claim_delivery("cs_1", now=T0, until=T2))
-
-    assert sorted(results) == [False] * (THREADS - 1) + [True]
-
-
-@pytest.mark.parametrize("status", [PENDING_PAYMENT, PAYMENT_FAILED, UNATTRIBUTED])
-def test_given_a_payment_not_granted_when_claimed_then_refused(store: Store, status: str) -> None:
-    """Nothing is published for a payment that grants nothing."""
-    store.record_payment(make_payment(status=status))
-
-    assert store.claim_delivery("cs_1", now=T0, until=T1) is False
-
-
-def test_given_no_payment_when_claimed_or_released_then_nothing_is_stored(store: Store) -> None:
-    """Claims on unknown payments are refused and create nothing."""
-    assert store.claim_delivery("cs_missing", now=T0, until=T1) is False
-    store.release_delivery("cs_missing")
-
-    assert store.get_payment("cs_missing") is None
-
-
-def test_given_a_claimed_delivery_when_marked_delivered_then_only_once_and_unclaimed(
-    store: Store, undelivered: Payment
-) -> None:
-    """The broker's acknowledgement moves the payment on once and ends the claim."""
-    store.claim_delivery("cs_1", now=T0, until=T2)
-
-    assert store.mark_delivered("cs_1", now=T1) is True
-    assert store.mark_delivered("cs_1", now=T2) is False
-
-    stored = store.get_payment("cs_1")
-    assert (stored.status, stored.delivered_at, stored.updated_at) == (DELIVERED, T1, T1)
-    assert stored.delivery_claimed_until is None
-
-
-def test_given_a_delivered_payment_when_claimed_then_refused(
-    store: Store, undelivered: Payment
-) -> None:
-    """A delivered coinpulse is never published again."""
-    store.mark_delivered("cs_1", now=T1)
-
-    assert store.claim_delivery("cs_1", now=T2, until=T3) is False
-
-
-def test_given_no_payment_or_one_not_granted_when_marked_delivered_then_false(
+def test_given_concurrent_read_modify_write_loops_on_one_payment_then_no_update_is_lost(
     store: Store,
 ) -> None:
-    """Only a pending delivery can be delivered."""
-    store.record_payment(make_payment(status=PENDING_PAYMENT))
+    """Eight refunds at once, each retrying on a stale read, each count once, with its delta."""
+    commit_ok(store, make_payment(amount=800), delta=StateDelta("cab001", 2, 800, "usd"))
 
-    assert store.mark_delivered("cs_missing", now=T1) is False
-    assert store.mark_delivered("cs_1", now=T1) is False
-    assert store.get_payment("cs_1").status == PENDING_PAYMENT
+    def refund_one_cent() -> int:
+        attempts = 0
+        while True:
+            attempts += 1
+            read = store.get_payment("cs_1")
+            refunded = replace(read, amount_refunded=read.amount_refunded + 1)
+            if store.commit_payment(refunded, delta=StateDelta("cab001", 0, -1, "usd")):
+                return attempts
 
-
-# --- refunds ----------------------------------------------------------------------------------
-def test_given_a_granted_payment_when_partly_then_fully_refunded_then_revenue_drops_by_each_step(
-    store: Store, undelivered: Payment
-) -> None:
-    """charge.refunded carries the cumulative amount; each step takes off only the increase."""
-    assert store.record_refund("cs_1", 50, PARTIALLY_REFUNDED, now=T1) == 50
-    stored = store.get_payment("cs_1")
-    assert (stored.amount_refunded, stored.status) == (50, PARTIALLY_REFUNDED)
-    assert store.get_machine_state("cab001").revenue == {"usd": 150}
-
-    assert store.record_refund("cs_1", 200, REFUNDED, now=T2) == 150
+    attempts = run_together(refund_one_cent)
 
     stored = store.get_payment("cs_1")
-    assert (stored.amount_refunded, stored.status) == (200, REFUNDED)
-    state = store.get_machine_state("cab001")
-    assert (state.revenue, state.credits_granted) == ({"usd": 0}, 2)
+    assert (stored.amount_refunded, stored.version) == (THREADS, THREADS + 1)
+    assert store.get_machine_state("cab001").revenue == {"usd": 800 - THREADS}
+    assert sum(attempts) >= THREADS
 
 
-def test_given_a_refund_when_the_same_event_repeats_then_it_counts_once(
-    store: Store, undelivered: Payment
-) -> None:
-    """A redelivered charge.refunded changes nothing."""
-    store.record_refund("cs_1", 80, PARTIALLY_REFUNDED, now=T1)
-    before = store.get_machine_state("cab001")
-
-    assert store.record_refund("cs_1", 80, PARTIALLY_REFUNDED, now=T2) == 0
-
-    assert store.get_machine_state("cab001") == before
-    assert store.get_payment("cs_1").amount_refunded == 80
-
-
-def test_given_a_refund_when_an_older_lower_amount_arrives_then_nothing_changes(
-    store: Store, undelivered: Payment
-) -> None:
-    """Events out of order never raise revenue back."""
-    store.record_refund("cs_1", 200, REFUNDED, now=T2)
-
-    assert store.record_refund("cs_1", 50, PARTIALLY_REFUNDED, now=T1) == 0
-
-    stored = store.get_payment("cs_1")
-    assert (stored.amount_refunded, stored.status) == (200, REFUNDED)
-    assert store.get_machine_state("cab001").revenue == {"usd": 0}
-
-
-def test_given_concurrent_deliveries_of_one_refund_then_it_counts_once(
-    store: Store, undelivered: Payment
-) -> None:
-    """Eight copies of one charge.refunded at once take the amount off once."""
-    results = run_together(lambda: store.record_refund("cs_1", 120, PARTIALLY_REFUNDED, now=T1))
-
-    assert sorted(results) == [0] * (THREADS - 1) + [120]
-    assert store.get_machine_state("cab001").revenue == {"usd": 80}
-
-
-def test_given_a_payment_not_granted_when_refunded_then_nothing_changes(store: Store) -> None:
-    """A refund of a payment that counted nowhere takes nothing off revenue."""
-    store.record_payment(make_payment(status=PENDING_PAYMENT))
-
-    assert store.record_refund("cs_1", 200, REFUNDED, now=T1) == 0
-    assert store.record_refund("cs_missing", 200, REFUNDED, now=T1) == 0
-    assert store.get_machine_state("cab001") == MachineState(machine_id="cab001")
-
-
-# --- lookups ----------------------------------------------------------------------------------
-def test_given_a_payment_when_looked_up_by_its_intent_then_found(
-    store: Store, machine: Machine
-) -> None:
-    """charge.refunded names a PaymentIntent; it leads to the payment."""
-    store.grant_payment(make_payment(payment_id="cs_1", payment_intent="pi_A"))
-    store.record_payment(
-        make_payment(payment_id="cs_2", status=PENDING_PAYMENT, payment_intent="pi_B")
-    )
-
-    assert store.get_payment_by_intent("pi_A") == make_payment(
-        payment_id="cs_1", payment_intent="pi_A"
-    )
-    assert store.get_payment_by_intent("pi_B").payment_id == "cs_2"
-
-
+# --- payments: listing ------------------------------------------------------------------------
 def test_given_payments_of_two_machines_when_listed_then_newest_first_limited_and_own(
     store: Store, machine: Machine
 ) -> None:
-    """A machine's page shows its own latest payments, newest first."""
+    """A machine's page shows its own latest payments, newest first; a stray one is nowhere."""
     store.add_machine(make_machine(machine_id="cab002"))
-    times = [f"2026-11-22T10:0{minute}:00Z" for minute in range(5)]
+    times = [f"2026-11-22T10:0{minute}:00.000000Z" for minute in range(5)]
     for number, created_at in enumerate(times):
-        store.grant_payment(make_payment(payment_id=f"cs_{number}", created_at=created_at))
-    store.record_payment(
-        make_payment(
-            payment_id="cs_pending", status=PENDING_PAYMENT, created_at="2026-11-22T11:00:00Z"
+        commit_ok(
+            store, make_payment(payment_id=f"cs_{number}", created_at=created_at), delta=GRANT
         )
+    commit_ok(
+        store,
+        make_payment(
+            payment_id="cs_pending", phase=PENDING_PAYMENT, created_at="2026-11-22T11:00:00.000000Z"
+        ),
     )
-    store.grant_payment(
-        make_payment(payment_id="cs_other", machine_id="cab002", created_at="2026-11-22T12:00:00Z")
+    commit_ok(
+        store,
+        make_payment(
+            payment_id="cs_other", machine_id="cab002", created_at="2026-11-22T12:00:00.000000Z"
+        ),
+        delta=StateDelta("cab002", 2, 200, "usd"),
     )
+    stray = make_payment(
+        payment_id="cs_stray",
+        phase=PAID,
+        status=UNATTRIBUTED,
+        machine_id=None,
+        credits=0,
+        payment_intent=None,
+        granted_at=None,
+        delivery_claimed_until=None,
+        reason="no machine",
+        created_at="2026-11-22T13:00:00.000000Z",
+    )
+    commit_ok(store, stray)
 
     newest = store.list_payments("cab001", limit=3)
 
     assert [p.payment_id for p in newest] == ["cs_pending", "cs_4", "cs_3"]
-    assert newest[1] == make_payment(payment_id="cs_4", created_at=times[4])
+    assert newest[1] == written(make_payment(payment_id="cs_4", created_at=times[4]))
     assert len(store.list_payments("cab001")) == 6
     assert [p.payment_id for p in store.list_payments("cab002")] == ["cs_other"]
     assert store.list_payments("cab003") == []
+    assert store.get_payment("cs_stray") == written(stray)
 
 
 # --- machine state ----------------------------------------------------------------------------
@@ -651,7 +657,6 @@ def test_given_a_fresh_state_when_updated_then_counters_and_session_are_stored(
         games_without_credit=2,
         session_id="s1",
         session_started_at=T1,
-        last_game_over_key="cab001-key-1",
     )
 
     assert store.update_machine_state(state) is True
@@ -690,8 +695,8 @@ def test_given_a_stale_state_when_updated_then_refused_and_nothing_changes(store
 def test_given_a_state_when_updated_with_other_granted_and_revenue_then_those_are_not_written(
     store: Store, machine: Machine
 ) -> None:
-    """Credits granted and revenue move only through grants and refunds."""
-    store.grant_payment(make_payment())
+    """Credits granted and revenue move only with payments (commit_payment's delta)."""
+    commit_ok(store, make_payment(), delta=GRANT)
     state = store.get_machine_state("cab001")
 
     store.update_machine_state(
@@ -707,7 +712,7 @@ def test_given_a_grant_after_a_read_when_the_state_is_written_then_refused_and_g
 ) -> None:
     """A game over that read the state before a grant cannot wipe out the new credits."""
     read = store.get_machine_state("cab001")
-    store.grant_payment(make_payment())
+    commit_ok(store, make_payment(), delta=GRANT)
 
     assert store.update_machine_state(read.with_changes(credits_used=1)) is False
 
@@ -732,6 +737,151 @@ def test_given_concurrent_read_modify_write_loops_then_no_update_is_lost(store: 
 
     assert store.get_machine_state("cab001").credits_used == THREADS
     assert sum(attempts) >= THREADS
+
+
+# --- game-over keys ---------------------------------------------------------------------------
+def test_given_no_key_when_read_then_none(store: Store) -> None:
+    """An unknown key reads as None."""
+    assert store.get_game_over_key("cab001", "key-missing") is None
+
+
+def test_given_a_free_key_when_put_with_a_state_update_then_both_are_stored(
+    store: Store,
+) -> None:
+    """A game over's key is stored with the credit it used, in one write."""
+    state = store.get_machine_state("cab001").with_changes(credits_used=1)
+
+    assert store.update_machine_state(state, put_key=make_key()) is True
+
+    assert store.get_game_over_key("cab001", "key-1") == make_key()
+    assert store.get_machine_state("cab001").credits_used == 1
+
+
+@pytest.mark.parametrize("created_at", [T1, T2], ids=["before-expiry", "at-expiry"])
+def test_given_an_unexpired_key_when_put_again_then_refused_and_the_state_unchanged(
+    store: Store, created_at: str
+) -> None:
+    """A repeated game over counts nothing while its key lives, through its last instant."""
+    store.update_machine_state(
+        store.get_machine_state("cab001").with_changes(credits_used=1), put_key=make_key()
+    )
+    state = store.get_machine_state("cab001")
+
+    again = store.update_machine_state(
+        state.with_changes(credits_used=2),
+        put_key=make_key(created_at=created_at, expires_at=T3),
+    )
+
+    assert again is False
+    assert store.get_machine_state("cab001") == state
+    assert store.get_game_over_key("cab001", "key-1") == make_key()
+
+
+def test_given_an_expired_key_when_put_again_then_it_is_replaced(store: Store) -> None:
+    """A key whose time ran out is free again and takes the new record."""
+    store.update_machine_state(
+        store.get_machine_state("cab001"), put_key=make_key(created_at=T0, expires_at=T1)
+    )
+    state = store.get_machine_state("cab001")
+    renewed = make_key(created_at=T2, expires_at=T3)
+
+    assert store.update_machine_state(state.with_changes(credits_used=1), put_key=renewed) is True
+
+    assert store.get_game_over_key("cab001", "key-1") == renewed
+    assert store.get_machine_state("cab001").credits_used == 1
+
+
+def test_given_a_key_of_one_machine_when_another_puts_the_same_name_then_both_are_stored(
+    store: Store,
+) -> None:
+    """Keys are remembered per machine: one cabinet's key never blocks another's."""
+    store.update_machine_state(store.get_machine_state("cab001"), put_key=make_key())
+    other = make_key(machine_id="cab002")
+
+    assert store.update_machine_state(store.get_machine_state("cab002"), put_key=other) is True
+
+    assert store.get_game_over_key("cab001", "key-1") == make_key()
+    assert store.get_game_over_key("cab002", "key-1") == other
+
+
+def test_given_a_key_when_deleted_with_a_state_update_then_it_is_forgotten(
+    store: Store,
+) -> None:
+    """An undone game over forgets its key, so a retry counts."""
+    store.update_machine_state(
+        store.get_machine_state("cab001").with_changes(credits_used=1), put_key=make_key()
+    )
+    state = store.get_machine_state("cab001")
+
+    undone = store.update_machine_state(state.with_changes(credits_used=0), delete_key=make_key())
+
+    assert undone is True
+    assert store.get_game_over_key("cab001", "key-1") is None
+    assert store.get_machine_state("cab001").credits_used == 0
+    assert store.update_machine_state(store.get_machine_state("cab001"), put_key=make_key())
+
+
+def test_given_a_stale_state_when_a_key_is_deleted_then_refused_and_the_key_kept(
+    store: Store,
+) -> None:
+    """All or nothing: a refused state write forgets no key."""
+    stale = store.get_machine_state("cab001")
+    store.update_machine_state(stale.with_changes(credits_used=1), put_key=make_key())
+
+    assert store.update_machine_state(stale, delete_key=make_key()) is False
+
+    assert store.get_game_over_key("cab001", "key-1") == make_key()
+    assert store.get_machine_state("cab001").credits_used == 1
+
+
+def test_given_a_key_when_saved_then_it_replaces_the_stored_one(store: Store) -> None:
+    """Once its gameover is acknowledged the key is saved again, marked published."""
+    store.update_machine_state(store.get_machine_state("cab001"), put_key=make_key())
+    state = store.get_machine_state("cab001")
+
+    store.save_game_over_key(make_key(published=1))
+
+    assert store.get_game_over_key("cab001", "key-1") == make_key(published=1)
+    assert store.get_machine_state("cab001") == state
+
+
+def test_given_no_key_when_saved_then_it_is_stored_as_it_is(store: Store) -> None:
+    """Saving needs no state write and no key stored before."""
+    store.save_game_over_key(make_key(published=1))
+
+    assert store.get_game_over_key("cab001", "key-1") == make_key(published=1)
+
+
+def test_given_a_stale_state_and_a_free_key_when_put_then_refused_and_the_key_not_stored(
+    store: Store,
+) -> None:
+    """All or nothing: a state write that loses stores no key."""
+    stale = store.get_machine_state("cab001")
+    store.update_machine_state(stale.with_changes(credits_used=1))
+    winner = store.get_machine_state("cab001")
+
+    refused = store.update_machine_state(stale.with_changes(credits_used=5), put_key=make_key())
+
+    assert refused is False
+
+    assert store.get_game_over_key("cab001", "key-1") is None
+    assert store.get_machine_state("cab001") == winner
+
+
+def test_given_concurrent_puts_of_one_key_then_exactly_one_succeeds(store: Store) -> None:
+    """Eight copies of one game over at once, each on a fresh read, count once."""
+
+    def game_over() -> bool:
+        state = store.get_machine_state("cab001")
+        return store.update_machine_state(
+            state.with_changes(credits_used=state.credits_used + 1), put_key=make_key()
+        )
+
+    results = run_together(game_over)
+
+    assert sorted(results) == [False] * (THREADS - 1) + [True]
+    assert store.get_machine_state("cab001").credits_used == 1
+    assert store.get_game_over_key("cab001", "key-1") == make_key()
 
 
 # --- DynamoDB only: what the contract cannot say ---------------------------------------------

@@ -103,7 +103,11 @@ class StateDelta:
 
 @dataclass(frozen=True)
 class GameOverKey:
-    """A game over's Idempotency-Key, remembered per machine until ``expires_at``."""
+    """A game over's Idempotency-Key, remembered per machine until ``expires_at``.
+
+    Times are written by ``arcade.clock.iso`` (``2026-11-22T10:00:00.000000Z``): they compare
+    in time order as strings, and DynamoDB derives its Time to Live from ``expires_at``.
+    """
 
     machine_id: str
     key: str
