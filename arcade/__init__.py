@@ -38,7 +38,7 @@ def create_app(
     from arcade.links import LinkService
     from arcade.logs import configure_logging, log_event
     from arcade.machines import Registry
-    from arcade.mqtt import Publisher
+    from arcade.mqtt import Publisher, delivery_lease_seconds
     from arcade.payments import StripeGateway, key_livemode
     from arcade.routes import links, machines, status, webhook
     from arcade.services import Services
@@ -76,6 +76,8 @@ def create_app(
             default_credits_per_unit=settings.credits_per_unit,
             default_price_id=settings.stripe_price_id,
             livemode=key_livemode(settings.stripe_api_key),
+            delivery_lease_seconds=delivery_lease_seconds(settings.puback_timeout),
+            max_quantity=settings.max_quantity,
         ),
     )
     for module in (status, links, webhook, machines):

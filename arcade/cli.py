@@ -16,6 +16,7 @@ from arcade.services import services
 
 machines_cli = AppGroup("machines", help="Register and manage cabinets.")
 store_cli = AppGroup("store", help="Prepare the store.")
+deliveries_cli = AppGroup("deliveries", help="The delivery relay: grants owed to cabinets.")
 
 
 def _machine_id(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
@@ -126,8 +127,24 @@ def reconcile_command(since: timedelta, as_json: bool) -> None:
         raise SystemExit(1)
 
 
+@deliveries_cli.command("retry")
+def retry_deliveries() -> None:
+    """Publish now every grant whose coinpulse is due (as the relay does on its own)."""
+    try:
+        report = services().ledger.relay()
+    except (StoreError, SettingsError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    line = f"deliveries: {report.due} due, {report.delivered} delivered, {report.failed} failed"
+    if report.stopped:
+        line += f"; stopped early: {report.stopped}"
+    click.echo(line)
+    if report.failed:
+        raise SystemExit(1)
+
+
 def register(app: Flask) -> None:
     """Attach the operator commands to ``app``."""
     app.cli.add_command(machines_cli)
     app.cli.add_command(store_cli)
     app.cli.add_command(reconcile_command)
+    app.cli.add_command(deliveries_cli)

@@ -40,8 +40,11 @@ class Settings:
     max_quantity: int = 10
     port: int = 5000
     in_lambda: bool = False
-    # Seconds to wait for the broker's PUBACK before reconnecting (once) and giving up.
+    # Seconds to wait for the broker's PUBACK before reconnecting (once) and giving up. The
+    # delivery lease is derived from it (arcade.mqtt.delivery_lease_seconds).
     puback_timeout: float = 2.0
+    # Seconds between two runs of the delivery relay in `python app.py`.
+    delivery_retry_seconds: int = 10
     problems: tuple[str, ...] = ()
 
     @classmethod
@@ -108,7 +111,12 @@ class Settings:
             max_quantity=reader.integer("MAX_QUANTITY", default=10, low=1, high=99),
             port=reader.integer("PORT", default=5000, low=1, high=65535),
             in_lambda=in_lambda,
-            puback_timeout=reader.number("MQTT_PUBACK_TIMEOUT", default=2.0, low=0.1, high=30),
+            # Above 5 s one publish (two connects and two PUBACK waits) could outlast the
+            # Lambda timeout and Stripe's patience with a webhook.
+            puback_timeout=reader.number("MQTT_PUBACK_TIMEOUT", default=2.0, low=0.1, high=5),
+            delivery_retry_seconds=reader.integer(
+                "DELIVERY_RETRY_SECONDS", default=10, low=1, high=3600
+            ),
             problems=tuple(reader.problems),
         )
 

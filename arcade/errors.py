@@ -38,7 +38,15 @@ class BrokerUnavailable(ArcadeError):
     """The MQTT broker could not be reached, refused us, or did not acknowledge in time."""
 
 
+class PublishRefused(BrokerUnavailable):
+    """The broker answered a publish with an error reason code (MQTT 5 PUBACK ≥ 0x80)."""
+
+
 # --- stripe ---------------------------------------------------------------------------------
+class GameOverInProgress(ArcadeError):
+    """A game over with this Idempotency-Key is being sent by another request right now."""
+
+
 class PaymentProviderError(ArcadeError):
     """Stripe failed or refused a call; the message is ours, never the library's."""
 

@@ -10,8 +10,10 @@ from werkzeug.exceptions import HTTPException
 from arcade.errors import (
     ApiError,
     BrokerUnavailable,
+    GameOverInProgress,
     MachineExists,
     PaymentProviderError,
+    PublishRefused,
     SettingsError,
     StoreError,
     UnknownMachine,
@@ -33,8 +35,10 @@ HTTP_CODES = {
 OWN_ERRORS: dict[type[Exception], tuple[int, str, bool]] = {
     SettingsError: (503, "not_configured", True),
     BrokerUnavailable: (503, "broker_unavailable", True),
+    PublishRefused: (503, "mqtt_publish_refused", True),
     PaymentProviderError: (502, "stripe_error", True),
     MachineExists: (409, "machine_exists", False),
+    GameOverInProgress: (409, "game_over_in_progress", False),
     UnknownMachine: (404, "unknown_machine", False),
     StoreError: (503, "store_unavailable", True),
 }

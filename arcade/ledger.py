@@ -22,7 +22,13 @@ from datetime import datetime
 from typing import Any
 
 from arcade.clock import from_unix, iso, iso_seconds, later, parse_iso, utc_now
-from arcade.errors import InvalidEvent, StoreError
+from arcade.errors import (
+    BrokerUnavailable,
+    GameOverInProgress,
+    PublishRefused,
+    SettingsError,
+    StoreError,
+)
 from arcade.logs import log_event
 from arcade.machines import is_valid_machine_id
 from arcade.mqtt import Publisher
@@ -52,12 +58,24 @@ from arcade.store.base import (
     StateDelta,
     Store,
 )
+from arcade.stripe_objects import (
+    CheckoutSession,
+    Dispute,
+    Refund,
+    event_object,
+    read_dispute,
+    read_refund,
+    read_session,
+)
 
 logger = logging.getLogger(__name__)
 
-# How long one request may hold the right to publish a grant's coinpulse. Longer than the
-# slowest publish (two PUBACK waits and a reconnect), so a live holder is never overtaken.
-DELIVERY_LEASE_SECONDS = 30
+# The longest pause the relay leaves between two attempts at one grant (after 2, 4, 8 … s).
+MAX_BACKOFF_SECONDS = 60
+# A grant still undelivered this long after it was granted is reported once, as an error.
+UNDELIVERABLE_AFTER_SECONDS = 3600
+# At most this many grants are taken from the outbox in one relay run.
+RELAY_BATCH = 100
 # A change that keeps losing to concurrent writers is given up after this many reads.
 WRITE_ATTEMPTS = 20
 # How long a game over's Idempotency-Key is remembered (SPEC "POST /gameover").
@@ -77,6 +95,24 @@ class Outcome:
     credits: int = 0
     changed: bool = False
     granted: bool = False
+
+
+@dataclass
+class RelayReport:
+    """What one relay run found due and delivered; ``stopped`` says why it ended early."""
+
+    due: int = 0
+    delivered: int = 0
+    failed: int = 0
+    stopped: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "due": self.due,
+            "delivered": self.delivered,
+            "failed": self.failed,
+            "stopped": self.stopped,
+        }
 
 
 @dataclass(frozen=True)
@@ -101,8 +137,12 @@ class Ledger:
         default_credits_per_unit: int,
         default_price_id: str | None = None,
         livemode: bool | None = None,
+        delivery_lease_seconds: float = 30.0,
+        max_quantity: int = 10,
     ):
-        """``livemode`` is the mode of the Stripe key (None: unknown, any event's mode goes)."""
+        """``livemode`` is the mode of the Stripe key (None: unknown, any event's mode goes);
+        ``delivery_lease_seconds`` must outlast the slowest publish
+        (``arcade.mqtt.delivery_lease_seconds``)."""
         self.store = store
         self.publisher = publisher
         self.gateway = gateway
@@ -110,6 +150,8 @@ class Ledger:
         self.default_credits_per_unit = default_credits_per_unit
         self.default_price_id = default_price_id
         self.livemode = livemode
+        self.lease_seconds = delivery_lease_seconds
+        self.max_quantity = max_quantity
 
     # --- webhooks ---------------------------------------------------------------------------
     def apply_event(self, event: dict[str, Any]) -> Outcome:
@@ -120,7 +162,6 @@ class Ledger:
         stored), and PaymentProviderError when Stripe fails while units are counted.
         """
         event_type = event.get("type")
-        obj = (event.get("data") or {}).get("object") or {}
         ignored = self._foreign(event)
         if ignored is not None:
             log_event(
@@ -134,24 +175,24 @@ class Ledger:
             return Outcome("ignored")
         ids = {"event_id": event.get("id"), "event_type": event_type}
         if event_type == "checkout.session.completed":
-            paid = obj.get("payment_status") in ("paid", "no_payment_required")
-            return self.apply_session(obj, PAID if paid else PENDING_PAYMENT, ids=ids)
+            session = read_session(event_object(event))
+            return self.apply_session(session, phase_of_session(session), ids=ids)
         if event_type == "checkout.session.async_payment_succeeded":
-            return self.apply_session(obj, PAID, ids=ids)
+            return self.apply_session(read_session(event_object(event)), PAID, ids=ids)
         if event_type == "checkout.session.async_payment_failed":
-            return self.apply_session(obj, PAYMENT_FAILED, ids=ids)
+            return self.apply_session(read_session(event_object(event)), PAYMENT_FAILED, ids=ids)
         if event_type == "charge.refunded":
-            return self._refund(obj, ids)
+            return self._refund(read_refund(event_object(event)), ids)
         if event_type == "charge.dispute.created":
-            return self._dispute(obj, ids)
+            return self._dispute(read_dispute(event_object(event)), ids)
         return Outcome("ignored")
 
     def _foreign(self, event: dict[str, Any]) -> str | None:
         """Return why an event is not this deployment's to apply, or None when it is."""
-        if event.get("account"):
+        if event.get("account") is not None:
             return "a connected account's event"
         live = event.get("livemode")
-        if self.livemode is not None and isinstance(live, bool) and live != self.livemode:
+        if self.livemode is not None and live is not self.livemode:
             return (
                 "a live-mode event, and STRIPE_API_KEY is a test key"
                 if live
@@ -160,7 +201,7 @@ class Ledger:
         return None
 
     def apply_session(
-        self, session: dict[str, Any], phase: str, *, ids: dict[str, Any] | None = None
+        self, session: CheckoutSession, phase: str, *, ids: dict[str, Any] | None = None
     ) -> Outcome:
         """Record what a Checkout Session's event says, granting and publishing when it paid.
 
@@ -169,8 +210,8 @@ class Ledger:
         for delivery is published. Used by webhooks and by reconciliation alike.
         """
         ids = {"source": "webhook"} | (ids or {})
-        payment_id = _session_id(session)
-        intent_id = _text(session.get("payment_intent"))
+        payment_id = session.id
+        intent_id = session.payment_intent
         attribution: Attribution | None = None
         intent: IntentRecord | None = None
         for _ in range(WRITE_ATTEMPTS):
@@ -189,7 +230,7 @@ class Ledger:
                     pointer = replace(known, payment_id=payment_id, updated_at=iso(now))
             new = settle(new)
             if is_deliverable(new):
-                new = replace(new, delivery_claimed_until=iso(later(now, DELIVERY_LEASE_SECONDS)))
+                new = self._leased(new, now)
             if self.store.commit_payment(new, intent=pointer, delta=_delta(stored, new)):
                 break
             if intent_id:  # the intent may have gained a refund meanwhile: read it this time
@@ -242,36 +283,30 @@ class Ledger:
 
     def _session_payment(
         self,
-        session: dict[str, Any],
+        session: CheckoutSession,
         phase: str,
         attribution: Attribution,
         stored: Payment | None,
         now: datetime,
     ) -> Payment:
         """Return the payment a session's event makes, keeping what is already stored."""
-        created = session.get("created")
         facts: dict[str, Any] = {
             "phase": phase,
             "machine_id": attribution.machine_id,
             "credits": attribution.credits,
             "reason": attribution.reason,
-            "amount": _whole(session.get("amount_total")),
-            "currency": str(session.get("currency") or "usd"),
+            "amount": session.amount_total,
+            "currency": session.currency,
             "updated_at": iso(now),
         }
         if phase == PAID:
             facts["granted_at"] = iso(now)
-        intent_id = _text(session.get("payment_intent"))
-        if intent_id:
-            facts["payment_intent"] = intent_id
+        if session.payment_intent:
+            facts["payment_intent"] = session.payment_intent
         if stored is not None:
             return replace(stored, **facts)
-        return Payment(
-            payment_id=_session_id(session),
-            status=phase,
-            created_at=iso(from_unix(created) if isinstance(created, int) else now),
-            **facts,
-        )
+        created = from_unix(session.created) if session.created is not None else now
+        return Payment(payment_id=session.id, status=phase, created_at=iso(created), **facts)
 
     # --- delivery ---------------------------------------------------------------------------
     def _deliver(self, payment: Payment, ids: dict[str, Any]) -> Outcome:
@@ -285,9 +320,7 @@ class Ledger:
                 # Another request is publishing this grant right now. If it fails it answers
                 # Stripe with an error, and Stripe's retry of that delivery publishes it.
                 return self._log_outcome(ids, _outcome("delivery_in_progress", payment))
-            claimed = replace(
-                payment, delivery_claimed_until=iso(later(now, DELIVERY_LEASE_SECONDS))
-            )
+            claimed = self._leased(payment, now)
             if self.store.commit_payment(claimed):
                 return self._publish(replace(claimed, version=claimed.version + 1), ids)
             payment = self._reread(payment)
@@ -309,7 +342,7 @@ class Ledger:
         try:
             self.publisher.publish(self.topic(machine_id, "coinpulse"), pulse, log_ids=log_ids)
         except BaseException:
-            self._release_quietly(payment)
+            self._back_off_quietly(payment)
             raise
         now = iso(utc_now())
         self._mark_delivered(payment, now)
@@ -331,13 +364,46 @@ class Ledger:
             payment = self._reread(payment)
         raise StoreError("the payment kept changing while it was marked delivered; try again")
 
-    def _release_quietly(self, payment: Payment) -> None:
-        """Drop our delivery lease so that the next attempt need not wait for it to run out."""
+    def _leased(self, payment: Payment, now: datetime) -> Payment:
+        """Return the payment with the delivery lease taken until the lease runs out; the
+        relay looks at it again then, should its holder die."""
+        until = iso(later(now, self.lease_seconds))
+        return replace(payment, delivery_claimed_until=until, due_at=until)
+
+    def _back_off_quietly(self, payment: Payment) -> None:
+        """Drop our lease after a failed publish and tell the relay when to try again.
+
+        The pause doubles with each failed attempt (2 s … 60 s); a grant still undelivered an
+        hour after it was granted is logged once as an error, not at every attempt.
+        """
         try:
             for _ in range(3):
-                if payment.delivery_claimed_until is None or payment.delivered_at is not None:
+                if payment.delivery_claimed_until is None or not is_deliverable(payment):
                     return
-                if self.store.commit_payment(replace(payment, delivery_claimed_until=None)):
+                now = utc_now()
+                attempts = payment.delivery_attempts + 1
+                pause = min(2**attempts, MAX_BACKOFF_SECONDS)
+                backed_off = replace(
+                    payment,
+                    delivery_claimed_until=None,
+                    due_at=iso(later(now, pause)),
+                    delivery_attempts=attempts,
+                )
+                granted = parse_iso(payment.granted_at or payment.created_at)
+                stuck = (now - granted).total_seconds() >= UNDELIVERABLE_AFTER_SECONDS
+                if stuck and payment.delivery_alarm_at is None:
+                    backed_off = replace(backed_off, delivery_alarm_at=iso(now))
+                if self.store.commit_payment(backed_off):
+                    if backed_off.delivery_alarm_at != payment.delivery_alarm_at:
+                        log_event(
+                            logger,
+                            "delivery_undeliverable",
+                            level=logging.ERROR,
+                            payment_id=payment.payment_id,
+                            machine_id=payment.machine_id,
+                            attempts=attempts,
+                            granted_at=payment.granted_at,
+                        )
                     return
                 latest = self._reread(payment)
                 if latest.delivery_claimed_until != payment.delivery_claimed_until:
@@ -345,13 +411,44 @@ class Ledger:
                 payment = latest
         except StoreError:
             pass
-        # The lease runs out by itself; the next retry after it publishes.
+        # The lease runs out by itself; the relay tries again after it.
         log_event(
             logger,
             "delivery_release_failed",
             level=logging.WARNING,
             payment_id=payment.payment_id,
         )
+
+    def relay(self, *, limit: int = RELAY_BATCH) -> RelayReport:
+        """Publish the outbox's grants that are due: their lease ran out, or their pause did.
+
+        The delivery relay of SPEC "Delivery lasts until the cabinet confirms", run by the
+        thread of ``python app.py``, the Lambda schedule and ``flask deliveries retry`` alike.
+        A broker that cannot be reached ends the run (every other grant would wait for it
+        too); a refusal of one grant does not. Raises StoreError when the store fails.
+        """
+        report = RelayReport()
+        for payment in self.store.list_due(iso(utc_now()), limit):
+            report.due += 1
+            try:
+                outcome = self._deliver(payment, {"source": "relay"})
+            except PublishRefused:
+                report.failed += 1
+                continue
+            except (BrokerUnavailable, SettingsError) as exc:
+                report.failed += 1
+                report.stopped = str(exc)
+                break
+            if outcome.result == "delivered":
+                report.delivered += 1
+        if report.due:
+            log_event(
+                logger,
+                "relay_finished",
+                level=logging.WARNING if report.failed else logging.INFO,
+                **report.as_dict(),
+            )
+        return report
 
     def _reread(self, payment: Payment) -> Payment:
         latest = self.store.get_payment(payment.payment_id)
@@ -360,10 +457,10 @@ class Ledger:
         return latest
 
     # --- refunds and disputes ---------------------------------------------------------------
-    def _refund(self, charge: dict[str, Any], ids: dict[str, Any]) -> Outcome:
-        amount = _whole(charge.get("amount_refunded"))
+    def _refund(self, refund: Refund, ids: dict[str, Any]) -> Outcome:
+        amount = refund.amount_refunded
         return self._apply_to_intent(
-            charge.get("payment_intent"),
+            refund.payment_intent,
             "refund",
             ids,
             lambda payment, now: with_refund(payment, amount, now),
@@ -375,9 +472,9 @@ class Ledger:
             amount_refunded=amount,
         )
 
-    def _dispute(self, dispute: dict[str, Any], ids: dict[str, Any]) -> Outcome:
+    def _dispute(self, dispute: Dispute, ids: dict[str, Any]) -> Outcome:
         return self._apply_to_intent(
-            dispute.get("payment_intent"),
+            dispute.payment_intent,
             "dispute",
             ids,
             with_dispute,
@@ -386,7 +483,7 @@ class Ledger:
                 if intent.disputed_at is not None
                 else replace(intent, disputed_at=now, updated_at=now)
             ),
-            dispute_id=_text(dispute.get("id")),
+            dispute_id=dispute.dispute_id,
         )
 
     def _apply_to_intent(
@@ -441,6 +538,7 @@ class Ledger:
                         credits=changed.credits,
                         cause=kind,
                     )
+                    self._keep_used_within_granted(changed.machine_id or "")
                 level = logging.WARNING if kind == "dispute" else logging.INFO
                 return self._log_outcome(
                     ids,
@@ -466,7 +564,7 @@ class Ledger:
         raise StoreError(f"the payment kept changing while its {kind} was recorded; try again")
 
     # --- how many credits, for which machine --------------------------------------------
-    def _attribute(self, session: dict[str, Any], *, paid: bool) -> Attribution:
+    def _attribute(self, session: CheckoutSession, *, paid: bool) -> Attribution:
         """Return the machine a session pays and, once paid, the credits it buys.
 
         SPEC "Which sessions buy credits": only ``mode: payment`` sessions, and only line items
@@ -484,9 +582,9 @@ class Ledger:
             return Attribution(None, 0, reason if paid else None)
         if not paid:
             return Attribution(machine.machine_id)
-        mode = session.get("mode")
-        if mode not in (None, "payment"):
-            return Attribution(machine.machine_id, 0, f"a {mode} session buys no credits")
+        if session.mode not in (None, "payment"):
+            reason = f"a {session.mode} session buys no credits"
+            return Attribution(machine.machine_id, 0, reason)
         units = self._units(session, link, machine)
         if units <= 0:
             return Attribution(machine.machine_id, 0, "no line item is at this machine's price")
@@ -495,11 +593,11 @@ class Ledger:
             units * (machine.credits_per_unit or self.default_credits_per_unit),
         )
 
-    def _our_link(self, session: dict[str, Any]) -> PaymentLink | None:
-        link_id = session.get("payment_link")
-        return self.store.get_link_by_id(link_id) if isinstance(link_id, str) else None
+    def _our_link(self, session: CheckoutSession) -> PaymentLink | None:
+        link_id = session.payment_link
+        return self.store.get_link_by_id(link_id) if link_id else None
 
-    def _machine_for(self, session: dict[str, Any], link: PaymentLink | None) -> Machine | None:
+    def _machine_for(self, session: CheckoutSession, link: PaymentLink | None) -> Machine | None:
         """Find the machine: stored link → metadata.machine_id → client_reference_id."""
         if link is not None:
             return self.store.get_machine(link.machine_id)
@@ -508,25 +606,27 @@ class Ledger:
             return None
         return self.store.get_machine(claimed)
 
-    def _units(self, session: dict[str, Any], link: PaymentLink | None, machine: Machine) -> int:
+    def _units(self, session: CheckoutSession, link: PaymentLink | None, machine: Machine) -> int:
         """Return units bought at the machine's prices; from the amount for our own links.
 
         A link of ours has one line item at the price stored with it, so the subtotal divided
-        by its unit amount is the quantity, with no Stripe call while the player waits.
+        by its unit amount is the quantity, with no Stripe call while the player waits, as long
+        as that quantity is one the link offers; anything else (a discount, another currency,
+        an item added to the link in Stripe's dashboard) is counted from the line items.
         """
-        subtotal = session.get("amount_subtotal")
-        discount = ((session.get("total_details") or {}).get("amount_discount")) or 0
+        subtotal = session.amount_subtotal
         if (
             link is not None
             and link.unit_amount
-            and isinstance(subtotal, int)
-            and subtotal > 0
-            and not discount
-            and session.get("currency") == link.currency
+            and subtotal
+            and not session.amount_discount
+            and session.currency == link.currency
             and subtotal % link.unit_amount == 0
         ):
-            return subtotal // link.unit_amount
-        items = self.gateway.line_items(_session_id(session))
+            units = subtotal // link.unit_amount
+            if units == link.quantity or (not link.quantity and units <= self.max_quantity):
+                return units
+        items = self.gateway.line_items(session.id)
         allowed = self._prices_of(machine, link)
         return sum(quantity for price_id, quantity in items if price_id in allowed)
 
@@ -586,11 +686,22 @@ class Ledger:
         return state
 
     def _repeated_game_over(self, stored: GameOverKey, state: MachineState) -> MachineState:
-        """Answer a game over whose key already counted; publish it if that never succeeded."""
+        """Answer a game over whose key already counted.
+
+        While the request that counted it may still be publishing (or taking it back), the
+        answer is 409 ``game_over_in_progress``: retry. Once that request is surely over and
+        the key is still unpublished (it could not take the game over back), this one
+        publishes it; the count stays one.
+        """
         log_event(logger, "game_over_repeated", machine_id=stored.machine_id, key=stored.key)
-        if not stored.published:
-            self._publish_game_over(stored.machine_id, utc_now())
-            self._save_key_quietly(replace(stored, published=1))
+        if stored.published:
+            return state
+        if utc_now() < later(parse_iso(stored.created_at), self.lease_seconds):
+            raise GameOverInProgress(
+                "a game over with this Idempotency-Key is still being sent; retry in a moment"
+            )
+        self._publish_game_over(stored.machine_id, utc_now())
+        self._save_key_quietly(replace(stored, published=1))
         return state
 
     def _publish_game_over(self, machine_id: str, now: datetime) -> None:
@@ -640,6 +751,28 @@ class Ledger:
                 level=logging.WARNING,
                 machine_id=record.machine_id,
             )
+
+    def _keep_used_within_granted(self, machine_id: str) -> None:
+        """After credits were taken back, count games that used them as games without credit.
+
+        A game over may have used a credit whose coinpulse never reached the cabinet; when that
+        grant is cancelled the machine would show more credits used than granted.
+        """
+        try:
+            for _ in range(WRITE_ATTEMPTS):
+                state = self.store.get_machine_state(machine_id)
+                excess = state.credits_used - state.credits_granted
+                if excess <= 0:
+                    return
+                fixed = state.with_changes(
+                    credits_used=state.credits_granted,
+                    games_without_credit=state.games_without_credit + excess,
+                )
+                if self.store.update_machine_state(fixed):
+                    return
+        except StoreError:
+            pass
+        log_event(logger, "state_rebalance_failed", level=logging.WARNING, machine_id=machine_id)
 
     def _open_session_if_idle(self, machine_id: str, now: str) -> None:
         try:
@@ -746,28 +879,15 @@ def _new_session_id() -> str:
     return f"gs_{uuid.uuid4().hex}"
 
 
-def _session_id(session: dict[str, Any]) -> str:
-    session_id = session.get("id")
-    if not isinstance(session_id, str) or not session_id:
-        raise InvalidEvent("the event's Checkout Session has no id")
-    return session_id
+def phase_of_session(session: CheckoutSession) -> str:
+    """Return the phase a completed session reports: paid (or nothing due), or not yet."""
+    paid = session.payment_status in ("paid", "no_payment_required")
+    return PAID if paid else PENDING_PAYMENT
 
 
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _whole(value: Any) -> int:
-    """Return an amount from an event as a whole number (0 for anything else)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _claimed_machine_id(session: dict[str, Any]) -> str | None:
+def _claimed_machine_id(session: CheckoutSession) -> str | None:
     """Return the machine id the session names (metadata first), if it is a valid id."""
-    for value in (
-        (session.get("metadata") or {}).get("machine_id"),
-        session.get("client_reference_id"),
-    ):
+    for value in (session.metadata_machine_id, session.client_reference_id):
         if value is not None:
             return value if is_valid_machine_id(value) else None
     return None

@@ -7,6 +7,10 @@ does not come in time the connection is thrown away and the message is sent once
 new one. QoS 1 is "at least once": a broker that was frozen with our PUBLISH in its socket
 buffer delivers that copy when it wakes, beside the copy a retry sends. Both carry the same
 ``paymentId``, which is what cabinets de-duplicate on.
+
+The connection speaks MQTT 5, so a broker can say no: a PUBACK whose reason code is an error
+(0x87 not authorized, 0x97 quota exceeded, …) is a refusal, raised as ``PublishRefused``. An
+MQTT 3.1.1 broker acknowledges a publish its ACL dropped, which would lose credits silently.
 """
 
 from __future__ import annotations
@@ -14,14 +18,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import socket
 import ssl
 import threading
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from arcade.errors import BrokerUnavailable, SettingsError
+from arcade.errors import BrokerUnavailable, PublishRefused, SettingsError
 from arcade.logs import log_event
 
 if TYPE_CHECKING:
@@ -32,6 +38,35 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
+# Store writes around one publish (lease, mark delivered) fit in this many seconds.
+LEASE_MARGIN_SECONDS = 3.0
+
+
+def connect_wait(puback_timeout: float) -> float:
+    """Return the seconds one connect may take: the TCP/TLS connect, then the CONNACK."""
+    return 2 * max(puback_timeout, 1.0)
+
+
+def slowest_publish_seconds(puback_timeout: float) -> float:
+    """Return the longest one ``Publisher.publish`` can take: two attempts, each a connect and
+    a PUBACK wait (SPEC "MQTT": reconnect and publish again once, then give up)."""
+    return 2 * (connect_wait(puback_timeout) + puback_timeout)
+
+
+def delivery_lease_seconds(puback_timeout: float) -> float:
+    """Return how long one request holds the right to publish a grant (SPEC "Delivery lasts
+    until the cabinet confirms"): longer than the slowest publish by construction, so a live
+    holder is never overtaken and a second copy is never sent while the first may still go."""
+    return slowest_publish_seconds(puback_timeout) + LEASE_MARGIN_SECONDS
+
+
+@dataclass
+class _ConnectAttempt:
+    """One connect that every request needing a connection waits for, instead of each its own."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    client: mqtt.Client | None = None
+    error: BrokerUnavailable | SettingsError | None = None
 
 
 def ca_problem(ca_path: str) -> str | None:
@@ -74,11 +109,17 @@ class Publisher:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.client_id = f"arcade-pay-{uuid.uuid4().hex[:16]}"
+        self.client_id: str | None = None  # made at each connect: unique per process
+        self.last_refusal: str | None = None
         self._client: mqtt.Client | None = None
-        self._connected = threading.Event()
-        self._connect_result: str | None = None
+        # The connect under way, which every request that needs a connection joins: with a
+        # dead broker a burst waits for one connect, not for one each in turn behind a lock.
+        self._connecting: _ConnectAttempt | None = None
         self._lock = threading.Lock()
+        # PUBACK reason codes by message id, written by paho's thread before it marks the
+        # message published, read (and dropped) by the publishing thread.
+        self._acks: dict[int, Any] = {}
+        self._acks_lock = threading.Lock()
 
     # --- public -----------------------------------------------------------------------------
     def problems(self) -> list[str]:
@@ -93,7 +134,12 @@ class Publisher:
         return found
 
     def publish(self, topic: str, payload: dict[str, Any], *, log_ids: dict[str, Any]) -> None:
-        """Publish ``payload`` and wait for its PUBACK; raise BrokerUnavailable otherwise."""
+        """Publish ``payload`` at QoS 1 and wait for a successful PUBACK.
+
+        Raises SettingsError when the broker is not configured, PublishRefused when the
+        broker's PUBACK carries an error reason code, and BrokerUnavailable when no PUBACK
+        came on two connections in turn.
+        """
         if not self.settings.broker_host:
             raise SettingsError("EMQX_BROKER_URL not set")
         data = json.dumps(payload, separators=(",", ":"))
@@ -105,6 +151,7 @@ class Publisher:
                 with contextlib.suppress(RuntimeError, ValueError):
                     info.wait_for_publish(timeout=self.settings.puback_timeout)
                 if info.is_published():
+                    self._check_ack(info.mid, topic, log_ids)
                     log_event(
                         logger,
                         "mqtt_published",
@@ -114,6 +161,8 @@ class Publisher:
                         **log_ids,
                     )
                     return
+            with self._acks_lock:
+                self._acks.pop(info.mid, None)
             log_event(
                 logger,
                 "mqtt_no_puback",
@@ -126,6 +175,25 @@ class Publisher:
             self._discard(client)
         raise BrokerUnavailable("the broker did not acknowledge the message")
 
+    def _check_ack(self, mid: int, topic: str, log_ids: dict[str, Any]) -> None:
+        """Raise PublishRefused when the PUBACK of ``mid`` carried an error reason code."""
+        with self._acks_lock:
+            reason = self._acks.pop(mid, None)
+        if reason is None or not reason.is_failure:
+            return
+        named = f"{reason} (0x{reason.value:02x})"
+        self.last_refusal = named
+        log_event(
+            logger,
+            "mqtt_publish_refused",
+            level=logging.ERROR,
+            topic=topic,
+            reason=str(reason),
+            reason_code=reason.value,
+            **log_ids,
+        )
+        raise PublishRefused(f"the broker refused the message: {named}")
+
     def close(self) -> None:
         """Disconnect politely (used at shutdown and in tests)."""
         with self._lock:
@@ -136,29 +204,51 @@ class Publisher:
 
     # --- connection -------------------------------------------------------------------------
     def _live_client(self) -> mqtt.Client:
+        """Return the connected client, connecting once for all the requests that need it."""
         with self._lock:
             if self._client is not None and self._client.is_connected():
                 return self._client
             if self._client is not None:
                 self._discard_locked(self._client)
-            self._client = self._connect()
-            return self._client
+                self._client = None
+            attempt = self._connecting
+            leader = attempt is None
+            if attempt is None:
+                attempt = self._connecting = _ConnectAttempt()
+        if leader:
+            try:
+                attempt.client = self._connect()
+            except (BrokerUnavailable, SettingsError) as exc:
+                attempt.error = exc
+            with self._lock:
+                self._connecting = None
+                self._client = attempt.client
+            attempt.done.set()
+        elif not attempt.done.wait(2 * connect_wait(self.settings.puback_timeout)):
+            raise BrokerUnavailable("the broker did not accept the connection")
+        if attempt.error is not None:
+            raise type(attempt.error)(str(attempt.error))
+        if attempt.client is None:
+            raise BrokerUnavailable("the broker did not accept the connection")
+        return attempt.client
 
     def _connect(self) -> mqtt.Client:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
         settings = self.settings
+        # Made here, not when the app is built: a worker forked after create_app gets its own,
+        # and two processes with one client id would keep disconnecting each other.
+        self.client_id = f"arcade-pay-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         # reconnect_on_failure=False: paho must never reconnect by itself and resend an old
         # message behind our back; we decide when to reconnect and what to send again.
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
+            protocol=mqtt.MQTTv5,
             reconnect_on_failure=False,
         )
-        client.connect_timeout = max(settings.puback_timeout, 1.0)
+        client.connect_timeout = connect_wait(settings.puback_timeout) / 2
         if settings.mqtt_username:
             client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
         if settings.broker_tls:
@@ -176,9 +266,16 @@ class Publisher:
             outcome["ok"] = "yes" if not reason_code.is_failure else ""
             connected.set()
 
+        def on_publish(_client, _userdata, mid, reason_code, _properties) -> None:
+            with self._acks_lock:
+                self._acks[mid] = reason_code
+
         client.on_connect = on_connect
+        client.on_publish = on_publish
         try:
-            client.connect(settings.broker_host or "", settings.broker_port, keepalive=30)
+            client.connect(
+                settings.broker_host or "", settings.broker_port, keepalive=30, clean_start=True
+            )
         except ssl.SSLCertVerificationError as exc:
             self._log_connect_failure("tls_verification_failed")
             raise BrokerUnavailable(
@@ -188,7 +285,7 @@ class Publisher:
             self._log_connect_failure(type(exc).__name__)
             raise BrokerUnavailable("the broker cannot be reached") from exc
         client.loop_start()
-        if not connected.wait(max(settings.puback_timeout, 1.0)) or not outcome.get("ok"):
+        if not connected.wait(connect_wait(settings.puback_timeout) / 2) or not outcome.get("ok"):
             self._discard_locked(client)
             reason = outcome.get("reason", "no answer")
             self._log_connect_failure(reason)

@@ -77,12 +77,21 @@ def is_grant(payment: Payment) -> bool:
     )
 
 
+def is_fully_refunded(payment: Payment) -> bool:
+    """Return True when all the money of a paid payment went back."""
+    return payment.amount_refunded > 0 and payment.amount_refunded >= payment.amount
+
+
 def is_cancelled(payment: Payment) -> bool:
-    """Return True for a grant whose money went back (or was disputed) before delivery."""
+    """Return True for a grant refunded in full, or disputed, before its delivery.
+
+    A partial refund cancels nothing: the operator gave some money back and the player keeps
+    what was bought (as after delivery); revenue counts the money kept.
+    """
     return (
         is_grant(payment)
         and payment.delivered_at is None
-        and (payment.amount_refunded > 0 or payment.disputed_at is not None)
+        and (is_fully_refunded(payment) or payment.disputed_at is not None)
     )
 
 
@@ -102,7 +111,7 @@ def status_of(payment: Payment) -> str:
     if not is_grant(payment):
         return UNATTRIBUTED  # a refund of it is kept in amount_refunded; the reason stays shown
     if payment.amount_refunded > 0:
-        return REFUNDED if payment.amount_refunded >= payment.amount else PARTIALLY_REFUNDED
+        return REFUNDED if is_fully_refunded(payment) else PARTIALLY_REFUNDED
     return DELIVERED if payment.delivered_at is not None else PENDING_DELIVERY
 
 
@@ -120,9 +129,20 @@ def counted(payment: Payment | None) -> Counted:
 
 
 def settle(payment: Payment) -> Payment:
-    """Return the payment with its stored status brought in line with its facts."""
+    """Return the payment with its status and outbox entry brought in line with its facts.
+
+    A grant whose coinpulse is still owed stays in the outbox (``due_at`` set: when the relay
+    may publish it next, kept as the ledger last set it); anything else leaves it.
+    """
     status = status_of(payment)
-    return payment if payment.status == status else replace(payment, status=status)
+    if is_deliverable(payment):
+        due = payment.due_at or payment.delivery_claimed_until or payment.granted_at
+        due = due or payment.created_at
+    else:
+        due = None
+    if payment.status == status and payment.due_at == due:
+        return payment
+    return replace(payment, status=status, due_at=due)
 
 
 def moves_forward(stored: Payment, phase: str) -> bool:
@@ -132,7 +152,10 @@ def moves_forward(stored: Payment, phase: str) -> bool:
 
 
 def with_refund(payment: Payment, amount_refunded: int, now: str) -> Payment:
-    """Return the payment with Stripe's cumulative refunded amount (never lower than stored)."""
+    """Return the payment with Stripe's cumulative refunded amount: never lower than stored,
+    never more than was paid."""
+    if payment.amount:
+        amount_refunded = min(amount_refunded, payment.amount)
     if amount_refunded <= payment.amount_refunded:
         return payment
     return settle(replace(payment, amount_refunded=amount_refunded, updated_at=now))

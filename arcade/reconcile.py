@@ -17,17 +17,18 @@ from typing import Any
 
 from arcade.clock import iso, utc_now
 from arcade.errors import ArcadeError, BrokerUnavailable, PaymentProviderError, StoreError
-from arcade.ledger import Ledger
+from arcade.ledger import Ledger, phase_of_session
 from arcade.logs import log_event
 from arcade.payment_states import (
-    PAID,
     PENDING_PAYMENT,
     UNATTRIBUTED,
+    is_cancelled,
     is_deliverable,
     is_grant,
     moves_forward,
 )
 from arcade.payments import StripeGateway
+from arcade.stripe_objects import CheckoutSession, read_session
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class Summary:
     already_recorded: int = 0
     unattributed: int = 0
     pending_payment: int = 0
+    cancelled: int = 0
     undelivered: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -57,6 +59,8 @@ class Summary:
         )
         if self.pending_payment:
             text += f", {self.pending_payment} awaiting payment"
+        if self.cancelled:
+            text += f", {self.cancelled} refunded or disputed before delivery"
         if self.undelivered:
             text += f", {self.undelivered} granted but not yet delivered (broker down)"
         if self.errors:
@@ -71,6 +75,7 @@ class Summary:
             "already_recorded": self.already_recorded,
             "unattributed": self.unattributed,
             "pending_payment": self.pending_payment,
+            "cancelled": self.cancelled,
             "undelivered": self.undelivered,
             "errors": list(self.errors),
         }
@@ -104,18 +109,18 @@ def reconcile(
     sessions = gateway.completed_sessions(int(since.timestamp()), page_size=page_size)
     while True:
         try:
-            session = next(sessions)
+            raw = next(sessions)
         except StopIteration:
             break
         except (PaymentProviderError, StoreError) as exc:
             summary.errors.append(str(exc))
             break
         summary.seen += 1
-        paid = session.get("payment_status") in ("paid", "no_payment_required")
-        phase = PAID if paid else PENDING_PAYMENT
-        session_id = session.get("id")
+        session_id = raw.get("id")
         try:
-            stored = store.get_payment(session_id) if isinstance(session_id, str) else None
+            session = read_session(raw)
+            phase = phase_of_session(session)
+            stored = store.get_payment(session.id)
             if stored is not None and not moves_forward(stored, phase):
                 summary.already_recorded += 1
                 if is_deliverable(stored):
@@ -138,18 +143,16 @@ def reconcile(
     return summary
 
 
-def _apply(ledger: Ledger, session: dict[str, Any], phase: str, summary: Summary) -> None:
+def _apply(ledger: Ledger, session: CheckoutSession, phase: str, summary: Summary) -> None:
     try:
-        outcome = ledger.apply_session(session, phase, ids={"source": "reconcile"})
+        ledger.apply_session(session, phase, ids={"source": "reconcile"})
     except BrokerUnavailable:
-        # The grant is stored; it is published by the next delivery attempt.
+        # The grant is stored; the delivery relay publishes it.
         summary.undelivered += 1
-        payment = ledger.store.get_payment(session["id"])
-        if payment is not None and is_grant(payment):
-            summary.granted_now += 1
-        return
-    payment = ledger.store.get_payment(session["id"])
-    if outcome.granted:
+    payment = ledger.store.get_payment(session.id)
+    if payment is not None and is_cancelled(payment):
+        summary.cancelled += 1
+    elif payment is not None and is_grant(payment):
         summary.granted_now += 1
     elif payment is not None and payment.status == UNATTRIBUTED:
         summary.unattributed += 1

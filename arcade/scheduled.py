@@ -1,8 +1,9 @@
 """Work that runs on a schedule rather than for a request: in Lambda, an EventBridge event.
 
-``template.yaml`` invokes the function every hour with ``{"arcade_job": "reconcile"}``; a plain
-EventBridge "Scheduled Event" runs the same jobs. A scheduled event answers no HTTP: the
-handler returns what the job did, and logs it.
+``template.yaml`` invokes the function every minute with ``{"arcade_job": "relay"}`` (the
+delivery relay) and every hour with ``{"arcade_job": "reconcile"}``; a plain EventBridge
+"Scheduled Event" runs the relay. A scheduled event answers no HTTP: the handler returns
+what the job did, and logs it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from arcade.logs import log_event
 
 logger = logging.getLogger(__name__)
 
-JOBS = ("reconcile",)
+JOBS = ("relay", "reconcile")
 
 
 def is_scheduled_event(event: object) -> bool:
@@ -31,25 +32,23 @@ def is_scheduled_event(event: object) -> bool:
 
 
 def run_scheduled(app: Flask, event: Mapping[str, Any]) -> dict[str, Any]:
-    """Run the job the event names (every job for a plain scheduled event); return results."""
+    """Run the job the event names (the relay for a plain scheduled event); return its result."""
     from arcade.reconcile import reconcile
     from arcade.services import services
 
-    wanted = event.get("arcade_job")
-    jobs = JOBS if wanted is None else (wanted,)
+    job = str(event.get("arcade_job") or "relay")
     results: dict[str, Any] = {}
     with app.app_context():
         svc = services()
-        for job in jobs:
-            if job != "reconcile":
-                log_event(logger, "scheduled_job_unknown", level=logging.WARNING, job=str(job))
-                results[str(job)] = {"error": "no such job"}
-                continue
-            try:
+        if job not in JOBS:
+            log_event(logger, "scheduled_job_unknown", level=logging.WARNING, job=job)
+            return {job: {"error": "no such job"}}
+        try:
+            if job == "relay":
+                results[job] = svc.ledger.relay().as_dict()
+            else:
                 results[job] = reconcile(svc.ledger, svc.gateway).as_dict()
-            except ArcadeError as exc:
-                log_event(
-                    logger, "scheduled_job_failed", level=logging.ERROR, job=job, error=str(exc)
-                )
-                results[job] = {"error": str(exc)}
+        except ArcadeError as exc:
+            log_event(logger, "scheduled_job_failed", level=logging.ERROR, job=job, error=str(exc))
+            results[job] = {"error": str(exc)}
     return results

@@ -1,16 +1,23 @@
-"""``python app.py``: report the settings by name, then serve on PORT."""
+"""``python app.py``: report the settings by name, then serve on PORT until SIGTERM or SIGINT.
+
+Either signal stops accepting connections, lets the requests in flight finish (a webhook
+half-way through its grant is answered), stops the delivery relay, then exits 0.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer
 
+from arcade.background import BackgroundWork
 from arcade.logs import log_event
 from arcade.services import Services
 
@@ -46,7 +53,8 @@ class PooledWSGIServer(BaseWSGIServer):
 
     def server_close(self) -> None:
         super().server_close()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        # Requests already handed to a worker finish; none is cut off half-way.
+        self.pool.shutdown(wait=True)
 
 
 def serve(app: Flask) -> None:
@@ -70,9 +78,21 @@ def serve(app: Flask) -> None:
         ready=not problems,
     )
     server = PooledWSGIServer(host, settings.port, app)
+    background = BackgroundWork(svc)
+
+    def stop(signum: int, _frame: object) -> None:
+        log_event(logger, "stopping", signal=signal.Signals(signum).name)
+        # shutdown() waits for serve_forever to return, so not from the thread running it.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    background.start()
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
-        log_event(logger, "stopped")
     finally:
         server.server_close()
+        background.stop()
+        svc.publisher.close()
+        svc.store.close()
+        log_event(logger, "stopped")

@@ -25,6 +25,10 @@ class Services:
     links: LinkService
     ledger: Ledger
 
+    def stripe_problems(self) -> list[str]:
+        """Return what stops calls to Stripe's API, by setting name."""
+        return [f"{name} not set" for name in self.settings.missing("STRIPE_API_KEY")]
+
     def problems(self) -> list[str]:
         """Return every setting that stops some part of the service, by name, in plain words."""
         missing = self.settings.missing("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET")

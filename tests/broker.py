@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -215,8 +215,20 @@ class TlsBroker:
 
     host = "localhost"
 
-    def __init__(self, workdir: Path | str, *, username: str = "arcade", start: bool = True):
-        """Prepare certificates, password file and config in workdir; start unless told not to."""
+    def __init__(
+        self,
+        workdir: Path | str,
+        *,
+        username: str = "arcade",
+        start: bool = True,
+        users: Mapping[str, str] | None = None,
+        acl: str | None = None,
+    ):
+        """Prepare certificates, password file and config in workdir; start unless told not to.
+
+        ``users`` adds more accounts (name → password) beside ``username``; ``acl`` is the text
+        of a Mosquitto ``acl_file`` (without one every account may read and write anything).
+        """
         mosquitto = find_mosquitto()
         passwd = find_mosquitto_passwd(mosquitto) if mosquitto else None
         if mosquitto is None or passwd is None:
@@ -231,6 +243,10 @@ class TlsBroker:
         self.log_path = self.workdir / "mosquitto.log"
         self.conf_path = self.workdir / "mosquitto.conf"
         self.passwd_path = self.workdir / "passwd"
+        self.users = {username: self.password, **(users or {})}
+        self.acl_path = self.workdir / "acl" if acl is not None else None
+        if self.acl_path is not None:
+            self.acl_path.write_text(acl or "")
 
         certs = make_certificates(self.workdir)
         self.ca_path = certs.ca_path
@@ -250,16 +266,18 @@ class TlsBroker:
     # configuration
 
     def _write_password_file(self, passwd: str) -> None:
-        result = subprocess.run(
-            [passwd, "-b", "-c", str(self.passwd_path), self.username, self.password],
-            capture_output=True,
-            check=False,
-            timeout=10,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(
-                "mosquitto_passwd failed: " + result.stderr.decode(errors="replace").strip()
+        for number, (name, password) in enumerate(self.users.items()):
+            create = ["-c"] if number == 0 else []
+            result = subprocess.run(
+                [passwd, "-b", *create, str(self.passwd_path), name, password],
+                capture_output=True,
+                check=False,
+                timeout=10,
             )
+            if result.returncode != 0:
+                raise RuntimeError(
+                    "mosquitto_passwd failed: " + result.stderr.decode(errors="replace").strip()
+                )
         self.passwd_path.chmod(0o600)
 
     def _write_config(self) -> None:
@@ -267,6 +285,7 @@ class TlsBroker:
             "per_listener_settings false",
             "allow_anonymous false",
             f"password_file {self.passwd_path}",
+            *([f"acl_file {self.acl_path}"] if self.acl_path is not None else []),
             "persistence false",
             f"log_dest file {self.log_path}",
             "log_type error",
@@ -449,12 +468,13 @@ class TlsBroker:
         except FileNotFoundError:
             return ""
 
-    def env(self) -> dict[str, str]:
-        """Return the app's settings for this broker."""
+    def env(self, username: str | None = None) -> dict[str, str]:
+        """Return the app's settings for this broker, as ``username`` (default: the first)."""
+        name = username or self.username
         return {
             "EMQX_BROKER_URL": self.url,
-            "MQTT_USERNAME": self.username,
-            "MQTT_PASSWORD": self.password,
+            "MQTT_USERNAME": name,
+            "MQTT_PASSWORD": self.users[name],
             "MQTT_CA_CERT": str(self.ca_path),
             "MQTT_TLS": "true",
         }
@@ -472,11 +492,12 @@ class TlsBroker:
         timeout: float = 5.0,
     ) -> Subscriber:
         """Connect a subscriber to topic_filter and return it once the broker acknowledged it."""
+        name = self.username if username is None else username
         return Subscriber(
             self,
             topic_filter,
-            username=self.username if username is None else username,
-            password=self.password if password is None else password,
+            username=name,
+            password=self.users.get(name, "") if password is None else password,
             timeout=timeout,
         )
 
@@ -681,3 +702,100 @@ class Subscriber:
 
     def __repr__(self) -> str:
         return f"<Subscriber {self.client_id} {self.topics} {len(self._messages)} message(s)>"
+
+
+# --- a broker that says no ------------------------------------------------------------------
+
+
+class RefusingBroker:
+    """An MQTT 5 server over TLS that accepts every connection and answers every QoS 1
+    PUBLISH with a PUBACK carrying ``reason_code`` (0x97 quota exceeded by default).
+
+    Mosquitto refuses with 0x87 when its ACL denies a publish (tests use it for that); no
+    configuration of it answers 0x97, which EMQX sends when a client goes over its quota.
+    """
+
+    host = "localhost"
+
+    def __init__(self, workdir: Path | str, *, reason_code: int = 0x97):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.reason_code = reason_code
+        certs = make_certificates(self.workdir)
+        self.ca_path = certs.ca_path
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certs.cert_path, certs.key_path)
+        self._context = context
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.publishes: list[str] = []
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True, name="refusing-broker").start()
+
+    def env(self) -> dict[str, str]:
+        """Return the app's settings for this broker."""
+        return {
+            "EMQX_BROKER_URL": f"mqtts://{self.host}:{self.port}",
+            "MQTT_USERNAME": "arcade",
+            "MQTT_PASSWORD": "any",
+            "MQTT_CA_CERT": str(self.ca_path),
+            "MQTT_TLS": "true",
+        }
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.close()
+
+    def __enter__(self) -> RefusingBroker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                raw, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw: socket.socket) -> None:
+        with contextlib.suppress(OSError, ssl.SSLError, ConnectionError), raw:
+            conn = self._context.wrap_socket(raw, server_side=True)
+            while True:
+                kind, body = _read_packet(conn)
+                if kind == 0x1:  # CONNECT → CONNACK, success, no properties
+                    conn.sendall(bytes([0x20, 3, 0, 0, 0]))
+                elif kind == 0x3:  # PUBLISH
+                    topic_length = int.from_bytes(body[:2], "big")
+                    self.publishes.append(body[2 : 2 + topic_length].decode())
+                    packet_id = body[2 + topic_length : 4 + topic_length]
+                    conn.sendall(bytes([0x40, 4]) + packet_id + bytes([self.reason_code, 0]))
+                elif kind == 0xC:  # PINGREQ
+                    conn.sendall(bytes([0xD0, 0]))
+                elif kind == 0xE:  # DISCONNECT
+                    return
+
+
+def _read_packet(conn: ssl.SSLSocket) -> tuple[int, bytes]:
+    """Read one MQTT control packet: its type and its body (after the fixed header)."""
+    header = _read_exactly(conn, 1)[0]
+    length, shift = 0, 0
+    while True:
+        byte = _read_exactly(conn, 1)[0]
+        length |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+        shift += 7
+    return header >> 4, _read_exactly(conn, length)
+
+
+def _read_exactly(conn: ssl.SSLSocket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = conn.recv(count - len(data))
+        if not chunk:
+            raise ConnectionError("the client closed the connection")
+        data += chunk
+    return data

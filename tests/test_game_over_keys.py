@@ -5,6 +5,9 @@ On SQLite and DynamoDB alike, through the real endpoint and a real TLS broker.
 
 from __future__ import annotations
 
+import gc
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -55,16 +58,19 @@ def test_a_key_is_remembered_whatever_came_between(credited, subscribe):
 
 
 def test_ten_keys_sent_six_times_at_once_use_ten_credits(credited):
-    """GIVEN 10 keys WHEN each is posted by 6 concurrent requests THEN 10 credits are used."""
+    """GIVEN 10 keys WHEN each is posted by 6 concurrent requests THEN 10 credits are used;
+    a copy that overlaps the one still sending is told 409 (retry), and its retry is a 200."""
     keys = [f"game-{n}" for n in range(10)] * 6
 
-    def post(key: str) -> int:
-        return game_over(credited, key, client=credited.app.test_client()).status_code
+    def post(key: str) -> tuple[str, int]:
+        return key, game_over(credited, key, client=credited.app.test_client()).status_code
 
     with ThreadPoolExecutor(max_workers=12) as pool:
-        codes = list(pool.map(post, keys))
+        answers = list(pool.map(post, keys))
 
-    assert set(codes) == {200}
+    assert {code for _, code in answers} <= {200, 409}
+    assert {key for key, code in answers if code == 200} == set(keys)
+    assert all(game_over(credited, key).status_code == 200 for key in set(keys))
     state = credited.state()
     assert state["credits"]["used"] == 10
     assert state["credits"]["left"] == 10
@@ -120,3 +126,39 @@ def test_a_store_that_fails_publishes_no_gameover(
     assert answer.status_code == 503
     assert subscriber.settle(0.5) == []
     store.create_table()  # for the fixture's clean-up
+
+
+# paho leaves the socket of a connection to a frozen broker to the garbage collector.
+@pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
+def test_a_key_retried_on_another_instance_while_the_first_still_sends_counts_once(
+    make_app, broker, fresh_broker, open_shop, subscribe
+):
+    """GIVEN two instances on one store, the first with a frozen broker WHEN a keyed game over
+    hangs there and the cabinet retries it on the second THEN the retry is told 409 while the
+    first still sends; after the first answers 503 and takes it back, the retry counts once."""
+    healthy = make_app()
+    frozen = make_app(on=fresh_broker)
+    shop = open_shop(healthy)
+    shop.pay("cs_two", amount_subtotal=100)
+    frozen.test_client().post("/gameover", json={"machine_id": "cab001"}, headers=shop.auth)
+    fresh_broker.freeze()
+    subscriber = subscribe(GAMEOVER)
+    answers: dict[str, int] = {}
+
+    def first_attempt() -> None:
+        client = frozen.test_client()
+        answers["first"] = game_over(shop, "K-race", client=client).status_code
+
+    thread = threading.Thread(target=first_attempt)
+    thread.start()
+    time.sleep(0.5)
+    answers["during"] = game_over(shop, "K-race").status_code
+    thread.join()
+    fresh_broker.thaw()
+    answers["after"] = game_over(shop, "K-race").status_code
+    answers["again"] = game_over(shop, "K-race").status_code
+
+    assert answers == {"first": 503, "during": 409, "after": 200, "again": 200}
+    assert shop.state()["credits"]["used"] == 2
+    assert len(subscriber.settle(0.5)) == 1
+    gc.collect()

@@ -321,7 +321,7 @@ def test_a_scheduled_event_reconciles_through_lambda_handler(
     )
 
     done = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(scheduled)],
+        [sys.executable, "-c", code, json.dumps({"arcade_job": "reconcile"})],
         cwd=ROOT,
         env=env,
         capture_output=True,

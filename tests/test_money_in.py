@@ -316,21 +316,44 @@ def test_a_refund_before_the_grant_is_kept_and_honoured(
     assert state["revenue"] in ({}, {"usd": 0})
 
 
-def test_a_partial_refund_before_the_grant_cancels_it_and_keeps_the_rest_as_revenue(
+def test_a_partial_refund_before_the_grant_is_kept_and_the_credits_still_go_out(
     client, cabinet, link_id, deliver, subscribe
 ):
     """GIVEN a 30-cent refund of a 100-cent payment not yet recorded WHEN its session arrives
-    THEN nothing is published, partially_refunded, revenue 70."""
+    THEN the player still gets what was bought, partially_refunded, revenue 70 (only a full
+    refund or a dispute cancels a grant)."""
     subscriber = subscribe(COINPULSE)
-    deliver("charge.refunded", charge(payment_intent="pi_cs_part", amount=100, amount_refunded=30))
+    kept = deliver(
+        "charge.refunded", charge(payment_intent="pi_cs_part", amount=100, amount_refunded=30)
+    )
 
     deliver("checkout.session.completed", paid("cs_part", link_id))
 
-    assert subscriber.settle(0.5) == []
+    assert kept.json["result"] == "refund_kept_for_payment"
+    assert subscriber.wait_for(1)[0].payload["credits"] == 2
     state = state_of(client, cabinet)
     assert payment_in(state, "cs_part")["status"] == "partially_refunded"
-    assert state["credits"]["granted"] == 0
+    assert payment_in(state, "cs_part")["amount_refunded"] == 30
+    assert state["credits"]["granted"] == 2
     assert state["revenue"] == {"usd": 70}
+
+
+def test_a_refund_larger_than_the_payment_counts_only_what_was_paid(
+    client, cabinet, link_id, deliver, subscribe
+):
+    """GIVEN a delivered 100-cent payment WHEN a refund of 99 999 arrives THEN revenue is 0,
+    never negative."""
+    subscriber = subscribe(COINPULSE)
+    deliver("checkout.session.completed", paid("cs_small", link_id))
+    subscriber.wait_for(1)
+
+    deliver(
+        "charge.refunded", charge(payment_intent="pi_cs_small", amount=100, amount_refunded=99_999)
+    )
+
+    state = state_of(client, cabinet)
+    assert state["revenue"] == {"usd": 0}
+    assert payment_in(state, "cs_small")["amount_refunded"] == 100
 
 
 def test_a_refund_while_the_coinpulse_is_undelivered_cancels_the_grant(
@@ -460,3 +483,127 @@ def test_a_refund_for_another_machines_payment_changes_only_that_machine(
 
 def _intent_of(shop, session_id: str) -> str:
     return shop.app.extensions["arcade"].store.get_payment(session_id).payment_intent
+
+
+# --- what a signed event cannot make us do ----------------------------------------------------
+MALFORMED_SESSIONS = {
+    "huge_amount_total": {"amount_total": 2**70},
+    "huge_subtotal": {"amount_subtotal": 50 * 10**20},
+    "negative_amount_total": {"amount_total": -5000},
+    "string_amount_total": {"amount_total": "100"},
+    "float_created": {"created": 1e15},
+    "negative_created": {"created": -(10**12)},
+    "metadata_string": {"metadata": "cab001"},
+    "total_details_string": {"total_details": "none"},
+    "currency_number": {"currency": 840},
+    "payment_intent_number": {"payment_intent": 7},
+}
+
+
+@pytest.mark.parametrize("change", MALFORMED_SESSIONS.values(), ids=MALFORMED_SESSIONS)
+def test_a_signed_session_with_a_value_stripe_never_sends_is_a_400(
+    client, cabinet, link_id, subscribe, change, caplog
+):
+    """GIVEN a correctly signed session with one malformed field WHEN delivered THEN 400
+    invalid_event naming the field, nothing stored or published, no ERROR line."""
+    subscriber = subscribe(COINPULSE)
+    session = paid("cs_odd", link_id) | change
+
+    answer = signed_post(client, event("checkout.session.completed", session))
+
+    assert answer.status_code == 400
+    assert answer.json["code"] == "invalid_event"
+    assert subscriber.settle() == []
+    assert state_of(client, cabinet)["payments"] == []
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [[], "text", {"object": "text"}, {"object": []}],
+    ids=["data_list", "data_string", "object_string", "object_list"],
+)
+@pytest.mark.parametrize("event_type", ["checkout.session.completed", "charge.refunded"])
+def test_a_signed_event_whose_object_is_not_an_object_is_a_400(client, event_type, data):
+    body = event(event_type, {}) | {"data": data}
+
+    answer = signed_post(client, body)
+
+    assert (answer.status_code, answer.json["code"]) == (400, "invalid_event")
+
+
+def test_a_refund_with_a_huge_amount_is_a_400(client, cabinet, link_id, deliver):
+    deliver("checkout.session.completed", paid("cs_big_refund", link_id))
+
+    answer = deliver(
+        "charge.refunded",
+        charge(payment_intent="pi_cs_big_refund", amount=100, amount_refunded=2**70),
+    )
+
+    assert (answer.status_code, answer.json["code"]) == (400, "invalid_event")
+    assert state_of(client, cabinet)["revenue"] == {"usd": 100}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"livemode": None}, {"livemode": "false"}, {"account": ""}],
+    ids=["livemode_missing", "livemode_string", "account_empty"],
+)
+def test_an_event_that_does_not_say_its_mode_and_account_plainly_is_ignored(
+    client, cabinet, link_id, subscribe, extra
+):
+    """GIVEN a test-mode key WHEN an event's livemode is not the boolean false, or it carries an
+    account field at all THEN it is ignored."""
+    subscriber = subscribe(COINPULSE)
+    body = event("checkout.session.completed", paid("cs_unclear", link_id)) | extra
+
+    answer = signed_post(client, body)
+
+    assert answer.json["result"] == "ignored"
+    assert subscriber.settle() == []
+
+
+def test_an_item_added_to_our_link_is_counted_from_the_line_items(
+    client, cabinet, link_id, deliver, subscribe, stripe_standin
+):
+    """GIVEN our link with a 20-dollar item added in the dashboard WHEN one credit and that item
+    are bought THEN 1 credit (2050 / 50 would say 41)."""
+    stripe_standin.add_price("price_tshirt", 2000)
+    session = stripe_standin.add_checkout_session(
+        "cs_cross_sell", [(DEFAULT_PRICE, 1), ("price_tshirt", 1)], payment_link=link_id
+    )
+    subscriber = subscribe(COINPULSE)
+
+    deliver("checkout.session.completed", session)
+
+    assert subscriber.wait_for(1)[0].payload["credits"] == 1
+
+
+def test_a_game_over_that_used_a_credit_later_cancelled_counts_as_a_game_without_credit(
+    make_app, fresh_broker, open_shop, subscribe
+):
+    """GIVEN a delivered credit and a second grant stuck while the broker is down WHEN two
+    game overs are played and the stuck grant is refunded THEN used never exceeds granted."""
+    shop = open_shop(make_app(on=fresh_broker))
+    shop.pay("cs_first")
+    fresh_broker.stop()
+    shop.pay("cs_stuck")
+    fresh_broker.start()
+    for _ in range(2):
+        assert (
+            shop.client.post(
+                "/gameover", json={"machine_id": "cab001"}, headers=shop.auth
+            ).status_code
+            == 200
+        )
+
+    signed_post(
+        shop.client,
+        event(
+            "charge.refunded", charge(payment_intent="pi_cs_stuck", amount=50, amount_refunded=50)
+        ),
+    )
+
+    state = shop.state()
+    assert state["credits"] == {"granted": 1, "used": 1, "left": 0}
+    assert state["games_without_credit"] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import time
 
 import pytest
@@ -46,12 +47,20 @@ def test_nothing_connects_before_the_first_publish(broker, make_app):
     app = make_app()
 
     assert app.extensions["arcade"].publisher._client is None
-    assert app.extensions["arcade"].publisher.client_id not in broker.log_text()
+    assert app.extensions["arcade"].publisher.client_id is None
 
 
-def test_client_ids_are_unique_per_process_object(broker):
-    """GIVEN two publishers WHEN compared THEN their client ids differ."""
-    assert publisher_for(broker).client_id != publisher_for(broker).client_id
+def test_client_ids_are_made_at_connect_and_unique_per_process_and_object(broker, publishers):
+    """GIVEN two publishers WHEN each connects THEN their client ids differ and name the process
+    (a worker forked after the app was built connects with an id of its own)."""
+    first, second = publisher_for(broker), publisher_for(broker)
+    publishers += [first, second]
+
+    for publisher in (first, second):
+        publisher.publish("t/id", {}, log_ids={})
+
+    assert first.client_id != second.client_id
+    assert all(f"-{os.getpid()}-" in p.client_id for p in (first, second))
 
 
 def test_wrong_password_is_a_plain_broker_unavailable(broker, publishers):

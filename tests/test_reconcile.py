@@ -17,7 +17,7 @@ import pytest
 
 from arcade.reconcile import parse_window, reconcile
 from tests.conftest import DEFAULT_PRICE, TOPIC_PREFIX, app_environment, signed_post
-from tests.stripe_standin import event
+from tests.stripe_standin import charge, event
 
 ROOT = Path(__file__).resolve().parent.parent
 COINPULSE = f"{TOPIC_PREFIX}/cab001/coinpulse"
@@ -229,3 +229,26 @@ def test_the_real_flask_command_reconciles(broker, stripe_standin, tmp_path, sub
     assert done.stdout.strip().endswith("1 seen, 1 granted now, 0 already recorded, 0 unattributed")
     assert subscriber.wait_for(1)[0].payload["credits"] == 3
     assert '"event":"credits_granted"' in done.stderr
+
+
+def test_a_session_refunded_before_reconcile_found_it_is_counted_as_cancelled(
+    app, shop, stripe_standin, subscribe
+):
+    """GIVEN a lost webhook whose charge was then refunded in full WHEN reconcile applies it THEN
+    nothing is granted or published, and the line says so."""
+    pay_without_webhook(stripe_standin, shop, "cs_refunded_first")
+    signed_post(
+        shop.client,
+        event(
+            "charge.refunded",
+            charge(payment_intent="pi_cs_refunded_first", amount=100, amount_refunded=100),
+        ),
+    )
+    subscriber = subscribe(COINPULSE)
+
+    answer = run(app)
+
+    assert "0 granted now" in answer.output
+    assert "1 refunded or disputed before delivery" in answer.output
+    assert subscriber.settle(0.3) == []
+    assert shop.state()["credits"]["granted"] == 0

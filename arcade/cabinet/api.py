@@ -23,7 +23,8 @@ from arcade.logs import log_event
 
 logger = logging.getLogger(__name__)
 
-RETRYABLE_4XX = frozenset({408, 429})
+# 409: a game over with the same Idempotency-Key is still being sent by the API.
+RETRYABLE_4XX = frozenset({408, 409, 429})
 MAX_ANSWER_BYTES = 64 * 1024
 
 

@@ -72,6 +72,11 @@ class Payment:
     phase: str | None = None  # pending_payment | payment_failed | paid
     reason: str | None = None  # why a paid session bought nothing here (unattributed)
     disputed_at: str | None = None
+    # The transactional outbox: while set, the grant's coinpulse is owed, and the delivery
+    # relay publishes it once this instant (ISO 8601 UTC) has passed.
+    due_at: str | None = None
+    delivery_attempts: int = 0
+    delivery_alarm_at: str | None = None  # when "undeliverable for an hour" was logged
     version: int = 0
 
 
@@ -211,6 +216,11 @@ class Store(ABC):
     @abstractmethod
     def list_payments(self, machine_id: str, limit: int = 20) -> list[Payment]:
         """Return a machine's payments, newest first."""
+
+    @abstractmethod
+    def list_due(self, now: str, limit: int = 100) -> list[Payment]:
+        """Return up to ``limit`` payments whose ``due_at`` is set and not after ``now``,
+        earliest due first (the outbox entries to publish)."""
 
     # --- machine state --------------------------------------------------------------------
     @abstractmethod

@@ -45,6 +45,11 @@ BY_MACHINE_PK = "by_machine_pk"
 BY_MACHINE_SK = "by_machine_sk"
 # Machine items sit in the by_machine index under this partition, so listing them is a Query.
 ALL_MACHINES = "MACHINES"
+# The outbox: a sparse index holding only the payments whose ``due_at`` is set, so the
+# delivery relay finds them with a Query, never a Scan.
+OUTBOX_INDEX = "outbox"
+OUTBOX_PK = "outbox_pk"
+OUTBOX = "OUTBOX"
 # A machine's links sit in the by_machine index under LINKS#<machine_id>.
 LINKS_OF = "LINKS#"
 # DynamoDB's Time to Live deletes game-over keys some time after this epoch-seconds attribute.
@@ -54,6 +59,30 @@ REVENUE_PREFIX = "revenue_"
 ATTEMPTS = 5  # a transaction that loses a race is tried this often in all
 # Reasons a transaction is cancelled that mean "try again", not "no".
 RETRYABLE = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
+
+
+ATTRIBUTES = [
+    {"AttributeName": name, "AttributeType": "S"}
+    for name in ("pk", "sk", BY_MACHINE_PK, BY_MACHINE_SK, OUTBOX_PK, "due_at")
+]
+INDEXES = {
+    BY_MACHINE_INDEX: {
+        "IndexName": BY_MACHINE_INDEX,
+        "KeySchema": [
+            {"AttributeName": BY_MACHINE_PK, "KeyType": "HASH"},
+            {"AttributeName": BY_MACHINE_SK, "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "ALL"},
+    },
+    OUTBOX_INDEX: {
+        "IndexName": OUTBOX_INDEX,
+        "KeySchema": [
+            {"AttributeName": OUTBOX_PK, "KeyType": "HASH"},
+            {"AttributeName": "due_at", "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "ALL"},
+    },
+}
 
 
 class DynamoStore(Store):
@@ -117,34 +146,38 @@ class DynamoStore(Store):
         self._call("transact_write_items", TransactItems=items)
 
     def create_table(self) -> None:
-        """Create the table and its index on demand unless it exists, and wait until ACTIVE."""
+        """Create the table and its indexes on demand unless they exist; wait until ACTIVE."""
         try:
             self._call(
                 "create_table",
                 BillingMode="PAY_PER_REQUEST",
-                AttributeDefinitions=[
-                    {"AttributeName": name, "AttributeType": "S"}
-                    for name in ("pk", "sk", BY_MACHINE_PK, BY_MACHINE_SK)
-                ],
+                AttributeDefinitions=ATTRIBUTES,
                 KeySchema=[
                     {"AttributeName": "pk", "KeyType": "HASH"},
                     {"AttributeName": "sk", "KeyType": "RANGE"},
                 ],
-                GlobalSecondaryIndexes=[
-                    {
-                        "IndexName": BY_MACHINE_INDEX,
-                        "KeySchema": [
-                            {"AttributeName": BY_MACHINE_PK, "KeyType": "HASH"},
-                            {"AttributeName": BY_MACHINE_SK, "KeyType": "RANGE"},
-                        ],
-                        "Projection": {"ProjectionType": "ALL"},
-                    }
-                ],
+                GlobalSecondaryIndexes=list(INDEXES.values()),
             )
         except _TableExists:
             logger.info(json.dumps({"event": "store_table_exists", "table": self.table_name}))
+            self._add_missing_indexes()
         self._wait_until_active()
         self._enable_expiry()
+
+    def _add_missing_indexes(self) -> None:
+        """Give a table made by an older release the indexes it lacks, one at a time."""
+        for name, index in INDEXES.items():
+            table = self._call("describe_table")["Table"]
+            present = {i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])}
+            if name in present:
+                continue
+            self._wait_until_active()
+            self._call(
+                "update_table",
+                AttributeDefinitions=ATTRIBUTES,
+                GlobalSecondaryIndexUpdates=[{"Create": index}],
+            )
+            logger.info(json.dumps({"event": "store_index_added", "index": name}))
 
     def _enable_expiry(self) -> None:
         """Let DynamoDB delete expired game-over keys (Time to Live on their epoch seconds)."""
@@ -335,6 +368,19 @@ class DynamoStore(Store):
         )
         return [Payment(**_decode(item, Payment)) for item in answer.get("Items", [])]
 
+    def list_due(self, now: str, limit: int = 100) -> list[Payment]:
+        """Return the outbox's payments due by ``now``, querying the sparse outbox index."""
+        if limit <= 0:
+            return []
+        answer = self._call(
+            "query",
+            IndexName=OUTBOX_INDEX,
+            KeyConditionExpression=f"{OUTBOX_PK} = :outbox AND due_at <= :now",
+            ExpressionAttributeValues={":outbox": {"S": OUTBOX}, ":now": {"S": now}},
+            Limit=limit,
+        )
+        return [Payment(**_decode(item, Payment)) for item in answer.get("Items", [])]
+
     # --- machine state --------------------------------------------------------------------
     def get_machine_state(self, machine_id: str) -> MachineState:
         """Return the machine's state (zeros and version 0 when nothing was stored yet)."""
@@ -503,6 +549,8 @@ def _payment_item(payment: Payment) -> Item:
     if payment.machine_id is not None:
         item[BY_MACHINE_PK] = {"S": f"MACHINE#{payment.machine_id}"}
         item[BY_MACHINE_SK] = {"S": f"{payment.created_at}#{payment.payment_id}"}
+    if payment.due_at is not None:
+        item[OUTBOX_PK] = {"S": OUTBOX}
     return item
 
 

@@ -68,6 +68,9 @@ CREATE TABLE IF NOT EXISTS payments (
     phase TEXT,
     reason TEXT,
     disputed_at TEXT,
+    due_at TEXT,
+    delivery_attempts INTEGER NOT NULL DEFAULT 0,
+    delivery_alarm_at TEXT,
     version INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS payments_by_machine ON payments (machine_id, created_at);
@@ -272,6 +275,14 @@ class SqliteStore(Store):
         )
         return [Payment(**dict(r)) for r in rows]
 
+    def list_due(self, now: str, limit: int = 100) -> list[Payment]:
+        rows = self._query(
+            "SELECT * FROM payments WHERE due_at IS NOT NULL AND due_at <= ?"
+            " ORDER BY due_at LIMIT ?",
+            (now, limit),
+        )
+        return [Payment(**dict(r)) for r in rows]
+
     # --- machine state --------------------------------------------------------------------
     def get_machine_state(self, machine_id: str) -> MachineState:
         rows = self._query("SELECT * FROM machine_states WHERE machine_id = ?", (machine_id,))
@@ -344,7 +355,12 @@ ADDED_COLUMNS = {
     ("payments", "reason"): "TEXT",
     ("payments", "disputed_at"): "TEXT",
     ("payments", "version"): "INTEGER NOT NULL DEFAULT 0",
+    ("payments", "due_at"): "TEXT",
+    ("payments", "delivery_attempts"): "INTEGER NOT NULL DEFAULT 0",
+    ("payments", "delivery_alarm_at"): "TEXT",
 }
+# Made after the columns they index, which older files gain only above.
+INDEXES = ("CREATE INDEX IF NOT EXISTS payments_due ON payments (due_at) WHERE due_at IS NOT NULL",)
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
@@ -354,6 +370,14 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
         if column not in present:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             added.add((table, column))
+    for index in INDEXES:
+        conn.execute(index)
+    if ("payments", "due_at") in added:
+        # Grants that waited for delivery before the outbox existed join it now.
+        conn.execute(
+            "UPDATE payments SET due_at = COALESCE(delivery_claimed_until, created_at)"
+            " WHERE status = 'pending_delivery' AND due_at IS NULL"
+        )
     if ("payments", "version") in added:
         # Files made before the intents table kept the PaymentIntent on the payment only.
         conn.execute(
