@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -141,10 +142,12 @@ class SqliteStore(Store):
                 try:
                     yield conn
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                     raise
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
+                self._forget_unless_constraint(exc)
                 raise StoreError("the SQLite store refused the write") from exc
 
     def _query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
@@ -152,7 +155,18 @@ class SqliteStore(Store):
             try:
                 return self._connection().execute(sql, params).fetchall()
             except sqlite3.Error as exc:
+                self._forget_unless_constraint(exc)
                 raise StoreError("the SQLite store could not be read") from exc
+
+    def _forget_unless_constraint(self, exc: sqlite3.Error) -> None:
+        """Drop a connection that failed (read-only file, full disk, I/O error), so the next
+        call opens a fresh one and works again once the cause is gone. A broken constraint
+        says nothing about the connection."""
+        if isinstance(exc, sqlite3.IntegrityError) or self._conn is None:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+        self._conn = None
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,143 @@
+"""`python app.py` as a real process for tests of faults that live in a process.
+
+Kill it with SIGKILL, stop it with SIGTERM, restart it on the same port and store, and talk to
+it over real sockets: the Flask test client cannot show what a dead process leaves behind.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.broker import free_loopback_port
+from tests.stripe_standin import event, sign_payload
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ApiProcess:
+    """One `python app.py` with the given settings, on a port of its own."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *, port: int | None = None):
+        self.port = port or free_loopback_port()
+        self.env = {**os.environ, **env, "PORT": str(self.port), "HOST": "127.0.0.1"}
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    # life cycle
+    def start(self, timeout: float = 20.0) -> ApiProcess:
+        """Start the process and wait until /status answers."""
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "app.py"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"app.py exited early:\n{self.log_text()}")
+            try:
+                if self.request("GET", "/status", timeout=1)[0] == 200:
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"app.py did not answer /status:\n{self.log_text()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind, as when a machine loses power."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def terminate(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def close(self) -> None:
+        self.kill()
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_events(self, name: str) -> list[dict[str, Any]]:
+        """Return the JSON log lines whose event is ``name``."""
+        found = []
+        for line in self.log_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("event") == name:
+                found.append(record)
+        return found
+
+    # HTTP
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        *,
+        timeout: float = 30.0,
+    ) -> tuple[int, dict[str, Any]]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            raw = response.read()
+        finally:
+            connection.close()
+        try:
+            answer = json.loads(raw) if raw else {}
+        except ValueError:
+            answer = {"raw": raw.decode(errors="replace")}
+        return response.status, answer
+
+    def webhook(
+        self, event_type: str, data_object: dict[str, Any], secret: str, *, timeout: float = 30.0
+    ) -> tuple[int, dict[str, Any]]:
+        """POST one event, signed the way Stripe signs it."""
+        body = json.dumps(event(event_type, data_object)).encode()
+        headers = {
+            "Stripe-Signature": sign_payload(body, secret),
+            "Content-Type": "application/json",
+        }
+        return self.request("POST", "/webhook", body, headers, timeout=timeout)
+
+    def get_json(self, path: str, token: str) -> dict[str, Any]:
+        status, answer = self.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+        assert status == 200, answer
+        return answer
+
+
+def flask_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``flask --app app ARGS`` with these settings."""
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
