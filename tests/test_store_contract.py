@@ -639,6 +639,35 @@ def test_given_payments_of_two_machines_when_listed_then_newest_first_limited_an
     assert store.get_payment("cs_stray") == written(stray)
 
 
+# --- the outbox -------------------------------------------------------------------------------
+def test_given_payments_due_at_several_instants_when_listed_due_then_only_those_due_earliest_first(
+    store: Store, machine: Machine
+) -> None:
+    """The relay is shown the grants whose due_at has passed, earliest first, at most limit."""
+    for number, due in enumerate([T2, T0, T3, T1]):
+        commit_ok(store, make_payment(payment_id=f"cs_due_{number}", due_at=due))
+    commit_ok(store, make_payment(payment_id="cs_not_owed", due_at=None))
+
+    due = store.list_due(T2)
+
+    assert [p.payment_id for p in due] == ["cs_due_1", "cs_due_3", "cs_due_0"]
+    assert [p.payment_id for p in store.list_due(T3, limit=2)] == ["cs_due_1", "cs_due_3"]
+    assert store.list_due("2026-11-22T09:00:00Z") == []
+
+
+def test_given_an_owed_payment_when_written_without_due_at_then_it_leaves_the_outbox(
+    store: Store, machine: Machine
+) -> None:
+    """A delivered grant is no longer the relay's business."""
+    owed = make_payment(due_at=T0)
+    commit_ok(store, owed)
+
+    commit_ok(store, replace(written(owed), due_at=None, delivered_at=T1))
+
+    assert store.list_due(T3) == []
+    assert store.get_payment("cs_1").delivered_at == T1
+
+
 # --- machine state ----------------------------------------------------------------------------
 def test_given_nothing_stored_when_state_read_then_zeros_and_version_zero(store: Store) -> None:
     """A machine that never paid or played has an empty state."""
@@ -927,3 +956,32 @@ def test_given_a_missing_table_when_used_then_a_store_error_in_our_words(
 
     assert type(raised.value) is StoreError
     assert "ResourceNotFound" not in str(raised.value)
+
+
+def test_given_a_table_made_without_the_outbox_index_when_initialised_then_it_is_added(
+    dynamodb_client: Any, dynamodb_table: str
+) -> None:
+    """`flask store init` on a table of an older release gives it the outbox index."""
+    from arcade.store.dynamodb import ATTRIBUTES, BY_MACHINE_INDEX, INDEXES, DynamoStore
+
+    dynamodb_client.create_table(
+        TableName=dynamodb_table,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            a for a in ATTRIBUTES if a["AttributeName"] not in ("outbox_pk", "due_at")
+        ],
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        GlobalSecondaryIndexes=[INDEXES[BY_MACHINE_INDEX]],
+    )
+    store = DynamoStore(dynamodb_table, client=dynamodb_client)
+
+    store.create_table()
+    store.add_machine(make_machine())
+    commit_ok(store, make_payment(due_at=T0))
+
+    described = dynamodb_client.describe_table(TableName=dynamodb_table)["Table"]
+    assert {i["IndexName"] for i in described["GlobalSecondaryIndexes"]} == {"by_machine", "outbox"}
+    assert [p.payment_id for p in store.list_due(T1)] == ["cs_1"]
