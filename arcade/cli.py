@@ -10,9 +10,10 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
 from arcade.errors import SettingsError, StoreError
-from arcade.machines import describe, is_valid_machine_id
+from arcade.machines import describe
 from arcade.reconcile import parse_window, reconcile
 from arcade.services import services
+from arcade.wire import is_valid_machine_id
 
 machines_cli = AppGroup("machines", help="Register and manage cabinets.")
 store_cli = AppGroup("store", help="Prepare the store.")

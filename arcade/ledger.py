@@ -30,7 +30,6 @@ from arcade.errors import (
     StoreError,
 )
 from arcade.logs import log_event
-from arcade.machines import is_valid_machine_id
 from arcade.mqtt import Publisher
 from arcade.payment_states import (
     PAID,
@@ -67,6 +66,7 @@ from arcade.stripe_objects import (
     read_refund,
     read_session,
 )
+from arcade.wire import is_valid_machine_id
 
 logger = logging.getLogger(__name__)
 

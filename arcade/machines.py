@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 
 from arcade.clock import iso, utc_now
 from arcade.errors import BadRequest, NotFound, Unauthorized
 from arcade.store.base import Machine, Store
-
-# Safe as an MQTT topic level and as Stripe's client_reference_id.
-MACHINE_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-def is_valid_machine_id(value: object) -> bool:
-    """Return True when ``value`` is a string usable as a machine id."""
-    return isinstance(value, str) and MACHINE_ID_PATTERN.fullmatch(value) is not None
+from arcade.wire import is_valid_machine_id
 
 
 def check_machine_id(value: object) -> str:

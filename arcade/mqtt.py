@@ -24,9 +24,9 @@ import ssl
 import threading
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from arcade import wire
 from arcade.errors import BrokerUnavailable, PublishRefused, SettingsError
 from arcade.logs import log_event
 
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
 # Store writes around one publish (lease, mark delivered) fit in this many seconds.
 LEASE_MARGIN_SECONDS = 3.0
 
@@ -71,37 +70,18 @@ class _ConnectAttempt:
 
 def ca_problem(ca_path: str) -> str | None:
     """Return a sentence naming what is wrong with the CA file, or None when it looks usable."""
-    path = Path(ca_path)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return f"{path.name} not found at {path} (set MQTT_CA_CERT to the broker's CA file)"
-    except OSError:
-        return f"{path.name} cannot be read at {path}"
-    # The marker must open a line: the placeholder file mentions it inside a comment.
-    if not any(line.strip() == PEM_CERTIFICATE for line in text.splitlines()):
-        return (
-            f"{path.name} holds no certificate: download the broker's CA certificate from"
-            " the EMQX console (Deployment overview, 'CA Certificate') into it, or set"
-            " MQTT_CA_CERT"
-        )
-    return None
+    return wire.ca_problem(ca_path)
 
 
 def broker_tls_context(ca_path: str) -> ssl.SSLContext:
-    """Return a TLS 1.2+ client context that verifies the broker and its host name."""
-    problem = ca_problem(ca_path)
-    if problem:
-        raise SettingsError(problem)
+    """Return a TLS 1.2+ client context that verifies the broker and its host name.
+
+    Raises SettingsError naming the CA file's problem.
+    """
     try:
-        context = ssl.create_default_context(cafile=ca_path)
-    except ssl.SSLError as exc:
-        name = Path(ca_path).name
-        raise SettingsError(f"{name} holds no certificate that can be read") from exc
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.check_hostname = True
-    context.verify_mode = ssl.CERT_REQUIRED
-    return context
+        return wire.broker_tls_context(ca_path)
+    except wire.WireError as exc:
+        raise SettingsError(str(exc)) from exc
 
 
 class Publisher:

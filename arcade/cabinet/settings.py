@@ -11,8 +11,8 @@ from typing import Any
 from arcade.cabinet.api import RetryPolicy
 from arcade.cabinet.errors import CabinetSettingsError
 from arcade.config import Settings
-from arcade.machines import is_valid_machine_id
 from arcade.mqtt import ca_problem
+from arcade.wire import is_valid_machine_id
 
 DEFAULT_API_URL = "http://127.0.0.1:5000"
 DEFAULT_HTTP_PORT = 8765
