@@ -42,6 +42,7 @@ def create_app(
     from arcade.payments import StripeGateway, key_livemode
     from arcade.routes import links, machines, status, webhook
     from arcade.services import Services
+    from arcade.signing import PulseSigner
     from arcade.store import open_store
 
     configure_logging()
@@ -53,6 +54,7 @@ def create_app(
     publisher = publisher or Publisher(settings)
     stripe = stripe or StripeGateway(settings)
     registry = Registry(store, admin_api_key=settings.admin_api_key)
+    signer = PulseSigner(store, seed=settings.pulse_signing_key)
     app = Flask("arcade", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -68,10 +70,12 @@ def create_app(
             default_price_id=settings.stripe_price_id,
             max_quantity=settings.max_quantity,
         ),
+        signer=signer,
         ledger=Ledger(
             store,
             publisher,
             stripe,
+            signer,
             topic_prefix=settings.topic_prefix,
             default_credits_per_unit=settings.credits_per_unit,
             default_price_id=settings.stripe_price_id,

@@ -39,14 +39,19 @@ def add_machine(
     machine_id: str, name: str | None, price_id: str | None, credits_per_unit: int | None
 ) -> None:
     """Register a machine and print its token (shown only this once)."""
+    svc = services()
     try:
-        _, token = services().registry.register(
+        _, token = svc.registry.register(
             machine_id, name=name, price_id=price_id, credits_per_unit=credits_per_unit
         )
+        public_key = svc.signer.public_key()
     except (StoreError, SettingsError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"Registered {machine_id}. Keep the token: it is not shown again.")
-    click.echo(json.dumps({"machine_id": machine_id, "token": token}))
+    click.echo(f"The cabinet checks coinpulses with the API's public key {public_key}")
+    click.echo(
+        json.dumps({"machine_id": machine_id, "token": token, "pulse_public_key": public_key})
+    )
 
 
 @machines_cli.command("list")

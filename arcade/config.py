@@ -45,6 +45,8 @@ class Settings:
     puback_timeout: float = 2.0
     # Seconds between two runs of the delivery relay in `python app.py`.
     delivery_retry_seconds: int = 10
+    # base64url of the 32-byte Ed25519 seed that signs coinpulses (None: kept in the store).
+    pulse_signing_key: str | None = field(default=None, repr=False)
     problems: tuple[str, ...] = ()
 
     @classmethod
@@ -93,6 +95,11 @@ class Settings:
             reader.problem("STRIPE_WEBHOOK_SECRET must start with whsec_")
             webhook_secret = None
 
+        pulse_signing_key = reader.text("PULSE_SIGNING_KEY")
+        if pulse_signing_key is not None and not _is_ed25519_seed(pulse_signing_key):
+            reader.problem("PULSE_SIGNING_KEY must be base64url of 32 bytes")
+            pulse_signing_key = None
+
         return cls(
             stripe_api_key=reader.text("STRIPE_API_KEY"),
             stripe_webhook_secret=webhook_secret,
@@ -117,6 +124,7 @@ class Settings:
             delivery_retry_seconds=reader.integer(
                 "DELIVERY_RETRY_SECONDS", default=10, low=1, high=3600
             ),
+            pulse_signing_key=pulse_signing_key,
             problems=tuple(reader.problems),
         )
 
@@ -191,6 +199,15 @@ class _Reader:
             self.problem(f"{name} must be {described} from {low} to {high}")
             return default
         return number
+
+
+def _is_ed25519_seed(text: str) -> bool:
+    from arcade.wire import WireError, from_b64url
+
+    try:
+        return len(from_b64url(text)) == 32
+    except WireError:
+        return False
 
 
 def load_local_env(env_file: Path, environ: dict[str, str] | None = None) -> bool:

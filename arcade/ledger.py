@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from arcade import wire
 from arcade.clock import from_unix, iso, iso_seconds, later, parse_iso, utc_now
 from arcade.errors import (
     BrokerUnavailable,
@@ -47,6 +48,7 @@ from arcade.payment_states import (
     with_refund,
 )
 from arcade.payments import StripeGateway
+from arcade.signing import PulseSigner
 from arcade.store.base import (
     GameOverKey,
     IntentRecord,
@@ -132,6 +134,7 @@ class Ledger:
         store: Store,
         publisher: Publisher,
         gateway: StripeGateway,
+        signer: PulseSigner,
         *,
         topic_prefix: str,
         default_credits_per_unit: int,
@@ -146,6 +149,7 @@ class Ledger:
         self.store = store
         self.publisher = publisher
         self.gateway = gateway
+        self.signer = signer
         self.topic_prefix = topic_prefix
         self.default_credits_per_unit = default_credits_per_unit
         self.default_price_id = default_price_id
@@ -330,17 +334,20 @@ class Ledger:
         """Publish a leased grant's coinpulse, then mark it delivered."""
         machine_id = payment.machine_id or ""
         granted_at = parse_iso(payment.granted_at or payment.created_at)
-        pulse = {
-            "machineId": machine_id,
-            "credits": payment.credits,
-            "timestamp": iso_seconds(granted_at),
-            "paymentId": payment.payment_id,
-            "amount": payment.amount,
-            "currency": payment.currency,
-        }
         log_ids = {"payment_id": payment.payment_id, "machine_id": machine_id} | ids
         try:
-            self.publisher.publish(self.topic(machine_id, "coinpulse"), pulse, log_ids=log_ids)
+            # Ed25519 is deterministic: every copy of a grant carries the same signature.
+            pulse = self.signer.sign(
+                wire.coinpulse(
+                    machine_id=machine_id,
+                    credits=payment.credits,
+                    timestamp=iso_seconds(granted_at),
+                    payment_id=payment.payment_id,
+                    amount=payment.amount,
+                    currency=payment.currency,
+                )
+            )
+            self.publisher.publish(self.topic(machine_id, wire.COINPULSE), pulse, log_ids=log_ids)
         except BaseException:
             self._back_off_quietly(payment)
             raise
@@ -705,9 +712,9 @@ class Ledger:
         return state
 
     def _publish_game_over(self, machine_id: str, now: datetime) -> None:
-        message = {"machineId": machine_id, "status": "game_over", "timestamp": iso_seconds(now)}
+        message = self.signer.sign(wire.gameover(machine_id=machine_id, timestamp=iso_seconds(now)))
         self.publisher.publish(
-            self.topic(machine_id, "gameover"), message, log_ids={"machine_id": machine_id}
+            self.topic(machine_id, wire.GAMEOVER), message, log_ids={"machine_id": machine_id}
         )
 
     def _undo_game_over(
@@ -812,7 +819,7 @@ class Ledger:
 
     def topic(self, machine_id: str, kind: str) -> str:
         """Return the MQTT topic of a machine's ``coinpulse`` or ``gameover``."""
-        return f"{self.topic_prefix}/{machine_id}/{kind}"
+        return wire.topic(self.topic_prefix, machine_id, kind)
 
     @staticmethod
     def _log_outcome(

@@ -12,6 +12,7 @@ from arcade.links import LinkService
 from arcade.machines import Registry
 from arcade.mqtt import Publisher
 from arcade.payments import StripeGateway
+from arcade.signing import PulseSigner
 from arcade.store.base import Store
 
 
@@ -22,6 +23,7 @@ class Services:
     publisher: Publisher
     gateway: StripeGateway
     registry: Registry
+    signer: PulseSigner
     links: LinkService
     ledger: Ledger
 

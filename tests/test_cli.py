@@ -32,8 +32,9 @@ def test_add_prints_the_token_as_json_and_the_token_works(runner, client, stripe
 
     assert result.exit_code == 0, result.output
     printed = last_json_line(result.output)
-    assert set(printed) == {"machine_id", "token"}
+    assert set(printed) == {"machine_id", "token", "pulse_public_key"}
     assert printed["machine_id"] == "cab009"
+    assert printed["pulse_public_key"] == client.get("/pulse-key").json["public_key"]
     state = client.get("/machines/cab009", headers=bearer(printed["token"]))
     assert state.status_code == 200
     assert state.json["machine_id"] == "cab009" and state.json["state"] == "idle"

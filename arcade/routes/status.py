@@ -1,10 +1,10 @@
-"""GET /status: is the API up, and is it configured? No network call."""
+"""GET /status (is the API up, and is it configured? no network call) and GET /pulse-key."""
 
 from __future__ import annotations
 
 from flask import Blueprint
 
-from arcade import __version__
+from arcade import __version__, wire
 from arcade.services import services
 
 bp = Blueprint("status", __name__)
@@ -32,3 +32,9 @@ def status():
         "store": settings.database_url.split(":", 1)[0],
         "problems": svc.problems(),
     }
+
+
+@bp.get("/pulse-key")
+def pulse_key():
+    """The public key cabinets pin to check coinpulse and gameover signatures."""
+    return {"alg": wire.SIGNATURE_ALGORITHM, "public_key": services().signer.public_key()}

@@ -253,5 +253,15 @@ class Store(ABC):
     def save_game_over_key(self, record: GameOverKey) -> None:
         """Store a game-over key as it is, replacing any stored one."""
 
+    # --- values the service keeps for itself ------------------------------------------------
+    @abstractmethod
+    def get_value(self, name: str) -> str | None:
+        """Return a value stored under ``name``, or None."""
+
+    @abstractmethod
+    def put_value_if_absent(self, name: str, value: str) -> str:
+        """Store ``value`` under ``name`` unless one is there; return the stored one (first
+        writer wins, so processes racing to create a value all end up with the same)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most back ends hold nothing
         """Release connections."""

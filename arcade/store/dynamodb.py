@@ -38,6 +38,7 @@ LINK_SK = "LINK"
 PAYMENT_SK = "PAYMENT"
 INTENT_SK = "INTENT"
 GAME_OVER_SK = "GAMEOVER"
+VALUE_SK = "VALUE"
 
 # The index that lists a machine's payments, newest first.
 BY_MACHINE_INDEX = "by_machine"
@@ -477,6 +478,24 @@ class DynamoStore(Store):
     def save_game_over_key(self, record: GameOverKey) -> None:
         """Store a game-over key as it is."""
         self._call("put_item", Item=_game_over_item(record))
+
+    # --- values the service keeps for itself ------------------------------------------------
+    def get_value(self, name: str) -> str | None:
+        """Return a value stored under ``name``, or None."""
+        item = self._get(_key(f"VALUE#{name}", VALUE_SK))
+        return None if item is None else item["value"]["S"]
+
+    def put_value_if_absent(self, name: str, value: str) -> str:
+        """Put the value only if absent (first writer wins); return the stored one."""
+        item = _key(f"VALUE#{name}", VALUE_SK) | {"entity": {"S": "value"}, "value": {"S": value}}
+        try:
+            self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)")
+        except _ConditionFailed:
+            stored = self.get_value(name)
+            if stored is None:
+                raise StoreError(f"the value {name!r} vanished while it was written") from None
+            return stored
+        return value
 
 
 # --- helpers --------------------------------------------------------------------------------

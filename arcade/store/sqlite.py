@@ -85,6 +85,10 @@ CREATE TABLE IF NOT EXISTS intents (
     updated_at TEXT,
     version INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS kept_values (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS game_over_keys (
     machine_id TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -361,6 +365,19 @@ class SqliteStore(Store):
     def save_game_over_key(self, record: GameOverKey) -> None:
         with self._transaction() as conn:
             conn.execute(_insert_sql("game_over_keys", KEY_COLUMNS, "OR REPLACE"), _values(record))
+
+    # --- values the service keeps for itself ------------------------------------------------
+    def get_value(self, name: str) -> str | None:
+        rows = self._query("SELECT value FROM kept_values WHERE name = ?", (name,))
+        return rows[0]["value"] if rows else None
+
+    def put_value_if_absent(self, name: str, value: str) -> str:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO kept_values (name, value) VALUES (?, ?)", (name, value)
+            )
+            row = conn.execute("SELECT value FROM kept_values WHERE name = ?", (name,)).fetchone()
+        return row["value"]
 
 
 # Columns added after the first release, for store files made before them.
