@@ -40,6 +40,7 @@ def create_app(
     from arcade.machines import Registry
     from arcade.mqtt import Publisher, delivery_lease_seconds
     from arcade.payments import StripeGateway, key_livemode
+    from arcade.presence import Presence
     from arcade.routes import links, machines, status, webhook
     from arcade.services import Services
     from arcade.signing import PulseSigner
@@ -82,7 +83,10 @@ def create_app(
             livemode=key_livemode(settings.stripe_api_key),
             delivery_lease_seconds=delivery_lease_seconds(settings.puback_timeout),
             max_quantity=settings.max_quantity,
+            confirm_within_seconds=settings.confirm_within_seconds,
+            auto_refund_seconds=settings.auto_refund_unconfirmed_seconds,
         ),
+        presence=Presence(store, stripe, offline_after=settings.machine_offline_after_seconds),
     )
     for module in (status, links, webhook, machines):
         app.register_blueprint(module.bp)

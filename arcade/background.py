@@ -38,7 +38,7 @@ class BackgroundWork(threading.Thread):
     def tick(self) -> None:
         """Run the relay once, and reconciliation when its hour has come."""
         try:
-            self.svc.ledger.relay()
+            self.svc.relay()
         except ArcadeError as exc:
             log_event(logger, "relay_failed", level=logging.WARNING, error=str(exc))
         if time.monotonic() >= self._next_reconcile and not self.svc.stripe_problems():

@@ -137,14 +137,19 @@ def reconcile_command(since: timedelta, as_json: bool) -> None:
 def retry_deliveries() -> None:
     """Publish now every grant whose coinpulse is due (as the relay does on its own)."""
     try:
-        report = services().ledger.relay()
+        report = services().relay()
     except (StoreError, SettingsError) as exc:
         raise click.ClickException(str(exc)) from exc
-    line = f"deliveries: {report.due} due, {report.delivered} delivered, {report.failed} failed"
-    if report.stopped:
-        line += f"; stopped early: {report.stopped}"
+    line = (
+        f"deliveries: {report['due']} due, {report['delivered']} delivered,"
+        f" {report['failed']} failed"
+    )
+    if report["refunded"]:
+        line += f", {report['refunded']} unconfirmed refunded"
+    if report["stopped"]:
+        line += f"; stopped early: {report['stopped']}"
     click.echo(line)
-    if report.failed:
+    if report["failed"]:
         raise SystemExit(1)
 
 

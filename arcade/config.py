@@ -45,6 +45,12 @@ class Settings:
     puback_timeout: float = 2.0
     # Seconds between two runs of the delivery relay in `python app.py`.
     delivery_retry_seconds: int = 10
+    # A delivered payment its cabinet has not confirmed after this many seconds is unconfirmed.
+    confirm_within_seconds: int = 300
+    # Refund through Stripe a payment still unconfirmed after this many seconds (None: never).
+    auto_refund_unconfirmed_seconds: int | None = None
+    # A machine that heartbeats is offline once its last heartbeat is older than this.
+    machine_offline_after_seconds: int = 90
     # base64url of the 32-byte Ed25519 seed that signs coinpulses (None: kept in the store).
     pulse_signing_key: str | None = field(default=None, repr=False)
     problems: tuple[str, ...] = ()
@@ -95,6 +101,9 @@ class Settings:
             reader.problem("STRIPE_WEBHOOK_SECRET must start with whsec_")
             webhook_secret = None
 
+        auto_refund = reader.integer(
+            "AUTO_REFUND_UNCONFIRMED_SECONDS", default=0, low=0, high=30 * 86400
+        )
         pulse_signing_key = reader.text("PULSE_SIGNING_KEY")
         if pulse_signing_key is not None and not _is_ed25519_seed(pulse_signing_key):
             reader.problem("PULSE_SIGNING_KEY must be base64url of 32 bytes")
@@ -123,6 +132,13 @@ class Settings:
             puback_timeout=reader.number("MQTT_PUBACK_TIMEOUT", default=2.0, low=0.1, high=5),
             delivery_retry_seconds=reader.integer(
                 "DELIVERY_RETRY_SECONDS", default=10, low=1, high=3600
+            ),
+            confirm_within_seconds=reader.integer(
+                "CONFIRM_WITHIN_SECONDS", default=300, low=10, high=86400
+            ),
+            auto_refund_unconfirmed_seconds=auto_refund or None,
+            machine_offline_after_seconds=reader.integer(
+                "MACHINE_OFFLINE_AFTER_SECONDS", default=90, low=10, high=86400
             ),
             pulse_signing_key=pulse_signing_key,
             problems=tuple(reader.problems),

@@ -43,6 +43,14 @@ class PublishRefused(BrokerUnavailable):
 
 
 # --- stripe ---------------------------------------------------------------------------------
+class UnknownPayment(ArcadeError):
+    """No payment with this id was granted to this machine."""
+
+
+class MachineOffline(ArcadeError):
+    """A machine that sends heartbeats has not reported in: nobody may pay for it now."""
+
+
 class GameOverInProgress(ArcadeError):
     """A game over with this Idempotency-Key is being sent by another request right now."""
 

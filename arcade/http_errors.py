@@ -12,11 +12,13 @@ from arcade.errors import (
     BrokerUnavailable,
     GameOverInProgress,
     MachineExists,
+    MachineOffline,
     PaymentProviderError,
     PublishRefused,
     SettingsError,
     StoreError,
     UnknownMachine,
+    UnknownPayment,
 )
 from arcade.logs import log_event
 
@@ -39,6 +41,8 @@ OWN_ERRORS: dict[type[Exception], tuple[int, str, bool]] = {
     PaymentProviderError: (502, "stripe_error", True),
     MachineExists: (409, "machine_exists", False),
     GameOverInProgress: (409, "game_over_in_progress", False),
+    MachineOffline: (409, "machine_offline", False),
+    UnknownPayment: (404, "unknown_payment", False),
     UnknownMachine: (404, "unknown_machine", False),
     StoreError: (503, "store_unavailable", True),
 }

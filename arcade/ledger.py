@@ -14,6 +14,7 @@ delivery attempt after the lease publishes the same grant again (same ``paymentI
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -26,9 +27,11 @@ from arcade.clock import from_unix, iso, iso_seconds, later, parse_iso, utc_now
 from arcade.errors import (
     BrokerUnavailable,
     GameOverInProgress,
+    PaymentProviderError,
     PublishRefused,
     SettingsError,
     StoreError,
+    UnknownPayment,
 )
 from arcade.logs import log_event
 from arcade.mqtt import Publisher
@@ -38,6 +41,7 @@ from arcade.payment_states import (
     PENDING_PAYMENT,
     UNATTRIBUTED,
     counted,
+    is_awaiting_confirmation,
     is_cancelled,
     is_deliverable,
     is_grant,
@@ -105,6 +109,7 @@ class RelayReport:
 
     due: int = 0
     delivered: int = 0
+    refunded: int = 0
     failed: int = 0
     stopped: str | None = None
 
@@ -112,6 +117,7 @@ class RelayReport:
         return {
             "due": self.due,
             "delivered": self.delivered,
+            "refunded": self.refunded,
             "failed": self.failed,
             "stopped": self.stopped,
         }
@@ -142,6 +148,8 @@ class Ledger:
         livemode: bool | None = None,
         delivery_lease_seconds: float = 30.0,
         max_quantity: int = 10,
+        confirm_within_seconds: int = 300,
+        auto_refund_seconds: int | None = None,
     ):
         """``livemode`` is the mode of the Stripe key (None: unknown, any event's mode goes);
         ``delivery_lease_seconds`` must outlast the slowest publish
@@ -156,6 +164,8 @@ class Ledger:
         self.livemode = livemode
         self.lease_seconds = delivery_lease_seconds
         self.max_quantity = max_quantity
+        self.confirm_within_seconds = confirm_within_seconds
+        self.auto_refund_seconds = auto_refund_seconds
 
     # --- webhooks ---------------------------------------------------------------------------
     def apply_event(self, event: dict[str, Any]) -> Outcome:
@@ -363,13 +373,96 @@ class Ledger:
                 return
             # A refund that came in while the pulse was in flight found the grant undelivered;
             # it was delivered after all, so its credits count again (see counted()).
+            deadline = (
+                iso(later(parse_iso(now), self.auto_refund_seconds))
+                if self.auto_refund_seconds
+                else None
+            )
             delivered = settle(
-                replace(payment, delivered_at=now, delivery_claimed_until=None, updated_at=now)
+                replace(
+                    payment,
+                    delivered_at=now,
+                    delivery_claimed_until=None,
+                    due_at=deadline,
+                    updated_at=now,
+                )
             )
             if self.store.commit_payment(delivered, delta=_delta(payment, delivered)):
                 return
             payment = self._reread(payment)
         raise StoreError("the payment kept changing while it was marked delivered; try again")
+
+    # --- confirmation -----------------------------------------------------------------------
+    def confirm(self, machine_id: str, payment_id: str) -> Payment:
+        """Record that the cabinet fired a grant's coins: the payment becomes ``credited``.
+
+        A confirmation of a grant not yet marked delivered (its PUBACK came but the mark did
+        not) is proof of delivery too. Repeating it changes nothing. Raises UnknownPayment when
+        no grant with this id belongs to the machine, StoreError when the store fails.
+        """
+        for _ in range(WRITE_ATTEMPTS):
+            payment = self.store.get_payment(payment_id)
+            if payment is None or payment.machine_id != machine_id or not is_grant(payment):
+                raise UnknownPayment(f"machine {machine_id} has no payment {payment_id}")
+            if payment.credited_at is not None:
+                return payment
+            now = iso(utc_now())
+            credited = settle(
+                replace(
+                    payment,
+                    credited_at=now,
+                    delivered_at=payment.delivered_at or now,
+                    delivery_claimed_until=None,
+                    due_at=None,
+                    updated_at=now,
+                )
+            )
+            if self.store.commit_payment(credited, delta=_delta(payment, credited)):
+                log_event(
+                    logger,
+                    "credits_confirmed",
+                    payment_id=payment_id,
+                    machine_id=machine_id,
+                    credits=payment.credits,
+                )
+                return replace(credited, version=credited.version + 1)
+        raise StoreError("the payment kept changing while it was confirmed; try again")
+
+    def is_unconfirmed(self, payment: Payment) -> bool:
+        """Return True for a delivered grant not confirmed within CONFIRM_WITHIN_SECONDS."""
+        if not is_awaiting_confirmation(payment) or payment.delivered_at is None:
+            return False
+        since = utc_now() - parse_iso(payment.delivered_at)
+        return since.total_seconds() >= self.confirm_within_seconds
+
+    def _refund_unconfirmed(self, payment: Payment) -> bool:
+        """Refund a grant its cabinet never confirmed (AUTO_REFUND_UNCONFIRMED_SECONDS).
+
+        The idempotency key ``refund-<payment_id>`` makes Stripe refund once however often
+        this runs; the status follows when Stripe's ``charge.refunded`` arrives.
+        """
+        ids = {"payment_id": payment.payment_id, "machine_id": payment.machine_id}
+        try:
+            if payment.payment_intent:
+                refund_id = self.gateway.refund(
+                    payment.payment_intent, idempotency_key=f"refund-{payment.payment_id}"
+                )
+                log_event(
+                    logger,
+                    "unconfirmed_payment_refunded",
+                    level=logging.WARNING,
+                    refund_id=refund_id,
+                    **ids,
+                )
+            else:  # nothing was paid (a free-play promotion): nothing to give back
+                log_event(logger, "unconfirmed_free_payment", level=logging.WARNING, **ids)
+            done = replace(payment, due_at=None)
+        except PaymentProviderError:
+            done = replace(payment, due_at=iso(later(utc_now(), MAX_BACKOFF_SECONDS)))
+        # The refund is idempotent: should this write fail, trying again next run is harmless.
+        with contextlib.suppress(StoreError):
+            self.store.commit_payment(done)
+        return done.due_at is None
 
     def _leased(self, payment: Payment, now: datetime) -> Payment:
         """Return the payment with the delivery lease taken until the lease runs out; the
@@ -437,6 +530,12 @@ class Ledger:
         report = RelayReport()
         for payment in self.store.list_due(iso(utc_now()), limit):
             report.due += 1
+            if is_awaiting_confirmation(payment):
+                if self._refund_unconfirmed(payment):
+                    report.refunded += 1
+                else:
+                    report.failed += 1
+                continue
             try:
                 outcome = self._deliver(payment, {"source": "relay"})
             except PublishRefused:
@@ -798,6 +897,7 @@ class Ledger:
     def report(self, machine: Machine, *, payments: int = 20) -> dict[str, Any]:
         """Return what an operator or cabinet sees of a machine (SPEC "GET /machines/<id>")."""
         state = self.store.get_machine_state(machine.machine_id)
+        listed = self.store.list_payments(machine.machine_id, payments)
         return {
             "machine_id": machine.machine_id,
             "name": machine.name,
@@ -811,9 +911,8 @@ class Ledger:
             "session": {"id": state.session_id, "started_at": state.session_started_at}
             if state.session_id
             else None,
-            "payments": [
-                describe_payment(p) for p in self.store.list_payments(machine.machine_id, payments)
-            ],
+            "payments": [describe_payment(p) for p in listed],
+            "unconfirmed": [p.payment_id for p in listed if self.is_unconfirmed(p)],
             "revenue": dict(state.revenue),
         }
 

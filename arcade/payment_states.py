@@ -26,6 +26,7 @@ PAID = "paid"  # the money is there (or none was due): credits if attributed
 UNATTRIBUTED = "unattributed"  # paid, but buys nothing here; ``reason`` says why
 PENDING_DELIVERY = "pending_delivery"  # granted and stored, coinpulse not yet acknowledged
 DELIVERED = "delivered"  # the broker acknowledged the coinpulse
+CREDITED = "credited"  # the cabinet confirmed it fired the coins
 REFUNDED = "refunded"  # money returned in full (before delivery: the grant is cancelled)
 PARTIALLY_REFUNDED = "partially_refunded"
 DISPUTED = "disputed"  # the player disputed the charge; the operator must look
@@ -36,6 +37,7 @@ STATUSES = (
     UNATTRIBUTED,
     PENDING_DELIVERY,
     DELIVERED,
+    CREDITED,
     PARTIALLY_REFUNDED,
     REFUNDED,
     DISPUTED,
@@ -98,7 +100,23 @@ def is_cancelled(payment: Payment) -> bool:
 def is_deliverable(payment: Payment) -> bool:
     """Return True when the coinpulse may (still) be published: granted, neither sent nor
     cancelled."""
-    return is_grant(payment) and payment.delivered_at is None and not is_cancelled(payment)
+    return (
+        is_grant(payment)
+        and payment.delivered_at is None
+        and payment.credited_at is None
+        and not is_cancelled(payment)
+    )
+
+
+def is_awaiting_confirmation(payment: Payment) -> bool:
+    """Return True for a delivered grant its cabinet has not confirmed, nothing refunded."""
+    return (
+        is_grant(payment)
+        and payment.delivered_at is not None
+        and payment.credited_at is None
+        and payment.amount_refunded == 0
+        and payment.disputed_at is None
+    )
 
 
 def status_of(payment: Payment) -> str:
@@ -112,6 +130,8 @@ def status_of(payment: Payment) -> str:
         return UNATTRIBUTED  # a refund of it is kept in amount_refunded; the reason stays shown
     if payment.amount_refunded > 0:
         return REFUNDED if is_fully_refunded(payment) else PARTIALLY_REFUNDED
+    if payment.credited_at is not None:
+        return CREDITED
     return DELIVERED if payment.delivered_at is not None else PENDING_DELIVERY
 
 
@@ -132,12 +152,16 @@ def settle(payment: Payment) -> Payment:
     """Return the payment with its status and outbox entry brought in line with its facts.
 
     A grant whose coinpulse is still owed stays in the outbox (``due_at`` set: when the relay
-    may publish it next, kept as the ledger last set it); anything else leaves it.
+    may publish it next, kept as the ledger last set it); so does a delivered grant awaiting
+    its cabinet's confirmation while the ledger set a deadline for it (the relay refunds it
+    then). Anything else leaves the outbox.
     """
     status = status_of(payment)
     if is_deliverable(payment):
         due = payment.due_at or payment.delivery_claimed_until or payment.granted_at
         due = due or payment.created_at
+    elif is_awaiting_confirmation(payment):
+        due = payment.due_at
     else:
         due = None
     if payment.status == status and payment.due_at == due:

@@ -153,6 +153,33 @@ class StripeGateway:
         )
         return CreatedLink(link_id=link.id, url=link.url)
 
+    def refund(
+        self, payment_intent: str, *, idempotency_key: str, amount: int | None = None
+    ) -> str:
+        """Refund a PaymentIntent (all of it, or ``amount``); return the refund's id.
+
+        The idempotency key makes a repeated request refund once (Stripe "Idempotent
+        requests"). Raises PaymentProviderError.
+        """
+        params: dict[str, Any] = {"payment_intent": payment_intent}
+        if amount is not None:
+            params["amount"] = amount
+        refund = self._call(
+            "refund_create",
+            lambda: self.client.v1.refunds.create(
+                params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            ),
+        )
+        return refund.id
+
+    def set_link_active(self, link_id: str, active: bool) -> None:
+        """Switch a Payment Link on or off: an inactive link's page takes no money."""
+        self._call(
+            "payment_link_update",
+            lambda: self.client.v1.payment_links.update(link_id, {"active": active}),
+        )
+
     def line_items(self, session_id: str) -> list[tuple[str | None, int]]:
         """Return a Checkout Session's line items as (price id, quantity) pairs."""
 

@@ -45,7 +45,7 @@ def run_scheduled(app: Flask, event: Mapping[str, Any]) -> dict[str, Any]:
             return {job: {"error": "no such job"}}
         try:
             if job == "relay":
-                results[job] = svc.ledger.relay().as_dict()
+                results[job] = svc.relay()
             else:
                 results[job] = reconcile(svc.ledger, svc.gateway).as_dict()
         except ArcadeError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from flask import current_app
 
@@ -12,6 +13,7 @@ from arcade.links import LinkService
 from arcade.machines import Registry
 from arcade.mqtt import Publisher
 from arcade.payments import StripeGateway
+from arcade.presence import Presence
 from arcade.signing import PulseSigner
 from arcade.store.base import Store
 
@@ -26,6 +28,17 @@ class Services:
     signer: PulseSigner
     links: LinkService
     ledger: Ledger
+    presence: Presence
+
+    def relay(self) -> dict[str, Any]:
+        """Run the delivery relay once, then bring Payment Links in line with presence.
+
+        What the thread of ``python app.py``, the Lambda schedule and ``flask deliveries
+        retry`` run. Raises StoreError when the store fails.
+        """
+        report = self.ledger.relay().as_dict()
+        report["links_switched"] = self.presence.sync_all()
+        return report
 
     def stripe_problems(self) -> list[str]:
         """Return what stops calls to Stripe's API, by setting name."""

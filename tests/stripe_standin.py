@@ -644,6 +644,7 @@ class StripeStandIn:
         self._sessions: dict[str, dict[str, Any]] = {}
         self._session_items: dict[str, list[dict[str, Any]]] = {}
         self._idempotency: dict[str, _Replay] = {}
+        self._refunds: list[dict[str, Any]] = []
         self._failures: list[_Failure] = []
         self._requests: list[RecordedRequest] = []
         self._server: ThreadingHTTPServer | None = None
@@ -949,6 +950,10 @@ class StripeStandIn:
                 return self._ok(self._get_price(price_id))
             case ("POST", ["v1", "payment_links"]):
                 return self._create_payment_link(request)
+            case ("POST", ["v1", "payment_links", link_id]):
+                return self._ok(self._update_payment_link(link_id, request.params))
+            case ("POST", ["v1", "refunds"]):
+                return self._create_refund(request)
             case ("GET", ["v1", "payment_links", link_id]):
                 return self._ok(self._get_payment_link(link_id, request.params))
             case ("GET", ["v1", "payment_links", link_id, "line_items"]):
@@ -1092,6 +1097,71 @@ class StripeStandIn:
             "has_more": start + limit < len(items),
             "url": url,
         }
+
+    def _update_payment_link(self, link_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Update a Payment Link; the stand-in knows ``active`` and ``metadata``."""
+        for name in params:
+            if name not in ("active", "metadata"):
+                raise _invalid(name, f"Received unknown parameter: {name}", "parameter_unknown")
+        with self._lock:
+            found = self._links.get(link_id)
+            if found is None:
+                raise _no_such("payment_link", link_id, param="payment_link")
+            if "active" in params:
+                found["active"] = _boolean(params["active"], "active")
+            if "metadata" in params:
+                found["metadata"] = _metadata(params["metadata"], "metadata")
+            return dict(found)
+
+    def _create_refund(self, request: RecordedRequest) -> _Answer:
+        """Refund a PaymentIntent of a registered Checkout Session, once per idempotency key."""
+        params = request.params
+        key = request.idempotency_key
+        for name in params:
+            if name not in ("payment_intent", "charge", "amount", "reason", "metadata"):
+                raise _invalid(name, f"Received unknown parameter: {name}", "parameter_unknown")
+        intent = params.get("payment_intent")
+        if not intent:
+            raise _missing("payment_intent")
+        with self._lock:
+            if key and key in self._idempotency:
+                return self._ok(dict(self._idempotency[key].body), {"Idempotent-Replayed": "true"})
+            sessions = [s for s in self._sessions.values() if s.get("payment_intent") == intent]
+            if not sessions:
+                raise _no_such("payment_intent", str(intent), param="payment_intent")
+            session = sessions[0]
+            paid = int(session.get("amount_total") or 0)
+            already = sum(r["amount"] for r in self._refunds if r["payment_intent"] == intent)
+            amount = _positive_int(params.get("amount", paid - already), "amount")
+            if already + amount > paid:
+                raise StripeError(
+                    400,
+                    f"Refund amount ({amount}) is greater than unrefunded amount on charge",
+                    code="amount_too_large",
+                    param="amount",
+                )
+            refund = {
+                "id": _random_id("re_"),
+                "object": "refund",
+                "amount": amount,
+                "charge": _random_id("ch_"),
+                "created": _now(),
+                "currency": session.get("currency", "usd"),
+                "metadata": _metadata(params.get("metadata"), "metadata"),
+                "payment_intent": intent,
+                "reason": params.get("reason"),
+                "status": "succeeded",
+            }
+            self._refunds.append(refund)
+            if key:
+                self._idempotency[key] = _Replay("", refund)
+        return self._ok(dict(refund), {"Idempotency-Key": key} if key else {})
+
+    @property
+    def refunds(self) -> list[dict[str, Any]]:
+        """Return the refunds made so far, oldest first."""
+        with self._lock:
+            return [dict(refund) for refund in self._refunds]
 
     def _create_payment_link(self, request: RecordedRequest) -> _Answer:
         params = request.params

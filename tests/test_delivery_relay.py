@@ -293,7 +293,16 @@ def test_the_minute_schedule_runs_the_relay_through_lambda_handler(
 
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout.splitlines()[-1])
-    assert answer == {"relay": {"due": 1, "delivered": 1, "failed": 0, "stopped": None}}
+    assert answer == {
+        "relay": {
+            "due": 1,
+            "delivered": 1,
+            "refunded": 0,
+            "failed": 0,
+            "stopped": None,
+            "links_switched": 0,
+        }
+    }
     assert subscriber.wait_for(1)[0].payload["paymentId"] == "cs_outage"
 
 

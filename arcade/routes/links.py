@@ -32,6 +32,7 @@ def create_payment_link():
             code="invalid_quantity",
         )
     machine = svc.registry.authorise(machine_id, request.headers.get("Authorization"))
+    svc.presence.require_online(machine)
     link = svc.links.link_for(machine, price_id=price_id, quantity=quantity)
     return {
         "url": link.url,
@@ -49,7 +50,9 @@ def qr_code(machine_id: str, kind: str):
         raise BadRequest("the QR code comes as qr.png or qr.svg", code="invalid_format")
     svc = services()
     # No token: an <img> cannot send one, and the code only shows the public link URL.
-    link = svc.links.link_for(svc.registry.get(machine_id))
+    machine = svc.registry.get(machine_id)
+    svc.presence.require_online(machine)
+    link = svc.links.link_for(machine)
     tag = qr.etag(link.url, kind)
     headers = {"ETag": tag, "Cache-Control": "public, max-age=300"}
     if request.if_none_match.contains_weak(tag.strip('"')):

@@ -10,10 +10,12 @@ from arcade.errors import BadRequest
 from arcade.machines import check_machine_id, describe
 from arcade.routes import json_body
 from arcade.services import services
+from arcade.wire import PAYMENT_ID_PATTERN
 
 bp = Blueprint("machines", __name__)
 
 IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,255}")
+MAX_REPORTED_CREDITS = 1_000_000
 
 
 @bp.post("/gameover")
@@ -35,7 +37,47 @@ def machine_state(machine_id: str):
     check_machine_id(machine_id)
     svc = services()
     machine = svc.registry.authorise(machine_id, request.headers.get("Authorization"))
-    return svc.ledger.report(machine)
+    report = svc.ledger.report(machine)
+    report["presence"] = svc.presence.of(machine)
+    report["last_seen"] = machine.last_seen
+    return report
+
+
+@bp.post("/machines/<machine_id>/credits/ack")
+def confirm_credits(machine_id: str):
+    """The cabinet fired a coinpulse's coins: the payment becomes ``credited``."""
+    check_machine_id(machine_id)
+    payment_id = json_body().get("payment_id")
+    if not isinstance(payment_id, str) or not PAYMENT_ID_PATTERN.fullmatch(payment_id):
+        raise BadRequest("payment_id must be the coinpulse's paymentId", code="invalid_payment_id")
+    svc = services()
+    svc.registry.authorise(machine_id, request.headers.get("Authorization"))
+    payment = svc.ledger.confirm(machine_id, payment_id)
+    return {"payment_id": payment.payment_id, "status": payment.status}
+
+
+@bp.post("/machines/<machine_id>/heartbeat")
+def heartbeat(machine_id: str):
+    """The cabinet is there: ``{"mqtt_connected": bool, "credits_left"?: n}``."""
+    check_machine_id(machine_id)
+    body = json_body()
+    connected = body.get("mqtt_connected")
+    if not isinstance(connected, bool):
+        raise BadRequest("mqtt_connected must be true or false", code="invalid_heartbeat")
+    credits_left = body.get("credits_left")
+    if credits_left is not None and (
+        isinstance(credits_left, bool)
+        or not isinstance(credits_left, int)
+        or not 0 <= credits_left <= MAX_REPORTED_CREDITS
+    ):
+        raise BadRequest(
+            f"credits_left must be a whole number from 0 to {MAX_REPORTED_CREDITS}",
+            code="invalid_heartbeat",
+        )
+    svc = services()
+    machine = svc.registry.authorise(machine_id, request.headers.get("Authorization"))
+    current = svc.presence.heartbeat(machine, mqtt_connected=connected, credits_left=credits_left)
+    return {"machine_id": machine_id, "presence": svc.presence.of(current)}
 
 
 @bp.get("/machines")

@@ -21,6 +21,11 @@ class Machine:
     name: str | None = None
     price_id: str | None = None
     credits_per_unit: int | None = None
+    # Presence, from the cabinet's heartbeats (None: it never sent one).
+    last_seen: str | None = None
+    mqtt_connected: int | None = None  # 1 or 0, as the last heartbeat said
+    credits_reported: int | None = None  # credits left, as the cabinet counts them
+    links_active: int | None = None  # 0 while its Stripe Payment Links are switched off
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,7 @@ class Payment:
     due_at: str | None = None
     delivery_attempts: int = 0
     delivery_alarm_at: str | None = None  # when "undeliverable for an hour" was logged
+    credited_at: str | None = None  # when the cabinet confirmed it fired the coins
     version: int = 0
 
 
@@ -165,6 +171,16 @@ class Store(ABC):
     @abstractmethod
     def set_token_hash(self, machine_id: str, token_hash: str) -> None:
         """Replace a machine's token hash; raise UnknownMachine if absent."""
+
+    @abstractmethod
+    def record_heartbeat(
+        self, machine_id: str, *, at: str, mqtt_connected: bool, credits_left: int | None
+    ) -> None:
+        """Store a machine's last heartbeat; raise UnknownMachine if absent."""
+
+    @abstractmethod
+    def set_links_active(self, machine_id: str, active: bool) -> None:
+        """Record whether the machine's Payment Links are on; raise UnknownMachine."""
 
     @abstractmethod
     def remove_machine(self, machine_id: str) -> None:

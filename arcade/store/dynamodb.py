@@ -241,6 +241,37 @@ class DynamoStore(Store):
         except _ConditionFailed as exc:
             raise UnknownMachine(machine_id) from exc
 
+    def record_heartbeat(
+        self, machine_id: str, *, at: str, mqtt_connected: bool, credits_left: int | None
+    ) -> None:
+        """Store a machine's last heartbeat; raise UnknownMachine if absent."""
+        update = "SET last_seen = :at, mqtt_connected = :connected"
+        values: Item = {":at": {"S": at}, ":connected": _number(int(mqtt_connected))}
+        if credits_left is None:
+            update += " REMOVE credits_reported"
+        else:
+            update += ", credits_reported = :credits"
+            values[":credits"] = _number(credits_left)
+        self._update_machine(machine_id, update, values)
+
+    def set_links_active(self, machine_id: str, active: bool) -> None:
+        """Record whether the machine's Payment Links are on; raise UnknownMachine."""
+        self._update_machine(
+            machine_id, "SET links_active = :active", {":active": _number(int(active))}
+        )
+
+    def _update_machine(self, machine_id: str, update: str, values: Item) -> None:
+        try:
+            self._call(
+                "update_item",
+                Key=_machine_key(machine_id),
+                UpdateExpression=update,
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues=values,
+            )
+        except _ConditionFailed as exc:
+            raise UnknownMachine(machine_id) from exc
+
     def remove_machine(self, machine_id: str) -> None:
         """Delete a machine item (its payments and state stay); raise UnknownMachine if absent."""
         try:

@@ -29,7 +29,11 @@ CREATE TABLE IF NOT EXISTS machines (
     created_at TEXT NOT NULL,
     name TEXT,
     price_id TEXT,
-    credits_per_unit INTEGER
+    credits_per_unit INTEGER,
+    last_seen TEXT,
+    mqtt_connected INTEGER,
+    credits_reported INTEGER,
+    links_active INTEGER
 );
 CREATE TABLE IF NOT EXISTS machine_states (
     machine_id TEXT PRIMARY KEY,
@@ -72,6 +76,7 @@ CREATE TABLE IF NOT EXISTS payments (
     due_at TEXT,
     delivery_attempts INTEGER NOT NULL DEFAULT 0,
     delivery_alarm_at TEXT,
+    credited_at TEXT,
     version INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS payments_by_machine ON payments (machine_id, created_at);
@@ -199,6 +204,27 @@ class SqliteStore(Store):
         with self._transaction() as conn:
             cur = conn.execute(
                 "UPDATE machines SET token_hash = ? WHERE machine_id = ?", (token_hash, machine_id)
+            )
+            if cur.rowcount == 0:
+                raise UnknownMachine(machine_id)
+
+    def record_heartbeat(
+        self, machine_id: str, *, at: str, mqtt_connected: bool, credits_left: int | None
+    ) -> None:
+        with self._transaction() as conn:
+            cur = conn.execute(
+                "UPDATE machines SET last_seen = ?, mqtt_connected = ?, credits_reported = ?"
+                " WHERE machine_id = ?",
+                (at, int(mqtt_connected), credits_left, machine_id),
+            )
+            if cur.rowcount == 0:
+                raise UnknownMachine(machine_id)
+
+    def set_links_active(self, machine_id: str, active: bool) -> None:
+        with self._transaction() as conn:
+            cur = conn.execute(
+                "UPDATE machines SET links_active = ? WHERE machine_id = ?",
+                (int(active), machine_id),
             )
             if cur.rowcount == 0:
                 raise UnknownMachine(machine_id)
@@ -389,6 +415,11 @@ ADDED_COLUMNS = {
     ("payments", "due_at"): "TEXT",
     ("payments", "delivery_attempts"): "INTEGER NOT NULL DEFAULT 0",
     ("payments", "delivery_alarm_at"): "TEXT",
+    ("payments", "credited_at"): "TEXT",
+    ("machines", "last_seen"): "TEXT",
+    ("machines", "mqtt_connected"): "INTEGER",
+    ("machines", "credits_reported"): "INTEGER",
+    ("machines", "links_active"): "INTEGER",
 }
 # Made after the columns they index, which older files gain only above.
 INDEXES = ("CREATE INDEX IF NOT EXISTS payments_due ON payments (due_at) WHERE due_at IS NOT NULL",)
