@@ -94,7 +94,11 @@ class Registry:
     def is_admin(self, authorization: str | None) -> bool:
         """Return True when the header carries the operator's ADMIN_API_KEY."""
         token = bearer_token(authorization)
-        return bool(token and self.admin_api_key and hmac.compare_digest(token, self.admin_api_key))
+        return bool(
+            token
+            and self.admin_api_key
+            and hmac.compare_digest(token.encode(), self.admin_api_key.encode())
+        )
 
     def authorise(self, machine_id: str, authorization: str | None) -> Machine:
         """Return the machine when the header carries its token or the admin key."""
@@ -105,7 +109,7 @@ class Registry:
             )
         machine = self.get(machine_id)
         if self.is_admin(authorization) or hmac.compare_digest(
-            hash_token(token), machine.token_hash
+            hash_token(token).encode(), machine.token_hash.encode()
         ):
             return machine
         raise Unauthorized("the token is not valid for this machine", code="invalid_credentials")

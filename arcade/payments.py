@@ -107,7 +107,7 @@ class StripeGateway:
             event = json.loads(payload)
         except stripe.SignatureVerificationError as exc:
             raise InvalidSignature("the Stripe-Signature does not match or is too old") from exc
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise InvalidSignature("the webhook body is not a signed JSON event") from exc
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             raise InvalidSignature("the webhook body is not a Stripe event")

@@ -395,3 +395,47 @@ def test_no_error_body_or_log_line_holds_a_trace_or_a_secret(
         secrets,
         ("standin internal detail", "No signatures found", "Unable to extract", "Expecting value"),
     )
+
+
+# --- anonymous input that must never be a 500 ----------------------------------------------------
+JSON_ROUTES = [
+    "/create-payment-link",
+    "/gameover",
+    "/machines/cab001/credits/ack",
+    "/machines/cab001/heartbeat",
+]
+
+
+@pytest.mark.parametrize("path", JSON_ROUTES)
+def test_json_nested_deeper_than_32_levels_is_a_400_before_anything_else(client, path):
+    body = "[" * 5000 + "]" * 5000
+
+    answer = client.post(path, data=body, headers={"Content-Type": "application/json"})
+
+    assert (answer.status_code, answer.json["code"]) == (400, "invalid_json")
+
+
+def test_json_nested_32_levels_deep_is_read(client, cabinet):
+    body = {"machine_id": "cab001", "extra": json.loads("[" * 30 + "]" * 30)}
+
+    answer = client.post("/gameover", json=body, headers=cabinet.auth)
+
+    assert answer.status_code in (200, 503)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/machines/cab001"),
+        ("POST", "/gameover"),
+        ("POST", "/machines/cab001/heartbeat"),
+        ("GET", "/machines"),
+    ],
+)
+def test_a_non_ascii_bearer_token_is_a_401(client, cabinet, method, path):
+    headers = {"Authorization": "Bearer t\u00e9st-\u00ff", "Content-Type": "application/json"}
+    body = json.dumps({"machine_id": "cab001", "mqtt_connected": True})
+
+    answer = client.open(path, method=method, data=body, headers=headers)
+
+    assert answer.status_code == 401
