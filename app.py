@@ -27,4 +27,4 @@ def lambda_handler(event: dict, context: object) -> dict:
 if __name__ == "__main__":
     from arcade.serve import serve
 
-    serve(app)
+    raise SystemExit(serve(app))

@@ -50,6 +50,10 @@ class BackgroundWork(threading.Thread):
             except ArcadeError as exc:
                 log_event(logger, "reconcile_failed", level=logging.WARNING, error=str(exc))
 
+    def ask_to_stop(self) -> None:
+        """Ask the thread to finish after its current run, without waiting for it."""
+        self._stopping.set()
+
     def stop(self) -> None:
         """Ask the thread to finish after its current run, and wait for it."""
         self._stopping.set()

@@ -1,74 +1,138 @@
 """``python app.py``: report the settings by name, then serve on PORT until SIGTERM or SIGINT.
 
-Either signal stops accepting connections, lets the requests in flight finish (a webhook
-half-way through its grant is answered), stops the delivery relay, then exits 0.
+waitress serves (SPEC "Serving locally"): a connection costs a worker thread only once its
+request has fully arrived, so idle or slow connections never hold the threads that answer
+Stripe, and a connection idle for ``CHANNEL_TIMEOUT_SECONDS`` is closed. Either signal stops
+accepting connections, lets every request already received finish and its answer go out (a
+webhook half-way through its grant is answered), stops the delivery relay, then exits 0.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
-import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
 from typing import Any
 
 from flask import Flask
-from werkzeug.serving import BaseWSGIServer
 
-from arcade.background import BackgroundWork
 from arcade.logs import log_event
-from arcade.services import Services
 
 logger = logging.getLogger("arcade.serve")
 
-WORKER_THREADS = 32
+WORKER_THREADS = 16
+CHANNEL_TIMEOUT_SECONDS = 30
+# How long in-flight requests may take to finish after SIGTERM: the slowest webhook (a
+# line-items call Stripe answers slowly, then the slowest publish) fits well inside.
+DRAIN_SECONDS = 60
 
 
-class PooledWSGIServer(BaseWSGIServer):
-    """Werkzeug's server, with requests handled by a pool of threads.
+class StartupError(Exception):
+    """The server cannot start; the message says why in one sentence."""
 
-    Werkzeug's threaded server starts a thread for every connection, and it closes every
-    connection after one request, as Stripe's deliveries do anyway; reusing threads saves that
-    start on each webhook.
+
+def make_server(app: Any, host: str, port: int) -> Any:
+    """Return a waitress server for ``app`` bound to host:port (not yet serving).
+
+    Raises StartupError naming the address when it cannot be bound.
     """
+    from waitress import create_server
 
-    multithread = True
+    try:
+        return create_server(
+            app,
+            host=host,
+            port=port,
+            threads=WORKER_THREADS,
+            channel_timeout=CHANNEL_TIMEOUT_SECONDS,
+            connection_limit=_connection_limit(),
+            ident="arcade-pay",
+            expose_tracebacks=False,
+        )
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise StartupError(f"cannot listen on {host}:{port}: {reason}") from exc
 
-    def __init__(self, host: str, port: int, app: Any, *, workers: int = WORKER_THREADS):
-        super().__init__(host, port, app)
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="http")
 
-    def process_request(self, request: socket.socket, client_address: Any) -> None:
-        self.pool.submit(self._handle, request, client_address)
+def run_until_signalled(server: Any, *, on_stop: Any = None) -> None:
+    """Serve until SIGTERM or SIGINT, then finish what is in flight and return."""
+    from waitress import wasyncore
 
-    def _handle(self, request: socket.socket, client_address: Any) -> None:
+    stopping = threading.Event()
+
+    def stop(signum: int, _frame: object) -> None:
+        if not stopping.is_set():
+            log_event(logger, "stopping", signal=signal.Signals(signum).name)
+        stopping.set()
+        server.pull_trigger()  # wake the loop now, not at its next timeout
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    use_poll = server.adj.asyncore_use_poll
+    while not stopping.is_set():
+        wasyncore.loop(timeout=1.0, map=server._map, use_poll=use_poll, count=1)
+    # Stop accepting; the loop goes on so that answers still reach their clients.
+    wasyncore.dispatcher.close(server)
+    if on_stop is not None:
+        on_stop()
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while not _drained(server) and time.monotonic() < deadline:
+        wasyncore.loop(timeout=0.1, map=server._map, use_poll=use_poll, count=1)
+    server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
+    wasyncore.close_all(server._map)
+
+
+def _drained(server: Any) -> bool:
+    """Return True when no request is being served and every answer has been sent."""
+    dispatcher = server.task_dispatcher
+    if dispatcher.queue or dispatcher.active_count > 0:
+        return False
+    return all(
+        not channel.requests and not channel.total_outbufs_len
+        for channel in list(server.active_channels.values())
+    )
+
+
+def _connection_limit() -> int:
+    """Return how many connections to accept: as many as the open-files limit leaves room for.
+
+    waitress stops accepting at its limit (100 by default); raising the soft limit to the hard
+    one means a few hundred idle sockets cannot keep Stripe out.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        wanted = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
         try:
-            self.finish_request(request, client_address)
-        except Exception:  # socketserver reports it and serves on, as its own threads do
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
-
-    def server_close(self) -> None:
-        super().server_close()
-        # Requests already handed to a worker finish; none is cut off half-way.
-        self.pool.shutdown(wait=True)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    return max(50, min(1000, soft - 64))
 
 
-def serve(app: Flask) -> None:
-    """Serve ``app`` with a pool of threads on 127.0.0.1:PORT (HOST to change the address)."""
+def serve(app: Flask) -> int:
+    """Serve ``app`` on 127.0.0.1:PORT (HOST to change the address); return the exit status."""
+    from arcade.background import BackgroundWork
+    from arcade.services import Services
+
     svc: Services = app.extensions["arcade"]
     settings = svc.settings
     problems = svc.problems()
     # create_app already logged the malformed settings; add what is missing.
     for problem in problems[len(settings.problems) :]:
         log_event(logger, "setting_problem", level=logging.WARNING, problem=problem)
-    # Every request that matters logs its own JSON event; werkzeug's access line per request
-    # would double the log and cost a measurable share of a webhook's time.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     host = os.environ.get("HOST", "127.0.0.1")
+    # Each request that matters logs its own JSON event; waitress's own start-up line repeats
+    # what "serving" says.
+    logging.getLogger("waitress").setLevel(logging.WARNING)
+    try:
+        server = make_server(app, host, settings.port)
+    except StartupError as exc:
+        log_event(logger, "startup_failed", level=logging.ERROR, error=str(exc))
+        return 1
     log_event(
         logger,
         "serving",
@@ -77,22 +141,13 @@ def serve(app: Flask) -> None:
         store=settings.database_url.split(":", 1)[0],
         ready=not problems,
     )
-    server = PooledWSGIServer(host, settings.port, app)
     background = BackgroundWork(svc)
-
-    def stop(signum: int, _frame: object) -> None:
-        log_event(logger, "stopping", signal=signal.Signals(signum).name)
-        # shutdown() waits for serve_forever to return, so not from the thread running it.
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     background.start()
     try:
-        server.serve_forever()
+        run_until_signalled(server, on_stop=background.ask_to_stop)
     finally:
-        server.server_close()
         background.stop()
         svc.publisher.close()
         svc.store.close()
         log_event(logger, "stopped")
+    return 0

@@ -11,7 +11,7 @@ by a floor measured beside it, in the same run, on the same machine:
   ``import app`` and ``app.lambda_handler(event)``. Both run ``--cold-starts`` times
   (interleaved); each is the median. Budget: product / floor <= 1.25.
 - HTTP floor: ``bench/floor_http.py``, a three-line Flask app whose POST route only reads its
-  body and answers 200, served like ``python app.py`` (``arcade.serve.PooledWSGIServer``) as
+  body and answers 200, served like ``python app.py`` (``arcade.serve.make_server``, waitress) as
   its own process on a free loopback port, sent the same signed webhook bodies by the same
   client code: p50/p99 of ``--webhooks`` sequential requests through one ``http.client``
   connection, and requests/s from 8 concurrent senders sending ``--throughput`` requests in

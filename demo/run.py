@@ -250,16 +250,29 @@ def play_with_broker(tmp: Path, processes: list[subprocess.Popen], broker: TlsBr
             "the gameover message reaching the broker's subscribers",
         )
 
+        wait_for(
+            lambda: (
+                request(api_port, "GET", f"/machines/{MACHINE}", None, auth)[1]["payments"][0][
+                    "status"
+                ]
+                == "credited"
+            ),
+            "the cabinet's confirmation that it fired the coins",
+        )
+
         step(9, f"GET /machines/{MACHINE}")
         status, state = request(api_port, "GET", f"/machines/{MACHINE}", None, auth)
         say(json.dumps(state, indent=2))
         granted = state["credits"]["granted"] == 1 and state["payments"][0]["status"] == (
-            "delivered"
+            "credited"
         )
         closed = state["state"] == "idle" and state["session"] is None
         if not (granted and closed):
             raise SystemExit("demo failed: the machine's state is not what one round leaves")
-        say("\nDemo passed: 1 credit granted and delivered, the game played, the session closed.")
+        say(
+            "\nDemo passed: 1 credit granted, delivered and confirmed by the cabinet, the game"
+            " played, the session closed."
+        )
         return 0
 
 

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_demo_plays_one_paid_round_end_to_end():
-    """GIVEN a fresh machine WHEN the demo runs THEN one credit is granted, the session closed."""
+    """GIVEN a fresh machine WHEN the demo runs THEN one credit is granted and confirmed by the
+    cabinet, and the session closed."""
     run = subprocess.run(
         [sys.executable, "demo/run.py"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
@@ -26,6 +27,8 @@ def test_demo_plays_one_paid_round_end_to_end():
     block = after_header[after_header.index("\n{\n") + 1 :]
     state = json.loads(block[: block.index("\n}\n") + 2])
     assert state["credits"] == {"granted": 1, "used": 1, "left": 0}
-    assert state["payments"][0]["status"] == "delivered"
+    # The cabinet fired the coin and confirmed it: more than the broker's PUBACK.
+    assert state["payments"][0]["status"] == "credited"
+    assert state["presence"] == "online"
     assert state["state"] == "idle" and state["session"] is None
     assert "Demo passed" in out
