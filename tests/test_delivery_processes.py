@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.api_process import ApiProcess, flask_command
+from tests.api_process import ROOT, ApiProcess, flask_command
 from tests.conftest import TOPIC_PREFIX, WEBHOOK_SECRET, app_environment
 from tests.stripe_standin import checkout_session
 
@@ -238,3 +241,75 @@ def test_a_store_that_failed_works_again_once_the_cause_is_gone(
 def _quietly(call: Callable[[], object]) -> None:
     with contextlib.suppress(OSError):
         call()
+
+
+def test_idle_connections_do_not_keep_stripe_out(start_api, machine, subscribe, fresh_broker):
+    """GIVEN 40 connections that each sent half a request line and went quiet WHEN Stripe posts
+    a paid webhook THEN it is answered 200 and delivered at once."""
+    api = start_api()
+    link_id = make_link(api, machine)
+    subscriber = subscribe(COINPULSE, on=fresh_broker)
+    idle = []
+    for _ in range(40):
+        sock = socket.create_connection(("127.0.0.1", api.port))
+        sock.sendall(b"POST /webh")
+        idle.append(sock)
+    try:
+        status, answer = api.webhook(
+            "checkout.session.completed", paid("cs_past_idle", link_id), WEBHOOK_SECRET, timeout=10
+        )
+    finally:
+        for sock in idle:
+            sock.close()
+
+    assert (status, answer["result"]) == (200, "delivered")
+    assert subscriber.wait_for(1)[0].payload["paymentId"] == "cs_past_idle"
+
+
+def test_a_stalled_client_does_not_keep_sigterm_from_stopping_the_server(start_api):
+    """GIVEN a client that sent headers promising 100 bytes and one byte of body WHEN SIGTERM
+    arrives THEN the process still exits 0 (the stalled request was never received whole)."""
+    api = start_api()
+    stalled = socket.create_connection(("127.0.0.1", api.port))
+    stalled.sendall(
+        b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n{"
+    )
+    time.sleep(0.2)
+
+    api.terminate()
+    try:
+        code = api.wait(timeout=20)
+    finally:
+        stalled.close()
+
+    assert code == 0
+
+
+def test_a_port_in_use_is_one_sentence_and_exit_1(env, tmp_path):
+    """GIVEN the port taken WHEN python app.py starts THEN one line names the address and the
+    process exits 1, with no traceback."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        done = subprocess.run(
+            [sys.executable, "app.py"],
+            cwd=ROOT,
+            env={**os.environ, **env, "PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        taken.close()
+
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    [failed] = [
+        json.loads(line)
+        for line in done.stderr.splitlines()
+        if line.startswith("{") and '"startup_failed"' in line
+    ]
+    assert failed["error"].startswith(f"cannot listen on 127.0.0.1:{port}")
