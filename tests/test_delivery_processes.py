@@ -313,3 +313,30 @@ def test_a_port_in_use_is_one_sentence_and_exit_1(env, tmp_path):
         if line.startswith("{") and '"startup_failed"' in line
     ]
     assert failed["error"].startswith(f"cannot listen on 127.0.0.1:{port}")
+
+
+@pytest.mark.skipif(shutil.which("chattr") is None, reason="needs chattr (e2fsprogs)")
+def test_a_store_whose_log_file_was_made_read_only_works_on_the_first_request_after(
+    start_api, machine, tmp_path, subscribe, fresh_broker
+):
+    """GIVEN a running API whose SQLite write-ahead log is made immutable WHEN a webhook comes
+    THEN 503; the first webhook after the file is writable again is served."""
+    api = start_api()
+    link_id = make_link(api, machine)
+    assert (
+        api.webhook("checkout.session.completed", paid("cs_before", link_id), WEBHOOK_SECRET)[0]
+        == 200
+    )
+    wal = tmp_path / "arcade.db-wal"
+    subscriber = subscribe(COINPULSE, on=fresh_broker)
+    subprocess.run(["chattr", "+i", str(wal)], check=True)
+    try:
+        refused = api.webhook("checkout.session.completed", paid("cs_wal", link_id), WEBHOOK_SECRET)
+    finally:
+        subprocess.run(["chattr", "-i", str(wal)], check=True)
+
+    served = api.webhook("checkout.session.completed", paid("cs_wal", link_id), WEBHOOK_SECRET)
+
+    assert (refused[0], refused[1]["code"]) == (503, "store_unavailable")
+    assert (served[0], served[1]["result"]) == (200, "delivered")
+    assert subscriber.wait_for(1)[0].payload["paymentId"] == "cs_wal"

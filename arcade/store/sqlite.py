@@ -6,9 +6,9 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import fields, replace
+from typing import Any, TypeVar
 
 from arcade.errors import MachineExists, StoreError, UnknownMachine
 from arcade.store.base import (
@@ -21,6 +21,8 @@ from arcade.store.base import (
     StateDelta,
     Store,
 )
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS machines (
@@ -142,30 +144,42 @@ class SqliteStore(Store):
             self._conn = conn
         return self._conn
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
+    def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``body`` in one immediate transaction and return what it returns.
+
+        A connection that fails (a file made read-only, a full disk, an I/O error) is dropped
+        and the transaction tried once more on a fresh one, so the store works again on the
+        first call after the cause is gone. A broken constraint is not retried.
+        """
+        for attempt in (1, 2):
+            with self._lock:
+                conn = self._connection()
                 try:
-                    yield conn
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._forget_unless_constraint(exc)
-                raise StoreError("the SQLite store refused the write") from exc
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        result = body(conn)
+                    except BaseException:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+                    return result
+                except sqlite3.Error as exc:
+                    self._forget_unless_constraint(exc)
+                    if attempt == 2 or isinstance(exc, sqlite3.IntegrityError):
+                        raise StoreError("the SQLite store refused the write") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            try:
-                return self._connection().execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                self._forget_unless_constraint(exc)
-                raise StoreError("the SQLite store could not be read") from exc
+        for attempt in (1, 2):  # a failed connection is dropped and read through a fresh one
+            with self._lock:
+                try:
+                    return self._connection().execute(sql, params).fetchall()
+                except sqlite3.Error as exc:
+                    self._forget_unless_constraint(exc)
+                    if attempt == 2:
+                        raise StoreError("the SQLite store could not be read") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _forget_unless_constraint(self, exc: sqlite3.Error) -> None:
         """Drop a connection that failed (read-only file, full disk, I/O error), so the next
@@ -186,8 +200,11 @@ class SqliteStore(Store):
     # --- machines -------------------------------------------------------------------------
     def add_machine(self, machine: Machine) -> None:
         try:
-            with self._transaction() as conn:
+
+            def write(conn: sqlite3.Connection) -> Any:
                 conn.execute(_insert_sql("machines", MACHINE_COLUMNS), _values(machine))
+
+            return self._write(write)
         except StoreError as exc:
             if isinstance(exc.__cause__, sqlite3.IntegrityError):
                 raise MachineExists(machine.machine_id) from exc
@@ -201,17 +218,19 @@ class SqliteStore(Store):
         return [Machine(**dict(r)) for r in self._query("SELECT * FROM machines ORDER BY 1")]
 
     def set_token_hash(self, machine_id: str, token_hash: str) -> None:
-        with self._transaction() as conn:
+        def write(conn: sqlite3.Connection) -> Any:
             cur = conn.execute(
                 "UPDATE machines SET token_hash = ? WHERE machine_id = ?", (token_hash, machine_id)
             )
             if cur.rowcount == 0:
                 raise UnknownMachine(machine_id)
 
+        return self._write(write)
+
     def record_heartbeat(
         self, machine_id: str, *, at: str, mqtt_connected: bool, credits_left: int | None
     ) -> None:
-        with self._transaction() as conn:
+        def write(conn: sqlite3.Connection) -> Any:
             cur = conn.execute(
                 "UPDATE machines SET last_seen = ?, mqtt_connected = ?, credits_reported = ?"
                 " WHERE machine_id = ?",
@@ -220,8 +239,10 @@ class SqliteStore(Store):
             if cur.rowcount == 0:
                 raise UnknownMachine(machine_id)
 
+        return self._write(write)
+
     def set_links_active(self, machine_id: str, active: bool) -> None:
-        with self._transaction() as conn:
+        def write(conn: sqlite3.Connection) -> Any:
             cur = conn.execute(
                 "UPDATE machines SET links_active = ? WHERE machine_id = ?",
                 (int(active), machine_id),
@@ -229,11 +250,15 @@ class SqliteStore(Store):
             if cur.rowcount == 0:
                 raise UnknownMachine(machine_id)
 
+        return self._write(write)
+
     def remove_machine(self, machine_id: str) -> None:
-        with self._transaction() as conn:
+        def write(conn: sqlite3.Connection) -> Any:
             cur = conn.execute("DELETE FROM machines WHERE machine_id = ?", (machine_id,))
             if cur.rowcount == 0:
                 raise UnknownMachine(machine_id)
+
+        return self._write(write)
 
     # --- payment links --------------------------------------------------------------------
     def get_link(self, key: str) -> PaymentLink | None:
@@ -245,7 +270,7 @@ class SqliteStore(Store):
         return _link(rows[0]) if rows else None
 
     def put_link(self, link: PaymentLink) -> PaymentLink:
-        with self._transaction() as conn:
+        def write(conn: sqlite3.Connection) -> Any:
             conn.execute(
                 _insert_sql("payment_links", ("link_key", *LINK_COLUMNS), "OR IGNORE"),
                 (link.key, *_values(link)),
@@ -255,7 +280,9 @@ class SqliteStore(Store):
             ).fetchone()
             if row is None:  # the Stripe link id is already stored under another key
                 raise StoreError("that payment link is already stored for another machine")
-        return _link(row)
+            return _link(row)
+
+        return self._write(write)
 
     def list_links(self, machine_id: str) -> list[PaymentLink]:
         rows = self._query("SELECT * FROM payment_links WHERE machine_id = ?", (machine_id,))
@@ -277,7 +304,7 @@ class SqliteStore(Store):
         intent: IntentRecord | None = None,
         delta: StateDelta | None = None,
     ) -> bool:
-        with self._transaction() as conn:
+        def write(conn: sqlite3.Connection) -> Any:
             if (
                 payment is not None
                 and _version_in(conn, "payments", "payment_id", payment.payment_id)
@@ -311,6 +338,8 @@ class SqliteStore(Store):
                 )
             return True
 
+        return self._write(write)
+
     def list_payments(self, machine_id: str, limit: int = 20) -> list[Payment]:
         rows = self._query(
             "SELECT * FROM payments WHERE machine_id = ?"
@@ -343,7 +372,7 @@ class SqliteStore(Store):
         put_key: GameOverKey | None = None,
         delete_key: GameOverKey | None = None,
     ) -> bool:
-        with self._transaction() as conn:
+        def write(conn: sqlite3.Connection) -> Any:
             if put_key is not None:
                 row = conn.execute(
                     "SELECT expires_at FROM game_over_keys WHERE machine_id = ? AND key = ?",
@@ -382,6 +411,8 @@ class SqliteStore(Store):
                 )
             return True
 
+        return self._write(write)
+
     def get_game_over_key(self, machine_id: str, key: str) -> GameOverKey | None:
         rows = self._query(
             "SELECT * FROM game_over_keys WHERE machine_id = ? AND key = ?", (machine_id, key)
@@ -389,8 +420,10 @@ class SqliteStore(Store):
         return GameOverKey(**dict(rows[0])) if rows else None
 
     def save_game_over_key(self, record: GameOverKey) -> None:
-        with self._transaction() as conn:
+        def write(conn: sqlite3.Connection) -> Any:
             conn.execute(_insert_sql("game_over_keys", KEY_COLUMNS, "OR REPLACE"), _values(record))
+
+        return self._write(write)
 
     # --- values the service keeps for itself ------------------------------------------------
     def get_value(self, name: str) -> str | None:
@@ -398,12 +431,14 @@ class SqliteStore(Store):
         return rows[0]["value"] if rows else None
 
     def put_value_if_absent(self, name: str, value: str) -> str:
-        with self._transaction() as conn:
+        def write(conn: sqlite3.Connection) -> Any:
             conn.execute(
                 "INSERT OR IGNORE INTO kept_values (name, value) VALUES (?, ?)", (name, value)
             )
             row = conn.execute("SELECT value FROM kept_values WHERE name = ?", (name,)).fetchone()
-        return row["value"]
+            return row["value"]
+
+        return self._write(write)
 
 
 # Columns added after the first release, for store files made before them.
