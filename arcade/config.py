@@ -23,8 +23,8 @@ Number = TypeVar("Number", int, float)
 class Settings:
     """Everything the service can be told, with the problems found while reading it."""
 
-    stripe_api_key: str | None = None
-    stripe_webhook_secret: str | None = None
+    stripe_api_key: str | None = field(default=None, repr=False)
+    stripe_webhook_secret: str | None = field(default=None, repr=False)
     stripe_price_id: str | None = None
     stripe_api_base: str | None = None
     broker_host: str | None = None
@@ -53,6 +53,8 @@ class Settings:
     machine_offline_after_seconds: int = 90
     # base64url of the 32-byte Ed25519 seed that signs coinpulses (None: kept in the store).
     pulse_signing_key: str | None = field(default=None, repr=False)
+    # Why the broker settings may not be used (plain text across a network), or None.
+    broker_refused: str | None = None
     problems: tuple[str, ...] = ()
 
     @classmethod
@@ -82,6 +84,19 @@ class Settings:
                 except ValueError:
                     reader.problem("EMQX_BROKER_URL has a port that is not a number")
                     broker_host = None
+
+        broker_refused = None
+        if broker_host is not None:
+            broker_refused = _plaintext_refusal(
+                broker_url or "",
+                tls=broker_tls,
+                tls_setting=env.get("MQTT_TLS"),
+                allowed=reader.flag("MQTT_ALLOW_PLAINTEXT", default=False),
+                in_lambda=in_lambda,
+                host=broker_host,
+            )
+            if broker_refused:
+                reader.problem(broker_refused)
 
         database_url = reader.text("DATABASE_URL") or DEFAULT_DATABASE_URL
         if not database_url.startswith(("sqlite:///", "dynamodb://")):
@@ -141,6 +156,7 @@ class Settings:
                 "MACHINE_OFFLINE_AFTER_SECONDS", default=90, low=10, high=86400
             ),
             pulse_signing_key=pulse_signing_key,
+            broker_refused=broker_refused,
             problems=tuple(reader.problems),
         )
 
@@ -215,6 +231,49 @@ class _Reader:
             self.problem(f"{name} must be {described} from {low} to {high}")
             return default
         return number
+
+
+def _plaintext_refusal(
+    url: str, *, tls: bool, tls_setting: str | None, allowed: bool, in_lambda: bool, host: str
+) -> str | None:
+    """Return why these broker settings must not be used, or None (SPEC "Serving locally").
+
+    Broker passwords never cross a network in clear: plain-text MQTT goes to this machine only
+    (judged by the name, no lookup), unless MQTT_ALLOW_PLAINTEXT=true, and never from Lambda.
+    A scheme that contradicts MQTT_TLS is named rather than silently winning.
+    """
+    scheme = url.split("://", 1)[0].lower() if "://" in url else None
+    said = tls_setting.strip().lower() if tls_setting is not None else None
+    if scheme == "mqtt" and said in TRUE_WORDS:
+        return (
+            "EMQX_BROKER_URL is mqtt:// (plain text) but MQTT_TLS=true: use mqtts:// or drop"
+            " MQTT_TLS"
+        )
+    if scheme == "mqtts" and said in FALSE_WORDS:
+        return "EMQX_BROKER_URL is mqtts:// (TLS) but MQTT_TLS=false: use one or the other"
+    if tls:
+        return None
+    if in_lambda:
+        return "plain-text MQTT is refused in Lambda: set EMQX_BROKER_URL to mqtts://host:8883"
+    if not allowed and not _is_loopback(host):
+        return (
+            f"EMQX_BROKER_URL sends plain-text MQTT to {host}, another machine: the broker"
+            " password would cross the network in clear (use mqtts://, or set"
+            " MQTT_ALLOW_PLAINTEXT=true on a network you trust)"
+        )
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    """Return True for localhost, 127.0.0.0/8 and ::1, by the name alone (no lookup)."""
+    import ipaddress
+
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_ed25519_seed(text: str) -> bool:

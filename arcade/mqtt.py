@@ -122,6 +122,8 @@ class Publisher:
         """
         if not self.settings.broker_host:
             raise SettingsError("EMQX_BROKER_URL not set")
+        if self.settings.broker_refused:
+            raise SettingsError(self.settings.broker_refused)
         data = json.dumps(payload, separators=(",", ":"))
         for attempt in (1, 2):
             client = self._live_client()

@@ -139,7 +139,9 @@ def test_aliases_are_accepted_and_the_main_name_wins(environ, expected):
     ("url", "host", "port", "tls"),
     [
         ("mqtts://host.example.com:1234", "host.example.com", 1234, True),
-        ("mqtt://host.example.com:1883", "host.example.com", 1883, False),
+        ("mqtt://localhost:1883", "localhost", 1883, False),
+        ("mqtt://127.0.0.2:1883", "127.0.0.2", 1883, False),
+        ("mqtt://[::1]:1883", "::1", 1883, False),
         ("mqtts://host.example.com", "host.example.com", 8883, True),
         ("host.example.com", "host.example.com", 8883, True),
     ],
@@ -150,6 +152,71 @@ def test_the_broker_url_sets_host_port_and_tls(url, host, port, tls):
 
     assert (settings.broker_host, settings.broker_port, settings.broker_tls) == (host, port, tls)
     assert settings.problems == ()
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"EMQX_BROKER_URL": "mqtt://broker.example.com:1883"}, "MQTT_ALLOW_PLAINTEXT"),
+        ({"EMQX_BROKER_URL": "broker.example.com", "MQTT_TLS": "false"}, "MQTT_ALLOW_PLAINTEXT"),
+        ({"EMQX_BROKER_URL": "mqtt://10.0.0.5:1883"}, "MQTT_ALLOW_PLAINTEXT"),
+        ({"EMQX_BROKER_URL": "mqtt://localhost.example.com"}, "MQTT_ALLOW_PLAINTEXT"),
+        ({"EMQX_BROKER_URL": "mqtt://broker.example.com", "MQTT_TLS": "true"}, "MQTT_TLS=true"),
+        ({"EMQX_BROKER_URL": "mqtts://broker.example.com", "MQTT_TLS": "false"}, "MQTT_TLS=false"),
+        (
+            {
+                "EMQX_BROKER_URL": "mqtt://localhost:1883",
+                "MQTT_ALLOW_PLAINTEXT": "true",
+                "AWS_LAMBDA_FUNCTION_NAME": "arcade-pay",
+                "DATABASE_URL": "dynamodb://t",
+            },
+            "refused in Lambda",
+        ),
+    ],
+    ids=[
+        "mqtt_url",
+        "tls_false",
+        "private_address",
+        "lookalike_name",
+        "mqtt_and_tls_true",
+        "mqtts_and_tls_false",
+        "lambda",
+    ],
+)
+def test_plain_text_mqtt_across_a_network_is_refused_by_name(env, named):
+    """GIVEN settings that would send the broker password in clear WHEN read THEN the problem
+    names them, and publishing is refused with the same sentence."""
+    settings = Settings.from_env(env)
+
+    assert settings.broker_refused is not None and named in settings.broker_refused
+    assert settings.broker_refused in settings.problems
+    from arcade.errors import SettingsError
+    from arcade.mqtt import Publisher
+
+    with pytest.raises(SettingsError, match="MQTT"):
+        Publisher(settings).publish("t", {}, log_ids={})
+
+
+def test_plain_text_mqtt_to_another_machine_may_be_allowed_on_purpose():
+    settings = Settings.from_env(
+        {"EMQX_BROKER_URL": "mqtt://broker.lan:1883", "MQTT_ALLOW_PLAINTEXT": "true"}
+    )
+
+    assert (settings.broker_refused, settings.problems) == (None, ())
+
+
+def test_the_settings_repr_holds_no_secret():
+    settings = Settings.from_env(
+        {
+            "STRIPE_API_KEY": "sk_test_secretvalue",
+            "STRIPE_WEBHOOK_SECRET": "whsec_secretvalue",
+            "MQTT_PASSWORD": "mqtt-secret",
+            "ADMIN_API_KEY": "admin-secret-" + "x" * 30,
+        }
+    )
+
+    shown = repr(settings)
+    assert not any(s in shown for s in ("secretvalue", "mqtt-secret", "admin-secret"))
 
 
 def test_mqtt_tls_false_turns_tls_off_for_a_plain_local_broker():
