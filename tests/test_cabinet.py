@@ -11,16 +11,20 @@ import threading
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from flask import Flask
 from paho.mqtt.enums import CallbackAPIVersion
 from werkzeug.serving import make_server
 
+from arcade import wire
 from arcade.cabinet import (
     Cabinet,
     CabinetSettings,
@@ -32,13 +36,17 @@ from arcade.cabinet import (
 from arcade.cabinet.__main__ import install_signal_handlers
 from arcade.cabinet.actions import load_coin_action
 from arcade.cabinet.display import qr_text
+from arcade.cabinet.logs import JsonLineFormatter
 from tests.broker import TlsBroker, free_loopback_port
 from tests.conftest import TOPIC_PREFIX
 from tests.conftest import Cabinet as Machine
 from tests.stripe_standin import checkout_session
 
+ROOT = Path(__file__).resolve().parent.parent
 FAST_RETRY = RetryPolicy(first_delay=0.05, max_delay=0.2)
 QR_BLOCKS = set("█▀▄")
+FIXED_LINK = "https://buy.stripe.com/test_fixed"
+NOBODY = "http://127.0.0.1:9"  # nothing listens: tests that need the API say so
 
 
 class RecordingAction:
@@ -51,10 +59,98 @@ class RecordingAction:
         self.coins.append(coin)
 
 
+# --- the API's signing key ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def api_key() -> Ed25519PrivateKey:
+    """The API's private key for this test session (the API is given its seed)."""
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture(scope="session")
+def pulse_key(api_key: Ed25519PrivateKey) -> str:
+    """The API's public key as cabinets pin it: base64url of its 32 bytes."""
+    return wire.b64url(api_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+
 @pytest.fixture
-def machine(register: Callable[..., Machine]) -> Machine:
-    """Register a machine with an id of its own, so no broker session is shared."""
-    return register(f"cab-{uuid.uuid4().hex[:10]}")
+def app(make_app: Callable[..., Flask], api_key: Ed25519PrivateKey) -> Flask:
+    """The API, signing with the session's key (PULSE_SIGNING_KEY is its 32-byte seed)."""
+    from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+
+    seed = api_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return make_app(PULSE_SIGNING_KEY=wire.b64url(seed))
+
+
+@pytest.fixture
+def sign(api_key: Ed25519PrivateKey) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Sign a message as the API does."""
+    return lambda message: wire.sign(message, api_key)
+
+
+# --- machines, cabinets, the broker ------------------------------------------------------------
+
+
+@pytest.fixture
+def machine_id() -> str:
+    """An id of its own for each test, so no broker session is shared."""
+    return f"cab-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def machine(register: Callable[..., Machine], machine_id: str) -> Machine:
+    """Register the test's machine with the API."""
+    return register(machine_id)
+
+
+@pytest.fixture
+def coinpulse_topic(machine_id: str) -> str:
+    return f"{TOPIC_PREFIX}/{machine_id}/coinpulse"
+
+
+@pytest.fixture
+def make_cabinet(
+    broker: TlsBroker, machine_id: str, pulse_key: str, tmp_path: Path
+) -> Iterator[Callable[..., Cabinet]]:
+    """Start cabinets for the test machine, stopped after the test.
+
+    By default: the shared broker, the API's key pinned, no API listening, a fixed QR link.
+    """
+    started: list[Cabinet] = []
+
+    def start(
+        *,
+        action: Any = None,
+        out: io.StringIO | None = None,
+        on: TlsBroker | None = None,
+        ready: bool = True,
+        **changes: Any,
+    ) -> Cabinet:
+        settings = CabinetSettings.from_env(
+            machine_id,
+            (on or broker).env(),
+            token="mt_not_registered",
+            api_url=NOBODY,
+            state_file=tmp_path / "cabinet.db",
+            http_port=0,
+            qr_url=FIXED_LINK,
+            retry=FAST_RETRY,
+            pulse_key=pulse_key,
+            reconnect_max_delay=1,
+        )
+        cabinet = Cabinet(
+            replace(settings, **changes), coin_action=action or RecordingAction(), out=out
+        )
+        cabinet.start()
+        started.append(cabinet)
+        if ready:
+            assert cabinet.wait_ready(), cabinet.out_of_order_reason()
+        return cabinet
+
+    yield start
+    for cabinet in started:
+        cabinet.stop()
 
 
 @pytest.fixture
@@ -77,37 +173,6 @@ def serve_api(app: Flask) -> Iterator[Callable[..., str]]:
 
 
 @pytest.fixture
-def make_cabinet(
-    broker: TlsBroker, machine: Machine, tmp_path: Path
-) -> Iterator[Callable[..., Cabinet]]:
-    """Start cabinets for the test machine on the shared broker, stopped after the test."""
-    started: list[Cabinet] = []
-
-    def start(*, action: Any = None, out: io.StringIO | None = None, **changes: Any) -> Cabinet:
-        settings = CabinetSettings.from_env(
-            machine.machine_id,
-            broker.env(),
-            token=machine.token,
-            api_url="http://127.0.0.1:9",  # nothing listens: tests that need the API say so
-            state_file=tmp_path / "cabinet.db",
-            http_port=0,
-            qr_url="https://buy.stripe.com/test_fixed",
-            retry=FAST_RETRY,
-        )
-        cabinet = Cabinet(
-            replace(settings, **changes), coin_action=action or RecordingAction(), out=out
-        )
-        cabinet.start()
-        started.append(cabinet)
-        assert cabinet.wait_ready(), "the cabinet did not connect and subscribe"
-        return cabinet
-
-    yield start
-    for cabinet in started:
-        cabinet.stop()
-
-
-@pytest.fixture
 def pay(client, machine: Machine, deliver) -> Callable[..., Any]:
     """Pay for credits on the machine's own link (50 cents a credit) through the webhook."""
     link = client.post(
@@ -124,35 +189,67 @@ def pay(client, machine: Machine, deliver) -> Callable[..., Any]:
 
 
 @pytest.fixture
-def publish(broker: TlsBroker) -> Iterator[Callable[[str, dict[str, Any]], None]]:
-    """Publish JSON at QoS 1 with our own paho TLS client, waiting for each PUBACK."""
-    client = mqtt.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4()}"
-    )
-    client.username_pw_set(broker.username, broker.password)
-    client.tls_set_context(broker.ssl_context())
-    client.connect(broker.host, broker.port)
-    client.loop_start()
+def publish(broker: TlsBroker) -> Iterator[Callable[..., None]]:
+    """Publish at QoS 1 with our own paho TLS client, waiting for each PUBACK.
 
-    def send(topic: str, payload: dict[str, Any]) -> None:
-        info = client.publish(topic, json.dumps(payload), qos=1)
+    A dict is sent as JSON, bytes as they are; ``as_user`` publishes on another account.
+    """
+    clients: dict[str, mqtt.Client] = {}
+
+    def connected(username: str, on: TlsBroker) -> mqtt.Client:
+        if (username, on.port) not in clients:
+            client = mqtt.Client(
+                callback_api_version=CallbackAPIVersion.VERSION2,
+                client_id=f"test-pub-{uuid.uuid4()}",
+            )
+            client.username_pw_set(username, on.users[username])
+            client.tls_set_context(on.ssl_context())
+            client.connect(on.host, on.port)
+            client.loop_start()
+            clients[(username, on.port)] = client
+        return clients[(username, on.port)]
+
+    def send(
+        topic: str,
+        payload: dict[str, Any] | bytes,
+        *,
+        as_user: str | None = None,
+        on: TlsBroker | None = None,
+    ) -> None:
+        target = on or broker
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        info = connected(as_user or target.username, target).publish(topic, data, qos=1)
         info.wait_for_publish(timeout=5)
         assert info.is_published()
 
     yield send
-    client.disconnect()
-    client.loop_stop()
+    for client in clients.values():
+        client.disconnect()
+        client.loop_stop()
 
 
-def pulse(machine: Machine, payment_id: str, credits: int) -> dict[str, Any]:
-    return {
-        "machineId": machine.machine_id,
-        "credits": credits,
-        "timestamp": "2026-11-22T10:00:00Z",
-        "paymentId": payment_id,
-        "amount": credits * 50,
-        "currency": "usd",
-    }
+@pytest.fixture
+def send_pulse(
+    publish: Callable[..., None], sign: Callable, machine_id: str, coinpulse_topic: str
+) -> Callable[..., None]:
+    """Publish a coinpulse signed with the API's key, as the API would."""
+
+    def send(payment_id: str, credits: int = 1, **options: Any) -> None:
+        publish(coinpulse_topic, sign(pulse(machine_id, payment_id, credits)), **options)
+
+    return send
+
+
+def pulse(machine_id: str, payment_id: str, credits: int) -> dict[str, Any]:
+    """Return an unsigned coinpulse."""
+    return wire.coinpulse(
+        machine_id=machine_id,
+        credits=credits,
+        timestamp="2026-11-22T10:00:00Z",
+        payment_id=payment_id,
+        amount=credits * 50,
+        currency="usd",
+    )
 
 
 def post_local(port: int, path: str) -> tuple[int, dict[str, Any]]:
@@ -161,7 +258,103 @@ def post_local(port: int, path: str) -> tuple[int, dict[str, Any]]:
         return response.status, json.loads(response.read())
 
 
-# --- credits in ------------------------------------------------------------------------------
+def get_local(port: int, path: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return json.loads(response.read())
+
+
+# --- a stand-in API that records what the cabinet sends ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    authorization: str | None
+    body: Any
+
+
+class ApiStandIn:
+    """Answer the cabinet's calls on loopback with the statuses a test sets, recording each."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self._statuses: dict[str, list[int]] = {}
+        self._condition = threading.Condition()
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the standard library's naming
+                self._answer()
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._answer()
+
+            def _answer(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status = stand_in._record(
+                    Call(
+                        self.command,
+                        self.path,
+                        self.headers.get("Authorization"),
+                        json.loads(raw) if raw else None,
+                    )
+                )
+                data = json.dumps({"status": "ok"} if status < 300 else {"code": "no"}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,))
+        self._thread.start()
+
+    def answer(self, path_end: str, *statuses: int) -> None:
+        """Answer calls to paths ending in ``path_end`` with these statuses, the last repeated."""
+        with self._condition:
+            self._statuses[path_end] = list(statuses)
+
+    def _record(self, call: Call) -> int:
+        with self._condition:
+            self.calls.append(call)
+            self._condition.notify_all()
+            for path_end, statuses in self._statuses.items():
+                if call.path.endswith(path_end):
+                    return statuses.pop(0) if len(statuses) > 1 else statuses[0]
+        return 200
+
+    def calls_to(self, path_end: str) -> list[Call]:
+        with self._condition:
+            return [call for call in self.calls if call.path.endswith(path_end)]
+
+    def wait_calls(self, path_end: str, count: int, timeout: float = 5.0) -> list[Call]:
+        with self._condition:
+            self._condition.wait_for(lambda: len(self.calls_to(path_end)) >= count, timeout)
+        calls = self.calls_to(path_end)
+        assert len(calls) >= count, f"{len(calls)} call(s) to {path_end}: {calls}"
+        return calls
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+@pytest.fixture
+def api_standin() -> Iterator[ApiStandIn]:
+    standin = ApiStandIn()
+    yield standin
+    standin.close()
+
+
+# --- credits in --------------------------------------------------------------------------------
 
 
 def test_pulses_published_while_offline_arrive_on_reconnect(make_cabinet, pay, machine):
@@ -176,20 +369,19 @@ def test_pulses_published_while_offline_arrive_on_reconnect(make_cabinet, pay, m
     assert cabinet.credits == 3
 
 
-def test_a_repeated_pulse_adds_credits_once_also_after_a_restart(make_cabinet, publish, machine):
-    """GIVEN a pulse already counted WHEN the same pulse comes again THEN no credit is added."""
-    topic = f"{TOPIC_PREFIX}/{machine.machine_id}/coinpulse"
+def test_a_replayed_pulse_adds_credits_once_also_after_a_restart(make_cabinet, send_pulse):
+    """GIVEN a signed pulse already counted WHEN the same pulse comes again THEN nothing more."""
     cabinet = make_cabinet()
 
-    publish(topic, pulse(machine, "cs_same", 3))
-    publish(topic, pulse(machine, "cs_same", 3))
-    publish(topic, pulse(machine, "cs_marker", 1))  # in order: when it lands, both came
+    send_pulse("cs_same", 3)
+    send_pulse("cs_same", 3)
+    send_pulse("cs_marker", 1)  # in order: when it lands, both came
     assert cabinet.wait_credits(4)
     assert cabinet.wait_coins(4)
     cabinet.stop()
     restarted = make_cabinet()
-    publish(topic, pulse(machine, "cs_same", 3))
-    publish(topic, pulse(machine, "cs_after", 2))
+    send_pulse("cs_same", 3)
+    send_pulse("cs_after", 2)
 
     assert restarted.wait_credits(6)
     assert restarted.wait_coins(2)
@@ -197,21 +389,7 @@ def test_a_repeated_pulse_adds_credits_once_also_after_a_restart(make_cabinet, p
     assert [coin.payment_id for coin in restarted.coin_action.coins] == ["cs_after"] * 2
 
 
-def test_pulses_for_another_machine_or_malformed_are_ignored(make_cabinet, publish, machine):
-    """GIVEN a running cabinet WHEN junk arrives on its topic THEN it adds nothing and goes on."""
-    topic = f"{TOPIC_PREFIX}/{machine.machine_id}/coinpulse"
-    cabinet = make_cabinet()
-
-    publish(topic, {**pulse(machine, "cs_other", 5), "machineId": "someone-else"})
-    publish(topic, {**pulse(machine, "cs_zero", 0)})
-    publish(topic, {"not": "a pulse"})
-    publish(topic, pulse(machine, "cs_good", 1))
-
-    assert cabinet.wait_credits(1)
-    assert cabinet.credits == 1
-
-
-def test_the_coin_action_runs_once_per_credit(make_cabinet, pay, machine, tmp_path):
+def test_the_coin_action_runs_once_per_credit(make_cabinet, pay, machine):
     """GIVEN two payments of 2 and 3 credits THEN five coins, in order, and none again later."""
     action = RecordingAction()
     cabinet = make_cabinet(action=action)
@@ -234,14 +412,434 @@ def test_the_coin_action_runs_once_per_credit(make_cabinet, pay, machine, tmp_pa
     assert again.coins == []
 
 
-# --- game over -------------------------------------------------------------------------------
+# --- the API's public key ----------------------------------------------------------------------
+
+
+def test_the_key_is_fetched_once_from_the_api_and_kept(
+    make_cabinet, serve_api, send_pulse, pulse_key
+):
+    """GIVEN no key in the settings WHEN the cabinet starts THEN it pins GET /pulse-key's key,
+    and after a restart with the API gone it still counts signed pulses with the kept key."""
+    first = make_cabinet(api_url=serve_api(), pulse_key=None)
+    assert first.pulse_key == pulse_key
+    first.stop()
+
+    again = make_cabinet(api_url=NOBODY, pulse_key=None)
+    send_pulse("cs_kept_key", 2)
+
+    assert again.pulse_key == pulse_key
+    assert again.wait_credits(2)
+
+
+def test_without_a_key_nothing_counts_and_the_cabinet_is_out_of_order(
+    make_cabinet, serve_api, send_pulse, tmp_path
+):
+    """GIVEN a cabinet with no key yet and the API down WHEN a signed pulse is published THEN
+    it is out of order and counts nothing; once the API answers, the key comes and it counts."""
+    make_cabinet().stop()  # the broker now keeps this cabinet's session
+    port = free_loopback_port()
+    screen = io.StringIO()
+    cabinet = make_cabinet(
+        api_url=f"http://127.0.0.1:{port}",
+        pulse_key=None,
+        state_file=tmp_path / "no-key-yet.db",
+        out=screen,
+        ready=False,
+    )
+    send_pulse("cs_waits_for_the_key", 2)
+
+    assert not cabinet.wait_ready(timeout=0.5)
+    status = get_local(cabinet.http_port, "/credits")
+    assert status["out_of_order"] is True and status["connected"] is False
+    assert "out of order" in status["reason"] and "pulse key" in status["reason"]
+    assert status["payment_url"] is None and status["credits"] == 0
+    assert "OUT OF ORDER" in screen.getvalue() and "Scan to pay" not in screen.getvalue()
+
+    serve_api(port)
+    assert cabinet.wait_ready()
+    assert cabinet.wait_credits(2)
+
+
+# --- messages the API did not sign -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Forger:
+    """What someone holding broker credentials can put together, but not the API's key."""
+
+    machine_id: str
+    sign: Callable[[dict[str, Any]], dict[str, Any]]
+    other_key: Ed25519PrivateKey
+
+    def pulse(self, payment_id: str = "cs_bad", credits: int = 5) -> dict[str, Any]:
+        return pulse(self.machine_id, payment_id, credits)
+
+    def signed(self, **changes: Any) -> dict[str, Any]:
+        return self.sign({**self.pulse(), **changes})
+
+    def random_sig(self, **changes: Any) -> bytes:
+        message = {**self.pulse(), **changes, "sig": wire.b64url(os.urandom(64))}
+        return json.dumps(message).encode()  # ensure_ascii: a lone surrogate stays escaped
+
+
+HUGE = 256 * 1024
+BAD_MESSAGES: dict[str, Callable[[Forger], dict[str, Any] | bytes]] = {
+    "forged_valid_shape_wrong_signature": lambda f: f.random_sig(),
+    "unsigned": lambda f: f.pulse(),
+    "re_signed_with_another_key": lambda f: wire.sign(f.pulse(), f.other_key),
+    "tampered_after_signing": lambda f: {**f.signed(), "credits": 1000},
+    "signature_not_base64url": lambda f: {**f.pulse(), "sig": "!!not base64!!"},
+    "signature_a_number": lambda f: {**f.pulse(), "sig": 12345},
+    "truncated": lambda f: json.dumps(f.signed()).encode()[:-9],
+    "credits_as_text": lambda f: f.signed(credits="5"),
+    "credits_true": lambda f: f.signed(credits=True),
+    "credits_a_fraction": lambda f: f.signed(credits=1.5),
+    "credits_zero": lambda f: f.signed(credits=0),
+    "credits_2_to_the_64": lambda f: f.signed(credits=2**64),
+    "credits_nested_object": lambda f: f.signed(credits={"credits": 5}),
+    "payment_id_nested_list": lambda f: f.signed(paymentId=["cs_1", ["cs_2"]]),
+    "payment_id_lone_surrogate": lambda f: f.random_sig(paymentId="\ud800"),
+    "lone_surrogate_in_another_field": lambda f: f.random_sig(currency="\ud800"),
+    "payment_id_with_a_space": lambda f: f.signed(paymentId="cs 1"),
+    "another_machines_pulse": lambda f: f.signed(machineId="someone-else"),
+    "nested_2000_deep": lambda f: b"[" * 2000 + b"]" * 2000,
+    "invalid_utf8": lambda f: b'{"machineId": "\xff\xfe", "credits": 5, "paymentId": "cs_\xc3"}',
+    "not_an_object": lambda f: b"[1, 2, 3]",
+    "json_null": lambda f: b"null",
+    "empty_payload": lambda f: b"",
+    "payload_of_256_kib": lambda f: json.dumps({**f.signed(), "pad": "x" * HUGE}).encode(),
+}
+
+
+@pytest.mark.parametrize("make_bad", BAD_MESSAGES.values(), ids=BAD_MESSAGES.keys())
+def test_a_message_the_api_did_not_sign_counts_nothing_and_the_next_real_pulse_counts(
+    make_bad, make_cabinet, publish, send_pulse, sign, machine_id, coinpulse_topic, caplog
+):
+    """GIVEN a running cabinet WHEN a message the API did not sign as it is arrives THEN it is
+    logged by reason, acknowledged and dropped; the next signed pulse counts; paho's thread is
+    the same one; after a restart nothing is delivered again."""
+    caplog.set_level("INFO", logger="arcade.cabinet")
+    bad = make_bad(Forger(machine_id, sign, Ed25519PrivateKey.generate()))
+    cabinet = make_cabinet()
+    network_thread = cabinet._client._thread
+
+    publish(coinpulse_topic, bad)
+    send_pulse("cs_real", 2)
+
+    assert cabinet.wait_credits(2)
+    assert cabinet.credits == 2
+    assert cabinet.messages_refused == 1
+    assert cabinet._client._thread is network_thread and network_thread.is_alive()
+    [refusal] = [r for r in caplog.records if r.getMessage() == "message_refused"]
+    assert refusal.fields["reason"] and refusal.fields["kind"] == "coinpulse"
+    line = JsonLineFormatter().format(refusal)
+    assert len(line) < 1000 and "xxxx" not in line
+    cabinet.stop()
+
+    restarted = make_cabinet()
+    send_pulse("cs_after_restart", 1)
+    assert restarted.wait_credits(3)
+    assert restarted.messages_refused == 0
+
+
+def test_a_failure_inside_message_handling_loses_nothing_but_that_message(
+    make_cabinet, send_pulse, monkeypatch, caplog
+):
+    """GIVEN handling that raises for one message WHEN it arrives THEN it is logged and
+    acknowledged, the next pulse counts, and a restart gets nothing again."""
+    cabinet = make_cabinet()
+    real = cabinet._take_message
+    calls = []
+
+    def fails_once(*args: Any, **kwargs: Any) -> bool:
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cabinet, "_take_message", fails_once)
+    send_pulse("cs_hits_the_bug", 4)
+    send_pulse("cs_fine", 1)
+
+    assert cabinet.wait_credits(1)
+    assert cabinet.credits == 1
+    assert any(r.getMessage() == "message_failed" for r in caplog.records)
+    assert cabinet.connected
+    cabinet.stop()
+    restarted = make_cabinet()
+    send_pulse("cs_marker", 1)
+    assert restarted.wait_credits(2)
+    assert restarted.credits == 2
+
+
+def test_a_gameover_counts_only_when_signed(
+    make_cabinet, publish, send_pulse, sign, machine_id, caplog
+):
+    """GIVEN a cabinet with credits WHEN gameovers arrive THEN an unsigned one is refused, a
+    signed one is logged, and neither uses a credit (the game told the cabinet already)."""
+    caplog.set_level("INFO", logger="arcade.cabinet")
+    topic = f"{TOPIC_PREFIX}/{machine_id}/gameover"
+    cabinet = make_cabinet()
+    over = wire.gameover(machine_id=machine_id, timestamp="2026-11-22T10:05:00Z")
+
+    publish(topic, over)
+    publish(topic, sign(over))
+    send_pulse("cs_marker", 2)
+
+    assert cabinet.wait_credits(2)
+    assert cabinet.messages_refused == 1
+    events = [r.getMessage() for r in caplog.records]
+    assert "gameover_received" in events and "message_refused" in events
+    assert cabinet.credits == 2
+
+
+# --- an honest MQTT state ----------------------------------------------------------------------
+
+
+def test_a_refused_login_is_out_of_order_and_never_shows_the_qr_code(
+    make_cabinet, fresh_broker, send_pulse
+):
+    """GIVEN a wrong broker password WHEN the cabinet starts THEN its screen and local status
+    say out of order, and the QR code is never drawn."""
+    screen = io.StringIO()
+
+    cabinet = make_cabinet(on=fresh_broker, mqtt_password="wrong", out=screen, ready=False)
+
+    assert cabinet.wait_until(lambda: "refused" in (cabinet.out_of_order_reason() or ""))
+    status = get_local(cabinet.http_port, "/credits")
+    assert status["connected"] is False and status["out_of_order"] is True
+    assert "refused the MQTT login" in status["reason"]
+    assert status["payment_url"] is None
+    assert "OUT OF ORDER" in screen.getvalue()
+    assert "Scan to pay" not in screen.getvalue()
+
+
+def test_an_unreachable_broker_is_out_of_order(make_cabinet, fresh_broker):
+    """GIVEN no broker at the address WHEN the cabinet starts THEN out of order, no QR code."""
+    screen = io.StringIO()
+
+    cabinet = make_cabinet(
+        on=fresh_broker, broker_port=free_loopback_port(), out=screen, ready=False
+    )
+
+    assert cabinet.wait_until(lambda: "reached" in (cabinet.out_of_order_reason() or ""))
+    assert get_local(cabinet.http_port, "/credits")["out_of_order"] is True
+    assert "Scan to pay" not in screen.getvalue()
+
+
+def test_the_qr_code_goes_while_the_broker_is_down_and_comes_back_with_it(
+    make_cabinet, fresh_broker, send_pulse
+):
+    """GIVEN a cabinet showing its QR code WHEN the broker stops THEN out of order; WHEN it is
+    back THEN the QR code again, and pulses count."""
+    screen = io.StringIO()
+    cabinet = make_cabinet(on=fresh_broker, out=screen)
+    assert cabinet.wait_until(lambda: "Scan to pay" in screen.getvalue())
+
+    fresh_broker.stop()
+    assert cabinet.wait_until(lambda: not cabinet.connected)
+    assert cabinet.wait_until(lambda: screen.getvalue().rstrip().endswith("#"))
+    assert get_local(cabinet.http_port, "/credits")["out_of_order"] is True
+    fresh_broker.start()
+
+    assert cabinet.wait_ready(timeout=10)
+    assert cabinet.wait_until(lambda: screen.getvalue().endswith(qr_text(FIXED_LINK)))
+    assert get_local(cabinet.http_port, "/credits")["payment_url"] == FIXED_LINK
+    send_pulse("cs_after_outage", 1, on=fresh_broker)
+    assert cabinet.wait_credits(1)
+
+
+def test_a_dead_network_thread_is_out_of_order_until_it_runs_again(make_cabinet, send_pulse):
+    """GIVEN a connected cabinet WHEN paho's network thread ends THEN the screen says out of
+    order, the thread is started again, the QR code returns and pulses count."""
+    screen = io.StringIO()
+    cabinet = make_cabinet(out=screen)
+    assert cabinet.wait_until(lambda: "Scan to pay" in screen.getvalue())
+    drawn_before = len(screen.getvalue())
+
+    cabinet._client.loop_stop()  # the thread ends as if it had died
+
+    assert cabinet.wait_until(lambda: "network thread" in screen.getvalue()[drawn_before:])
+    assert cabinet.wait_until(lambda: screen.getvalue().endswith(qr_text(FIXED_LINK)))
+    assert cabinet.wait_ready()
+    send_pulse("cs_after_thread", 1)
+    assert cabinet.wait_credits(1)
+
+
+def test_the_docs_broker_acl_lets_a_cabinet_read_only_its_own_topics(
+    make_cabinet, publish, sign, machine_id, coinpulse_topic, tmp_path
+):
+    """GIVEN docs/cabinet.md's Mosquitto ACL, cabinets logging in as their machine id WHEN the
+    API publishes THEN the cabinet counts it; what its own user publishes reaches no one, and
+    another cabinet cannot read its topic."""
+    acl = (ROOT / "docs" / "cabinet.md").read_text().split("```acl\n", 1)[1].split("```", 1)[0]
+    other = f"cab-{uuid.uuid4().hex[:10]}"
+    with TlsBroker(
+        tmp_path / "acl-broker",
+        username="arcade-api",
+        users={machine_id: "own-password", other: "other-password"},
+        acl=acl,
+    ) as acl_broker:
+        cabinet = make_cabinet(
+            on=acl_broker, mqtt_username=machine_id, mqtt_password="own-password"
+        )
+        spy = acl_broker.subscriber(coinpulse_topic, username=other)
+        try:
+            publish(
+                coinpulse_topic,
+                sign(pulse(machine_id, "cs_own_user", 5)),
+                as_user=machine_id,
+                on=acl_broker,
+            )
+            publish(coinpulse_topic, sign(pulse(machine_id, "cs_from_the_api", 2)), on=acl_broker)
+
+            assert cabinet.wait_credits(2)
+            assert cabinet.credits == 2
+            assert spy.settle(0.2) == []
+        finally:
+            spy.close()
+
+
+# --- confirmation and presence -----------------------------------------------------------------
+
+
+def test_after_its_coins_the_payment_is_confirmed_and_credited(
+    make_cabinet, serve_api, pay, client, machine
+):
+    """GIVEN a paid credit WHEN its coin fires THEN the cabinet confirms it and the API lists
+    the payment as credited."""
+    cabinet = make_cabinet(api_url=serve_api(), token=machine.token)
+
+    pay("cs_confirm_me", cents=50)
+
+    assert cabinet.wait_coins(1)
+    assert cabinet.wait_confirmations(1)
+    state = client.get(f"/machines/{machine.machine_id}", headers=machine.auth).json
+    assert state["payments"][0]["id"] == "cs_confirm_me"
+    assert state["payments"][0]["status"] == "credited"
+
+
+def test_a_confirmation_is_kept_across_a_restart_until_the_api_answers(
+    make_cabinet, serve_api, pay, client, machine
+):
+    """GIVEN the API down when the coins fire WHEN the cabinet restarts and the API is back
+    THEN the confirmation is sent then, once."""
+    port = free_loopback_port()
+    cabinet = make_cabinet(api_url=f"http://127.0.0.1:{port}", token=machine.token)
+    pay("cs_later", cents=100)
+    assert cabinet.wait_coins(2)
+    assert not cabinet.wait_confirmations(1, timeout=0.3)
+    cabinet.stop()
+
+    serve_api(port)
+    restarted = make_cabinet(api_url=f"http://127.0.0.1:{port}", token=machine.token)
+
+    assert restarted.wait_confirmations(1)
+    state = client.get(f"/machines/{machine.machine_id}", headers=machine.auth).json
+    assert state["payments"][0]["status"] == "credited"
+    assert restarted._ledger.confirmations() == {"cs_later": "confirmed"}
+
+
+def test_a_confirmation_is_posted_with_the_token_and_retried_until_2xx(
+    make_cabinet, api_standin, send_pulse
+):
+    """GIVEN an API answering 503, then 401, then 200 WHEN a payment's coins fire THEN the
+    same confirmation is posted until the 200."""
+    api_standin.answer("/credits/ack", 503, 401, 200)
+    cabinet = make_cabinet(api_url=api_standin.url, token="mt_secret")
+
+    send_pulse("cs_retried", 1)
+
+    assert cabinet.wait_confirmations(1)
+    calls = api_standin.calls_to("/credits/ack")
+    assert len(calls) == 3
+    assert {call.path for call in calls} == {f"/machines/{cabinet.settings.machine_id}/credits/ack"}
+    assert all(call.body == {"payment_id": "cs_retried"} for call in calls)
+    assert all(call.authorization == "Bearer mt_secret" for call in calls)
+
+
+@pytest.mark.parametrize("final", [404, 400])
+def test_a_confirmation_answered_404_or_400_is_dropped(
+    make_cabinet, api_standin, send_pulse, final
+):
+    """GIVEN an API that does not know the payment WHEN it is confirmed THEN one attempt and the
+    confirmation is dropped, also after a restart."""
+    api_standin.answer("/credits/ack", final)
+    cabinet = make_cabinet(api_url=api_standin.url)
+
+    send_pulse("cs_unknown", 1)
+
+    assert cabinet.wait_until(lambda: cabinet._ledger.confirmations() == {"cs_unknown": "dropped"})
+    cabinet.stop()
+    restarted = make_cabinet(api_url=api_standin.url)
+    send_pulse("cs_next", 1)  # confirmations go oldest first: a kept one would go before it
+
+    assert restarted.wait_until(lambda: "cs_next" in restarted._ledger.confirmations())
+    calls = api_standin.wait_calls("/credits/ack", 2)
+    assert [call.body["payment_id"] for call in calls] == ["cs_unknown", "cs_next"]
+
+
+def test_heartbeats_go_at_start_and_every_period(make_cabinet, api_standin, send_pulse):
+    """GIVEN a heartbeat period WHEN the cabinet runs THEN it posts its MQTT state and credits
+    with its token at start and then every period."""
+    cabinet = make_cabinet(api_url=api_standin.url, token="mt_secret", heartbeat_seconds=0.3)
+    first = api_standin.wait_calls("/heartbeat", 1)[0]
+    send_pulse("cs_beat", 2)
+    assert cabinet.wait_credits(2)
+
+    later = api_standin.wait_calls("/heartbeat", 3, timeout=5)
+
+    assert first.path == f"/machines/{cabinet.settings.machine_id}/heartbeat"
+    assert first.method == "POST" and first.authorization == "Bearer mt_secret"
+    assert first.body == {"mqtt_connected": True, "credits_left": 0}
+    assert later[-1].body == {"mqtt_connected": True, "credits_left": 2}
+
+
+def test_failed_heartbeats_never_hold_coins(make_cabinet, api_standin, send_pulse):
+    """GIVEN an API failing every heartbeat WHEN a pulse arrives THEN its coins fire, and the
+    heartbeats go on."""
+    api_standin.answer("/heartbeat", 500)
+    cabinet = make_cabinet(api_url=api_standin.url, heartbeat_seconds=0.2)
+
+    send_pulse("cs_coins_first", 3)
+
+    assert cabinet.wait_coins(3)
+    assert len(api_standin.wait_calls("/heartbeat", 3)) >= 3
+
+
+def test_losing_the_broker_is_told_to_the_api_at_once(make_cabinet, api_standin, fresh_broker):
+    """GIVEN a long heartbeat period WHEN the broker goes away THEN a heartbeat saying MQTT is
+    down goes out at once, and one saying it is up when it is back."""
+    cabinet = make_cabinet(on=fresh_broker, api_url=api_standin.url, heartbeat_seconds=3600)
+    api_standin.wait_calls("/heartbeat", 1)
+
+    fresh_broker.stop()
+    down = api_standin.wait_calls("/heartbeat", 2)[-1]
+    fresh_broker.start()
+    assert cabinet.wait_ready(timeout=10)
+    up = api_standin.wait_calls("/heartbeat", 3)[-1]
+
+    assert down.body["mqtt_connected"] is False
+    assert up.body["mqtt_connected"] is True
+
+
+def test_the_api_sees_the_cabinet_online(make_cabinet, serve_api, client, machine):
+    """GIVEN a cabinet with its token WHEN it has started THEN the API shows it online."""
+    cabinet = make_cabinet(api_url=serve_api(), token=machine.token)
+
+    assert cabinet.wait_until(lambda: cabinet.heartbeats_sent >= 1)
+    state = client.get(f"/machines/{machine.machine_id}", headers=machine.auth).json
+    assert state["presence"] == "online"
+
+
+# --- game over ---------------------------------------------------------------------------------
 
 
 def test_a_game_over_from_the_game_reaches_the_api_and_the_broker(
     make_cabinet, serve_api, pay, subscribe, client, machine
 ):
     """GIVEN 2 credits WHEN the game posts /game-over locally THEN the API and MQTT see it."""
-    cabinet = make_cabinet(api_url=serve_api())
+    cabinet = make_cabinet(api_url=serve_api(), token=machine.token)
     pay("cs_game", cents=100)
     assert cabinet.wait_credits(2)
     gameovers = subscribe(f"{TOPIC_PREFIX}/{machine.machine_id}/gameover")
@@ -263,7 +861,7 @@ def test_a_game_over_from_the_game_reaches_the_api_and_the_broker(
 def test_a_game_over_is_retried_until_the_api_answers(make_cabinet, serve_api, subscribe, machine):
     """GIVEN the API down WHEN a game ends THEN the cabinet retries until it comes up."""
     port = free_loopback_port()
-    cabinet = make_cabinet(api_url=f"http://127.0.0.1:{port}")
+    cabinet = make_cabinet(api_url=f"http://127.0.0.1:{port}", token=machine.token)
     gameovers = subscribe(f"{TOPIC_PREFIX}/{machine.machine_id}/gameover")
 
     cabinet.game_over()
@@ -286,10 +884,10 @@ def test_a_game_over_the_api_refuses_is_not_retried(make_cabinet, serve_api, mac
     assert not cabinet.wait_until(lambda: cabinet.game_over_attempts > 1, timeout=0.3)
 
 
-def test_sigusr1_means_a_game_ended(make_cabinet, publish, machine):
+def test_sigusr1_means_a_game_ended(make_cabinet, send_pulse):
     """GIVEN the CLI's signal handlers WHEN SIGUSR1 arrives THEN one credit is used."""
     cabinet = make_cabinet()
-    publish(f"{TOPIC_PREFIX}/{machine.machine_id}/coinpulse", pulse(machine, "cs_sig", 2))
+    send_pulse("cs_sig", 2)
     assert cabinet.wait_credits(2)
     saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGINT, signal.SIGTERM)}
     done = threading.Event()
@@ -304,7 +902,7 @@ def test_sigusr1_means_a_game_ended(make_cabinet, publish, machine):
             signal.signal(signum, handler)
 
 
-# --- display and actions ---------------------------------------------------------------------
+# --- display and actions -----------------------------------------------------------------------
 
 
 def test_the_idle_screen_shows_the_qr_code_of_the_machines_link(
@@ -316,7 +914,7 @@ def test_the_idle_screen_shows_the_qr_code_of_the_machines_link(
     ).json["url"]
     screen = io.StringIO()
 
-    cabinet = make_cabinet(api_url=serve_api(), qr_url=None, out=screen)
+    cabinet = make_cabinet(api_url=serve_api(), token=machine.token, qr_url=None, out=screen)
 
     assert cabinet.wait_payment_url()
     assert cabinet.payment_url == link

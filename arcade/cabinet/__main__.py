@@ -18,8 +18,13 @@ from arcade.cabinet.actions import load_coin_action
 from arcade.cabinet.api import RetryPolicy
 from arcade.cabinet.client import Cabinet
 from arcade.cabinet.errors import CabinetError
-from arcade.cabinet.settings import DEFAULT_API_URL, DEFAULT_HTTP_PORT, CabinetSettings
-from arcade.logs import configure_logging
+from arcade.cabinet.logs import configure_logging
+from arcade.cabinet.settings import (
+    DEFAULT_API_URL,
+    DEFAULT_HEARTBEAT_SECONDS,
+    DEFAULT_HTTP_PORT,
+    CabinetSettings,
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,6 +61,19 @@ def parser() -> argparse.ArgumentParser:
         default=env.get("CABINET_HTTP_PORT", str(DEFAULT_HTTP_PORT)),
         help=f"local port on 127.0.0.1 for the game's POST /game-over "
         f"(default {DEFAULT_HTTP_PORT}; -1 turns it off)",
+    )
+    top.add_argument(
+        "--pulse-key",
+        default=None,
+        help="the API's Ed25519 public key, base64url (env PULSE_PUBLIC_KEY; default: the one"
+        " kept in the state file, else fetched once from the API's GET /pulse-key)",
+    )
+    top.add_argument(
+        "--heartbeat-seconds",
+        type=float,
+        default=None,
+        help="seconds between two heartbeats to the API (env CABINET_HEARTBEAT_SECONDS;"
+        f" default {DEFAULT_HEARTBEAT_SECONDS:g})",
     )
     top.add_argument(
         "--qr-url",
@@ -107,6 +125,8 @@ def run(options: argparse.Namespace) -> int:
             "api_url": options.api_url,
             "state_file": options.state_file,
             "qr_url": options.qr_url,
+            "pulse_key": options.pulse_key,
+            "heartbeat_seconds": options.heartbeat_seconds,
         }
         settings = CabinetSettings.from_env(
             options.machine,

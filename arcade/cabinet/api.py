@@ -14,12 +14,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from arcade.cabinet.errors import ApiUnreachable, CabinetSettingsError
-from arcade.logs import log_event
+from arcade.cabinet.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def is_retryable(status: int) -> bool:
 
 
 class ApiClient:
-    """POST JSON to the API with the machine's token."""
+    """Call the API with the machine's token: JSON in, JSON out."""
 
     def __init__(self, api_url: str, token: str | None, *, timeout: float = 5.0):
         parts = urlsplit(api_url)
@@ -78,13 +79,29 @@ class ApiClient:
         self, path: str, body: dict[str, Any], *, idempotency_key: str | None = None
     ) -> tuple[int, dict[str, Any]]:
         """POST once; return (status, JSON body) or raise ApiUnreachable."""
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        headers = {"Content-Type": "application/json"}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
-        if self.token:
+        return self._send("POST", path, json.dumps(body).encode(), headers, token=True)
+
+    def get(self, path: str, *, token: bool = True) -> tuple[int, dict[str, Any]]:
+        """GET once, with the token unless ``token`` is False; return (status, JSON body)."""
+        return self._send("GET", path, None, {}, token=token)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None,
+        headers: dict[str, str],
+        *,
+        token: bool,
+    ) -> tuple[int, dict[str, Any]]:
+        headers = {"Accept": "application/json", **headers}
+        if token and self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
-            self.api_url + path, data=json.dumps(body).encode(), headers=headers, method="POST"
+            self.api_url + path, data=data, headers=headers, method=method
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
@@ -94,7 +111,7 @@ class ApiClient:
                 return exc.code, _json(exc.read(MAX_ANSWER_BYTES))
         except urllib.error.URLError as exc:
             raise ApiUnreachable(type(exc.reason).__name__) from exc
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException, ValueError) as exc:
             raise ApiUnreachable(type(exc).__name__) from exc
 
     def post_with_retry(
@@ -106,9 +123,15 @@ class ApiClient:
         stop: threading.Event,
         log_ids: dict[str, Any],
         idempotency_key: str | None = None,
+        final: Callable[[int], bool] | None = None,
         rng: random.Random | None = None,
     ) -> Answer:
-        """POST until the API accepts, refuses for good, ``policy`` gives up, or ``stop`` is set."""
+        """POST until the API accepts, refuses for good, ``policy`` gives up, or ``stop`` is set.
+
+        ``final(status)`` tells which error answers end the attempts ("rejected"); by default
+        every 4xx but 408, 409 and 429.
+        """
+        is_final = final or (lambda status: not is_retryable(status))
         started = time.monotonic()
         attempt = 0
         while True:
@@ -122,9 +145,9 @@ class ApiClient:
             except ApiUnreachable as exc:
                 reason = exc.reason
             else:
-                if status < 400:
+                if 200 <= status < 300:
                     return Answer(status, answer, attempt, "ok")
-                if not is_retryable(status):
+                if is_final(status):
                     return Answer(status, answer, attempt, "rejected")
                 reason = f"http_{status}"
             delay = policy.delay(attempt, rng)
@@ -148,6 +171,6 @@ class ApiClient:
 def _json(raw: bytes) -> dict[str, Any]:
     try:
         value = json.loads(raw or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}

@@ -1,40 +1,57 @@
 """The cabinet: coinpulses in over MQTT, credits and coins out, game overs sent to the API.
 
 The broker keeps this cabinet's session between connections (fixed client id, clean session
-off), so QoS 1 coinpulses published while it was offline arrive when it reconnects. Each pulse
-is acknowledged only after its payment is committed to the local ledger: a crash before the
-commit means the broker sends it again, and the ledger's ``paymentId`` key means a pulse sent
-again never adds credits twice.
+off), so QoS 1 coinpulses published while it was offline arrive when it reconnects. A pulse
+counts only when it is signed by the API's pinned Ed25519 key; the cabinet does not connect
+until it has that key. Each pulse it counts is acknowledged only after its payment is committed
+to the local ledger, whose ``paymentId`` key means a pulse sent again never adds credits twice.
+Every other message is logged, acknowledged and dropped: nothing a message holds can stop the
+next one from arriving. After a payment's coins are fired the cabinet confirms it to the API.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
 import sqlite3
 import ssl
 import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from arcade import wire
 from arcade.cabinet.actions import CoinAction, PrintCoinAction
 from arcade.cabinet.api import Answer, ApiClient
-from arcade.cabinet.display import qr_text
-from arcade.cabinet.errors import CabinetSettingsError
+from arcade.cabinet.display import out_of_order_text, qr_text
+from arcade.cabinet.errors import ApiUnreachable, CabinetSettingsError
 from arcade.cabinet.ledger import CabinetLedger, GameOver
 from arcade.cabinet.local_http import LocalServer
+from arcade.cabinet.logs import log_event
+from arcade.cabinet.messages import Refused, pulse_key_from_answer, read_signed
 from arcade.cabinet.settings import CabinetSettings
-from arcade.errors import SettingsError
-from arcade.logs import log_event
-from arcade.mqtt import broker_tls_context
 
 logger = logging.getLogger(__name__)
+
+WATCH_SECONDS = 0.2  # how often the MQTT link's honesty is checked
+HEARTBEAT_GRACE_SECONDS = 5.0  # the first heartbeat waits this long for MQTT to come up
+# Answers to a confirmation that end it: the API does not know the payment, or the request.
+FINAL_ACK_STATUSES = frozenset({400, 404})
+
+
+@dataclass(frozen=True)
+class _Unrecorded:
+    """A signed pulse the ledger could not take yet: recorded, then acknowledged, later."""
+
+    mid: int
+    qos: int
+    payment_id: str
+    credits: int
 
 
 class Cabinet:
@@ -57,7 +74,12 @@ class Cabinet:
         self.game_over_attempts = 0  # API calls made for game overs, this run
         self.game_overs_sent = 0  # game overs the API accepted, this run
         self.coins_fired = 0  # coin actions called, this run
+        self.confirmations_sent = 0  # payments the API confirmed, this run
+        self.heartbeats_sent = 0  # heartbeats the API answered 2xx, this run
+        self.messages_refused = 0  # MQTT messages logged and dropped, this run
+        self.pulse_key: str | None = None  # the API's public key, once pinned
 
+        self._public_key: Any = None
         self._ledger: CabinetLedger | None = None
         self._client: mqtt.Client | None = None
         self._server: LocalServer | None = None
@@ -65,13 +87,24 @@ class Cabinet:
         self._stop = threading.Event()
         self._coin_wake = threading.Event()
         self._game_over_wake = threading.Event()
+        self._confirm_wake = threading.Event()
+        self._heartbeat_wake = threading.Event()
+        self._watch_wake = threading.Event()
         self._changed = threading.Condition()
-        self._connected = False
-        self._subscribed = False
+        self._connected = False  # CONNACK accepted, no disconnect since
+        self._subscribed = False  # the coinpulse subscription was granted on this connection
+        self._subscribe_mid: int | None = None
+        self._link_problem: str | None = None  # why the last connection failed, for a person
+        self._unrecorded: deque[_Unrecorded] = deque()
+        self._screen_lock = threading.Lock()
+        self._screen: tuple[str, str | None] | None = None
+        self._was_connected = False
+        self._network_lock = threading.Lock()
+        self._network_started = False  # loop_start called: from then on its thread must live
 
     # --- life cycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        """Open the ledger, connect to the broker, and start the workers and the local server."""
+        """Open the ledger, pin the API's key, connect to the broker, start the workers."""
         self.settings.check()
         self._stop.clear()
         try:
@@ -86,13 +119,18 @@ class Cabinet:
                 self.http_port = self._server.port
                 self._server.start()
             self._client = self._mqtt_client()
-            self._client.connect_async(
-                self.settings.broker_host or "", self.settings.broker_port, self.settings.keepalive
-            )
-            self._client.loop_start()
+            known = self._known_pulse_key()
+            if known is not None:
+                self._pin(*known)
+                self._connect()
+            else:
+                self._spawn("cabinet-pulse-key", self._key_worker)
             self._spawn("cabinet-coins", self._coin_worker)
             self._spawn("cabinet-gameover", self._game_over_worker)
+            self._spawn("cabinet-confirm", self._confirm_worker)
             self._spawn("cabinet-qr", self._qr_worker)
+            self._spawn("cabinet-heartbeat", self._heartbeat_worker)
+            self._spawn("cabinet-watch", self._watch_worker)
         except BaseException:
             self.stop()
             raise
@@ -104,7 +142,9 @@ class Cabinet:
             credits=self.credits,
             state_file=str(self.settings.state_path),
             http_port=self.http_port,
+            pulse_key=self.pulse_key,
         )
+        self._refresh()
 
     def _local_server(self, port: int) -> LocalServer:
         try:
@@ -119,18 +159,25 @@ class Cabinet:
         if self._ledger is None:
             return
         self._stop.set()
-        self._coin_wake.set()
-        self._game_over_wake.set()
+        for wake in (
+            self._coin_wake,
+            self._game_over_wake,
+            self._confirm_wake,
+            self._heartbeat_wake,
+            self._watch_wake,
+        ):
+            wake.set()
+        self._notify()  # whoever waits for a condition sees the stop
         if self._server is not None:
             self._server.close()
             self._server = None
+        for thread in self._threads:  # the watcher first restarts nothing once stop is set
+            thread.join()
+        self._threads.clear()
         if self._client is not None:
             self._client.disconnect()
             self._client.loop_stop()
             self._client = None
-        for thread in self._threads:
-            thread.join()
-        self._threads.clear()
         close = getattr(self.coin_action, "close", None)
         if callable(close):
             close()
@@ -154,14 +201,35 @@ class Cabinet:
 
     @property
     def connected(self) -> bool:
-        return self._connected
+        """Tell whether pulses can arrive: connected, subscribed, paho's thread alive."""
+        return self.out_of_order_reason() is None
+
+    def out_of_order_reason(self) -> str | None:
+        """Return why no pulse can arrive now, for a person, or None while they can."""
+        if self._public_key is None:
+            return "waiting for the API's pulse key"
+        client = self._client
+        if client is None:
+            return "not started"
+        if not _network_thread_alive(client):
+            return "the MQTT network thread stopped"
+        if not (self._connected and client.is_connected()):
+            return self._link_problem or "connecting to the broker"
+        if not self._subscribed:
+            return "subscribing to the coinpulse topic"
+        return None
 
     def status(self) -> dict[str, Any]:
         """Return what the local server's ``GET /credits`` answers."""
+        reason = self.out_of_order_reason()
         return {
             "machine_id": self.settings.machine_id,
             "credits": self.credits,
-            "connected": self._connected,
+            "connected": reason is None,
+            "out_of_order": reason is not None,
+            "reason": None if reason is None else f"out of order: {reason}",
+            # Hidden while out of order: a payment now would wait for a link that is down.
+            "payment_url": self.payment_url if reason is None else None,
         }
 
     # --- game over ----------------------------------------------------------------------------
@@ -179,8 +247,7 @@ class Cabinet:
         )
         self._notify()
         self._game_over_wake.set()
-        if record.used_credit and record.credits_left == 0:
-            self._show_qr()  # back to idle: the attract screen again
+        self._refresh()  # back to idle after the last credit: the QR code again
         return record
 
     def _game_over_call(self) -> dict[str, Any]:
@@ -198,8 +265,8 @@ class Cabinet:
             return self._changed.wait_for(predicate, timeout)
 
     def wait_ready(self, timeout: float = 5.0) -> bool:
-        """Wait until connected and subscribed to the coinpulse topic."""
-        return self.wait_until(lambda: self._connected and self._subscribed, timeout)
+        """Wait until the key is pinned, the broker connected and the topics subscribed."""
+        return self.wait_until(lambda: self.connected, timeout)
 
     def wait_credits(self, credits: int, timeout: float = 5.0) -> bool:
         return self.wait_until(lambda: self.credits >= credits, timeout)
@@ -213,9 +280,78 @@ class Cabinet:
     def wait_payment_url(self, timeout: float = 5.0) -> bool:
         return self.wait_until(lambda: self.payment_url is not None, timeout)
 
+    def wait_confirmations(self, count: int, timeout: float = 5.0) -> bool:
+        return self.wait_until(lambda: self.confirmations_sent >= count, timeout)
+
     def _notify(self) -> None:
         with self._changed:
             self._changed.notify_all()
+
+    # --- the API's public key -----------------------------------------------------------------
+    def _known_pulse_key(self) -> tuple[str, str] | None:
+        """Return (key, where from) from the settings or the state file, or None."""
+        if self.settings.pulse_key is not None:
+            return self.settings.pulse_key.strip(), "settings"
+        kept = self._require_ledger().pulse_key()
+        if kept is None:
+            return None
+        try:
+            wire.load_public_key(kept)
+        except wire.WireError:
+            log_event(
+                logger,
+                "pulse_key_unusable",
+                level=logging.WARNING,
+                machine_id=self.settings.machine_id,
+                reason="the key kept in the state file is not an Ed25519 public key",
+            )
+            return None
+        return kept, "state_file"
+
+    def _pin(self, key: str, source: str) -> None:
+        """Use ``key`` for every message from now on and keep it in the state file."""
+        ledger = self._require_ledger()
+        if ledger.pulse_key() != key:
+            ledger.keep_pulse_key(key)
+        self._public_key = wire.load_public_key(key)
+        self.pulse_key = key
+        log_event(
+            logger,
+            "pulse_key_pinned",
+            machine_id=self.settings.machine_id,
+            source=source,
+            public_key=key,
+        )
+        self._notify()
+
+    def _key_worker(self) -> None:
+        """Fetch the API's public key once, with back-off until it comes, then connect."""
+        attempt = 0
+        while not self._stop.is_set():
+            attempt += 1
+            try:
+                status, answer = self.api.get("/pulse-key", token=False)
+                if status != 200:
+                    raise Refused(f"http_{status}")
+                key = pulse_key_from_answer(answer)
+            except (ApiUnreachable, Refused) as exc:
+                reason = exc.reason
+            else:
+                self._pin(key, "api")
+                self._connect()
+                self._refresh()
+                return
+            delay = self.settings.retry.delay(attempt)
+            log_event(
+                logger,
+                "pulse_key_retry",
+                level=logging.WARNING,
+                machine_id=self.settings.machine_id,
+                attempt=attempt,
+                reason=reason,
+                retry_in=round(delay, 3),
+            )
+            self._stop.wait(delay)
 
     # --- MQTT ---------------------------------------------------------------------------------
     def _mqtt_client(self) -> mqtt.Client:
@@ -229,6 +365,8 @@ class Cabinet:
             clean_session=False,
             manual_ack=True,
         )
+        # Our callbacks catch everything; should one still raise, paho's thread carries on.
+        client.suppress_exceptions = True
         client.reconnect_delay_set(min_delay=1, max_delay=settings.reconnect_max_delay)
         if settings.mqtt_username:
             client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
@@ -243,142 +381,338 @@ class Cabinet:
 
     def _tls_context(self) -> ssl.SSLContext:
         try:
-            return broker_tls_context(self.settings.mqtt_ca_cert)
-        except SettingsError as exc:
+            return wire.broker_tls_context(self.settings.mqtt_ca_cert)
+        except wire.WireError as exc:
             raise CabinetSettingsError(str(exc)) from exc
 
+    def _connect(self) -> None:
+        """Start paho's network thread; it connects, and reconnects with back-off."""
+        with self._network_lock:
+            self._start_network()
+
+    def _start_network(self) -> None:
+        client = self._client
+        if client is None or self._stop.is_set() or self._network_started:
+            return
+        client.connect_async(
+            self.settings.broker_host or "", self.settings.broker_port, self.settings.keepalive
+        )
+        client.loop_start()
+        self._network_started = True
+
     def _on_connect(self, client: mqtt.Client, _userdata, flags, reason_code, _props) -> None:
-        if reason_code.is_failure:
+        try:
+            if reason_code.is_failure:
+                self._link_problem = f"the broker refused the MQTT login ({reason_code})"
+                log_event(
+                    logger,
+                    "mqtt_connect_refused",
+                    level=logging.WARNING,
+                    machine_id=self.settings.machine_id,
+                    reason=str(reason_code),
+                )
+                return
             log_event(
                 logger,
-                "mqtt_connect_refused",
-                level=logging.WARNING,
+                "mqtt_connected",
                 machine_id=self.settings.machine_id,
-                reason=str(reason_code),
+                client_id=self.settings.client_id,
+                session_present=bool(flags.session_present),
             )
-            return
-        log_event(
-            logger,
-            "mqtt_connected",
-            machine_id=self.settings.machine_id,
-            client_id=self.settings.client_id,
-            session_present=bool(flags.session_present),
-        )
-        # Subscribing again on a kept session is harmless, and needed when the broker lost it.
-        client.subscribe(self.settings.coinpulse_topic, qos=1)
-        with self._changed:
-            self._connected = True
-            self._changed.notify_all()
+            # Subscribing again on a kept session is harmless, and needed when the broker lost it.
+            _, mid = client.subscribe(
+                [(self.settings.coinpulse_topic, 1), (self.settings.gameover_topic, 1)]
+            )
+            with self._changed:
+                self._link_problem = None
+                self._connected = True
+                self._subscribed = False
+                self._subscribe_mid = mid
+                self._changed.notify_all()
+        except Exception as exc:
+            self._callback_failed("on_connect", exc)
+        finally:
+            self._refresh()
 
     def _on_connect_fail(self, _client, _userdata) -> None:
-        log_event(
-            logger,
-            "mqtt_unreachable",
-            level=logging.WARNING,
-            machine_id=self.settings.machine_id,
-            host=self.settings.broker_host,
-            port=self.settings.broker_port,
-        )
-
-    def _on_subscribe(self, _client, _userdata, _mid, reason_codes, _props) -> None:
-        ok = all(not code.is_failure for code in reason_codes)
-        log_event(
-            logger,
-            "mqtt_subscribed" if ok else "mqtt_subscribe_refused",
-            level=logging.INFO if ok else logging.WARNING,
-            topic=self.settings.coinpulse_topic,
-        )
-        with self._changed:
-            self._subscribed = ok
-            self._changed.notify_all()
-
-    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props) -> None:
-        with self._changed:
-            self._connected = self._subscribed = False
-            self._changed.notify_all()
-        if not self._stop.is_set():
+        try:
+            self._link_problem = "the broker cannot be reached"
             log_event(
                 logger,
-                "mqtt_disconnected",
+                "mqtt_unreachable",
                 level=logging.WARNING,
                 machine_id=self.settings.machine_id,
-                reason=str(reason_code),
+                host=self.settings.broker_host,
+                port=self.settings.broker_port,
             )
+        except Exception as exc:
+            self._callback_failed("on_connect_fail", exc)
+        finally:
+            self._refresh()
+
+    def _on_subscribe(self, _client, _userdata, mid, reason_codes, _props) -> None:
+        try:
+            if mid != self._subscribe_mid:
+                return
+            pulses, gameovers = (list(reason_codes) + [None, None])[:2]
+            ok = pulses is not None and not pulses.is_failure
+            log_event(
+                logger,
+                "mqtt_subscribed" if ok else "mqtt_subscribe_refused",
+                level=logging.INFO if ok else logging.WARNING,
+                machine_id=self.settings.machine_id,
+                topic=self.settings.coinpulse_topic,
+            )
+            if gameovers is None or gameovers.is_failure:
+                log_event(
+                    logger,
+                    "mqtt_subscribe_refused",
+                    level=logging.WARNING,
+                    machine_id=self.settings.machine_id,
+                    topic=self.settings.gameover_topic,
+                )
+            with self._changed:
+                self._subscribed = ok
+                if not ok:
+                    self._link_problem = "the broker refused the coinpulse subscription"
+                self._changed.notify_all()
+        except Exception as exc:
+            self._callback_failed("on_subscribe", exc)
+        finally:
+            self._refresh()
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props) -> None:
+        try:
+            with self._changed:
+                self._connected = self._subscribed = False
+                self._link_problem = self._link_problem or "disconnected from the broker"
+                self._changed.notify_all()
+            if not self._stop.is_set():
+                log_event(
+                    logger,
+                    "mqtt_disconnected",
+                    level=logging.WARNING,
+                    machine_id=self.settings.machine_id,
+                    reason=str(reason_code),
+                )
+        except Exception as exc:
+            self._callback_failed("on_disconnect", exc)
+        finally:
+            self._refresh()
 
     def _on_message(self, client: mqtt.Client, _userdata, message: mqtt.MQTTMessage) -> None:
+        acknowledge = True
         try:
-            self._take_pulse(bytes(message.payload), redelivered=bool(message.dup))
+            acknowledge = self._take_message(
+                message.topic, bytes(message.payload), mid=message.mid, qos=message.qos
+            )
+        except Exception as exc:  # nothing one message holds may stop the next
+            self.messages_refused += 1
+            log_event(
+                logger,
+                "message_failed",
+                level=logging.ERROR,
+                machine_id=self.settings.machine_id,
+                exception=type(exc).__name__,
+                bytes=len(message.payload),
+            )
+        if acknowledge:
+            try:
+                client.ack(message.mid, message.qos)
+            except Exception as exc:
+                self._callback_failed("ack", exc)
+
+    def _take_message(self, topic: str, raw: bytes, *, mid: int, qos: int) -> bool:
+        """Handle one message; return False when its PUBACK must wait (not recorded yet)."""
+        machine_id = self.settings.machine_id
+        kinds = {
+            self.settings.coinpulse_topic: wire.COINPULSE,
+            self.settings.gameover_topic: wire.GAMEOVER,
+        }
+        kind = kinds.get(topic, topic.rsplit("/", 1)[-1][:32])
+        if self._public_key is None:  # never: the cabinet connects once the key is pinned
+            log_event(logger, "message_not_checked", level=logging.ERROR, machine_id=machine_id)
+            return False
+        try:
+            message = read_signed(kind, raw, machine_id, self._public_key)
+        except Refused as refused:
+            self.messages_refused += 1
+            log_event(
+                logger,
+                "message_refused",
+                level=logging.WARNING,
+                machine_id=machine_id,
+                kind=kind,
+                reason=refused.reason,
+                payment_id=refused.payment_id,
+                bytes=len(raw),
+            )
+            self._notify()
+            return True
+        if kind == wire.GAMEOVER:
+            # The game over was counted when the game told this cabinet; this is the API's echo.
+            log_event(
+                logger,
+                "gameover_received",
+                machine_id=machine_id,
+                timestamp=message.get("timestamp"),
+            )
+            return True
+        pulse = _Unrecorded(mid, qos, message["paymentId"], message["credits"])
+        try:
+            self._record(pulse)
         except sqlite3.Error as exc:
-            # Not acknowledged: the broker sends it again on the next connection.
+            # Signed and well formed: money. Kept unacknowledged and recorded again until the
+            # ledger takes it; a restart before that gets it from the broker again.
             log_event(
                 logger,
                 "coinpulse_not_recorded",
                 level=logging.ERROR,
-                machine_id=self.settings.machine_id,
+                machine_id=machine_id,
+                payment_id=pulse.payment_id,
                 exception=type(exc).__name__,
             )
-            return
-        client.ack(message.mid, message.qos)
+            self._unrecorded.append(pulse)
+            self._coin_wake.set()
+            return False
+        return True
 
-    def _take_pulse(self, raw: bytes, *, redelivered: bool) -> None:
-        """Record one coinpulse: commit first, the PUBACK follows when this returns."""
-        pulse = _decode(raw)
+    def _record(self, pulse: _Unrecorded) -> None:
+        """Add a signed pulse's credits to the ledger, once per ``paymentId``."""
         machine_id = self.settings.machine_id
-        credits = pulse.get("credits") if pulse else None
-        if (
-            pulse is None
-            or pulse.get("machineId") != machine_id
-            or isinstance(credits, bool)
-            or not isinstance(credits, int)
-            or credits < 1
-        ):
-            log_event(
-                logger,
-                "coinpulse_rejected",
-                level=logging.WARNING,
-                machine_id=machine_id,
-                bytes=len(raw),
-            )
-            return
-        payment_id = pulse.get("paymentId")
-        if not isinstance(payment_id, str) or not payment_id:
-            # A sender without paymentId: the same bytes sent again are still one payment.
-            payment_id = "sha256:" + hashlib.sha256(raw).hexdigest()
-        grant = self._require_ledger().add_payment(payment_id, credits)
+        grant = self._require_ledger().add_payment(pulse.payment_id, pulse.credits)
         if grant is None:
             log_event(
-                logger,
-                "coinpulse_duplicate",
-                machine_id=machine_id,
-                payment_id=payment_id,
-                redelivered=redelivered,
+                logger, "coinpulse_duplicate", machine_id=machine_id, payment_id=pulse.payment_id
             )
+            self._notify()
             return
         log_event(
             logger,
             "coinpulse_received",
             machine_id=machine_id,
-            payment_id=payment_id,
-            credits=credits,
+            payment_id=pulse.payment_id,
+            credits=pulse.credits,
             credits_left=grant.credits_left,
-            redelivered=redelivered,
         )
         self._notify()
         self._coin_wake.set()
+        self._refresh()
+
+    def _callback_failed(self, where: str, exc: Exception) -> None:
+        log_event(
+            logger,
+            "mqtt_callback_failed",
+            level=logging.ERROR,
+            machine_id=self.settings.machine_id,
+            callback=where,
+            exception=type(exc).__name__,
+        )
+
+    # --- the screen ---------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        """Draw what the screen must show now, when it changed: never raises."""
+        try:
+            reason = self.out_of_order_reason()
+            if reason is not None:
+                wanted: tuple[str, str | None] = ("out_of_order", reason)
+            elif self._ledger is None or self.credits > 0 or self.payment_url is None:
+                wanted = ("blank", None)  # playing, or no link yet: nothing to scan
+            else:
+                wanted = ("qr", self.payment_url)
+            with self._screen_lock:
+                changed = wanted != self._screen
+                self._screen = wanted
+                if changed:
+                    self._draw(*wanted)
+            if (reason is None) != self._was_connected:
+                self._was_connected = reason is None
+                self._heartbeat_wake.set()  # the API hears of it now, not in 30 s
+            self._notify()
+        except Exception as exc:
+            log_event(
+                logger,
+                "screen_failed",
+                level=logging.ERROR,
+                machine_id=self.settings.machine_id,
+                exception=type(exc).__name__,
+            )
+
+    def _draw(self, screen: str, detail: str | None) -> None:
+        out = self.out or sys.stdout
+        if screen == "qr" and detail is not None:
+            out.write(qr_text(detail, invert=self.settings.qr_invert))
+            log_event(logger, "qr_shown", machine_id=self.settings.machine_id, url=detail)
+        elif screen == "out_of_order" and detail is not None:
+            out.write(out_of_order_text(detail))
+            log_event(
+                logger,
+                "out_of_order_shown",
+                level=logging.WARNING,
+                machine_id=self.settings.machine_id,
+                reason=detail,
+            )
+        out.flush()
 
     # --- workers ------------------------------------------------------------------------------
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread = threading.Thread(target=self._guarded, args=(name, target), name=name, daemon=True)
         self._threads.append(thread)
         thread.start()
+
+    def _guarded(self, name: str, target: Callable[[], None]) -> None:
+        """Run a worker until stop; should it fail (a full disk), log it and start it again."""
+        while not self._stop.is_set():
+            try:
+                target()
+                return
+            except Exception as exc:
+                log_event(
+                    logger,
+                    "worker_failed",
+                    level=logging.ERROR,
+                    machine_id=self.settings.machine_id,
+                    worker=name,
+                    exception=type(exc).__name__,
+                )
+                self._stop.wait(1.0)
+
+    def _watch_worker(self) -> None:
+        """Keep the screen and status honest; replace paho's client if its thread died."""
+        while not self._stop.wait(WATCH_SECONDS):
+            with self._network_lock:
+                client = self._client
+                dead = (
+                    client is not None
+                    and self._network_started
+                    and not self._stop.is_set()
+                    and not _network_thread_alive(client)
+                )
+                if dead:
+                    self._refresh()  # out of order first, then connect again
+                    log_event(
+                        logger,
+                        "mqtt_network_thread_stopped",
+                        level=logging.ERROR,
+                        machine_id=self.settings.machine_id,
+                    )
+                    # A new client under the same id: the broker hands it the kept session,
+                    # and the old one's sockets close as it is dropped.
+                    with self._changed:
+                        self._connected = self._subscribed = False
+                    self._client = self._mqtt_client()
+                    self._network_started = False
+                    self._start_network()
+            self._refresh()
 
     def _coin_worker(self) -> None:
         """Fire one coin per credit, oldest payment first; a restart finishes what is left."""
         ledger = self._require_ledger()
         while not self._stop.is_set():
+            self._record_unrecorded()
             coin = ledger.next_coin()
             if coin is None:
-                self._coin_wake.wait()
+                self._coin_wake.wait(1.0 if self._unrecorded else None)
                 self._coin_wake.clear()
                 continue
             # Fired, then marked: a crash in between fires that coin again, never loses it.
@@ -407,6 +741,119 @@ class Cabinet:
                 coin=coin.number,
                 of=coin.of,
             )
+            if coin.number == coin.of:
+                self._confirm_wake.set()
+
+    def _record_unrecorded(self) -> None:
+        """Record the signed pulses the ledger refused before, and acknowledge each."""
+        while self._unrecorded:
+            pulse = self._unrecorded[0]
+            try:
+                self._record(pulse)
+            except sqlite3.Error:
+                return  # still failing: the coin worker comes back in a second
+            self._unrecorded.popleft()
+            client = self._client
+            if client is not None:
+                client.ack(pulse.mid, pulse.qos)
+
+    def _confirm_worker(self) -> None:
+        """Tell the API, oldest first, which payments' coins were fired; until it answers."""
+        ledger = self._require_ledger()
+        machine_id = self.settings.machine_id
+        while not self._stop.is_set():
+            payment_id = ledger.next_confirmation()
+            if payment_id is None:
+                self._confirm_wake.wait()
+                self._confirm_wake.clear()
+                continue
+            answer = self.api.post_with_retry(
+                f"/machines/{machine_id}/credits/ack",
+                {"payment_id": payment_id},
+                policy=self.settings.retry,
+                stop=self._stop,
+                log_ids={"machine_id": machine_id, "payment_id": payment_id},
+                final=FINAL_ACK_STATUSES.__contains__,
+            )
+            status = {"ok": "confirmed", "rejected": "dropped"}.get(answer.outcome, "pending")
+            ledger.finish_confirmation(payment_id, status=status, attempts=answer.attempts)
+            if answer.ok:
+                with self._changed:
+                    self.confirmations_sent += 1
+                    self._changed.notify_all()
+            if answer.outcome != "stopped":
+                log_event(
+                    logger,
+                    {
+                        "ok": "credits_confirmed",
+                        "rejected": "credits_ack_dropped",
+                    }.get(answer.outcome, f"credits_ack_{answer.outcome}"),
+                    level=logging.INFO if answer.ok else logging.WARNING,
+                    machine_id=machine_id,
+                    payment_id=payment_id,
+                    status=answer.status,
+                    code=answer.body.get("code"),
+                    attempts=answer.attempts,
+                )
+            if answer.outcome == "gave_up":
+                # Still owed: ask again later, or when the next payment's coins are fired.
+                self._confirm_wake.wait(self.settings.retry.max_delay)
+                self._confirm_wake.clear()
+
+    def _heartbeat_worker(self) -> None:
+        """Tell the API this cabinet is here, and whether pulses can reach it, every period.
+
+        The first waits a moment for MQTT; after that a change of the MQTT state is sent at
+        once (at most one a second), so the API stops selling while pulses cannot arrive.
+        """
+        period = self.settings.heartbeat_seconds
+        self.wait_until(
+            lambda: self.connected or self._stop.is_set(), min(HEARTBEAT_GRACE_SECONDS, period)
+        )
+        while not self._stop.is_set():
+            connected = self.connected
+            self._send_heartbeat(connected)
+            deadline = time.monotonic() + period
+            if self._stop.wait(min(1.0, period)):
+                return
+            while (remaining := deadline - time.monotonic()) > 0 and self.connected == connected:
+                self._heartbeat_wake.wait(remaining)
+                self._heartbeat_wake.clear()
+                if self._stop.is_set():
+                    return
+
+    def _send_heartbeat(self, connected: bool) -> None:
+        machine_id = self.settings.machine_id
+        try:
+            status, answer = self.api.post(
+                f"/machines/{machine_id}/heartbeat",
+                {"mqtt_connected": connected, "credits_left": self.credits},
+            )
+        except ApiUnreachable as exc:
+            status, answer, reason = None, {}, exc.reason
+        else:
+            reason = f"http_{status}"
+        if status is not None and 200 <= status < 300:
+            with self._changed:
+                self.heartbeats_sent += 1
+                self._changed.notify_all()
+            log_event(
+                logger,
+                "heartbeat_sent",
+                level=logging.DEBUG,
+                machine_id=machine_id,
+                mqtt_connected=connected,
+            )
+            return
+        log_event(
+            logger,
+            "heartbeat_failed",
+            level=logging.WARNING,
+            machine_id=machine_id,
+            mqtt_connected=connected,
+            reason=reason,
+            code=answer.get("code"),
+        )
 
     def _game_over_worker(self) -> None:
         """Send queued game overs to the API in order, each retried until it is answered."""
@@ -455,7 +902,7 @@ class Cabinet:
         )
 
     def _qr_worker(self) -> None:
-        """Get the machine's payment link (unless given one) and show its QR code while idle."""
+        """Get the machine's payment link (unless given one); the screen shows it while idle."""
         if self.payment_url is None:
             answer = self.api.post_with_retry(
                 "/create-payment-link",
@@ -479,17 +926,7 @@ class Cabinet:
             with self._changed:
                 self.payment_url = url
                 self._changed.notify_all()
-        if self.credits == 0:
-            self._show_qr()
-
-    def _show_qr(self) -> None:
-        url = self.payment_url
-        if url is None:
-            return
-        out = self.out or sys.stdout
-        out.write(qr_text(url, invert=self.settings.qr_invert))
-        out.flush()
-        log_event(logger, "qr_shown", machine_id=self.settings.machine_id, url=url)
+        self._refresh()
 
     def _require_ledger(self) -> CabinetLedger:
         if self._ledger is None:
@@ -497,9 +934,8 @@ class Cabinet:
         return self._ledger
 
 
-def _decode(raw: bytes) -> dict[str, Any] | None:
-    with contextlib.suppress(ValueError):
-        value = json.loads(raw)
-        if isinstance(value, dict):
-            return value
-    return None
+def _network_thread_alive(client: mqtt.Client) -> bool:
+    """Tell whether paho's network thread (``loop_start``) is running."""
+    # paho keeps its thread in a private attribute and clears it when the thread ends.
+    thread = getattr(client, "_thread", None)
+    return thread is not None and thread.is_alive()

@@ -1,9 +1,11 @@
-"""The cabinet's own record in one SQLite file: payments seen, credits left, coins, game overs.
+"""The cabinet's own record in one SQLite file: payments seen, credits left, coins, game overs,
+confirmations owed to the API, and the API's pinned public key.
 
 A coinpulse is recorded and its credits added in one transaction keyed on ``paymentId``, so a
 redelivered pulse (the broker resending after a lost PUBACK, the API publishing a grant again)
-can never add credits twice, across restarts too. Coins are fired from the ``payments`` rows
-and game overs are sent from the ``game_overs`` rows, so a restart finishes what a crash left.
+can never add credits twice, across restarts too. Coins are fired from the ``payments`` rows,
+game overs are sent from the ``game_overs`` rows and confirmations from the ``confirmations``
+rows, so a restart finishes what a crash left.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from arcade.clock import iso, utc_now
+PULSE_KEY = "pulse_public_key"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS payments (
@@ -35,6 +38,19 @@ CREATE TABLE IF NOT EXISTS game_overs (
     status      TEXT NOT NULL DEFAULT 'pending',
     attempts    INTEGER NOT NULL DEFAULT 0,
     sent_at     TEXT
+);
+-- One row per payment whose coins were all fired: POST .../credits/ack until answered.
+CREATE TABLE IF NOT EXISTS confirmations (
+    payment_id  TEXT PRIMARY KEY,
+    status      TEXT NOT NULL DEFAULT 'pending',
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    queued_at   TEXT NOT NULL,
+    answered_at TEXT
+);
+-- What the cabinet keeps between runs, such as the API's public key once it is pinned.
+CREATE TABLE IF NOT EXISTS kept (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 """
 
@@ -103,7 +119,7 @@ class CabinetLedger:
                 inserted = self._db.execute(
                     "INSERT OR IGNORE INTO payments (payment_id, credits, received_at)"
                     " VALUES (?, ?, ?)",
-                    (payment_id, credits, iso(utc_now())),
+                    (payment_id, credits, _now()),
                 ).rowcount
                 if not inserted:
                     self._db.execute("ROLLBACK")
@@ -135,17 +151,70 @@ class CabinetLedger:
         return None if row is None else Coin(row[0], int(row[1]) + 1, int(row[2]))
 
     def coin_fired(self, coin: Coin) -> None:
-        """Record that ``coin`` was fired."""
+        """Record that ``coin`` was fired; after a payment's last coin, owe the API its ack."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "UPDATE payments SET coins_fired = ? WHERE payment_id = ? AND coins_fired = ?",
+                    (coin.number, coin.payment_id, coin.number - 1),
+                )
+                if coin.number == coin.of:
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO confirmations (payment_id, queued_at) VALUES (?, ?)",
+                        (coin.payment_id, _now()),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    # --- confirmations ------------------------------------------------------------------------
+    def next_confirmation(self) -> str | None:
+        """Return the payment id of the oldest confirmation not answered yet, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT payment_id FROM confirmations WHERE status = 'pending'"
+                " ORDER BY rowid LIMIT 1"
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def finish_confirmation(self, payment_id: str, *, status: str, attempts: int) -> None:
+        """Mark a confirmation ``confirmed`` or ``dropped``, or add attempts to a pending one."""
+        answered_at = None if status == "pending" else _now()
         with self._lock:
             self._db.execute(
-                "UPDATE payments SET coins_fired = ? WHERE payment_id = ? AND coins_fired = ?",
-                (coin.number, coin.payment_id, coin.number - 1),
+                "UPDATE confirmations SET status = ?, attempts = attempts + ?, answered_at = ?"
+                " WHERE payment_id = ?",
+                (status, attempts, answered_at, payment_id),
+            )
+
+    def confirmations(self) -> dict[str, str]:
+        """Return every confirmation's status by payment id."""
+        with self._lock:
+            rows = self._db.execute("SELECT payment_id, status FROM confirmations").fetchall()
+        return {str(payment_id): str(status) for payment_id, status in rows}
+
+    # --- the API's public key -----------------------------------------------------------------
+    def pulse_key(self) -> str | None:
+        """Return the API's public key pinned in this file, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM kept WHERE name = ?", (PULSE_KEY,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def keep_pulse_key(self, key: str) -> None:
+        """Pin ``key`` as the API's public key, replacing any kept before."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO kept (name, value) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (PULSE_KEY, key),
             )
 
     # --- game overs ---------------------------------------------------------------------------
     def add_game_over(self, source: str) -> GameOver:
         """Use one credit when there is one, and queue the game over for the API."""
-        ended_at = iso(utc_now())
+        ended_at = _now()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -177,10 +246,15 @@ class CabinetLedger:
 
     def finish_game_over(self, game_over_id: int, *, status: str, attempts: int) -> None:
         """Mark a game over ``sent`` or ``rejected``, or add attempts to a ``pending`` one."""
-        sent_at = iso(utc_now()) if status == "sent" else None
+        sent_at = _now() if status == "sent" else None
         with self._lock:
             self._db.execute(
                 "UPDATE game_overs SET status = ?, attempts = attempts + ?, sent_at = ?"
                 " WHERE id = ?",
                 (status, attempts, sent_at, game_over_id),
             )
+
+
+def _now() -> str:
+    """Return the time now as ``2026-11-22T10:00:00.123456Z`` (fixed width, so it sorts)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

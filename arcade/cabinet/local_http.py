@@ -13,7 +13,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from arcade.logs import log_event
+from arcade.cabinet.logs import log_event
 
 logger = logging.getLogger(__name__)
 

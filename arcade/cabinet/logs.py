@@ -1,0 +1,52 @@
+"""One JSON line per event on standard error, with the ids that tie a pulse to its payment.
+
+The cabinet's own copy of the API's log format, so the cabinet imports nothing of the server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+
+class JsonLineFormatter(logging.Formatter):
+    """Format each record as one JSON object; never include a traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        fields = getattr(record, "fields", None)
+        if fields is not None:
+            line["event"] = record.getMessage()
+            line.update(fields)
+        else:
+            line["message"] = record.getMessage()
+        # Exception text may carry library internals or secrets: name the type only.
+        if record.exc_info and record.exc_info[0] is not None:
+            line["exception"] = record.exc_info[0].__name__
+        return json.dumps(line, default=str, separators=(",", ":"))
+
+
+def log_event(
+    logger: logging.Logger, event: str, *, level: int = logging.INFO, **fields: Any
+) -> None:
+    """Log ``event`` with ``fields`` as one JSON line."""
+    if logger.isEnabledFor(level):
+        logger.log(level, event, extra={"fields": fields})
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Send every log record to stderr as a JSON line (idempotent)."""
+    root = logging.getLogger()
+    if any(isinstance(h.formatter, JsonLineFormatter) for h in root.handlers):
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLineFormatter())
+    root.handlers = [handler]
+    root.setLevel(level)

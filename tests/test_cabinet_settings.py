@@ -1,0 +1,104 @@
+"""The cabinet's settings: read as the API names them, every problem named in plain words."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from arcade.cabinet import CabinetSettings, CabinetSettingsError
+
+ROOT = Path(__file__).resolve().parent.parent
+A_KEY = "A" * 43  # base64url of 32 zero bytes
+
+
+def settings(tmp_path: Path, **env: str) -> CabinetSettings:
+    """Read settings for cab001 from ``env`` with a token, a broker and a CA that all work."""
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    base = {
+        "CABINET_TOKEN": "mt_token",
+        "EMQX_BROKER_URL": "mqtts://broker.example.com:8883",
+        "MQTT_CA_CERT": str(ca),
+    }
+    return CabinetSettings.from_env("cab001", {**base, **env})
+
+
+def test_the_broker_key_and_heartbeat_come_from_the_environment(tmp_path):
+    """GIVEN the variables the API and docs name WHEN read THEN each lands in its setting."""
+    read = settings(
+        tmp_path,
+        EMQX_BROKER_URL="mqtts://b.example.com:9883",
+        MQTT_USERNAME="cab001",
+        MQTT_PASSWORD="secret",
+        MQTT_TOPIC_PREFIX="/arcade/test/",
+        PULSE_PUBLIC_KEY=A_KEY,
+        CABINET_HEARTBEAT_SECONDS="12.5",
+    )
+    read.check()
+
+    assert (read.broker_host, read.broker_port, read.broker_tls) == ("b.example.com", 9883, True)
+    assert (read.mqtt_username, read.mqtt_password) == ("cab001", "secret")
+    assert read.coinpulse_topic == "arcade/test/cab001/coinpulse"
+    assert read.gameover_topic == "arcade/test/cab001/gameover"
+    assert read.pulse_key == A_KEY
+    assert read.heartbeat_seconds == 12.5
+    assert "secret" not in repr(read) and "mt_token" not in repr(read)
+
+
+def test_without_settings_the_heartbeat_is_every_30_s_and_the_key_is_fetched(tmp_path):
+    read = settings(tmp_path)
+
+    assert read.heartbeat_seconds == 30
+    assert read.pulse_key is None
+    assert CabinetSettings("cab001").mqtt_ca_cert == str(ROOT / "ca.crt")
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"EMQX_BROKER_URL": "http://b.example.com"}, "EMQX_BROKER_URL must be a host name"),
+        ({"EMQX_BROKER_URL": "mqtts://b.example.com:port"}, "EMQX_BROKER_URL must be"),
+        ({"EMQX_PORT": "88830"}, "EMQX_PORT must be a whole number from 1 to 65535"),
+        ({"MQTT_TLS": "perhaps"}, "MQTT_TLS must be true or false"),
+        ({"CABINET_HEARTBEAT_SECONDS": "0"}, "CABINET_HEARTBEAT_SECONDS must be a number"),
+        ({"CABINET_HEARTBEAT_SECONDS": "soon"}, "CABINET_HEARTBEAT_SECONDS must be a number"),
+        ({"CABINET_HEARTBEAT_SECONDS": "nan"}, "CABINET_HEARTBEAT_SECONDS must be a number"),
+    ],
+)
+def test_a_malformed_variable_is_named(tmp_path, env, named):
+    with pytest.raises(CabinetSettingsError, match=named):
+        settings(tmp_path, **env)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"PULSE_PUBLIC_KEY": "not-a-key"}, "PULSE_PUBLIC_KEY must be base64url of 32 bytes"),
+        ({"PULSE_PUBLIC_KEY": "A" * 40}, "PULSE_PUBLIC_KEY must be base64url of 32 bytes"),
+        ({"CABINET_TOKEN": ""}, "CABINET_TOKEN not set"),
+        ({"EMQX_BROKER_URL": ""}, "EMQX_BROKER_URL not set"),
+        ({"MQTT_CA_CERT": "/nowhere/ca.crt"}, "ca.crt not found"),
+    ],
+)
+def test_a_setting_that_stops_the_cabinet_is_named_at_start(tmp_path, env, named):
+    read = settings(tmp_path, **env)
+
+    with pytest.raises(CabinetSettingsError, match=named):
+        read.check()
+
+
+def test_a_plain_broker_elsewhere_is_refused_unless_allowed(tmp_path):
+    """GIVEN mqtt:// WHEN the broker is another computer THEN refused by name, unless
+    MQTT_ALLOW_PLAINTEXT=true; on this computer it is fine."""
+    remote = settings(tmp_path, EMQX_BROKER_URL="mqtt://b.example.com:1883")
+    allowed = settings(
+        tmp_path, EMQX_BROKER_URL="mqtt://b.example.com:1883", MQTT_ALLOW_PLAINTEXT="true"
+    )
+    local = settings(tmp_path, EMQX_BROKER_URL="mqtt://127.0.0.1:1883")
+
+    with pytest.raises(CabinetSettingsError, match="MQTT_ALLOW_PLAINTEXT"):
+        remote.check()
+    allowed.check()
+    local.check()
+    assert not local.broker_tls and local.broker_port == 1883
