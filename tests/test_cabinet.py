@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import threading
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -252,10 +253,18 @@ def pulse(machine_id: str, payment_id: str, credits: int) -> dict[str, Any]:
     )
 
 
-def post_local(port: int, path: str) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"", method="POST")
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return response.status, json.loads(response.read())
+def post_local(
+    port: int, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=b"", method="POST", headers=headers or {}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())
 
 
 def get_local(port: int, path: str) -> dict[str, Any]:
@@ -900,6 +909,45 @@ def test_sigusr1_means_a_game_ended(make_cabinet, send_pulse):
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Host": "rebound.example.com:8765"},
+        {"Origin": "https://shop.example.com"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+    ],
+    ids=["dns_rebound_host", "another_origin", "null_origin", "cross_site_fetch"],
+)
+def test_a_web_page_cannot_spend_the_cabinets_credits(make_cabinet, send_pulse, headers):
+    """GIVEN a credit WHEN a web page shown on the cabinet posts /game-over THEN 403 and the
+    credit stays."""
+    cabinet = make_cabinet()
+    send_pulse("cs_keep_it", 1)
+    assert cabinet.wait_credits(1)
+
+    status, answer = post_local(cabinet.http_port, "/game-over", headers)
+
+    assert (status, answer["code"]) == (403, "forbidden")
+    assert cabinet.credits == 1
+
+
+def test_programs_on_the_cabinet_may_use_its_door(make_cabinet, send_pulse):
+    """GIVEN a credit WHEN a local program posts /game-over by a loopback name, from the door's
+    own origin THEN the game over counts."""
+    cabinet = make_cabinet()
+    send_pulse("cs_local", 1)
+    assert cabinet.wait_credits(1)
+    port = cabinet.http_port
+
+    status, _ = post_local(
+        port, "/game-over", {"Host": f"localhost:{port}", "Origin": f"http://localhost:{port}"}
+    )
+
+    assert status == 202
+    assert cabinet.credits == 0
 
 
 # --- display and actions -----------------------------------------------------------------------

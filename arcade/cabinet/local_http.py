@@ -2,6 +2,11 @@
 
 ``POST /game-over`` records a game over (one credit used) and answers 202 at once; sending it to
 the API happens in the background, with retries. ``GET /credits`` tells the credits left.
+
+Only programs on the cabinet may knock: a ``Host`` other than a loopback name (a DNS-rebound
+page) and a cross-site request (an ``Origin`` other than this door's own, ``Origin: null``,
+``Sec-Fetch-Site: cross-site``) get a 403, so a web page shown on the cabinet cannot spend its
+credits.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from arcade.cabinet.logs import log_event
 logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
 MAX_BODY_BYTES = 4096
 
 
@@ -67,6 +73,19 @@ def _handler(routes: dict[tuple[str, str], Callable[[], tuple[int, dict[str, Any
             self._route("POST")
 
         def _route(self, method: str) -> None:
+            if not self._from_this_cabinet():
+                log_event(
+                    logger,
+                    "local_http_refused",
+                    level=logging.WARNING,
+                    host=(self.headers.get("Host") or "")[:100],
+                    origin=(self.headers.get("Origin") or "")[:100],
+                )
+                self._answer(
+                    403,
+                    {"error": "only programs on this cabinet may call it", "code": "forbidden"},
+                )
+                return
             try:
                 length = int(self.headers.get("Content-Length") or 0)
             except ValueError:
@@ -81,11 +100,38 @@ def _handler(routes: dict[tuple[str, str], Callable[[], tuple[int, dict[str, Any
             path = self.path.split("?", 1)[0]
             route = routes.get((method, path))
             if route is not None:
-                self._answer(*route())
+                try:
+                    answer = route()
+                except Exception as exc:  # the state file failing, say: an answer, not a trace
+                    log_event(
+                        logger,
+                        "local_http_failed",
+                        level=logging.ERROR,
+                        path=path,
+                        exception=type(exc).__name__,
+                    )
+                    answer = (500, {"error": "the cabinet could not do it", "code": "failed"})
+                self._answer(*answer)
             elif path in paths:
                 self._answer(405, {"error": "method not allowed", "code": "method_not_allowed"})
             else:
                 self._answer(404, {"error": "no such route", "code": "not_found"})
+
+        def _from_this_cabinet(self) -> bool:
+            host = self.headers.get("Host")
+            if host is not None:
+                name = host.strip().lower()
+                name = name.rsplit(":", 1)[0] if not name.endswith("]") else name
+                if name not in LOOPBACK_NAMES:
+                    return False
+            origin = self.headers.get("Origin")
+            port = self.server.server_address[1]
+            if origin is not None and origin not in (
+                f"http://127.0.0.1:{port}",
+                f"http://localhost:{port}",
+            ):
+                return False
+            return (self.headers.get("Sec-Fetch-Site") or "").lower() != "cross-site"
 
         def _answer(self, status: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()
