@@ -153,14 +153,14 @@ def test_importing_the_cabinet_loads_nothing_of_the_server():
     ] == []
 
 
-def test_the_cabinet_pins_only_what_it_needs_at_the_repos_versions():
-    """GIVEN the cabinet's requirements THEN paho-mqtt, cryptography and qrcode, pinned as the
-    repo pins them (cryptography sits in requirements-dev.txt until the runtime set has it)."""
+def test_the_cabinet_pins_only_what_it_needs_at_the_servers_versions():
+    """GIVEN the cabinet's requirements THEN paho-mqtt, cryptography and qrcode, each pinned as
+    the top-level requirements.txt pins it."""
     cabinet = pins(REQUIREMENTS)
-    repo = {**pins(ROOT / "requirements-dev.txt"), **pins(ROOT / "requirements.txt")}
+    server = pins(ROOT / "requirements.txt")
 
     assert set(cabinet) == {"paho-mqtt", "cryptography", "qrcode"}
-    assert {name: repo.get(name) for name in cabinet} == cabinet
+    assert {name: server.get(name) for name in cabinet} == cabinet
 
 
 def test_the_cabinet_installs_alone_and_its_command_answers(venv: Path, tmp_path: Path):
