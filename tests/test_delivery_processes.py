@@ -18,7 +18,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.api_process import ROOT, ApiProcess, flask_command
 from tests.conftest import TOPIC_PREFIX, WEBHOOK_SECRET, app_environment
@@ -340,3 +342,50 @@ def test_a_store_whose_log_file_was_made_read_only_works_on_the_first_request_af
     assert (refused[0], refused[1]["code"]) == (503, "store_unavailable")
     assert (served[0], served[1]["result"]) == (200, "delivered")
     assert subscriber.wait_for(1)[0].payload["paymentId"] == "cs_wal"
+
+
+def test_a_kill_the_moment_the_coinpulse_is_out_leaves_one_grant_delivered(
+    start_api, machine, fresh_broker
+):
+    """GIVEN a paid webhook WHEN the API is killed -9 the instant its coinpulse reaches a
+    subscriber (between the PUBACK and recording it, or just after) THEN after a restart the
+    payment ends delivered, and every copy the cabinet sees is the same grant."""
+    api = start_api()
+    link_id = make_link(api, machine)
+    copies: list[bytes] = []
+    arrived = threading.Event()
+
+    def on_message(_client, _userdata, message) -> None:
+        if not arrived.is_set():
+            api.kill()
+            arrived.set()
+        copies.append(bytes(message.payload))
+
+    watcher = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    watcher.username_pw_set(fresh_broker.username, fresh_broker.password)
+    watcher.tls_set_context(fresh_broker.ssl_context())
+    watcher.on_message = on_message
+    watcher.connect(fresh_broker.host, fresh_broker.port)
+    watcher.subscribe(COINPULSE, qos=1)
+    watcher.loop_start()
+    time.sleep(0.3)
+    try:
+        threading.Thread(
+            target=lambda: _quietly(
+                lambda: api.webhook(
+                    "checkout.session.completed", paid("cs_cut", link_id), WEBHOOK_SECRET
+                )
+            ),
+            daemon=True,
+        ).start()
+        assert arrived.wait(10)
+        again = start_api(port=api.port)
+
+        assert wait_until(lambda: statuses(again, machine) == {"cs_cut": "delivered"}, timeout=30)
+        time.sleep(0.5)
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()
+    assert 1 <= len(copies) <= 2
+    assert len(set(copies)) == 1
+    assert json.loads(copies[0])["paymentId"] == "cs_cut"
