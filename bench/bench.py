@@ -15,8 +15,7 @@ by a floor measured beside it, in the same run, on the same machine:
   its own process on a free loopback port, sent the same signed webhook bodies by the same
   client code: p50/p99 of ``--webhooks`` sequential requests through one ``http.client``
   connection, and requests/s from 8 concurrent senders sending ``--throughput`` requests in
-  all. (werkzeug answers each request with ``Connection: close``, so for the product and the
-  floor alike every request opens a new TCP connection.)
+  all; the product and the floor are served the same way, so they are driven the same way.
 - MQTT floor: one paho-mqtt client (MQTT 5, QoS 1) on the same loopback TLS Mosquitto with the
   same credentials publishing a coinpulse the product sent, timed from ``publish()`` until a
   subscriber has it; p50/p99 of ``--webhooks`` messages, each awaited (and its PUBACK too,

@@ -80,13 +80,19 @@ def main() -> int:
         try:
             return play(tmp, processes)
         finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop_all(processes)
+
+
+def stop_all(processes: list[subprocess.Popen]) -> None:
+    """Stop the demo's children (newest first), politely, then firmly."""
+    for process in reversed(processes):
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def play(tmp: Path, processes: list[subprocess.Popen]) -> int:
@@ -100,6 +106,9 @@ def play(tmp: Path, processes: list[subprocess.Popen]) -> int:
     try:
         return play_with_broker(tmp, processes, broker)
     finally:
+        # The cabinet and the API stop first: the broker going away under them would make the
+        # cabinet show "out of order" after the round has passed.
+        stop_all(processes)
         broker.close()
 
 
