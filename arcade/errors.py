@@ -38,6 +38,10 @@ class BrokerUnavailable(ArcadeError):
     """The MQTT broker could not be reached, refused us, or did not acknowledge in time."""
 
 
+class PublishCancelled(ArcadeError):
+    """A message was not sent because what it announced was withdrawn meanwhile."""
+
+
 class PublishRefused(BrokerUnavailable):
     """The broker answered a publish with an error reason code (MQTT 5 PUBACK ≥ 0x80)."""
 

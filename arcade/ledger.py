@@ -28,6 +28,7 @@ from arcade.errors import (
     BrokerUnavailable,
     GameOverInProgress,
     PaymentProviderError,
+    PublishCancelled,
     PublishRefused,
     SettingsError,
     StoreError,
@@ -187,7 +188,7 @@ class Ledger:
                 reason=ignored,
             )
             return Outcome("ignored")
-        ids = {"event_id": event.get("id"), "event_type": event_type}
+        ids = {"source": "webhook", "event_id": event.get("id"), "event_type": event_type}
         if event_type == "checkout.session.completed":
             session = read_session(event_object(event))
             return self.apply_session(session, phase_of_session(session), ids=ids)
@@ -215,7 +216,12 @@ class Ledger:
         return None
 
     def apply_session(
-        self, session: CheckoutSession, phase: str, *, ids: dict[str, Any] | None = None
+        self,
+        session: CheckoutSession,
+        phase: str,
+        *,
+        ids: dict[str, Any] | None = None,
+        undelivered_ok: bool = False,
     ) -> Outcome:
         """Record what a Checkout Session's event says, granting and publishing when it paid.
 
@@ -265,7 +271,20 @@ class Ledger:
                 **ids,
             )
         if is_deliverable(payment):
-            return replace(self._publish(payment, ids), changed=True, granted=True)
+            try:
+                return replace(self._publish(payment, ids), changed=True, granted=granted)
+            except BrokerUnavailable:
+                if not undelivered_ok:
+                    raise
+                # The grant is stored; the delivery relay publishes it.
+                return Outcome(
+                    "undelivered",
+                    payment_id,
+                    payment.machine_id,
+                    payment.credits,
+                    changed=True,
+                    granted=granted,
+                )
         return replace(self._report(payment, ids), changed=True, granted=granted)
 
     def _existing(self, stored: Payment, ids: dict[str, Any]) -> Outcome:
@@ -357,7 +376,15 @@ class Ledger:
                     currency=payment.currency,
                 )
             )
-            self.publisher.publish(self.topic(machine_id, wire.COINPULSE), pulse, log_ids=log_ids)
+            self.publisher.publish(
+                self.topic(machine_id, wire.COINPULSE),
+                pulse,
+                log_ids=log_ids,
+                still_wanted=lambda: self._still_deliverable(payment),
+            )
+        except PublishCancelled:
+            # Refunded or disputed while the broker was being reached: nothing was sent.
+            return self._existing(self._reread(payment), ids)
         except BaseException:
             self._back_off_quietly(payment)
             raise
@@ -555,6 +582,11 @@ class Ledger:
                 **report.as_dict(),
             )
         return report
+
+    def _still_deliverable(self, payment: Payment) -> bool:
+        """Return whether a grant we hold the lease of may still be published."""
+        latest = self.store.get_payment(payment.payment_id)
+        return latest is not None and is_deliverable(latest)
 
     def _reread(self, payment: Payment) -> Payment:
         latest = self.store.get_payment(payment.payment_id)

@@ -23,11 +23,12 @@ import socket
 import ssl
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from arcade import wire
-from arcade.errors import BrokerUnavailable, PublishRefused, SettingsError
+from arcade.errors import BrokerUnavailable, PublishCancelled, PublishRefused, SettingsError
 from arcade.logs import log_event
 
 if TYPE_CHECKING:
@@ -113,12 +114,21 @@ class Publisher:
                 found.append(problem)
         return found
 
-    def publish(self, topic: str, payload: dict[str, Any], *, log_ids: dict[str, Any]) -> None:
+    def publish(
+        self,
+        topic: str,
+        payload: dict[str, Any],
+        *,
+        log_ids: dict[str, Any],
+        still_wanted: Callable[[], bool] | None = None,
+    ) -> None:
         """Publish ``payload`` at QoS 1 and wait for a successful PUBACK.
 
-        Raises SettingsError when the broker is not configured, PublishRefused when the
-        broker's PUBACK carries an error reason code, and BrokerUnavailable when no PUBACK
-        came on two connections in turn.
+        ``still_wanted`` is asked again before a message goes out on a connection that had to
+        be made first (which can take seconds): when it answers False nothing is sent and
+        PublishCancelled is raised. Raises SettingsError when the broker is not configured,
+        PublishRefused when the broker's PUBACK carries an error reason code, and
+        BrokerUnavailable when no PUBACK came on two connections in turn.
         """
         if not self.settings.broker_host:
             raise SettingsError("EMQX_BROKER_URL not set")
@@ -126,7 +136,11 @@ class Publisher:
             raise SettingsError(self.settings.broker_refused)
         data = json.dumps(payload, separators=(",", ":"))
         for attempt in (1, 2):
+            warm = self._client
             client = self._live_client()
+            reached_anew = client is not warm or attempt > 1
+            if still_wanted is not None and reached_anew and not still_wanted():
+                raise PublishCancelled("the message was withdrawn while the broker was reached")
             info = client.publish(topic, data, qos=1, retain=False)
             if info.rc == 0:
                 # Raises when the connection broke under the message: handled below.

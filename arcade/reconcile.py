@@ -144,16 +144,16 @@ def reconcile(
 
 
 def _apply(ledger: Ledger, session: CheckoutSession, phase: str, summary: Summary) -> None:
-    try:
-        ledger.apply_session(session, phase, ids={"source": "reconcile"})
-    except BrokerUnavailable:
-        # The grant is stored; the delivery relay publishes it.
+    outcome = ledger.apply_session(session, phase, ids={"source": "reconcile"}, undelivered_ok=True)
+    if outcome.result == "undelivered":  # stored; the delivery relay publishes it
         summary.undelivered += 1
     payment = ledger.store.get_payment(session.id)
     if payment is not None and is_cancelled(payment):
         summary.cancelled += 1
-    elif payment is not None and is_grant(payment):
+    elif outcome.granted:  # this run granted it, not another run or its webhook
         summary.granted_now += 1
+    elif payment is not None and is_grant(payment):
+        summary.already_recorded += 1
     elif payment is not None and payment.status == UNATTRIBUTED:
         summary.unattributed += 1
     elif payment is not None and payment.status == PENDING_PAYMENT:
@@ -162,7 +162,9 @@ def _apply(ledger: Ledger, session: CheckoutSession, phase: str, summary: Summar
         summary.already_recorded += 1
 
 
-def _deliver_quietly(ledger: Ledger, session: dict[str, Any], phase: str, summary: Summary) -> None:
+def _deliver_quietly(
+    ledger: Ledger, session: CheckoutSession, phase: str, summary: Summary
+) -> None:
     try:
         ledger.apply_session(session, phase, ids={"source": "reconcile"})
     except BrokerUnavailable:

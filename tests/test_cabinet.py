@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -1001,3 +1002,54 @@ def test_the_gpio_action_pulses_the_pin_once_per_coin():
     action.close()
 
     assert calls == ["on", "off", "on", "off", "close"]
+
+
+def test_another_login_using_the_cabinets_old_client_id_cannot_wipe_its_session(
+    make_cabinet, pay, machine, broker
+):
+    """GIVEN a cabinet that is off while a player pays WHEN someone connects with the cabinet's
+    machine id as client id and a clean session (as any broker login could, when the id was
+    just cabinet-<machine id>) THEN the cabinet still gets the queued pulse when it is back:
+    its client id carries a digest of its broker password, which no one else can make."""
+    cabinet = make_cabinet()
+    own_id = cabinet.settings.client_id
+    cabinet.stop()
+    answer = pay("cs_while_away", cents=100)
+    intruder = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"cabinet-{machine.machine_id}"
+    )
+    intruder.username_pw_set(broker.username, broker.password)
+    intruder.tls_set_context(broker.ssl_context())
+    intruder.connect(broker.host, broker.port)
+    intruder.loop_start()
+    time.sleep(0.3)
+    intruder.disconnect()
+    intruder.loop_stop()
+
+    back = make_cabinet()
+
+    assert answer.status_code == 200
+    assert own_id.startswith(f"cabinet-{machine.machine_id}-") and len(own_id) > len(
+        f"cabinet-{machine.machine_id}-"
+    )
+    assert back.wait_credits(2)
+
+
+@pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
+def test_a_link_that_died_silently_is_out_of_order_within_the_keepalive(make_cabinet, fresh_broker):
+    """GIVEN a connected cabinet WHEN its broker freezes (no error, no FIN, like a Wi-Fi drop)
+    THEN within one and a half keepalives it hides the QR code and says out of order."""
+    cabinet = make_cabinet(on=fresh_broker, keepalive=2)
+    assert cabinet.out_of_order_reason() is None
+
+    fresh_broker.freeze()
+    try:
+        deadline = time.monotonic() + 8
+        while cabinet.out_of_order_reason() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        reason = cabinet.out_of_order_reason()
+    finally:
+        fresh_broker.thaw()
+
+    assert reason is not None
+    assert get_local(cabinet.http_port, "/credits")["payment_url"] is None

@@ -8,6 +8,8 @@ on the broker and the machine's books.
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -607,3 +609,37 @@ def test_a_game_over_that_used_a_credit_later_cancelled_counts_as_a_game_without
     state = shop.state()
     assert state["credits"] == {"granted": 1, "used": 1, "left": 0}
     assert state["games_without_credit"] == 1
+
+
+@pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
+def test_a_refund_while_the_broker_is_being_reached_stops_the_coinpulse(
+    make_app, fresh_broker, open_shop, subscribe
+):
+    """GIVEN a grant waiting for the broker WHEN Stripe's retry is still connecting to a slow
+    broker and the refund lands meanwhile THEN the coinpulse is never sent."""
+    shop = open_shop(make_app(on=fresh_broker))
+    fresh_broker.stop()
+    assert shop.pay("cs_slow", amount_subtotal=100).status_code == 503
+    fresh_broker.start()
+    fresh_broker.freeze()
+    answers: list = []
+    retry = threading.Thread(
+        target=lambda: answers.append(shop.pay("cs_slow", amount_subtotal=100))
+    )
+    retry.start()
+    time.sleep(0.3)
+    refund = signed_post(
+        shop.app.test_client(),
+        event(
+            "charge.refunded", charge(payment_intent="pi_cs_slow", amount=100, amount_refunded=100)
+        ),
+    )
+    fresh_broker.thaw()
+    retry.join(10)
+    subscriber = subscribe(COINPULSE, on=fresh_broker)
+
+    assert refund.json["result"] == "refund_recorded"
+    assert answers and answers[0].status_code == 200
+    assert answers[0].json["result"] == "grant_cancelled"
+    assert subscriber.settle(0.5) == []
+    assert shop.state()["credits"]["granted"] == 0

@@ -252,3 +252,26 @@ def test_a_session_refunded_before_reconcile_found_it_is_counted_as_cancelled(
     assert "1 refunded or disputed before delivery" in answer.output
     assert subscriber.settle(0.3) == []
     assert shop.state()["credits"]["granted"] == 0
+
+
+def test_two_reconciles_at_once_count_each_grant_once_between_them(app, shop, stripe_standin):
+    """GIVEN six lost webhooks WHEN two reconciles run at the same moment THEN between them
+    they report six grants, and the books hold six."""
+    for number in range(6):
+        pay_without_webhook(stripe_standin, shop, f"cs_twice_{number}")
+    svc = app.extensions["arcade"]
+    start = threading.Barrier(2)
+    summaries = []
+
+    def run_one() -> None:
+        start.wait()
+        summaries.append(reconcile(svc.ledger, svc.gateway))
+
+    threads = [threading.Thread(target=run_one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sum(s.granted_now for s in summaries) == 6
+    assert shop.state()["credits"]["granted"] == 12

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -41,7 +42,9 @@ class CabinetSettings:
     mqtt_password: str | None = field(default=None, repr=False)
     mqtt_ca_cert: str = str(DEFAULT_CA_CERT)
     topic_prefix: str = wire.DEFAULT_TOPIC_PREFIX
-    keepalive: int = 30
+    # Seconds between MQTT pings: a link that died silently (a frozen broker, a Wi-Fi drop) is
+    # noticed within one and a half of these, and the QR code hidden.
+    keepalive: int = 10
     # Local HTTP endpoint for the game (127.0.0.1 only); 0 picks a free port, None turns it off.
     http_port: int | None = DEFAULT_HTTP_PORT
     qr_url: str | None = None
@@ -108,8 +111,17 @@ class CabinetSettings:
 
     @property
     def client_id(self) -> str:
-        """Return the fixed MQTT client id the broker keeps this cabinet's session under."""
-        return f"cabinet-{self.machine_id}"
+        """Return the fixed MQTT client id the broker keeps this cabinet's session under.
+
+        It carries a digest of the cabinet's broker password (else its token): an id anyone
+        could guess would let another cabinet's login connect under it, take over this
+        cabinet's session and throw away the coinpulses queued in it.
+        """
+        secret = self.mqtt_password or self.token or ""
+        if not secret:
+            return f"cabinet-{self.machine_id}"
+        digest = hashlib.sha256(f"{self.machine_id}:{secret}".encode()).hexdigest()[:16]
+        return f"cabinet-{self.machine_id}-{digest}"
 
     @property
     def coinpulse_topic(self) -> str:
