@@ -16,6 +16,8 @@ DEFAULT_CA_CERT = PROJECT_ROOT / "ca.crt"
 DEFAULT_DATABASE_URL = "sqlite:///arcade.db"
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
+# SPEC "HTTP": a shorter operator key is refused (admin stays off).
+MIN_ADMIN_KEY_LENGTH = 32
 Number = TypeVar("Number", int, float)
 
 
@@ -119,6 +121,13 @@ class Settings:
         auto_refund = reader.integer(
             "AUTO_REFUND_UNCONFIRMED_SECONDS", default=0, low=0, high=30 * 86400
         )
+        admin_api_key = reader.text("ADMIN_API_KEY")
+        if admin_api_key is not None and len(admin_api_key) < MIN_ADMIN_KEY_LENGTH:
+            reader.problem(
+                f"ADMIN_API_KEY must be at least {MIN_ADMIN_KEY_LENGTH} characters:"
+                " admin endpoints are off"
+            )
+            admin_api_key = None
         pulse_signing_key = reader.text("PULSE_SIGNING_KEY")
         if pulse_signing_key is not None and not _is_ed25519_seed(pulse_signing_key):
             reader.problem("PULSE_SIGNING_KEY must be base64url of 32 bytes")
@@ -137,7 +146,7 @@ class Settings:
             mqtt_ca_cert=reader.text("MQTT_CA_CERT") or str(DEFAULT_CA_CERT),
             topic_prefix=(reader.text("MQTT_TOPIC_PREFIX") or "arcade/machine").strip("/"),
             database_url=database_url,
-            admin_api_key=reader.text("ADMIN_API_KEY"),
+            admin_api_key=admin_api_key,
             credits_per_unit=reader.integer("CREDITS_PER_UNIT", default=1, low=1, high=1000),
             max_quantity=reader.integer("MAX_QUANTITY", default=10, low=1, high=99),
             port=reader.integer("PORT", default=5000, low=1, high=65535),

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 
 from arcade.clock import iso, utc_now
-from arcade.errors import BadRequest, NotFound, Unauthorized
+from arcade.errors import BadRequest, NotFound, ServiceUnavailable, Unauthorized
+from arcade.logs import REFUSALS
 from arcade.store.base import Machine, Store
 from arcade.wire import is_valid_machine_id
 
@@ -43,6 +45,9 @@ def hash_token(token: str) -> str:
 def new_token() -> str:
     """Return a fresh machine token."""
     return "mt_" + secrets.token_urlsafe(32)
+
+
+logger = logging.getLogger(__name__)
 
 
 class Registry:
@@ -104,6 +109,7 @@ class Registry:
         """Return the machine when the header carries its token or the admin key."""
         token = bearer_token(authorization)
         if token is None:
+            _refused("missing_credentials", machine_id)
             raise Unauthorized(
                 "send Authorization: Bearer <machine token>", code="missing_credentials"
             )
@@ -112,18 +118,32 @@ class Registry:
             hash_token(token).encode(), machine.token_hash.encode()
         ):
             return machine
+        _refused("invalid_credentials", machine_id)
         raise Unauthorized("the token is not valid for this machine", code="invalid_credentials")
 
     def require_admin(self, authorization: str | None) -> None:
         """Raise unless the header carries ADMIN_API_KEY (admin HTTP is off without one)."""
         if not self.admin_api_key:
-            raise NotFound("admin endpoints are off: ADMIN_API_KEY not set", code="admin_disabled")
+            raise ServiceUnavailable(
+                "admin endpoints are off: set ADMIN_API_KEY (32 characters or more)",
+                code="admin_off",
+            )
         if bearer_token(authorization) is None:
+            _refused("missing_credentials", None)
             raise Unauthorized(
                 "send Authorization: Bearer <ADMIN_API_KEY>", code="missing_credentials"
             )
         if not self.is_admin(authorization):
+            _refused("invalid_credentials", None)
             raise Unauthorized("the admin key is not valid", code="invalid_credentials")
+
+
+def _refused(code: str, machine_id: str | None) -> None:
+    """Log a refused credential (never the credential), a limited number a minute."""
+    from flask import has_request_context, request
+
+    path = request.path if has_request_context() else None
+    REFUSALS.log(logger, "credentials_refused", code=code, machine_id=machine_id, path=path)
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -63,6 +63,7 @@ from tests.stripe_standin import StripeStandIn, checkout_session, event, sign_pa
 
 SECRET = "whsec_bench"
 PRICE = "price_bench"
+ADMIN_KEY = "bench-admin-key-0123456789abcdef-0123"
 SENDERS = 8
 WARM_UP = 20
 
@@ -158,7 +159,7 @@ def start_server(
         "STRIPE_WEBHOOK_SECRET": SECRET,
         "STRIPE_PRICE_ID": PRICE,
         "DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
-        "ADMIN_API_KEY": "bench-admin",
+        "ADMIN_API_KEY": ADMIN_KEY,
     }
     env.pop("AWS_LAMBDA_FUNCTION_NAME", None)
     subprocess.run(
@@ -211,7 +212,7 @@ def our_link(port: int) -> str:
         "POST",
         "/create-payment-link",
         body,
-        {"Content-Type": "application/json", "Authorization": "Bearer bench-admin"},
+        {"Content-Type": "application/json", "Authorization": f"Bearer {ADMIN_KEY}"},
     )
     answer = json.loads(conn.getresponse().read())
     conn.close()

@@ -21,7 +21,7 @@ from tests.broker import Subscriber, TlsBroker
 from tests.stripe_standin import StripeStandIn, event, sign_payload
 
 WEBHOOK_SECRET = "whsec_test_arcade_secret"
-ADMIN_KEY = "admin-key-for-tests"
+ADMIN_KEY = "admin-key-for-tests-0123456789abcdef"  # 32+ characters, as SPEC asks
 DEFAULT_PRICE = "price_default_credit"
 TOPIC_PREFIX = "arcade/machine"
 AWS_TEST_ENV = {

@@ -264,15 +264,21 @@ def test_admin_endpoints_need_the_admin_key(client, cabinet, method, path, body)
     ("method", "path", "body"),
     [("GET", "/machines", None), ("POST", "/machines", {"machine_id": "cab100"})],
 )
-def test_admin_endpoints_are_off_without_an_admin_key(make_app, method, path, body):
-    """GIVEN ADMIN_API_KEY unset WHEN an admin endpoint is called THEN 404 admin_disabled."""
-    client = make_app(ADMIN_API_KEY="").test_client()
+@pytest.mark.parametrize("key", ["", "too-short-key"], ids=["unset", "shorter_than_32"])
+def test_admin_endpoints_are_off_without_a_long_enough_admin_key(make_app, method, path, body, key):
+    """GIVEN ADMIN_API_KEY unset or under 32 characters WHEN an admin endpoint is called THEN
+    503 admin_off naming ADMIN_API_KEY (SPEC "HTTP"), whatever the caller sends."""
+    app = make_app(ADMIN_API_KEY=key)
+    client = app.test_client()
 
-    for headers in ({}, ADMIN, bearer("")):
+    for headers in ({}, ADMIN, bearer(""), bearer(key or "x")):
         body_seen = assert_error(
-            client.open(path, method=method, json=body, headers=headers), 404, "admin_disabled"
+            client.open(path, method=method, json=body, headers=headers), 503, "admin_off"
         )
         assert "ADMIN_API_KEY" in body_seen["error"]
+    if key:
+        problems = client.get("/status").json["problems"]
+        assert "ADMIN_API_KEY must be at least 32 characters: admin endpoints are off" in problems
 
 
 def test_without_an_admin_key_the_old_key_opens_no_machine(make_app, register):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 import pytest
@@ -439,3 +440,25 @@ def test_a_non_ascii_bearer_token_is_a_401(client, cabinet, method, path):
     answer = client.open(path, method=method, data=body, headers=headers)
 
     assert answer.status_code == 401
+
+
+def test_refused_tokens_and_signatures_are_logged_without_the_secret_and_a_flood_is_capped(
+    client, cabinet, caplog
+):
+    """GIVEN 450 refused tokens and signatures WHEN logged THEN each kind gets warning lines
+    without the credential, at most 20 a minute, not 450."""
+    from arcade.logs import REFUSALS
+
+    REFUSALS._window.clear()
+    caplog.set_level(logging.INFO)
+    for n in range(300):
+        client.get("/machines/cab001", headers={"Authorization": f"Bearer guess-{n}"})
+    for _ in range(150):
+        client.post("/webhook", data=b"{}", headers={"Stripe-Signature": "t=1,v1=00"})
+
+    refusals = [r for r in caplog.records if r.getMessage() == "credentials_refused"]
+    signatures = [r for r in caplog.records if r.getMessage() == "signature_refused"]
+    assert len(refusals) == 20 and len(signatures) == 20
+    assert all(r.levelname == "WARNING" for r in refusals + signatures)
+    assert not any("guess-" in json.dumps(r.fields) for r in refusals)
+    assert refusals[0].fields["code"] == "invalid_credentials"

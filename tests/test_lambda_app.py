@@ -13,7 +13,7 @@ import pytest
 
 from arcade.config import load_local_env
 from arcade.lambda_adapter import handle
-from tests.conftest import TOPIC_PREFIX, WEBHOOK_SECRET
+from tests.conftest import ADMIN_KEY, TOPIC_PREFIX, WEBHOOK_SECRET
 from tests.lambda_events import make_alb_event, make_v1_event, make_v2_event
 from tests.stripe_standin import checkout_session, event, sign_payload
 
@@ -181,9 +181,7 @@ def test_sqlite_is_refused_in_lambda(make_app):
     status = json.loads(body_of(handle(app, make_v1_event(path="/status"), None)))
     answer = handle(
         app,
-        make_v1_event(
-            path="/machines/cab001", headers=[("authorization", "Bearer admin-key-for-tests")]
-        ),
+        make_v1_event(path="/machines/cab001", headers=[("authorization", f"Bearer {ADMIN_KEY}")]),
         None,
     )
 

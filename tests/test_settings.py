@@ -76,7 +76,7 @@ def test_every_setting_is_read():
             "MQTT_CA_CERT": "/etc/ssl/emqx.pem",
             "MQTT_TOPIC_PREFIX": "/shop/cabinets/",
             "DATABASE_URL": "dynamodb://arcade-table",
-            "ADMIN_API_KEY": "admin",
+            "ADMIN_API_KEY": "admin-" + "k" * 32,
             "CREDITS_PER_UNIT": "3",
             "MAX_QUANTITY": "20",
             "PORT": "8080",
@@ -96,7 +96,7 @@ def test_every_setting_is_read():
     assert settings.mqtt_ca_cert == "/etc/ssl/emqx.pem"
     assert settings.topic_prefix == "shop/cabinets"
     assert settings.database_url == "dynamodb://arcade-table"
-    assert settings.admin_api_key == "admin"
+    assert settings.admin_api_key == "admin-" + "k" * 32
     assert (settings.credits_per_unit, settings.max_quantity, settings.port) == (3, 20, 8080)
     assert settings.problems == ()
 

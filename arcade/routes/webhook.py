@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, request
 
 from arcade.errors import BadRequest, InvalidEvent, InvalidSignature
+from arcade.logs import REFUSALS
 from arcade.services import services
+
+logger = logging.getLogger(__name__)
 
 bp = Blueprint("webhook", __name__)
 
@@ -19,6 +24,7 @@ def webhook():
     try:
         event = svc.gateway.verify_event(payload, request.headers.get("Stripe-Signature"))
     except InvalidSignature as exc:
+        REFUSALS.log(logger, "signature_refused", reason=str(exc), path=request.path)
         raise BadRequest(str(exc), code="invalid_signature") from exc
     try:
         outcome = svc.ledger.apply_event(event)
