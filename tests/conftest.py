@@ -123,6 +123,29 @@ def app(make_app: Callable[..., Flask]) -> Flask:
     return make_app()
 
 
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def build(
+    request: pytest.FixtureRequest,
+    make_app: Callable[..., Flask],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Callable[..., Flask]:
+    """Return a builder of apps that all share one fresh store, SQLite or DynamoDB (moto)."""
+    if request.param == "sqlite":
+        return make_app
+    monkeypatch.setenv("AWS_ENDPOINT_URL", request.getfixturevalue("moto_endpoint"))
+    table = request.getfixturevalue("dynamodb_table")
+    made: list[Flask] = []
+
+    def build_on_dynamodb(**overrides: str) -> Flask:
+        built = make_app(DATABASE_URL=f"dynamodb://{table}", **overrides)
+        if not made:
+            built.extensions["arcade"].store.create_table()
+        made.append(built)
+        return built
+
+    return build_on_dynamodb
+
+
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()

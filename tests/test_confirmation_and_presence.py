@@ -16,25 +16,6 @@ COINPULSE = f"{TOPIC_PREFIX}/cab001/coinpulse"
 LONG_AGO = "2026-01-01T00:00:00.000000Z"
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def build(request, make_app, monkeypatch):
-    """Return a builder of apps on one fresh store of each kind."""
-    if request.param == "sqlite":
-        return make_app
-    monkeypatch.setenv("AWS_ENDPOINT_URL", request.getfixturevalue("moto_endpoint"))
-    table = request.getfixturevalue("dynamodb_table")
-    made: list = []
-
-    def build_on_dynamodb(**overrides):
-        app = make_app(DATABASE_URL=f"dynamodb://{table}", **overrides)
-        if not made:
-            app.extensions["arcade"].store.create_table()
-        made.append(app)
-        return app
-
-    return build_on_dynamodb
-
-
 def ack(shop, payment_id, *, machine_id: str = "cab001", headers=None):
     return shop.client.post(
         f"/machines/{machine_id}/credits/ack",

@@ -33,25 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def build(request, make_app, monkeypatch):
-    """Return a builder of apps on a fresh store of each kind (one store per test)."""
-    if request.param == "sqlite":
-        return make_app
-    monkeypatch.setenv("AWS_ENDPOINT_URL", request.getfixturevalue("moto_endpoint"))
-    table = request.getfixturevalue("dynamodb_table")
-    made: list = []
-
-    def build_on_dynamodb(**overrides):
-        app = make_app(DATABASE_URL=f"dynamodb://{table}", **overrides)
-        if not made:
-            app.extensions["arcade"].store.create_table()
-        made.append(app)
-        return app
-
-    return build_on_dynamodb
-
-
 def store_of(app):
     return app.extensions["arcade"].store
 

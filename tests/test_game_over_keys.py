@@ -17,15 +17,10 @@ from tests.conftest import TOPIC_PREFIX
 GAMEOVER = f"{TOPIC_PREFIX}/cab001/gameover"
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def app(request, make_app, monkeypatch):
+@pytest.fixture
+def app(build):
     """Build the app on a fresh store of each kind."""
-    if request.param == "sqlite":
-        return make_app()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", request.getfixturevalue("moto_endpoint"))
-    built = make_app(DATABASE_URL=f"dynamodb://{request.getfixturevalue('dynamodb_table')}")
-    built.extensions["arcade"].store.create_table()
-    return built
+    return build()
 
 
 @pytest.fixture

@@ -20,22 +20,10 @@ from tests.stripe_standin import charge, checkout_session, dispute, event
 COINPULSE = f"{TOPIC_PREFIX}/cab001/coinpulse"
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def store_kind(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
 @pytest.fixture
-def app(store_kind, make_app, request, monkeypatch):
+def app(build):
     """Build the app on a fresh store of each kind."""
-    if store_kind == "sqlite":
-        return make_app()
-    moto_endpoint = request.getfixturevalue("moto_endpoint")
-    table = request.getfixturevalue("dynamodb_table")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    built = make_app(DATABASE_URL=f"dynamodb://{table}")
-    built.extensions["arcade"].store.create_table()
-    return built
+    return build()
 
 
 @pytest.fixture

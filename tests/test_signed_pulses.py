@@ -15,25 +15,6 @@ from tests.conftest import TOPIC_PREFIX
 SEED = base64.urlsafe_b64encode(bytes(range(32))).rstrip(b"=").decode()
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def build(request, make_app, monkeypatch):
-    """Return a builder of apps sharing one fresh store of each kind."""
-    if request.param == "sqlite":
-        return make_app
-    monkeypatch.setenv("AWS_ENDPOINT_URL", request.getfixturevalue("moto_endpoint"))
-    table = request.getfixturevalue("dynamodb_table")
-    made: list = []
-
-    def build_on_dynamodb(**overrides):
-        app = make_app(DATABASE_URL=f"dynamodb://{table}", **overrides)
-        if not made:
-            app.extensions["arcade"].store.create_table()
-        made.append(app)
-        return app
-
-    return build_on_dynamodb
-
-
 def public_key_of(app):
     answer = app.test_client().get("/pulse-key")
     assert answer.status_code == 200
