@@ -10,6 +10,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from arcade.errors import SettingsError
+from arcade.wire import is_loopback
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CA_CERT = PROJECT_ROOT / "ca.crt"
@@ -264,25 +265,13 @@ def _plaintext_refusal(
         return None
     if in_lambda:
         return "plain-text MQTT is refused in Lambda: set EMQX_BROKER_URL to mqtts://host:8883"
-    if not allowed and not _is_loopback(host):
+    if not allowed and not is_loopback(host):
         return (
             f"EMQX_BROKER_URL sends plain-text MQTT to {host}, another machine: the broker"
             " password would cross the network in clear (use mqtts://, or set"
             " MQTT_ALLOW_PLAINTEXT=true on a network you trust)"
         )
     return None
-
-
-def _is_loopback(host: str) -> bool:
-    """Return True for localhost, 127.0.0.0/8 and ::1, by the name alone (no lookup)."""
-    import ipaddress
-
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _is_ed25519_seed(text: str) -> bool:

@@ -181,6 +181,22 @@ def verify(message: dict[str, Any], public_key: Any) -> None:
 
 
 # --- the broker's TLS -----------------------------------------------------------------------
+def is_loopback(host: str) -> bool:
+    """Return True for localhost, 127.0.0.0/8 and ::1, judged by the name (no lookup).
+
+    Plain-text MQTT may go only there: a broker password must never cross a network in clear
+    (SPEC "Serving locally").
+    """
+    import ipaddress
+
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def ca_problem(ca_path: str) -> str | None:
     """Return a sentence naming what is wrong with the CA file, or None when it looks usable."""
     path = Path(ca_path)

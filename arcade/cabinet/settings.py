@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -144,7 +143,11 @@ class CabinetSettings:
             found.append("--token / CABINET_TOKEN not set (the token printed by 'machines add')")
         if not self.broker_host:
             found.append("EMQX_BROKER_URL not set")
-        elif not self.broker_tls and not self.allow_plaintext and not _loopback(self.broker_host):
+        elif (
+            not self.broker_tls
+            and not self.allow_plaintext
+            and not wire.is_loopback(self.broker_host)
+        ):
             found.append(
                 f"EMQX_BROKER_URL is plain mqtt:// to {self.broker_host}, which would send the"
                 " broker password in clear: use mqtts://, or set MQTT_ALLOW_PLAINTEXT=true"
@@ -164,16 +167,6 @@ class CabinetSettings:
             )
         if found:
             raise CabinetSettingsError("; ".join(found))
-
-
-def _loopback(host: str) -> bool:
-    """Tell from the name alone (no lookup) whether ``host`` is this computer."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class _Reader:
