@@ -26,6 +26,7 @@ the answer is then reshaped for the service that sent the event.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -165,6 +166,9 @@ def _read_request(kind: _Kind, event: Mapping[str, Any]) -> _Request:
 
     stage = request_context.get("stage") if kind != "alb" else None
     raw_path, script_name = _strip_stage(raw_path, stage)
+    mapped, base = _strip_base_path(kind, event, raw_path)
+    if base:
+        raw_path, script_name = mapped, script_name + base
     if kind == "v1" and not script_name:
         script_name = _rest_api_prefix(raw_path, request_context.get("path"))
     return _Request(
@@ -217,6 +221,29 @@ def _strip_stage(raw_path: str, stage: object) -> tuple[str, str]:
         prefix = f"/{stage}"
         if raw_path == prefix or raw_path.startswith(f"{prefix}/"):
             return raw_path[len(prefix) :] or "/", prefix
+    return raw_path, ""
+
+
+def _strip_base_path(kind: _Kind, event: Mapping[str, Any], raw_path: str) -> tuple[str, str]:
+    """Return (path the app routes, base path in front of it) for a custom domain's mapping.
+
+    A REST API reached through a custom domain with a base path mapping (``/pay`` → the API)
+    sends ``path`` with the base path in front, but its ``{proxy+}`` path parameter holds
+    only what follows the resource: that is the route. ``API_BASE_PATH`` names the base path
+    for any event kind where nothing in the event says it.
+    """
+    if kind == "v1":
+        resource = event.get("resource")
+        proxy = (event.get("pathParameters") or {}).get("proxy")
+        if isinstance(resource, str) and resource.endswith("{proxy+}") and isinstance(proxy, str):
+            routed = resource[: -len("{proxy+}")] + proxy
+            if routed != raw_path and raw_path.endswith(routed):
+                return routed, raw_path[: -len(routed)]
+    base = os.environ.get("API_BASE_PATH", "").strip().rstrip("/")
+    if base and not base.startswith("/"):
+        base = "/" + base
+    if base and (raw_path == base or raw_path.startswith(base + "/")):
+        return raw_path[len(base) :] or "/", base
     return raw_path, ""
 
 

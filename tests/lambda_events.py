@@ -39,12 +39,17 @@ def make_v1_event(
     base64: bool = False,
     stage: str = "prod",
     custom_domain: str | None = None,
+    base_path: str = "",
 ) -> dict[str, Any]:
     """Return an API Gateway REST API proxy event (payload format 1.0).
 
     ``path`` is the path as API Gateway reports it: without the stage on the execute-api
-    domain, or as the client sent it on ``custom_domain``.
+    domain, or as the client sent it on ``custom_domain``. With ``base_path`` (a custom
+    domain's base path mapping, e.g. ``/pay``) the event's path starts with it, and the
+    ``{proxy+}`` parameter holds ``path`` alone.
     """
+    route = path
+    path = base_path + path
     domain = custom_domain or f"{REST_API_ID}.execute-api.us-east-1.amazonaws.com"
     all_headers = _with_defaults(
         [
@@ -72,7 +77,7 @@ def make_v1_event(
             {key: values[-1] for key, values in multi_query.items()} if multi_query else None
         ),
         "multiValueQueryStringParameters": multi_query or None,
-        "pathParameters": {"proxy": path.lstrip("/")},
+        "pathParameters": {"proxy": route.lstrip("/")},
         "stageVariables": None,
         "requestContext": {
             "accountId": ACCOUNT_ID,

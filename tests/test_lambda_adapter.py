@@ -428,3 +428,36 @@ class TestUnknownEvents:
     def test_non_object_event_raises_value_error(self, app: Flask) -> None:
         with pytest.raises(ValueError, match="JSON object, not list"):
             handle(app, [], CONTEXT)  # type: ignore[arg-type]
+
+
+# --- custom domains with a base path mapping --------------------------------------------------
+def test_a_rest_api_behind_a_base_path_mapping_routes_from_the_proxy_parameter():
+    """GIVEN https://pay.example.com/pay mapped to the API WHEN /pay/status comes THEN the app
+    routes /status, and builds its own links under /pay."""
+    seen = {}
+
+    def app(environ, start_response):
+        seen["path"], seen["script"] = environ["PATH_INFO"], environ["SCRIPT_NAME"]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    answer = handle(
+        app, make_v1_event(path="/status", custom_domain="pay.example.com", base_path="/pay"), None
+    )
+
+    assert answer["statusCode"] == 200
+    assert seen == {"path": "/status", "script": "/pay"}
+
+
+def test_api_base_path_strips_a_base_path_the_event_does_not_name(monkeypatch):
+    seen = {}
+
+    def app(environ, start_response):
+        seen["path"] = environ["PATH_INFO"]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    monkeypatch.setenv("API_BASE_PATH", "/pay")
+    handle(app, make_v2_event(path="/pay/webhook", method="POST"), None)
+
+    assert seen["path"] == "/webhook"

@@ -333,3 +333,38 @@ def test_a_scheduled_event_reconciles_through_lambda_handler(
     assert answer["reconcile"]["seen"] == 1
     assert answer["reconcile"]["granted_now"] == 1
     assert subscriber.wait_for(1)[0].payload["paymentId"] == "cs_scheduled"
+
+
+def test_the_real_app_behind_a_base_path_mapping_answers_status_and_webhooks(lambda_app, subscribe):
+    """GIVEN a REST API on pay.example.com with the base path /pay WHEN /pay/status and a
+    signed /pay/webhook come THEN both are routed (not 404)."""
+    _, link_id = register_with_link(lambda_app)
+    subscriber = subscribe(f"{TOPIC_PREFIX}/cab001/coinpulse")
+    payload = json.dumps(
+        event(
+            "checkout.session.completed",
+            checkout_session(id="cs_mapped", payment_link=link_id, amount_subtotal=50),
+        )
+    ).encode()
+
+    status = handle(
+        lambda_app,
+        make_v1_event(path="/status", custom_domain="pay.example.com", base_path="/pay"),
+        None,
+    )
+    hook = handle(
+        lambda_app,
+        make_v1_event(
+            method="POST",
+            path="/webhook",
+            body=payload,
+            headers=[("Stripe-Signature", sign_payload(payload, WEBHOOK_SECRET))],
+            custom_domain="pay.example.com",
+            base_path="/pay",
+        ),
+        None,
+    )
+
+    assert status["statusCode"] == 200
+    assert hook["statusCode"] == 200, hook
+    assert subscriber.wait_for(1)[0].payload["paymentId"] == "cs_mapped"
