@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+import time
+from collections.abc import Iterator
 
 from arcade.clock import iso, utc_now
-from arcade.errors import BadRequest, ServiceUnavailable
+from arcade.errors import BadRequest, PaymentProviderError, ServiceUnavailable
 from arcade.logs import log_event
 from arcade.payments import StripeGateway
 from arcade.store.base import Machine, PaymentLink, Store, link_key
 
 logger = logging.getLogger(__name__)
+
+# After Stripe failed to make a link, requests for it fail at once for this long.
+FAILURE_MEMORY_SECONDS = 60
 
 
 class LinkService:
@@ -28,6 +35,9 @@ class LinkService:
         self.gateway = gateway
         self.default_price_id = default_price_id
         self.max_quantity = max_quantity
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._failed: dict[str, float] = {}  # link key -> when Stripe last failed to make it
 
     def price_for(self, machine: Machine, requested: str | None) -> str:
         """Return the price to sell: the requested one if allowed, else the machine's."""
@@ -47,20 +57,61 @@ class LinkService:
         return price_id
 
     def link_for(
-        self, machine: Machine, *, price_id: str | None = None, quantity: int | None = None
+        self,
+        machine: Machine,
+        *,
+        price_id: str | None = None,
+        quantity: int | None = None,
+        anonymous: bool = False,
     ) -> PaymentLink:
-        """Return the machine's stored link, creating it at Stripe the first time."""
+        """Return the machine's stored link, creating it at Stripe the first time.
+
+        One request at a time makes a given link. After Stripe failed to make it, anonymous
+        requests for it (a QR code on a page, reloaded) fail at once for
+        ``FAILURE_MEMORY_SECONDS`` instead of asking again, and get no retries of their one
+        call, so anonymous traffic causes at most one Stripe call per machine a minute (SPEC
+        "HTTP"); a cabinet asking with its token is not held back.
+        Raises PaymentProviderError, ServiceUnavailable, BadRequest.
+        """
         chosen_price = self.price_for(machine, price_id)
         key = link_key(machine.machine_id, chosen_price, quantity or 0)
         stored = self.store.get_link(key)
         if stored is not None:
             return stored
-        price = self.gateway.retrieve_price(chosen_price)
+        with self._making(key):
+            stored = self.store.get_link(key)
+            if stored is not None:
+                return stored
+            failed_at = self._failed.get(key)
+            recent = failed_at is not None and time.monotonic() - failed_at < FAILURE_MEMORY_SECONDS
+            if anonymous and recent:
+                raise PaymentProviderError(
+                    "Stripe could not make this machine's payment link a moment ago;"
+                    " try again in a minute"
+                )
+            try:
+                return self._make(machine, chosen_price, quantity, retries=0 if anonymous else None)
+            except PaymentProviderError:
+                self._failed[key] = time.monotonic()
+                raise
+
+    @contextlib.contextmanager
+    def _making(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            yield
+
+    def _make(
+        self, machine: Machine, chosen_price: str, quantity: int | None, *, retries: int | None
+    ) -> PaymentLink:
+        price = self.gateway.retrieve_price(chosen_price, retries=retries)
         created = self.gateway.create_payment_link(
             machine_id=machine.machine_id,
             price_id=chosen_price,
             quantity=quantity,
             max_quantity=self.max_quantity,
+            retries=retries,
         )
         link = self.store.put_link(
             PaymentLink(

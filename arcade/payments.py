@@ -44,6 +44,11 @@ def key_livemode(api_key: str | None) -> bool | None:
     return None
 
 
+def _retries(retries: int | None) -> dict[str, Any]:
+    """Return request options that set the library's retries of one call, when given."""
+    return {} if retries is None else {"max_network_retries": retries}
+
+
 @dataclass(frozen=True)
 class Price:
     price_id: str
@@ -114,9 +119,14 @@ class StripeGateway:
         return event
 
     # --- prices and links -------------------------------------------------------------------
-    def retrieve_price(self, price_id: str) -> Price:
-        """Return the price's unit amount and currency."""
-        price = self._call("price_retrieve", lambda: self.client.v1.prices.retrieve(price_id))
+    def retrieve_price(self, price_id: str, *, retries: int | None = None) -> Price:
+        """Return the price's unit amount and currency (``retries``: the library's retries of
+        this one call, None for the client's default)."""
+        options = _retries(retries)
+        price = self._call(
+            "price_retrieve",
+            lambda: self.client.v1.prices.retrieve(price_id, options=options),  # type: ignore[arg-type]
+        )
         return Price(
             price_id=price.id,
             unit_amount=getattr(price, "unit_amount", None),
@@ -125,7 +135,13 @@ class StripeGateway:
         )
 
     def create_payment_link(
-        self, *, machine_id: str, price_id: str, quantity: int | None, max_quantity: int
+        self,
+        *,
+        machine_id: str,
+        price_id: str,
+        quantity: int | None,
+        max_quantity: int,
+        retries: int | None = None,
     ) -> CreatedLink:
         """Create a Payment Link for one machine; the same request always gives the same link."""
         line_item: dict[str, Any] = {"price": price_id, "quantity": quantity or 1}
@@ -148,7 +164,7 @@ class StripeGateway:
             "payment_link_create",
             lambda: self.client.v1.payment_links.create(
                 params,  # type: ignore[arg-type]
-                options={"idempotency_key": idempotency_key},
+                options={"idempotency_key": idempotency_key, **_retries(retries)},  # type: ignore[typeddict-item]
             ),
         )
         return CreatedLink(link_id=link.id, url=link.url)

@@ -193,3 +193,17 @@ def test_an_unknown_image_format_is_a_400(client, cabinet, stripe_standin, kind)
     assert set(answer.json) == {"error", "code"}
     assert answer.json["code"] == "invalid_format"
     assert stripe_standin.requests == []
+
+
+def test_anonymous_qr_requests_during_a_stripe_outage_cost_one_stripe_call(
+    client, cabinet, stripe_standin, fast_stripe_retries
+):
+    """GIVEN Stripe failing WHEN 20 anonymous qr.png requests come for a machine with no link
+    yet THEN one request reaches Stripe in all, and each answer is a 502, not a 500."""
+    stripe_standin.fail_next(500, count=100)
+    stripe_standin.reset_requests()
+
+    answers = [client.get("/machines/cab001/qr.png") for _ in range(20)]
+
+    assert {a.status_code for a in answers} == {502}
+    assert len(stripe_standin.requests) == 1

@@ -52,7 +52,7 @@ def qr_code(machine_id: str, kind: str):
     # No token: an <img> cannot send one, and the code only shows the public link URL.
     machine = svc.registry.get(machine_id)
     svc.presence.require_online(machine)
-    link = svc.links.link_for(machine)
+    link = svc.links.link_for(machine, anonymous=True)
     tag = qr.etag(link.url, kind)
     headers = {"ETag": tag, "Cache-Control": "public, max-age=300"}
     if request.if_none_match.contains_weak(tag.strip('"')):
