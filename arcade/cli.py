@@ -125,6 +125,7 @@ def reconcile_command(since: timedelta, as_json: bool) -> None:
     """Apply every completed Checkout Session Stripe has that our store lacks."""
     svc = services()
     try:
+        svc.store.get_value("pulse_signing_key")  # a store that cannot be read is said first
         summary = reconcile(svc.ledger, svc.gateway, window=since)
     except (StoreError, SettingsError) as exc:
         raise click.ClickException(str(exc)) from exc

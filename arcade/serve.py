@@ -19,6 +19,7 @@ from typing import Any
 
 from flask import Flask
 
+from arcade.errors import ArcadeError
 from arcade.logs import log_event
 
 logger = logging.getLogger("arcade.serve")
@@ -124,6 +125,11 @@ def serve(app: Flask) -> int:
     # create_app already logged the malformed settings; add what is missing.
     for problem in problems[len(settings.problems) :]:
         log_event(logger, "setting_problem", level=logging.WARNING, problem=problem)
+    try:
+        svc.store.get_value("pulse_signing_key")  # can the store be opened and read at all?
+    except ArcadeError as exc:
+        log_event(logger, "startup_failed", level=logging.ERROR, error=str(exc))
+        return 1
     host = os.environ.get("HOST", "127.0.0.1")
     # Each request that matters logs its own JSON event; waitress's own start-up line repeats
     # what "serving" says.

@@ -193,3 +193,39 @@ def test_the_real_flask_command_registers_a_machine(app, client, tmp_path):
     assert printed["machine_id"] == "cab010"
     assert "Traceback" not in completed.stderr
     assert client.get("/machines/cab010", headers=bearer(printed["token"])).status_code == 200
+
+
+@pytest.mark.parametrize("url", ["bogus", "sqlite:////no-such-directory/arcade.db"])
+@pytest.mark.parametrize("command", [["machines", "list"], ["reconcile"], ["deliveries", "retry"]])
+def test_a_bad_database_url_is_one_sentence_and_exit_1(url, command, tmp_path):
+    """GIVEN a malformed or unreadable DATABASE_URL WHEN an operator command runs THEN it says
+    what is wrong in one line and exits 1, with no traceback."""
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", *command],
+        cwd=REPO_ROOT,
+        env={**os.environ, "DATABASE_URL": url, "STRIPE_API_KEY": "sk_test_x"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "DATABASE_URL" in done.stderr or "SQLite store" in done.stderr
+
+
+@pytest.mark.parametrize("url", ["bogus", "sqlite:////no-such-directory/arcade.db"])
+def test_python_app_py_with_a_bad_database_url_exits_1_in_one_line(url):
+    done = subprocess.run(
+        [sys.executable, "app.py"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "DATABASE_URL": url, "PORT": "0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    [failed] = [line for line in done.stderr.splitlines() if '"startup_failed"' in line]
+    assert "DATABASE_URL" in failed or "SQLite store" in failed

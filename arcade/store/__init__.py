@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from typing import NoReturn
 
-from arcade.errors import SettingsError, StoreError
+from arcade.errors import StoreError
 from arcade.logs import log_event
 from arcade.store.base import Store
 
 logger = logging.getLogger(__name__)
 
+MALFORMED_URL = "DATABASE_URL must be sqlite:///path.db or dynamodb://TABLE"
 LAMBDA_SQLITE_REFUSAL = (
     "DATABASE_URL is a sqlite: store, refused in Lambda: credits would live in one"
     " instance's /tmp and be lost; use dynamodb://TABLE"
@@ -30,7 +31,9 @@ def open_store(url: str, *, in_lambda: bool = False) -> Store:
         from arcade.store.dynamodb import DynamoStore
 
         return DynamoStore(url.removeprefix("dynamodb://"))
-    raise SettingsError("DATABASE_URL must be sqlite:///path.db or dynamodb://TABLE")
+    # Settings already named the problem; every use of the store names it again, so a
+    # command or request says it in one sentence instead of failing at import.
+    return RefusedStore(MALFORMED_URL)  # type: ignore[return-value]
 
 
 class RefusedStore:
