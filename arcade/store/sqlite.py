@@ -305,40 +305,39 @@ class SqliteStore(Store):
         delta: StateDelta | None = None,
     ) -> bool:
         def write(conn: sqlite3.Connection) -> Any:
-            if (
-                payment is not None
-                and _version_in(conn, "payments", "payment_id", payment.payment_id)
-                != payment.version
+            # Each record is written only if its version is the one read: one statement that
+            # both checks and writes, so a race costs no extra read.
+            if payment is not None and not _put_versioned(
+                conn, "payments", "payment_id", PAYMENT_COLUMNS, payment
             ):
-                return False
-            if (
-                intent is not None
-                and _version_in(conn, "intents", "payment_intent", intent.payment_intent)
-                != intent.version
+                raise _VersionMoved
+            if intent is not None and not _put_versioned(
+                conn, "intents", "payment_intent", INTENT_COLUMNS, intent
             ):
-                return False
-            if payment is not None:
-                conn.execute(
-                    _insert_sql("payments", PAYMENT_COLUMNS, "OR REPLACE"),
-                    _values(replace(payment, version=payment.version + 1)),
-                )
-            if intent is not None:
-                conn.execute(
-                    _insert_sql("intents", INTENT_COLUMNS, "OR REPLACE"),
-                    _values(replace(intent, version=intent.version + 1)),
-                )
+                raise _VersionMoved
             if delta:
-                _ensure_state(conn, delta.machine_id)
-                revenue = _revenue_in(conn, delta.machine_id)
-                revenue[delta.currency] = revenue.get(delta.currency, 0) + delta.revenue
                 conn.execute(
-                    "UPDATE machine_states SET credits_granted = credits_granted + ?,"
-                    " revenue = ?, version = version + 1 WHERE machine_id = ?",
-                    (delta.credits, json.dumps(revenue), delta.machine_id),
+                    "INSERT INTO machine_states (machine_id, credits_granted, revenue, version)"
+                    " VALUES (?, ?, json_object(?, ?), 1) ON CONFLICT (machine_id) DO UPDATE SET"
+                    " credits_granted = credits_granted + excluded.credits_granted,"
+                    " revenue = json_set(revenue, ?, coalesce(json_extract(revenue, ?), 0) + ?),"
+                    " version = version + 1",
+                    (
+                        delta.machine_id,
+                        delta.credits,
+                        delta.currency,
+                        delta.revenue,
+                        f"$.{delta.currency}",
+                        f"$.{delta.currency}",
+                        delta.revenue,
+                    ),
                 )
             return True
 
-        return self._write(write)
+        try:
+            return self._write(write)
+        except _VersionMoved:
+            return False
 
     def list_payments(self, machine_id: str, limit: int = 20) -> list[Payment]:
         rows = self._query(
@@ -496,21 +495,28 @@ def _link(row: sqlite3.Row) -> PaymentLink:
     return PaymentLink(**{c: row[c] for c in LINK_COLUMNS})
 
 
-def _version_in(conn: sqlite3.Connection, table: str, key: str, value: str) -> int:
-    """Return the stored version of a row, 0 when there is none."""
-    row = conn.execute(
-        f"SELECT version FROM {table} WHERE {key} = ?",  # noqa: S608 - our own names
-        (value,),
-    ).fetchone()
-    return int(row["version"]) if row else 0
+class _VersionMoved(Exception):
+    """A versioned write found another version stored: nothing of the transaction is kept."""
+
+
+def _put_versioned(
+    conn: sqlite3.Connection, table: str, key: str, columns: tuple[str, ...], record: Any
+) -> bool:
+    """Write ``record`` at its version + 1 if the stored version is still its version (0: none
+    stored, or a row written before versions existed); return whether it was written."""
+    values = _values(replace(record, version=record.version + 1))
+    assignments = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+    if record.version == 0:
+        # Table and column names are our own constants, never input.
+        sql = (
+            _insert_sql(table, columns)
+            + f" ON CONFLICT ({key}) DO UPDATE SET {assignments} WHERE {table}.version = 0"
+        )
+        return conn.execute(sql, values).rowcount == 1
+    sets = ", ".join(f"{c} = ?" for c in columns)
+    sql = f"UPDATE {table} SET {sets} WHERE {key} = ? AND version = ?"  # noqa: S608
+    return conn.execute(sql, (*values, getattr(record, key), record.version)).rowcount == 1
 
 
 def _ensure_state(conn: sqlite3.Connection, machine_id: str | None) -> None:
     conn.execute("INSERT OR IGNORE INTO machine_states (machine_id) VALUES (?)", (machine_id,))
-
-
-def _revenue_in(conn: sqlite3.Connection, machine_id: str | None) -> dict[str, int]:
-    row = conn.execute(
-        "SELECT revenue FROM machine_states WHERE machine_id = ?", (machine_id,)
-    ).fetchone()
-    return json.loads(row["revenue"]) if row else {}
