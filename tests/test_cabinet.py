@@ -257,8 +257,9 @@ def pulse(machine_id: str, payment_id: str, credits: int) -> dict[str, Any]:
 def post_local(
     port: int, path: str, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, Any]]:
+    sent = {"Content-Type": "application/json"} | (headers or {})
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", data=b"", method="POST", headers=headers or {}
+        f"http://127.0.0.1:{port}{path}", data=b"{}", method="POST", headers=sent
     )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
@@ -1053,3 +1054,30 @@ def test_a_link_that_died_silently_is_out_of_order_within_the_keepalive(make_cab
 
     assert reason is not None
     assert get_local(cabinet.http_port, "/credits")["payment_url"] is None
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "text/plain", None],
+)
+def test_a_post_a_plain_html_form_could_send_spends_nothing(make_cabinet, send_pulse, content_type):
+    """GIVEN credits WHEN the door gets a POST with a content type an HTML form can send (and
+    no Origin, as an old browser or a form on a same-origin page would) THEN 415, no credit."""
+    cabinet = make_cabinet()
+    send_pulse("cs_form", credits=1)
+    assert cabinet.wait_credits(1)
+    headers = {"Content-Type": content_type} if content_type else {}
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{cabinet.http_port}/game-over", data=b"x=1", method="POST"
+    )
+    for name, value in headers.items():
+        request.add_header(name, value)
+    if content_type is None:
+        request.remove_header("Content-type")
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+
+    assert refused.value.code == 415
+    refused.value.close()
+    assert cabinet.credits == 1

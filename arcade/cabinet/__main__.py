@@ -175,7 +175,12 @@ def install_signal_handlers(cabinet: Cabinet, done: threading.Event) -> None:
 
 def send_game_over(port: int, timeout: float) -> int:
     """POST /game-over to a cabinet running on this computer; print its answer."""
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/game-over", data=b"", method="POST")
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/game-over",
+        data=b"{}",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             answer = json.loads(response.read() or b"{}")

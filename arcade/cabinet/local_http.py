@@ -6,7 +6,9 @@ the API happens in the background, with retries. ``GET /credits`` tells the cred
 Only programs on the cabinet may knock: a ``Host`` other than a loopback name (a DNS-rebound
 page) and a cross-site request (an ``Origin`` other than this door's own, ``Origin: null``,
 ``Sec-Fetch-Site: cross-site``) get a 403, so a web page shown on the cabinet cannot spend its
-credits.
+credits. A POST must also be one a plain HTML form cannot send (``Content-Type:
+application/json``, or an ``X-Requested-With`` header): a browser asks before sending such a
+request to another origin, and this door never says yes (415 otherwise).
 """
 
 from __future__ import annotations
@@ -86,6 +88,15 @@ def _handler(routes: dict[tuple[str, str], Callable[[], tuple[int, dict[str, Any
                     {"error": "only programs on this cabinet may call it", "code": "forbidden"},
                 )
                 return
+            if method == "POST" and not self._not_a_form():
+                self._answer(
+                    415,
+                    {
+                        "error": "send Content-Type: application/json (a plain form cannot)",
+                        "code": "unsupported_media_type",
+                    },
+                )
+                return
             try:
                 length = int(self.headers.get("Content-Length") or 0)
             except ValueError:
@@ -116,6 +127,13 @@ def _handler(routes: dict[tuple[str, str], Callable[[], tuple[int, dict[str, Any
                 self._answer(405, {"error": "method not allowed", "code": "method_not_allowed"})
             else:
                 self._answer(404, {"error": "no such route", "code": "not_found"})
+
+        def _not_a_form(self) -> bool:
+            media_type = (self.headers.get("Content-Type") or "").split(";", 1)[0]
+            return (
+                media_type.strip().lower() == "application/json"
+                or self.headers.get("X-Requested-With") is not None
+            )
 
         def _from_this_cabinet(self) -> bool:
             host = self.headers.get("Host")
