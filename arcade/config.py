@@ -102,7 +102,7 @@ class Settings:
                 reader.problem(broker_refused)
 
         database_url = reader.text("DATABASE_URL") or DEFAULT_DATABASE_URL
-        if not database_url.startswith(("sqlite:///", "dynamodb://")):
+        if not is_store_url(database_url):
             reader.problem("DATABASE_URL must be sqlite:///path.db or dynamodb://TABLE")
         elif in_lambda and database_url.startswith("sqlite:"):
             reader.problem(
@@ -272,6 +272,15 @@ def _plaintext_refusal(
             " MQTT_ALLOW_PLAINTEXT=true on a network you trust)"
         )
     return None
+
+
+def is_store_url(url: str) -> bool:
+    """Return True for sqlite:///<a file> or dynamodb://<table> (an in-memory SQLite store
+    would lose every credit at the next restart)."""
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///").strip()
+        return bool(path) and path != ":memory:" and not path.startswith("file::memory")
+    return url.startswith("dynamodb://") and bool(url.removeprefix("dynamodb://").strip())
 
 
 def _is_ed25519_seed(text: str) -> bool:

@@ -105,7 +105,6 @@ class LinkService:
     def _make(
         self, machine: Machine, chosen_price: str, quantity: int | None, *, retries: int | None
     ) -> PaymentLink:
-        price = self.gateway.retrieve_price(chosen_price, retries=retries)
         created = self.gateway.create_payment_link(
             machine_id=machine.machine_id,
             price_id=chosen_price,
@@ -113,6 +112,8 @@ class LinkService:
             max_quantity=self.max_quantity,
             retries=retries,
         )
+        # One Stripe call: the created link carries its Price; ask again only if it did not.
+        price = created.price or self.gateway.retrieve_price(chosen_price, retries=retries)
         link = self.store.put_link(
             PaymentLink(
                 link_id=created.link_id,

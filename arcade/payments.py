@@ -44,6 +44,21 @@ def key_livemode(api_key: str | None) -> bool | None:
     return None
 
 
+def _price_of_first_item(link: Any) -> Price | None:
+    """Return the Price of a created link's line item (``expand[]=line_items``), if there."""
+    try:
+        item = link.line_items.data[0]
+        price = item.price
+        return Price(
+            price_id=price.id,
+            unit_amount=getattr(price, "unit_amount", None),
+            currency=getattr(price, "currency", None) or "usd",
+            active=bool(getattr(price, "active", True)),
+        )
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
+
+
 def _retries(retries: int | None) -> dict[str, Any]:
     """Return request options that set the library's retries of one call, when given."""
     return {} if retries is None else {"max_network_retries": retries}
@@ -61,6 +76,7 @@ class Price:
 class CreatedLink:
     link_id: str
     url: str
+    price: Price | None = None  # its line item's Price, when Stripe sent it back expanded
 
 
 class StripeGateway:
@@ -110,7 +126,8 @@ class StripeGateway:
                 tolerance=SIGNATURE_TOLERANCE_SECONDS,
             )
             event = json.loads(payload)
-        except stripe.SignatureVerificationError as exc:
+        except (stripe.SignatureVerificationError, TypeError) as exc:
+            # TypeError: the library's compare_digest on a signature that is not ASCII.
             raise InvalidSignature("the Stripe-Signature does not match or is too old") from exc
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise InvalidSignature("the webhook body is not a signed JSON event") from exc
@@ -155,6 +172,8 @@ class StripeGateway:
             "line_items": [line_item],
             "metadata": {"machine_id": machine_id},
             "payment_intent_data": {"metadata": {"machine_id": machine_id}},
+            # The line item's Price comes back with the link: no second call for its amount.
+            "expand": ["line_items"],
         }
         # Same parameters, same key: a retry (ours, the library's or a concurrent request)
         # returns the link Stripe already made instead of making another.
@@ -167,7 +186,7 @@ class StripeGateway:
                 options={"idempotency_key": idempotency_key, **_retries(retries)},  # type: ignore[typeddict-item]
             ),
         )
-        return CreatedLink(link_id=link.id, url=link.url)
+        return CreatedLink(link_id=link.id, url=link.url, price=_price_of_first_item(link))
 
     def refund(
         self, payment_intent: str, *, idempotency_key: str, amount: int | None = None

@@ -19,6 +19,7 @@ from typing import Any
 
 from flask import Flask
 
+from arcade import MAX_BODY_BYTES
 from arcade.errors import ArcadeError
 from arcade.logs import log_event
 
@@ -52,6 +53,9 @@ def make_server(app: Any, host: str, port: int) -> Any:
             connection_limit=_connection_limit(),
             ident="arcade-pay",
             expose_tracebacks=False,
+            # Refuse a larger body as it arrives, not after spooling it to disk (Flask's own
+            # 413 at MAX_BODY_BYTES would come only once all of it was read).
+            max_request_body_size=MAX_BODY_BYTES,
         )
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__

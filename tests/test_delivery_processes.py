@@ -389,3 +389,21 @@ def test_a_kill_the_moment_the_coinpulse_is_out_leaves_one_grant_delivered(
     assert 1 <= len(copies) <= 2
     assert len(set(copies)) == 1
     assert json.loads(copies[0])["paymentId"] == "cs_cut"
+
+
+def test_a_body_over_256_kib_is_refused_before_it_is_all_sent(start_api):
+    """GIVEN a request announcing 200 MB WHEN only its first kilobytes have been sent THEN the
+    server has already answered 413 (nothing is spooled to disk)."""
+    api = start_api()
+    sock = socket.create_connection(("127.0.0.1", api.port))
+    sock.settimeout(10)
+    try:
+        sock.sendall(
+            b"POST /gameover HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 200000000\r\n\r\n" + b"{" * 4096
+        )
+        answer = sock.recv(4096)
+    finally:
+        sock.close()
+
+    assert answer.startswith(b"HTTP/1.1 413")

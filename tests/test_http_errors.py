@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 
 import pytest
 
@@ -462,3 +463,12 @@ def test_refused_tokens_and_signatures_are_logged_without_the_secret_and_a_flood
     assert all(r.levelname == "WARNING" for r in refusals + signatures)
     assert not any("guess-" in json.dumps(r.fields) for r in refusals)
     assert refusals[0].fields["code"] == "invalid_credentials"
+
+
+@pytest.mark.parametrize("header", ["t=1,v1=\u00e9", "t=NOW,v1=\u00e9\u00e9", "v1=\u00ff"])
+def test_a_non_ascii_stripe_signature_is_a_400(client, header, caplog):
+    header = header.replace("NOW", str(int(time.time())))
+    answer = client.post("/webhook", data=b'{"type": "x"}', headers={"Stripe-Signature": header})
+
+    assert (answer.status_code, answer.json["code"]) == (400, "invalid_signature")
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

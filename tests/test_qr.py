@@ -207,3 +207,28 @@ def test_anonymous_qr_requests_during_a_stripe_outage_cost_one_stripe_call(
 
     assert {a.status_code for a in answers} == {502}
     assert len(stripe_standin.requests) == 1
+
+
+def test_an_anonymous_qr_request_makes_its_link_with_one_stripe_call(
+    client, cabinet, stripe_standin
+):
+    """GIVEN no link yet WHEN the QR code is asked for THEN one Stripe request makes the link:
+    its Price comes back expanded with it."""
+    stripe_standin.reset_requests()
+
+    answer = client.get("/machines/cab001/qr.png")
+
+    assert answer.status_code == 200
+    assert [(r.method, r.path) for r in stripe_standin.requests] == [("POST", "/v1/payment_links")]
+
+
+def test_anonymous_qr_requests_when_only_link_creation_fails_cost_one_call(
+    client, cabinet, stripe_standin, fast_stripe_retries
+):
+    stripe_standin.fail_next(500, count=100, path="POST /v1/payment_links")
+    stripe_standin.reset_requests()
+
+    answers = [client.get("/machines/cab001/qr.png") for _ in range(20)]
+
+    assert {a.status_code for a in answers} == {502}
+    assert len(stripe_standin.requests) == 1

@@ -467,3 +467,10 @@ def test_python_app_py_reports_problems_by_name_and_serves_status(tmp_path):
             process.wait(timeout=5)
         if process.stderr is not None:
             process.stderr.close()
+
+
+@pytest.mark.parametrize("url", ["sqlite:///", "sqlite:///:memory:", "sqlite:///  ", "dynamodb://"])
+def test_a_store_that_would_forget_everything_at_restart_is_refused(url):
+    settings = Settings.from_env({"DATABASE_URL": url})
+
+    assert "DATABASE_URL must be sqlite:///path.db or dynamodb://TABLE" in settings.problems

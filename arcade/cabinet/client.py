@@ -78,6 +78,7 @@ class Cabinet:
         self.heartbeats_sent = 0  # heartbeats the API answered 2xx, this run
         self.messages_refused = 0  # MQTT messages logged and dropped, this run
         self.pulse_key: str | None = None  # the API's public key, once pinned
+        self.client_id = f"cabinet-{settings.machine_id}"  # the kept random one from start()
 
         self._public_key: Any = None
         self._ledger: CabinetLedger | None = None
@@ -109,6 +110,7 @@ class Cabinet:
         self._stop.clear()
         try:
             self._ledger = CabinetLedger(self.settings.state_path)
+            self.client_id = self._ledger.client_id(self.settings.machine_id)
         except sqlite3.Error as exc:
             raise CabinetSettingsError(
                 f"--state-file {self.settings.state_path} cannot be opened as a SQLite file"
@@ -138,7 +140,7 @@ class Cabinet:
             logger,
             "cabinet_started",
             machine_id=self.settings.machine_id,
-            client_id=self.settings.client_id,
+            client_id=self.client_id,
             credits=self.credits,
             state_file=str(self.settings.state_path),
             http_port=self.http_port,
@@ -360,7 +362,7 @@ class Cabinet:
         # QoS 1 pulses while we are away. manual_ack: PUBACK only after the ledger commit.
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
+            client_id=self.client_id,
             protocol=mqtt.MQTTv311,
             clean_session=False,
             manual_ack=True,
@@ -416,7 +418,7 @@ class Cabinet:
                 logger,
                 "mqtt_connected",
                 machine_id=self.settings.machine_id,
-                client_id=self.settings.client_id,
+                client_id=self.client_id,
                 session_present=bool(flags.session_present),
             )
             # Subscribing again on a kept session is harmless, and needed when the broker lost it.

@@ -10,12 +10,14 @@ rows, so a restart finishes what a crash left.
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+CLIENT_ID = "mqtt_client_id"
 PULSE_KEY = "pulse_public_key"
 
 SCHEMA = """
@@ -210,6 +212,23 @@ class CabinetLedger:
                 " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 (PULSE_KEY, key),
             )
+
+    # --- the MQTT client id ---------------------------------------------------------------------
+    def client_id(self, machine_id: str) -> str:
+        """Return this cabinet's MQTT client id, made once at random and kept in this file.
+
+        The broker keeps the cabinet's session (its queued coinpulses) under this id. An id
+        anyone could guess (``cabinet-<machine>``) would let any other broker login connect
+        under it and throw that queue away; a kept random one also survives a change of the
+        broker password, which an id derived from the password would not.
+        """
+        made = f"cabinet-{machine_id}-{secrets.token_hex(8)}"
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO kept (name, value) VALUES (?, ?)", (CLIENT_ID, made)
+            )
+            row = self._db.execute("SELECT value FROM kept WHERE name = ?", (CLIENT_ID,)).fetchone()
+        return str(row[0])
 
     # --- game overs ---------------------------------------------------------------------------
     def add_game_over(self, source: str) -> GameOver:

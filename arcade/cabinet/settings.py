@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,9 +40,10 @@ class CabinetSettings:
     mqtt_password: str | None = field(default=None, repr=False)
     mqtt_ca_cert: str = str(DEFAULT_CA_CERT)
     topic_prefix: str = wire.DEFAULT_TOPIC_PREFIX
-    # Seconds between MQTT pings: a link that died silently (a frozen broker, a Wi-Fi drop) is
-    # noticed within one and a half of these, and the QR code hidden.
-    keepalive: int = 10
+    # Seconds between MQTT pings: paho pings after this long without traffic and gives up one
+    # more of these later, so a link that died silently (a frozen broker, a Wi-Fi drop) is
+    # noticed within two of them (12 s), and the QR code hidden.
+    keepalive: int = 6
     # Local HTTP endpoint for the game (127.0.0.1 only); 0 picks a free port, None turns it off.
     http_port: int | None = DEFAULT_HTTP_PORT
     qr_url: str | None = None
@@ -107,20 +107,6 @@ class CabinetSettings:
             raise CabinetSettingsError("; ".join(reader.problems))
         values.update(overrides)
         return cls(**values)
-
-    @property
-    def client_id(self) -> str:
-        """Return the fixed MQTT client id the broker keeps this cabinet's session under.
-
-        It carries a digest of the cabinet's broker password (else its token): an id anyone
-        could guess would let another cabinet's login connect under it, take over this
-        cabinet's session and throw away the coinpulses queued in it.
-        """
-        secret = self.mqtt_password or self.token or ""
-        if not secret:
-            return f"cabinet-{self.machine_id}"
-        digest = hashlib.sha256(f"{self.machine_id}:{secret}".encode()).hexdigest()[:16]
-        return f"cabinet-{self.machine_id}-{digest}"
 
     @property
     def coinpulse_topic(self) -> str:

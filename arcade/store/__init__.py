@@ -20,6 +20,12 @@ LAMBDA_SQLITE_REFUSAL = (
 
 def open_store(url: str, *, in_lambda: bool = False) -> Store:
     """Return the store for ``sqlite:///path.db`` or ``dynamodb://TABLE``."""
+    from arcade.config import is_store_url
+
+    if not is_store_url(url):
+        # Settings already named the problem; every use of the store names it again, so a
+        # command or request says it in one sentence instead of failing at import.
+        return RefusedStore(MALFORMED_URL)  # type: ignore[return-value]
     if url.startswith("sqlite:///"):
         if in_lambda:
             log_event(logger, "store_refused", level=logging.ERROR, reason=LAMBDA_SQLITE_REFUSAL)
@@ -27,13 +33,9 @@ def open_store(url: str, *, in_lambda: bool = False) -> Store:
         from arcade.store.sqlite import SqliteStore
 
         return SqliteStore(url.removeprefix("sqlite:///"))
-    if url.startswith("dynamodb://") and url.removeprefix("dynamodb://"):
-        from arcade.store.dynamodb import DynamoStore
+    from arcade.store.dynamodb import DynamoStore
 
-        return DynamoStore(url.removeprefix("dynamodb://"))
-    # Settings already named the problem; every use of the store names it again, so a
-    # command or request says it in one sentence instead of failing at import.
-    return RefusedStore(MALFORMED_URL)  # type: ignore[return-value]
+    return DynamoStore(url.removeprefix("dynamodb://"))
 
 
 class RefusedStore:
