@@ -1,4 +1,5 @@
-"""The work `python app.py` does between requests: the delivery relay and reconciliation.
+"""The work `python app.py` does between requests: the delivery relay, reconciliation, and the
+store's housekeeping (SQLite's checkpoints, kept off the webhook path).
 
 In Lambda the same functions run from EventBridge schedules (``arcade.scheduled``); here one
 daemon thread runs them: the relay every ``DELIVERY_RETRY_SECONDS``, reconciliation with Stripe
@@ -41,6 +42,10 @@ class BackgroundWork(threading.Thread):
             self.svc.relay()
         except ArcadeError as exc:
             log_event(logger, "relay_failed", level=logging.WARNING, error=str(exc))
+        try:
+            self.svc.store.maintain()
+        except ArcadeError as exc:
+            log_event(logger, "store_maintenance_failed", level=logging.WARNING, error=str(exc))
         if time.monotonic() >= self._next_reconcile and not self.svc.stripe_problems():
             self._next_reconcile = time.monotonic() + RECONCILE_EVERY_SECONDS
             from arcade.reconcile import reconcile

@@ -985,3 +985,30 @@ def test_given_a_table_made_without_the_outbox_index_when_initialised_then_it_is
     described = dynamodb_client.describe_table(TableName=dynamodb_table)["Table"]
     assert {i["IndexName"] for i in described["GlobalSecondaryIndexes"]} == {"by_machine", "outbox"}
     assert [p.payment_id for p in store.list_due(T1)] == ["cs_1"]
+
+
+def test_given_sqlite_writes_when_maintained_then_the_database_file_alone_holds_them(
+    tmp_path: Any,
+) -> None:
+    """Checkpoints run off the request path (maintain); after one, the main file alone is
+    complete, as it must be before the write-ahead log can be let go."""
+    import shutil
+    import sqlite3
+
+    from arcade.store.sqlite import SqliteStore
+
+    store = SqliteStore(str(tmp_path / "arcade.db"))
+    store.add_machine(make_machine())
+    for number in range(30):
+        commit_ok(store, make_payment(payment_id=f"cs_{number}"), delta=GRANT)
+
+    store.maintain()
+    shutil.copy(tmp_path / "arcade.db", tmp_path / "copy.db")  # without its -wal file
+    copy = sqlite3.connect(tmp_path / "copy.db")
+    try:
+        (count,) = copy.execute("SELECT COUNT(*) FROM payments").fetchone()
+    finally:
+        copy.close()
+        store.close()
+
+    assert count == 30

@@ -279,5 +279,8 @@ class Store(ABC):
         """Store ``value`` under ``name`` unless one is there; return the stored one (first
         writer wins, so processes racing to create a value all end up with the same)."""
 
+    def maintain(self) -> None:  # noqa: B027 - optional hook, most back ends need nothing
+        """Do housekeeping off the request path (run by the background thread of app.py)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most back ends hold nothing
         """Release connections."""

@@ -136,6 +136,10 @@ class SqliteStore(Store):
                 # committed transaction across a process crash and skips an fsync per commit.
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
+                # A checkpoint writes the log back into the file and syncs it, which took a
+                # webhook from 4 ms to 25 ms every so often; maintain() does it in the
+                # background instead (and SQLite does it when the last connection closes).
+                conn.execute("PRAGMA wal_autocheckpoint=0")
                 conn.execute("PRAGMA busy_timeout=10000")
                 conn.executescript(SCHEMA)
                 _add_missing_columns(conn)
@@ -190,6 +194,20 @@ class SqliteStore(Store):
         with contextlib.suppress(sqlite3.Error):
             self._conn.close()
         self._conn = None
+
+    def maintain(self) -> None:
+        """Copy the write-ahead log back into the database file, on a connection of its own so
+        that requests never wait for its disk sync (a PASSIVE checkpoint waits for no one)."""
+        if self._conn is None:
+            return
+        try:
+            conn = sqlite3.connect(self.path, timeout=1, isolation_level=None)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise StoreError("the SQLite store could not be checkpointed") from exc
 
     def close(self) -> None:
         with self._lock:
