@@ -11,7 +11,6 @@ from flask.cli import AppGroup, with_appcontext
 
 from arcade.errors import SettingsError, StoreError
 from arcade.machines import describe
-from arcade.reconcile import parse_window, reconcile
 from arcade.services import services
 from arcade.wire import is_valid_machine_id
 
@@ -105,6 +104,8 @@ def init_store() -> None:
 
 
 def _window(_ctx: click.Context, _param: click.Parameter, value: str) -> timedelta:
+    from arcade.reconcile import parse_window
+
     try:
         return parse_window(value)
     except ValueError as exc:
@@ -123,6 +124,8 @@ def _window(_ctx: click.Context, _param: click.Parameter, value: str) -> timedel
 @with_appcontext
 def reconcile_command(since: timedelta, as_json: bool) -> None:
     """Apply every completed Checkout Session Stripe has that our store lacks."""
+    from arcade.reconcile import reconcile
+
     svc = services()
     try:
         svc.store.get_value("pulse_signing_key")  # a store that cannot be read is said first

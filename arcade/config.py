@@ -10,7 +10,6 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from arcade.errors import SettingsError
-from arcade.wire import is_loopback
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CA_CERT = PROJECT_ROOT / "ca.crt"
@@ -265,6 +264,8 @@ def _plaintext_refusal(
         return None
     if in_lambda:
         return "plain-text MQTT is refused in Lambda: set EMQX_BROKER_URL to mqtts://host:8883"
+    from arcade.wire import is_loopback
+
     if not allowed and not is_loopback(host):
         return (
             f"EMQX_BROKER_URL sends plain-text MQTT to {host}, another machine: the broker"

@@ -22,9 +22,11 @@ import base64
 import binascii
 import json
 import re
-import ssl
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import ssl
 
 DEFAULT_TOPIC_PREFIX = "arcade/machine"
 COINPULSE = "coinpulse"
@@ -221,6 +223,8 @@ def broker_tls_context(ca_path: str) -> ssl.SSLContext:
 
     Raises WireError naming the CA file's problem.
     """
+    import ssl
+
     problem = ca_problem(ca_path)
     if problem:
         raise WireError(problem)
