@@ -146,6 +146,22 @@ class DynamoStore(Store):
         ]
         self._call("transact_write_items", TransactItems=items)
 
+    def _transact_if(self, actions: list[dict[str, Any]], what: str) -> bool:
+        """Write ``actions`` all or nothing; return False when one of their conditions failed.
+
+        A transaction cancelled by a conflict or throttling is tried again after a short
+        pause; any other cancellation raises StoreError.
+        """
+        for _ in range(ATTEMPTS):
+            try:
+                self._transact(*actions)
+                return True
+            except _TransactionCancelled as exc:
+                if "ConditionalCheckFailed" in exc.reasons:
+                    return False
+                _pause_or_raise(exc)
+        raise StoreError(f"the store kept refusing {what}; try again")
+
     def create_table(self) -> None:
         """Create the table and its indexes on demand unless they exist; wait until ACTIVE."""
         try:
@@ -360,15 +376,7 @@ class DynamoStore(Store):
             except _ConditionFailed:
                 return False
             return True
-        for _ in range(ATTEMPTS):
-            try:
-                self._transact(*actions)
-                return True
-            except _TransactionCancelled as exc:
-                if "ConditionalCheckFailed" in exc.reasons:
-                    return False
-                _pause_or_raise(exc)
-        raise StoreError("the store kept refusing the payment; try again")
+        return self._transact_if(actions, "the payment")
 
     def _query_index(self, partition: str, **options: Any) -> list[Item]:
         """Return every item of one by_machine partition, following the pages."""
@@ -485,21 +493,13 @@ class DynamoStore(Store):
             actions.append(
                 {"Delete": {"Key": _game_over_key(delete_key.machine_id, delete_key.key)}}
             )
+        if len(actions) > 1:
+            return self._transact_if(actions, "the machine's state")
         try:
-            if len(actions) == 1:
-                self._call("update_item", **write_state)
-                return True
-            for _ in range(ATTEMPTS):
-                try:
-                    self._transact(*actions)
-                    return True
-                except _TransactionCancelled as exc:
-                    if "ConditionalCheckFailed" in exc.reasons:
-                        return False
-                    _pause_or_raise(exc)
+            self._call("update_item", **write_state)
         except _ConditionFailed:
             return False
-        raise StoreError("the store kept refusing the machine's state; try again")
+        return True
 
     def get_game_over_key(self, machine_id: str, key: str) -> GameOverKey | None:
         """Return the stored game-over key (expired or not), or None."""
