@@ -141,3 +141,35 @@ def flask_command(env: dict[str, str], *args: str) -> subprocess.CompletedProces
         timeout=60,
         check=False,
     )
+
+
+def run_lambda_handler(
+    event_: dict[str, Any], env: dict[str, str], *, endpoint: str, table: str
+) -> dict[str, Any]:
+    """Invoke ``app.lambda_handler(event_)`` in a fresh interpreter, as Lambda would, on the
+    DynamoDB table ``table`` behind ``endpoint`` (moto), and return what it answered."""
+    lambda_env = {
+        **env,
+        "PATH": "/usr/bin:/bin",
+        "AWS_LAMBDA_FUNCTION_NAME": "arcade-pay",
+        "DATABASE_URL": f"dynamodb://{table}",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    code = (
+        "import json, sys, app; "
+        "print(json.dumps(app.lambda_handler(json.loads(sys.argv[1]), None)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(event_)],
+        cwd=ROOT,
+        env=lambda_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])

@@ -8,10 +8,7 @@ publish with an error reason code has not delivered anything.
 from __future__ import annotations
 
 import gc
-import json
 import logging
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import replace
@@ -23,6 +20,7 @@ from arcade.clock import iso, parse_iso, utc_now
 from arcade.config import Settings
 from arcade.errors import PublishRefused
 from arcade.mqtt import Publisher, delivery_lease_seconds, slowest_publish_seconds
+from tests.api_process import run_lambda_handler
 from tests.broker import RefusingBroker, TlsBroker
 from tests.conftest import TOPIC_PREFIX, app_environment, signed_post
 
@@ -247,33 +245,15 @@ def test_the_minute_schedule_runs_the_relay_through_lambda_handler(
     outage(shop, fresh_broker)
     make_due(app, "cs_outage")
     subscriber = subscribe(COINPULSE, on=fresh_broker)
-    env = {
-        **app_environment(fresh_broker, stripe_standin, tmp_path / "unused.db"),
-        "PATH": "/usr/bin:/bin",
-        "AWS_LAMBDA_FUNCTION_NAME": "arcade-pay",
-        "DATABASE_URL": f"dynamodb://{dynamodb_table}",
-        "AWS_ENDPOINT_URL": moto_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
     scheduled = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
-    code = (
-        "import json, sys, app; "
-        "print(json.dumps(app.lambda_handler(json.loads(sys.argv[1]), None)))"
+
+    answer = run_lambda_handler(
+        scheduled,
+        app_environment(fresh_broker, stripe_standin, tmp_path / "unused.db"),
+        endpoint=moto_endpoint,
+        table=dynamodb_table,
     )
 
-    done = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(scheduled)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-    assert done.returncode == 0, done.stderr
-    answer = json.loads(done.stdout.splitlines()[-1])
     assert answer == {
         "relay": {
             "due": 1,

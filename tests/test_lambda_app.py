@@ -13,6 +13,7 @@ import pytest
 
 from arcade.config import load_local_env
 from arcade.lambda_adapter import handle
+from tests.api_process import run_lambda_handler
 from tests.conftest import ADMIN_KEY, TOPIC_PREFIX, WEBHOOK_SECRET
 from tests.lambda_events import make_alb_event, make_v1_event, make_v2_event
 from tests.stripe_standin import checkout_session, event, sign_payload
@@ -277,23 +278,8 @@ def test_warm_invocations_reuse_the_connection_and_survive_a_frozen_broker(
     gc.collect()
 
 
-@pytest.mark.parametrize(
-    "scheduled",
-    [
-        {"arcade_job": "reconcile"},
-        {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}},
-    ],
-    ids=["template_input", "eventbridge_envelope"],
-)
-def test_a_scheduled_event_reconciles_through_lambda_handler(
-    lambda_app,
-    broker,
-    stripe_standin,
-    subscribe,
-    moto_endpoint,
-    dynamodb_table,
-    tmp_path,
-    scheduled,
+def test_the_hourly_schedule_reconciles_through_lambda_handler(
+    lambda_app, broker, stripe_standin, subscribe, moto_endpoint, dynamodb_table, tmp_path
 ):
     """GIVEN a paid session whose webhook never arrived WHEN the hourly schedule invokes
     lambda_handler in a fresh interpreter on the DynamoDB store THEN it is granted and published,
@@ -303,32 +289,14 @@ def test_a_scheduled_event_reconciles_through_lambda_handler(
     _, link_id = register_with_link(lambda_app)
     stripe_standin.add_checkout_session("cs_scheduled", [(DEFAULT_PRICE, 2)], payment_link=link_id)
     subscriber = subscribe(f"{TOPIC_PREFIX}/cab001/coinpulse")
-    env = {
-        **app_environment(broker, stripe_standin, tmp_path / "unused.db"),
-        "PATH": "/usr/bin:/bin",
-        "AWS_LAMBDA_FUNCTION_NAME": "arcade-pay",
-        "DATABASE_URL": f"dynamodb://{dynamodb_table}",
-        "AWS_ENDPOINT_URL": moto_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    code = (
-        "import json, sys, app; "
-        "print(json.dumps(app.lambda_handler(json.loads(sys.argv[1]), None)))"
+
+    answer = run_lambda_handler(
+        {"arcade_job": "reconcile"},
+        app_environment(broker, stripe_standin, tmp_path / "unused.db"),
+        endpoint=moto_endpoint,
+        table=dynamodb_table,
     )
 
-    done = subprocess.run(
-        [sys.executable, "-c", code, json.dumps({"arcade_job": "reconcile"})],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-    assert done.returncode == 0, done.stderr
-    answer = json.loads(done.stdout.splitlines()[-1])
     assert "statusCode" not in answer
     assert answer["reconcile"]["seen"] == 1
     assert answer["reconcile"]["granted_now"] == 1
