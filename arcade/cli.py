@@ -34,8 +34,17 @@ def _machine_id(_ctx: click.Context, _param: click.Parameter, value: str) -> str
     type=click.IntRange(1, 1000),
     help="Credits per unit bought (default: CREDITS_PER_UNIT).",
 )
+@click.option(
+    "--token-only",
+    is_flag=True,
+    help="Print only the token, so a shell can capture it: TOKEN=$(… --token-only).",
+)
 def add_machine(
-    machine_id: str, name: str | None, price_id: str | None, credits_per_unit: int | None
+    machine_id: str,
+    name: str | None,
+    price_id: str | None,
+    credits_per_unit: int | None,
+    token_only: bool,
 ) -> None:
     """Register a machine and print its token (shown only this once)."""
     svc = services()
@@ -46,6 +55,9 @@ def add_machine(
         public_key = svc.signer.public_key()
     except (StoreError, SettingsError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if token_only:
+        click.echo(token)
+        return
     click.echo(f"Registered {machine_id}. Keep the token: it is not shown again.")
     click.echo(f"The cabinet checks coinpulses with the API's public key {public_key}")
     click.echo(

@@ -43,6 +43,17 @@ def test_add_prints_the_token_as_json_and_the_token_works(runner, client, stripe
     assert stripe_standin.requests == []
 
 
+def test_add_token_only_prints_just_the_token_for_a_shell_to_capture(runner, client):
+    """GIVEN `machines add cab010 --token-only` WHEN it runs THEN its whole output is the token,
+    and that token works."""
+    result = runner.invoke(args=["machines", "add", "cab010", "--token-only"])
+
+    assert result.exit_code == 0, result.output
+    token = result.output.strip()
+    assert "\n" not in token and token.startswith("mt_")
+    assert client.get("/machines/cab010", headers=bearer(token)).status_code == 200
+
+
 def test_add_with_a_price_sells_that_price(runner, client, stripe_standin):
     """GIVEN `--price-id` WHEN the machine's link is asked THEN it sells that price."""
     stripe_standin.add_price("price_pac", 100)
