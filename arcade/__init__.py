@@ -41,7 +41,7 @@ def create_app(
     from arcade.mqtt import Publisher, delivery_lease_seconds
     from arcade.payments import StripeGateway, key_livemode
     from arcade.presence import Presence
-    from arcade.routes import links, machines, status, webhook
+    from arcade.routes import links, machines, operators, status, webhook
     from arcade.services import Services
     from arcade.signing import PulseSigner
     from arcade.store import open_store
@@ -88,7 +88,7 @@ def create_app(
         ),
         presence=Presence(store, stripe, offline_after=settings.machine_offline_after_seconds),
     )
-    for module in (status, links, webhook, machines):
+    for module in (status, links, webhook, machines, operators):
         app.register_blueprint(module.bp)
     register_error_handlers(app)
     cli.register(app)

@@ -1,15 +1,17 @@
-"""Operator commands: ``flask --app app machines …``, ``store init`` and ``reconcile``."""
+"""Operator commands: ``flask --app app machines …``, ``payments …``, ``credits grant``,
+``revenue``, ``store init``, ``reconcile`` and ``deliveries retry``."""
 
 from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
-from arcade.errors import SettingsError, StoreError
+from arcade.errors import ArcadeError, SettingsError, StoreError
 from arcade.machines import describe
 from arcade.services import services
 from arcade.wire import is_valid_machine_id
@@ -17,6 +19,8 @@ from arcade.wire import is_valid_machine_id
 machines_cli = AppGroup("machines", help="Register and manage cabinets.")
 store_cli = AppGroup("store", help="Prepare the store.")
 deliveries_cli = AppGroup("deliveries", help="The delivery relay: grants owed to cabinets.")
+payments_cli = AppGroup("payments", help="Every payment: list, resend a coinpulse, refund.")
+credits_cli = AppGroup("credits", help="Credits given by hand.")
 
 
 def _machine_id(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
@@ -169,8 +173,164 @@ def retry_deliveries() -> None:
         raise SystemExit(1)
 
 
+# --- payments, credits and revenue (the operator's JSON API, on the command line) -----------
+def _operate(action: Any) -> Any:
+    """Run an operator action, turning our own errors into a plain message and exit 1."""
+    from arcade.errors import ApiError
+
+    try:
+        return action()
+    except ApiError as exc:
+        raise click.ClickException(exc.message) from exc
+    except ArcadeError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    """Print rows as aligned columns under a header."""
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@payments_cli.command("list")
+@click.option("--status", help="pending_delivery, delivered, unconfirmed, unattributed, …")
+@click.option("--machine", "machine_id", help="Only this machine's payments (removed ones too).")
+@click.option("--since", help="From this date or instant (2026-11-01, 2026-11-01T10:00Z).")
+@click.option("--until", help="Up to this date (included) or instant (excluded).")
+@click.option("--limit", type=click.IntRange(1, 200), default=50, show_default=True)
+@click.option("--cursor", help="Continue after an earlier page (its next_cursor).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer of GET /payments.")
+def list_payments(
+    status: str | None,
+    machine_id: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """List payments newest first, across every machine."""
+    from arcade.machines import check_machine_id
+    from arcade.operators import instant, money, zone
+
+    def fetch() -> dict[str, Any]:
+        if machine_id is not None:
+            check_machine_id(machine_id)
+        utc = zone(None)
+        return services().operators.payments(
+            status=status,
+            machine_id=machine_id,
+            since=instant(since, "since", tz=utc),
+            until=instant(until, "until", tz=utc, end=True),
+            limit=limit,
+            cursor=cursor,
+        )
+
+    answer = _operate(fetch)
+    if as_json:
+        click.echo(json.dumps(answer))
+        return
+    rows = [
+        [
+            p["created_at"][:19].replace("T", " "),
+            p["id"],
+            p["machine_id"] or "-",
+            p["status"] + (" (unconfirmed)" if p["unconfirmed"] else ""),
+            str(p["credits"]),
+            money(p["amount"], p["currency"]),
+            p["reason"] or "",
+        ]
+        for p in answer["payments"]
+    ]
+    _table(rows, ["created (UTC)", "payment", "machine", "status", "credits", "amount", "reason"])
+    if answer["next_cursor"]:
+        click.echo(f"more: --cursor {answer['next_cursor']}")
+    elif not rows:
+        click.echo("no payments")
+
+
+@payments_cli.command("resend")
+@click.argument("payment_id")
+def resend_payment(payment_id: str) -> None:
+    """Publish a grant's coinpulse again (same paymentId; cabinets drop a copy)."""
+    answer = _operate(lambda: services().operators.resend(payment_id))
+    click.echo(json.dumps(answer))
+
+
+@payments_cli.command("refund")
+@click.argument("payment_id")
+@click.option("--amount", type=click.IntRange(min=1), help="Smallest currency unit; default all.")
+@click.option("--idempotency-key", help="Stripe idempotency key (default: derived, see README).")
+def refund_payment(payment_id: str, amount: int | None, idempotency_key: str | None) -> None:
+    """Refund a payment through Stripe; its status follows Stripe's charge.refunded."""
+    answer = _operate(
+        lambda: services().operators.refund(
+            payment_id, amount=amount, idempotency_key=idempotency_key
+        )
+    )
+    click.echo(json.dumps(answer))
+
+
+@credits_cli.command("grant")
+@click.argument("machine_id", callback=_machine_id)
+@click.argument("credits", type=int)
+@click.option("--reason", required=True, help="Why: a jammed coin mechanism, a goodwill game.")
+@click.option("--idempotency-key", help="Repeat the command with it and nothing is granted twice.")
+def grant_credits(machine_id: str, credits: int, reason: str, idempotency_key: str | None) -> None:
+    """Give a machine credits by hand, signed and delivered like a paid grant."""
+    from arcade.operators import manual_grant_request
+
+    def grant() -> dict[str, Any]:
+        count, why = manual_grant_request(credits, reason)
+        return services().operators.grant(machine_id, count, why, key=idempotency_key)
+
+    answer = _operate(grant)
+    click.echo(json.dumps(answer))
+    if answer["status"] == "pending_delivery":
+        click.echo("the broker did not acknowledge yet: the relay delivers it", err=True)
+
+
+@click.command("revenue")
+@click.option("--since", help="First day (default: 29 days ago).")
+@click.option("--until", help="Last day, included (default: today).")
+@click.option("--group", type=click.Choice(["day", "machine"]), default="day", show_default=True)
+@click.option("--tz", help="IANA time zone of the days (default UTC).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer of /reports/revenue.")
+@with_appcontext
+def revenue_command(
+    since: str | None, until: str | None, group: str, tz: str | None, as_json: bool
+) -> None:
+    """Report revenue per day or machine and currency, net of refunds."""
+    from arcade.operators import money
+
+    answer = _operate(
+        lambda: services().operators.revenue(since=since, until=until, group=group, tz=tz)
+    )
+    if as_json:
+        click.echo(json.dumps(answer))
+        return
+    key = "day" if group == "day" else "machine_id"
+    rows = [
+        [
+            r[key],
+            money(r["gross"], r["currency"]),
+            money(r["refunded"], r["currency"]),
+            money(r["net"], r["currency"]),
+            str(r["payments"]),
+        ]
+        for r in answer["rows"]
+    ]
+    _table(rows, [group, "gross", "refunded", "net", "payments"])
+    if not rows:
+        click.echo("no revenue in that period")
+
+
 def register(app: Flask) -> None:
     """Attach the operator commands to ``app``."""
+    app.cli.add_command(payments_cli)
+    app.cli.add_command(credits_cli)
+    app.cli.add_command(revenue_command)
     app.cli.add_command(machines_cli)
     app.cli.add_command(store_cli)
     app.cli.add_command(reconcile_command)

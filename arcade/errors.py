@@ -102,6 +102,11 @@ class NotFound(ApiError):
     code = "not_found"
 
 
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"
+
+
 class ServiceUnavailable(ApiError):
     status = 503
     code = "unavailable"

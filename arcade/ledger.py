@@ -15,6 +15,7 @@ delivery attempt after the lease publishes the same grant again (same ``paymentI
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from arcade import wire
 from arcade.clock import from_unix, iso, iso_seconds, later, parse_iso, utc_now
 from arcade.errors import (
     BrokerUnavailable,
+    Conflict,
     GameOverInProgress,
     PaymentProviderError,
     PublishCancelled,
@@ -40,14 +42,17 @@ from arcade.payment_states import (
     PAID,
     PAYMENT_FAILED,
     PENDING_PAYMENT,
+    REFUNDED,
     UNATTRIBUTED,
     counted,
+    given_back,
     is_awaiting_confirmation,
     is_cancelled,
     is_deliverable,
     is_grant,
     moves_forward,
     settle,
+    sold,
     with_dispute,
     with_intent_facts,
     with_refund,
@@ -61,6 +66,7 @@ from arcade.store.base import (
     MachineState,
     Payment,
     PaymentLink,
+    RevenueEntry,
     StateDelta,
     Store,
 )
@@ -251,7 +257,12 @@ class Ledger:
             new = settle(new)
             if is_deliverable(new):
                 new = self._leased(new, now)
-            if self.store.commit_payment(new, intent=pointer, delta=_delta(stored, new)):
+            if self.store.commit_payment(
+                new,
+                intent=pointer,
+                delta=_delta(stored, new),
+                entries=_entries(stored, new, iso(now)),
+            ):
                 break
             if intent_id:  # the intent may have gained a refund meanwhile: read it this time
                 intent = self.store.get_intent(intent_id)
@@ -362,20 +373,9 @@ class Ledger:
     def _publish(self, payment: Payment, ids: dict[str, Any]) -> Outcome:
         """Publish a leased grant's coinpulse, then mark it delivered."""
         machine_id = payment.machine_id or ""
-        granted_at = parse_iso(payment.granted_at or payment.created_at)
         log_ids = {"payment_id": payment.payment_id, "machine_id": machine_id} | ids
         try:
-            # Ed25519 is deterministic: every copy of a grant carries the same signature.
-            pulse = self.signer.sign(
-                wire.coinpulse(
-                    machine_id=machine_id,
-                    credits=payment.credits,
-                    timestamp=iso_seconds(granted_at),
-                    payment_id=payment.payment_id,
-                    amount=payment.amount,
-                    currency=payment.currency,
-                )
-            )
+            pulse = self._pulse(payment)
             self.publisher.publish(
                 self.topic(machine_id, wire.COINPULSE),
                 pulse,
@@ -392,6 +392,23 @@ class Ledger:
         self._mark_delivered(payment, now)
         self._open_session_if_idle(machine_id, now)
         return self._log_outcome(ids, _outcome("delivered", payment))
+
+    def _pulse(self, payment: Payment) -> dict[str, Any]:
+        """Return a grant's signed coinpulse.
+
+        Ed25519 is deterministic: every copy of a grant carries the same signature.
+        """
+        granted_at = parse_iso(payment.granted_at or payment.created_at)
+        return self.signer.sign(
+            wire.coinpulse(
+                machine_id=payment.machine_id or "",
+                credits=payment.credits,
+                timestamp=iso_seconds(granted_at),
+                payment_id=payment.payment_id,
+                amount=payment.amount,
+                currency=payment.currency,
+            )
+        )
 
     def _mark_delivered(self, payment: Payment, now: str) -> None:
         """Record that the broker acknowledged the coinpulse (whatever happened meanwhile)."""
@@ -414,7 +431,11 @@ class Ledger:
                     updated_at=now,
                 )
             )
-            if self.store.commit_payment(delivered, delta=_delta(payment, delivered)):
+            if self.store.commit_payment(
+                delivered,
+                delta=_delta(payment, delivered),
+                entries=_entries(payment, delivered, now),
+            ):
                 return
             payment = self._reread(payment)
         raise StoreError("the payment kept changing while it was marked delivered; try again")
@@ -444,7 +465,9 @@ class Ledger:
                     updated_at=now,
                 )
             )
-            if self.store.commit_payment(credited, delta=_delta(payment, credited)):
+            if self.store.commit_payment(
+                credited, delta=_delta(payment, credited), entries=_entries(payment, credited, now)
+            ):
                 log_event(
                     logger,
                     "credits_confirmed",
@@ -454,6 +477,99 @@ class Ledger:
                 )
                 return replace(credited, version=credited.version + 1)
         raise StoreError("the payment kept changing while it was confirmed; try again")
+
+    # --- what operators do -------------------------------------------------------------------
+    def resend(self, payment_id: str) -> Outcome:
+        """Publish a grant's coinpulse again, same ``paymentId`` (SPEC "Operators").
+
+        A grant still owed is delivered as the relay would (and marked delivered); a delivered
+        one is published again as it was signed, and cabinets drop the copy if they already
+        counted it. Raises UnknownPayment, Conflict for a payment that granted nothing or was
+        refunded in full or disputed, BrokerUnavailable or PublishRefused when the broker did
+        not acknowledge, StoreError.
+        """
+        payment = self.store.get_payment(payment_id)
+        if payment is None:
+            raise UnknownPayment(f"there is no payment {payment_id}")
+        if not is_grant(payment):
+            raise Conflict(
+                f"payment {payment_id} granted no credits ({payment.status}): nothing to resend",
+                code="not_resendable",
+            )
+        if payment.disputed_at is not None or payment.status == REFUNDED:
+            raise Conflict(
+                f"payment {payment_id} is {payment.status}: its credits are not owed",
+                code="not_resendable",
+            )
+        ids = {"source": "operator"}
+        if is_deliverable(payment):
+            return self._deliver(payment, ids)
+        self.publisher.publish(
+            self.topic(payment.machine_id or "", wire.COINPULSE),
+            self._pulse(payment),
+            log_ids={"payment_id": payment_id, "machine_id": payment.machine_id, **ids},
+        )
+        return self._log_outcome(ids, _outcome("resent", payment))
+
+    def grant_manually(
+        self, machine_id: str, credits: int, reason: str, *, key: str | None = None
+    ) -> tuple[Payment, Outcome]:
+        """Grant credits by hand (a jammed coin mechanism, a goodwill game) and deliver them.
+
+        The grant is a payment ``manual_…`` of amount 0 with the operator's ``reason``: it
+        counts in credits granted, never in revenue, and is signed and delivered like any other
+        (the relay delivers it when the broker is down now). The same ``key`` (the request's
+        Idempotency-Key) gives the same grant, never a second one. Raises Conflict when the key
+        was used for a different grant, StoreError.
+        """
+        digest = uuid.uuid4().hex
+        if key is not None:
+            digest = hashlib.sha256(f"{machine_id}\n{key}".encode()).hexdigest()[:32]
+        payment_id = f"manual_{digest}"
+        ids = {"source": "operator"}
+        stored = self.store.get_payment(payment_id)
+        fresh = False
+        if stored is None:
+            now = utc_now()
+            grant = settle(
+                Payment(
+                    payment_id=payment_id,
+                    status=PAID,
+                    created_at=iso(now),
+                    machine_id=machine_id,
+                    credits=credits,
+                    amount=0,
+                    phase=PAID,
+                    granted_at=iso(now),
+                    updated_at=iso(now),
+                    note=reason,
+                )
+            )
+            grant = self._leased(grant, now)
+            if self.store.commit_payment(grant, delta=_delta(None, grant)):
+                log_event(
+                    logger,
+                    "credits_granted",
+                    payment_id=payment_id,
+                    machine_id=machine_id,
+                    credits=credits,
+                    amount=0,
+                    source="operator",
+                    reason=reason,
+                )
+                stored, fresh = replace(grant, version=1), True
+            else:
+                stored = self._reread(grant)  # the same key, at the same moment
+        if (stored.machine_id, stored.credits, stored.note) != (machine_id, credits, reason):
+            raise Conflict(
+                "this Idempotency-Key was used for another grant", code="idempotency_key_reused"
+            )
+        try:
+            # A grant made now holds its own lease; a repeated request delivers what is owed.
+            outcome = self._publish(stored, ids) if fresh else self._deliver(stored, ids)
+        except (BrokerUnavailable, SettingsError):
+            outcome = _outcome("undelivered", stored)  # stored and owed: the relay sends it
+        return self._reread(stored), outcome
 
     def is_unconfirmed(self, payment: Payment) -> bool:
         """Return True for a delivered grant not confirmed within CONFIRM_WITHIN_SECONDS."""
@@ -654,7 +770,9 @@ class Ledger:
                     return self._log_outcome(
                         ids, _outcome(f"{kind}_already_recorded", stored), **details
                     )
-                if not self.store.commit_payment(changed, delta=_delta(stored, changed)):
+                if not self.store.commit_payment(
+                    changed, delta=_delta(stored, changed), entries=_entries(stored, changed, now)
+                ):
                     continue
                 if not is_grant(changed):
                     # Money returned for, or disputed on, a payment that granted nothing
@@ -981,8 +1099,8 @@ def describe_payment(payment: Payment) -> dict[str, Any]:
         "status": payment.status,
         "created_at": payment.created_at,
     }
-    if payment.reason is not None:
-        shown["reason"] = payment.reason
+    if payment.reason is not None or payment.note is not None:
+        shown["reason"] = payment.reason or payment.note
     return shown
 
 
@@ -996,6 +1114,31 @@ def _delta(before: Payment | None, after: Payment) -> StateDelta | None:
     if after.machine_id is None or not (change.credits or change.revenue):
         return None
     return StateDelta(after.machine_id, change.credits, change.revenue, after.currency)
+
+
+def _entries(before: Payment | None, after: Payment, now: str) -> list[RevenueEntry]:
+    """Return the revenue journal's entries for the money a change moved.
+
+    A sale counts on the day its Checkout Session was created, a refund on the day it is
+    recorded (SPEC "Operators": ``/reports/revenue``). The ids come from the version this
+    change writes, so a write that is decided again after losing a race books nothing twice.
+    """
+    if after.machine_id is None:
+        return []
+    prefix = f"{after.payment_id}#{after.version + 1}"
+    common = {
+        "machine_id": after.machine_id,
+        "payment_id": after.payment_id,
+        "currency": after.currency,
+    }
+    entries = []
+    gross = sold(after) - sold(before)
+    if gross:
+        entries.append(RevenueEntry(f"{prefix}#sale", after.created_at, gross=gross, **common))
+    refunded = given_back(after) - given_back(before)
+    if refunded:
+        entries.append(RevenueEntry(f"{prefix}#refund", now, refunded=refunded, **common))
+    return entries
 
 
 def _after_game_over(state: MachineState, now: str) -> MachineState:

@@ -148,6 +148,18 @@ def counted(payment: Payment | None) -> Counted:
     return Counted(credits, payment.amount - payment.amount_refunded)
 
 
+def sold(payment: Payment | None) -> int:
+    """Return what a grant brought in (its amount), or 0 for a payment that granted nothing."""
+    return payment.amount if payment is not None and is_grant(payment) else 0
+
+
+def given_back(payment: Payment | None) -> int:
+    """Return what was refunded of a grant (at most its amount), or 0."""
+    if payment is None or not is_grant(payment):
+        return 0
+    return min(payment.amount_refunded, payment.amount)
+
+
 def settle(payment: Payment) -> Payment:
     """Return the payment with its status and outbox entry brought in line with its facts.
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 
@@ -17,6 +18,9 @@ from arcade.presence import Presence
 from arcade.signing import PulseSigner
 from arcade.store.base import Store
 
+if TYPE_CHECKING:
+    from arcade.operators import Operators
+
 
 @dataclass
 class Services:
@@ -29,6 +33,13 @@ class Services:
     links: LinkService
     ledger: Ledger
     presence: Presence
+
+    @cached_property
+    def operators(self) -> Operators:
+        """What the admin key's routes, the CLI and the /admin pages do with the money."""
+        from arcade.operators import Operators
+
+        return Operators(self)
 
     def relay(self) -> dict[str, Any]:
         """Run the delivery relay once, then bring Payment Links in line with presence.

@@ -35,6 +35,8 @@ from arcade.store.base import (
     MachineState,
     Payment,
     PaymentLink,
+    PaymentQuery,
+    RevenueEntry,
     StateDelta,
     Store,
     link_key,
@@ -961,14 +963,17 @@ def test_given_a_missing_table_when_used_then_a_store_error_in_our_words(
 def test_given_a_table_made_without_the_outbox_index_when_initialised_then_it_is_added(
     dynamodb_client: Any, dynamodb_table: str
 ) -> None:
-    """`flask store init` on a table of an older release gives it the outbox index."""
+    """`flask store init` on a table of an older release gives it the indexes it lacks: the
+    outbox, and the operator's listings by time and by status."""
     from arcade.store.dynamodb import ATTRIBUTES, BY_MACHINE_INDEX, INDEXES, DynamoStore
 
     dynamodb_client.create_table(
         TableName=dynamodb_table,
         BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[
-            a for a in ATTRIBUTES if a["AttributeName"] not in ("outbox_pk", "due_at")
+            a
+            for a in ATTRIBUTES
+            if a["AttributeName"] in ("pk", "sk", "by_machine_pk", "by_machine_sk")
         ],
         KeySchema=[
             {"AttributeName": "pk", "KeyType": "HASH"},
@@ -983,8 +988,16 @@ def test_given_a_table_made_without_the_outbox_index_when_initialised_then_it_is
     commit_ok(store, make_payment(due_at=T0))
 
     described = dynamodb_client.describe_table(TableName=dynamodb_table)["Table"]
-    assert {i["IndexName"] for i in described["GlobalSecondaryIndexes"]} == {"by_machine", "outbox"}
+    assert {i["IndexName"] for i in described["GlobalSecondaryIndexes"]} == {
+        "by_machine",
+        "outbox",
+        "by_time",
+        "by_status",
+    }
     assert [p.payment_id for p in store.list_due(T1)] == ["cs_1"]
+    assert [
+        p.payment_id for p in store.query_payments(PaymentQuery(status=PENDING_DELIVERY))[0]
+    ] == ["cs_1"]
 
 
 def test_given_sqlite_writes_when_maintained_then_the_database_file_alone_holds_them(
@@ -1012,3 +1025,141 @@ def test_given_sqlite_writes_when_maintained_then_the_database_file_alone_holds_
         store.close()
 
     assert count == 30
+
+
+# --- the operator's listings ------------------------------------------------------------------
+def _stored_payments(store: Store) -> None:
+    """Store six payments on two machines, an unattributed one and several statuses."""
+    rows = [
+        ("cs_a", "cab001", T0, PENDING_DELIVERY, None),
+        ("cs_b", "cab001", T1, "delivered", T1),
+        ("cs_c", "cab002", T1, "delivered", T2),
+        ("cs_d", "cab002", T2, REFUNDED, None),
+        ("cs_e", None, T2, UNATTRIBUTED, None),
+        ("cs_f", "cab001", T3, "delivered", T3),
+    ]
+    for payment_id, machine_id, created, status, delivered in rows:
+        commit_ok(
+            store,
+            make_payment(
+                payment_id=payment_id,
+                machine_id=machine_id,
+                created_at=created,
+                status=status,
+                delivered_at=delivered,
+            ),
+        )
+
+
+def _ids(found: tuple[list[Payment], bool]) -> list[str]:
+    return [p.payment_id for p in found[0]]
+
+
+def test_given_payments_when_queried_then_newest_first_filtered_by_status_machine_and_time(
+    store: Store,
+) -> None:
+    """Every filter of GET /payments is the store's, on an index: status, machine, since
+    (inclusive), until (exclusive), delivered_before; newest first, ties by id descending."""
+    _stored_payments(store)
+
+    assert _ids(store.query_payments(PaymentQuery())) == [
+        "cs_f",
+        "cs_e",
+        "cs_d",
+        "cs_c",
+        "cs_b",
+        "cs_a",
+    ]
+    assert _ids(store.query_payments(PaymentQuery(status="delivered"))) == ["cs_f", "cs_c", "cs_b"]
+    assert _ids(store.query_payments(PaymentQuery(machine_id="cab002"))) == ["cs_d", "cs_c"]
+    assert _ids(store.query_payments(PaymentQuery(machine_id="cab001", status="delivered"))) == [
+        "cs_f",
+        "cs_b",
+    ]
+    assert _ids(store.query_payments(PaymentQuery(since=T1, until=T2))) == ["cs_c", "cs_b"]
+    assert _ids(store.query_payments(PaymentQuery(status=UNATTRIBUTED, since=T2))) == ["cs_e"]
+    assert _ids(store.query_payments(PaymentQuery(status="delivered", delivered_before=T2))) == [
+        "cs_c",
+        "cs_b",
+    ]
+    assert _ids(store.query_payments(PaymentQuery(since=T3, until=T1))) == []
+
+
+def test_given_payments_when_paged_then_each_appears_once_and_the_last_page_says_so(
+    store: Store,
+) -> None:
+    """Pages of two, continued after the last payment of the page before, list every payment
+    once, on each index alike."""
+    _stored_payments(store)
+    for query in (
+        PaymentQuery(limit=2),
+        PaymentQuery(status="delivered", limit=2),
+        PaymentQuery(machine_id="cab001", limit=2),
+        PaymentQuery(machine_id="cab001", status="delivered", limit=1),
+    ):
+        seen: list[str] = []
+        after = None
+        for _ in range(10):
+            page, more = store.query_payments(replace(query, after=after))
+            seen += [p.payment_id for p in page]
+            if not more:
+                break
+            after = (page[-1].created_at, page[-1].payment_id)
+        assert seen == _ids(store.query_payments(replace(query, limit=50))), query
+        assert len(seen) == len(set(seen))
+
+
+def test_given_a_payment_whose_status_changes_when_queried_by_status_then_only_the_new_one(
+    store: Store,
+) -> None:
+    """The status listing follows a payment's writes: it leaves the old status's list."""
+    commit_ok(store, make_payment())
+    stored = store.get_payment("cs_1")
+    commit_ok(store, replace(stored, status="delivered", delivered_at=T1))
+
+    assert _ids(store.query_payments(PaymentQuery(status=PENDING_DELIVERY))) == []
+    assert _ids(store.query_payments(PaymentQuery(status="delivered"))) == ["cs_1"]
+
+
+def _entry(entry_id: str, at: str, **fields: Any) -> RevenueEntry:
+    values: dict[str, Any] = {
+        "machine_id": "cab001",
+        "payment_id": entry_id.split("#")[0],
+        "currency": "usd",
+    }
+    return RevenueEntry(entry_id=entry_id, at=at, **(values | fields))
+
+
+def test_given_revenue_entries_when_listed_then_those_in_the_window_oldest_first(
+    store: Store,
+) -> None:
+    """Entries are written with their payment, all or nothing, once per id; the window is
+    [since, until)."""
+    commit_ok(store, make_payment(), delta=GRANT, entries=[_entry("cs_1#1#sale", T1, gross=200)])
+    stored = store.get_payment("cs_1")
+    commit_ok(
+        store,
+        replace(stored, amount_refunded=50),
+        entries=[_entry("cs_1#2#refund", T3, refunded=50)],
+    )
+    # A write that loses on its version keeps nothing, its entry included.
+    assert not store.commit_payment(make_payment(), entries=[_entry("cs_1#9#sale", T2, gross=999)])
+    # An entry already stored is kept as it was.
+    commit_ok(store, None, entries=[_entry("cs_1#1#sale", T1, gross=200)])
+
+    assert [(e.entry_id, e.gross, e.refunded) for e in store.list_revenue(T0, T3)] == [
+        ("cs_1#1#sale", 200, 0)
+    ]
+    assert [e.entry_id for e in store.list_revenue(T0, "2026-11-23T00:00:00.000000Z")] == [
+        "cs_1#1#sale",
+        "cs_1#2#refund",
+    ]
+    assert store.list_revenue(T3, T0) == []
+
+
+def test_given_a_value_when_put_twice_then_the_second_replaces_the_first(store: Store) -> None:
+    """put_value overwrites (the readiness probe writes and reads back a fresh value)."""
+    store.put_value("probe", "one")
+    store.put_value("probe", "two")
+
+    assert store.get_value("probe") == "two"

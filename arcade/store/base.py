@@ -8,6 +8,7 @@ the database (a unique key, a conditional write), never a check in this process'
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 
@@ -83,6 +84,7 @@ class Payment:
     delivery_attempts: int = 0
     delivery_alarm_at: str | None = None  # when "undeliverable for an hour" was logged
     credited_at: str | None = None  # when the cabinet confirmed it fired the coins
+    note: str | None = None  # the operator's reason for a manual grant (``manual_…`` ids)
     version: int = 0
 
 
@@ -110,6 +112,46 @@ class StateDelta:
 
     def __bool__(self) -> bool:
         return bool(self.credits or self.revenue)
+
+
+@dataclass(frozen=True)
+class RevenueEntry:
+    """Money that moved on a grant, kept so revenue can be reported by day and by machine.
+
+    ``gross`` is what a sale brought in, ``refunded`` what went back (both in ``currency``'s
+    smallest unit; either may be negative when a correction takes back an earlier entry).
+    ``at`` is when the money moved: the Checkout Session's creation for a sale, the moment the
+    refund was recorded for a refund. ``entry_id`` is ``<payment_id>#<version>#<kind>``, made
+    from the payment version that moved the money, so a write tried again never books twice.
+    """
+
+    entry_id: str
+    at: str
+    machine_id: str
+    payment_id: str
+    currency: str
+    gross: int = 0
+    refunded: int = 0
+
+
+@dataclass(frozen=True)
+class PaymentQuery:
+    """Which payments an operator asks for (SPEC "Operators": ``GET /payments``).
+
+    All times are ``arcade.clock.iso`` strings. ``since`` is inclusive and ``until`` exclusive,
+    on ``created_at`` (the Checkout Session's creation). ``delivered_before`` keeps only
+    payments delivered at or before that instant. ``after`` is the ``(created_at,
+    payment_id)`` of the last payment of the previous page: the answer continues strictly
+    after it in the order newest first, ties broken by ``payment_id`` descending.
+    """
+
+    status: str | None = None
+    machine_id: str | None = None
+    since: str | None = None
+    until: str | None = None
+    delivered_before: str | None = None
+    after: tuple[str, str] | None = None
+    limit: int = 50
 
 
 @dataclass(frozen=True)
@@ -219,19 +261,32 @@ class Store(ABC):
         *,
         intent: IntentRecord | None = None,
         delta: StateDelta | None = None,
+        entries: Sequence[RevenueEntry] = (),
     ) -> bool:
-        """Write a payment, its PaymentIntent record and a machine-state delta, all or nothing.
+        """Write a payment, its PaymentIntent record, a machine-state delta and revenue
+        entries, all or nothing.
 
         ``payment`` and ``intent`` carry the ``version`` they were read at (0: not stored yet)
         and are written with ``version + 1`` only if the stored version is still that one.
         ``delta`` is added to the machine's ``credits_granted`` and ``revenue[currency]`` (the
-        state's version moves on). Returns False, writing nothing, when a version moved: read
-        again and decide again. No rule about payments lives here.
+        state's version moves on). ``entries`` are added to the revenue journal; an entry whose
+        id is already stored is a write that already happened and is kept as it is. Returns
+        False, writing nothing, when a version moved: read again and decide again. No rule
+        about payments lives here.
         """
 
     @abstractmethod
     def list_payments(self, machine_id: str, limit: int = 20) -> list[Payment]:
         """Return a machine's payments, newest first."""
+
+    @abstractmethod
+    def query_payments(self, query: PaymentQuery) -> tuple[list[Payment], bool]:
+        """Return up to ``query.limit`` payments matching it, newest first, and whether more
+        follow (an index query, never a scan of every payment)."""
+
+    @abstractmethod
+    def list_revenue(self, since: str, until: str) -> list[RevenueEntry]:
+        """Return every revenue entry with ``since <= at < until``, oldest first."""
 
     @abstractmethod
     def list_due(self, now: str, limit: int = 100) -> list[Payment]:
@@ -273,6 +328,10 @@ class Store(ABC):
     @abstractmethod
     def get_value(self, name: str) -> str | None:
         """Return a value stored under ``name``, or None."""
+
+    @abstractmethod
+    def put_value(self, name: str, value: str) -> None:
+        """Store ``value`` under ``name``, replacing any stored one."""
 
     @abstractmethod
     def put_value_if_absent(self, name: str, value: str) -> str:

@@ -12,6 +12,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import MISSING, fields
 from typing import Any
 
@@ -23,6 +24,8 @@ from arcade.store.base import (
     MachineState,
     Payment,
     PaymentLink,
+    PaymentQuery,
+    RevenueEntry,
     StateDelta,
     Store,
 )
@@ -51,6 +54,17 @@ ALL_MACHINES = "MACHINES"
 OUTBOX_INDEX = "outbox"
 OUTBOX_PK = "outbox_pk"
 OUTBOX = "OUTBOX"
+# Every payment newest first (partition PAYMENTS) and the revenue journal in time order
+# (partition REVENUE), by ``time_sk`` = "<instant>#<id>".
+BY_TIME_INDEX = "by_time"
+TIME_PK = "time_pk"
+TIME_SK = "time_sk"
+ALL_PAYMENTS = "PAYMENTS"
+REVENUE = "REVENUE"
+REVENUE_SK = "REVENUE"
+# The payments of one status newest first: partition STATUS#<status>, sort key ``time_sk``.
+BY_STATUS_INDEX = "by_status"
+STATUS_PK = "status_pk"
 # A machine's links sit in the by_machine index under LINKS#<machine_id>.
 LINKS_OF = "LINKS#"
 # DynamoDB's Time to Live deletes game-over keys some time after this epoch-seconds attribute.
@@ -64,7 +78,17 @@ RETRYABLE = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThr
 
 ATTRIBUTES = [
     {"AttributeName": name, "AttributeType": "S"}
-    for name in ("pk", "sk", BY_MACHINE_PK, BY_MACHINE_SK, OUTBOX_PK, "due_at")
+    for name in (
+        "pk",
+        "sk",
+        BY_MACHINE_PK,
+        BY_MACHINE_SK,
+        OUTBOX_PK,
+        "due_at",
+        TIME_PK,
+        TIME_SK,
+        STATUS_PK,
+    )
 ]
 INDEXES = {
     BY_MACHINE_INDEX: {
@@ -80,6 +104,22 @@ INDEXES = {
         "KeySchema": [
             {"AttributeName": OUTBOX_PK, "KeyType": "HASH"},
             {"AttributeName": "due_at", "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "ALL"},
+    },
+    BY_TIME_INDEX: {
+        "IndexName": BY_TIME_INDEX,
+        "KeySchema": [
+            {"AttributeName": TIME_PK, "KeyType": "HASH"},
+            {"AttributeName": TIME_SK, "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "ALL"},
+    },
+    BY_STATUS_INDEX: {
+        "IndexName": BY_STATUS_INDEX,
+        "KeySchema": [
+            {"AttributeName": STATUS_PK, "KeyType": "HASH"},
+            {"AttributeName": TIME_SK, "KeyType": "RANGE"},
         ],
         "Projection": {"ProjectionType": "ALL"},
     },
@@ -189,9 +229,16 @@ class DynamoStore(Store):
             if name in present:
                 continue
             self._wait_until_active()
+            # Only the attributes keys use (the table's, its indexes', the new index's):
+            # DynamoDB refuses definitions that no key uses.
+            used = {"pk", "sk"} | {
+                key["AttributeName"]
+                for existing in [*table.get("GlobalSecondaryIndexes", []), index]
+                for key in existing["KeySchema"]
+            }
             self._call(
                 "update_table",
-                AttributeDefinitions=ATTRIBUTES,
+                AttributeDefinitions=[a for a in ATTRIBUTES if a["AttributeName"] in used],
                 GlobalSecondaryIndexUpdates=[{"Create": index}],
             )
             logger.info(json.dumps({"event": "store_index_added", "index": name}))
@@ -360,8 +407,10 @@ class DynamoStore(Store):
         *,
         intent: IntentRecord | None = None,
         delta: StateDelta | None = None,
+        entries: Sequence[RevenueEntry] = (),
     ) -> bool:
-        """Put the payment and the intent if their versions hold, and ADD the delta, in one go."""
+        """Put the payment and the intent if their versions hold, ADD the delta and put the
+        revenue entries, in one go."""
         actions: list[dict[str, Any]] = []
         if payment is not None:
             actions.append(_put_versioned(_payment_item(payment), payment.version))
@@ -370,6 +419,9 @@ class DynamoStore(Store):
             actions.append(_put_versioned(item | _encode(intent), intent.version))
         if delta:
             actions.append(_add_to_state(delta))
+        # An entry's id comes from the payment version that moved the money, so it cannot be
+        # stored unless that version's write already happened: no condition is needed.
+        actions += [{"Put": {"Item": _revenue_item(entry)}} for entry in entries]
         if len(actions) == 1 and "Put" in actions[0]:
             try:
                 self._call("put_item", **actions[0]["Put"])
@@ -407,6 +459,96 @@ class DynamoStore(Store):
             Limit=limit,
         )
         return [Payment(**_decode(item, Payment)) for item in answer.get("Items", [])]
+
+    def query_payments(self, query: PaymentQuery) -> tuple[list[Payment], bool]:
+        """Query the index that fits: by_machine for a machine, by_status for a status, else
+        by_time; the time bounds and the page cursor are one condition on the sort key."""
+        names: dict[str, str] = {}
+        values: Item = {}
+        if query.machine_id is not None:
+            index, pk, sk = BY_MACHINE_INDEX, BY_MACHINE_PK, BY_MACHINE_SK
+            values[":partition"] = {"S": f"MACHINE#{query.machine_id}"}
+        elif query.status is not None:
+            index, pk, sk = BY_STATUS_INDEX, STATUS_PK, TIME_SK
+            values[":partition"] = {"S": f"STATUS#{query.status}"}
+        else:
+            index, pk, sk = BY_TIME_INDEX, TIME_PK, TIME_SK
+            values[":partition"] = {"S": ALL_PAYMENTS}
+        # Sort keys are "<created_at>#<payment_id>": created_at >= since is sk >= since, and
+        # created_at < until is sk < until (no sort key equals a bare instant).
+        upper = query.until
+        after = f"{query.after[0]}#{query.after[1]}" if query.after else None
+        if after is not None and (upper is None or after < upper):
+            upper = after
+        if query.since is not None and upper is not None and query.since > upper:
+            return [], False  # DynamoDB refuses a BETWEEN whose bounds are the wrong way round
+        condition = f"{pk} = :partition"
+        if query.since is not None and upper is not None:
+            condition += f" AND {sk} BETWEEN :lower AND :upper"
+            values[":lower"], values[":upper"] = {"S": query.since}, {"S": upper}
+        elif query.since is not None:
+            condition += f" AND {sk} >= :lower"
+            values[":lower"] = {"S": query.since}
+        elif upper is not None:
+            condition += f" AND {sk} <= :upper"
+            values[":upper"] = {"S": upper}
+        filters = []
+        if after is not None:  # BETWEEN and <= include the previous page's last payment
+            filters.append(f"{sk} <> :after")
+            values[":after"] = {"S": after}
+        if query.machine_id is not None and query.status is not None:
+            filters.append("#status = :status")
+            names["#status"] = "status"
+            values[":status"] = {"S": query.status}
+        if query.delivered_before is not None:
+            filters.append("delivered_at <= :delivered_before")
+            values[":delivered_before"] = {"S": query.delivered_before}
+        params: dict[str, Any] = {
+            "IndexName": index,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": False,
+            "Limit": query.limit + 1,
+        }
+        if filters:
+            params["FilterExpression"] = " AND ".join(filters)
+        if names:
+            params["ExpressionAttributeNames"] = names
+        items: list[Item] = []
+        # A filter applies after Limit, so pages are followed until one more than asked is
+        # found (that one only says that more follow).
+        while len(items) <= query.limit:
+            page = self._call("query", **params)
+            items += page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                break
+            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        payments = [Payment(**_decode(item, Payment)) for item in items[: query.limit + 1]]
+        return payments[: query.limit], len(payments) > query.limit
+
+    def list_revenue(self, since: str, until: str) -> list[RevenueEntry]:
+        """Return the revenue entries in ``[since, until)``, one Query on by_time."""
+        if since >= until:
+            return []  # DynamoDB refuses a BETWEEN whose bounds are the wrong way round
+        params: dict[str, Any] = {
+            "IndexName": BY_TIME_INDEX,
+            "KeyConditionExpression": (
+                f"{TIME_PK} = :revenue AND {TIME_SK} BETWEEN :lower AND :upper"
+            ),
+            "ExpressionAttributeValues": {
+                ":revenue": {"S": REVENUE},
+                ":lower": {"S": since},
+                ":upper": {"S": until},  # no sort key equals a bare instant: until stays out
+            },
+        }
+        items: list[Item] = []
+        while True:
+            page = self._call("query", **params)
+            items += page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                break
+            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [RevenueEntry(**_decode(item, RevenueEntry)) for item in items]
 
     def list_due(self, now: str, limit: int = 100) -> list[Payment]:
         """Return the outbox's payments due by ``now``, querying the sparse outbox index."""
@@ -516,6 +658,11 @@ class DynamoStore(Store):
         item = self._get(_key(f"VALUE#{name}", VALUE_SK))
         return None if item is None else item["value"]["S"]
 
+    def put_value(self, name: str, value: str) -> None:
+        """Put the value, replacing any stored one."""
+        item = _key(f"VALUE#{name}", VALUE_SK) | {"entity": {"S": "value"}, "value": {"S": value}}
+        self._call("put_item", Item=item)
+
     def put_value_if_absent(self, name: str, value: str) -> str:
         """Put the value only if absent (first writer wins); return the stored one."""
         item = _key(f"VALUE#{name}", VALUE_SK) | {"entity": {"S": "value"}, "value": {"S": value}}
@@ -601,7 +748,20 @@ def _payment_item(payment: Payment) -> Item:
         item[BY_MACHINE_SK] = {"S": f"{payment.created_at}#{payment.payment_id}"}
     if payment.due_at is not None:
         item[OUTBOX_PK] = {"S": OUTBOX}
+    item[TIME_PK] = {"S": ALL_PAYMENTS}
+    item[TIME_SK] = {"S": f"{payment.created_at}#{payment.payment_id}"}
+    item[STATUS_PK] = {"S": f"STATUS#{payment.status}"}
     return item
+
+
+def _revenue_item(entry: RevenueEntry) -> Item:
+    """Return a revenue entry's item, in the by_time index under REVENUE in time order."""
+    return (
+        _key(f"REVENUE#{entry.entry_id}", REVENUE_SK)
+        | {"entity": {"S": "revenue"}}
+        | _encode(entry)
+        | {TIME_PK: {"S": REVENUE}, TIME_SK: {"S": f"{entry.at}#{entry.entry_id}"}}
+    )
 
 
 def _intent_key(payment_intent: str) -> Item:

@@ -6,7 +6,7 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from typing import Any, TypeVar
 
@@ -18,6 +18,8 @@ from arcade.store.base import (
     MachineState,
     Payment,
     PaymentLink,
+    PaymentQuery,
+    RevenueEntry,
     StateDelta,
     Store,
 )
@@ -79,6 +81,7 @@ CREATE TABLE IF NOT EXISTS payments (
     delivery_attempts INTEGER NOT NULL DEFAULT 0,
     delivery_alarm_at TEXT,
     credited_at TEXT,
+    note TEXT,
     version INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS payments_by_machine ON payments (machine_id, created_at);
@@ -92,6 +95,16 @@ CREATE TABLE IF NOT EXISTS intents (
     updated_at TEXT,
     version INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS revenue_entries (
+    entry_id TEXT PRIMARY KEY,
+    at TEXT NOT NULL,
+    machine_id TEXT NOT NULL,
+    payment_id TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    gross INTEGER NOT NULL DEFAULT 0,
+    refunded INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS revenue_by_time ON revenue_entries (at);
 CREATE TABLE IF NOT EXISTS kept_values (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -112,6 +125,7 @@ LINK_COLUMNS = tuple(f.name for f in fields(PaymentLink))
 STATE_COLUMNS = tuple(f.name for f in fields(MachineState))
 INTENT_COLUMNS = tuple(f.name for f in fields(IntentRecord))
 KEY_COLUMNS = tuple(f.name for f in fields(GameOverKey))
+ENTRY_COLUMNS = tuple(f.name for f in fields(RevenueEntry))
 
 
 class SqliteStore(Store):
@@ -321,6 +335,7 @@ class SqliteStore(Store):
         *,
         intent: IntentRecord | None = None,
         delta: StateDelta | None = None,
+        entries: Sequence[RevenueEntry] = (),
     ) -> bool:
         def write(conn: sqlite3.Connection) -> Any:
             # Each record is written only if its version is the one read: one statement that
@@ -350,6 +365,10 @@ class SqliteStore(Store):
                         delta.revenue,
                     ),
                 )
+            for entry in entries:
+                conn.execute(
+                    _insert_sql("revenue_entries", ENTRY_COLUMNS, "OR IGNORE"), _values(entry)
+                )
             return True
 
         try:
@@ -364,6 +383,40 @@ class SqliteStore(Store):
             (machine_id, limit),
         )
         return [Payment(**dict(r)) for r in rows]
+
+    def query_payments(self, query: PaymentQuery) -> tuple[list[Payment], bool]:
+        # Each filter is a fixed clause with a bound parameter: nothing of the query's values
+        # reaches the SQL text.
+        clauses: list[str] = []
+        params: list[Any] = []
+        for clause, value in (
+            ("status = ?", query.status),
+            ("machine_id = ?", query.machine_id),
+            ("created_at >= ?", query.since),
+            ("created_at < ?", query.until),
+            ("delivered_at <= ?", query.delivered_before),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        if query.after is not None:
+            clauses.append("(created_at, payment_id) < (?, ?)")
+            params.extend(query.after)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._query(
+            f"SELECT * FROM payments {where}"  # noqa: S608 - clauses are the constants above
+            " ORDER BY created_at DESC, payment_id DESC LIMIT ?",
+            (*params, query.limit + 1),
+        )
+        payments = [Payment(**dict(r)) for r in rows]
+        return payments[: query.limit], len(payments) > query.limit
+
+    def list_revenue(self, since: str, until: str) -> list[RevenueEntry]:
+        rows = self._query(
+            "SELECT * FROM revenue_entries WHERE at >= ? AND at < ? ORDER BY at, entry_id",
+            (since, until),
+        )
+        return [RevenueEntry(**dict(r)) for r in rows]
 
     def list_due(self, now: str, limit: int = 100) -> list[Payment]:
         rows = self._query(
@@ -447,6 +500,14 @@ class SqliteStore(Store):
         rows = self._query("SELECT value FROM kept_values WHERE name = ?", (name,))
         return rows[0]["value"] if rows else None
 
+    def put_value(self, name: str, value: str) -> None:
+        def write(conn: sqlite3.Connection) -> Any:
+            conn.execute(
+                "INSERT OR REPLACE INTO kept_values (name, value) VALUES (?, ?)", (name, value)
+            )
+
+        self._write(write)
+
     def put_value_if_absent(self, name: str, value: str) -> str:
         def write(conn: sqlite3.Connection) -> Any:
             conn.execute(
@@ -468,13 +529,19 @@ ADDED_COLUMNS = {
     ("payments", "delivery_attempts"): "INTEGER NOT NULL DEFAULT 0",
     ("payments", "delivery_alarm_at"): "TEXT",
     ("payments", "credited_at"): "TEXT",
+    ("payments", "note"): "TEXT",
     ("machines", "last_seen"): "TEXT",
     ("machines", "mqtt_connected"): "INTEGER",
     ("machines", "credits_reported"): "INTEGER",
     ("machines", "links_active"): "INTEGER",
 }
 # Made after the columns they index, which older files gain only above.
-INDEXES = ("CREATE INDEX IF NOT EXISTS payments_due ON payments (due_at) WHERE due_at IS NOT NULL",)
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS payments_due ON payments (due_at) WHERE due_at IS NOT NULL",
+    # The operator's listings: every payment newest first, and by status.
+    "CREATE INDEX IF NOT EXISTS payments_by_time ON payments (created_at, payment_id)",
+    "CREATE INDEX IF NOT EXISTS payments_by_status ON payments (status, created_at, payment_id)",
+)
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
