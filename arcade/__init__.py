@@ -31,7 +31,7 @@ def create_app(
     """Build the Flask app and its services; connect to nothing yet."""
     from flask import Flask
 
-    from arcade import cli
+    from arcade import admin, cli
     from arcade.config import Settings
     from arcade.http_errors import register_error_handlers
     from arcade.ledger import Ledger
@@ -90,6 +90,7 @@ def create_app(
     )
     for module in (status, links, webhook, machines, operators):
         app.register_blueprint(module.bp)
+    admin.init_app(app, settings.admin_api_key)
     register_error_handlers(app)
     cli.register(app)
     return app

@@ -1,0 +1,327 @@
+"""The operator's web pages at ``/admin`` (SPEC "Operators (admin key)").
+
+Server-rendered with Jinja from ``arcade/admin/templates``: no CDN, no build step, no script.
+An operator logs in with ``ADMIN_API_KEY`` into a signed session cookie (HttpOnly,
+SameSite=Strict, Secure unless the page was asked for on a loopback host); every form carries
+Flask-WTF's CSRF token, and a POST without a valid one is a 403. The pages call
+``arcade.operators`` exactly as the JSON API and the CLI do.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.sessions import SecureCookieSessionInterface
+from markupsafe import Markup
+from werkzeug.exceptions import HTTPException
+
+from arcade.errors import ApiError, ArcadeError, NotFound
+from arcade.logs import REFUSALS
+from arcade.services import services
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates")
+
+SESSION_HOURS = 12
+# The payments page shows each of these, most urgent first.
+ATTENTION = (
+    ("pending_delivery", "Paid, not yet delivered to the cabinet"),
+    ("unconfirmed", "Delivered, never confirmed by the cabinet"),
+    ("disputed", "Disputed by the player"),
+    ("unattributed", "Paid, but for no machine of ours"),
+    ("partially_refunded", "Partly refunded"),
+    ("refunded", "Refunded"),
+)
+CSRF_MESSAGE = (
+    "This form has expired or did not come from these pages, so nothing was done. "
+    "Reload the page and try again."
+)
+
+
+class AdminSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed cookie, Secure except on a loopback host (plain http://127.0.0.1)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        from arcade.wire import is_loopback
+
+        return not is_loopback(request.host.rsplit(":", 1)[0] if request else "")
+
+
+def init_app(app: Flask, admin_api_key: str | None) -> None:
+    """Give ``app`` the session the pages need: its key is derived from ADMIN_API_KEY, so a new
+    key signs every operator out, and all Lambda instances agree without another setting."""
+    if admin_api_key:
+        app.secret_key = hmac.new(
+            admin_api_key.encode(), b"arcade-admin-session", hashlib.sha256
+        ).hexdigest()
+    app.session_interface = AdminSessionInterface()
+    app.config.update(
+        SESSION_COOKIE_NAME="arcade_admin",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_PATH="/",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
+    )
+    app.register_blueprint(bp)
+
+
+# --- who is logged in -------------------------------------------------------------------------
+def _fingerprint(key: str) -> str:
+    """What the session keeps of the key: enough to notice it changed, nothing to reuse."""
+    return hmac.new(key.encode(), b"arcade-admin-login", hashlib.sha256).hexdigest()[:32]
+
+
+@bp.before_request
+def load_operator() -> Any:
+    """Refuse everything while admin is off; check the CSRF token of every POST."""
+    key = services().settings.admin_api_key
+    if not key:
+        return (
+            render_template(
+                "admin/message.html",
+                title="Admin is off",
+                message="Set ADMIN_API_KEY (32 characters or more) and restart to use these pages.",
+            ),
+            503,
+        )
+    g.operator = session.get("operator") == _fingerprint(key)
+    if request.method == "POST":
+        from flask_wtf.csrf import CSRFError, validate_csrf
+        from wtforms import ValidationError
+
+        try:
+            validate_csrf(request.form.get("csrf_token"))
+        except ValidationError as exc:
+            REFUSALS.log(logger, "csrf_refused", path=request.path, reason=str(exc))
+            raise CSRFError(str(exc)) from exc
+    return None
+
+
+@bp.app_context_processor
+def template_helpers() -> dict[str, Any]:
+    """Give templates ``csrf_field()`` (the hidden input every form carries) and ``money``."""
+    from arcade.operators import money
+
+    def field() -> Markup:
+        from flask_wtf.csrf import generate_csrf
+
+        return Markup('<input type="hidden" name="csrf_token" value="{}">').format(generate_csrf())
+
+    return {"csrf_field": field, "money": money}
+
+
+def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(view)
+    def wrapped(**kwargs: Any) -> Any:
+        if not g.get("operator"):
+            return redirect(url_for("admin.login", next=request.full_path.rstrip("?")))
+        return view(**kwargs)
+
+    return wrapped
+
+
+@bp.errorhandler(HTTPException)
+def http_error(exc: HTTPException) -> Any:
+    from flask_wtf.csrf import CSRFError
+
+    if isinstance(exc, CSRFError):
+        return render_template("admin/message.html", title="Refused", message=CSRF_MESSAGE), 403
+    return (
+        render_template("admin/message.html", title=exc.name, message=exc.description),
+        exc.code or 500,
+    )
+
+
+@bp.errorhandler(ArcadeError)
+def arcade_error(exc: ArcadeError) -> Any:
+    """A failure of a page (store down, say) reads as a sentence, never as a trace."""
+    message = exc.message if isinstance(exc, ApiError) else str(exc)
+    status = exc.status if isinstance(exc, ApiError) else 503
+    return render_template(
+        "admin/message.html", title="Something is wrong", message=message
+    ), status
+
+
+def _back(default: str) -> str:
+    """Return where a form asked to go back to, if it is one of these pages."""
+    target = request.form.get("next") or request.args.get("next") or ""
+    prefix = url_for("admin.machines")
+    if target.startswith(prefix) and not target.startswith("//") and "\\" not in target:
+        return target
+    return default
+
+
+def _act(action: Callable[[], str], *, back: str) -> Any:
+    """Run a form's action; say what happened, or why not, on the page it came from."""
+    try:
+        flash(action(), "ok")
+    except ApiError as exc:
+        flash(exc.message, "error")
+    except ArcadeError as exc:
+        flash(str(exc), "error")
+    return redirect(_back(back))
+
+
+# --- log in and out ---------------------------------------------------------------------------
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    key = services().settings.admin_api_key or ""
+    if request.method == "POST":
+        typed = request.form.get("key", "")
+        if hmac.compare_digest(typed.encode(errors="replace"), key.encode()):
+            session.clear()
+            session.permanent = True
+            session["operator"] = _fingerprint(key)
+            return redirect(_back(url_for("admin.machines")))
+        REFUSALS.log(logger, "credentials_refused", code="admin_login", path=request.path)
+        flash("That is not the admin key.", "error")
+        return render_template("admin/login.html", next=request.form.get("next", "")), 401
+    if g.operator:
+        return redirect(url_for("admin.machines"))
+    return render_template("admin/login.html", next=request.args.get("next", ""))
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    session.clear()
+    flash("Logged out.", "ok")
+    return redirect(url_for("admin.login"))
+
+
+# --- pages ------------------------------------------------------------------------------------
+@bp.get("/")
+@login_required
+def machines() -> Any:
+    from arcade.admin.pages import machine_rows
+
+    svc = services()
+    rows, totals = machine_rows(svc)
+    waiting = svc.operators.payments(status="pending_delivery", limit=100)["payments"]
+    return render_template("admin/machines.html", rows=rows, totals=totals, waiting=len(waiting))
+
+
+@bp.get("/machines/<machine_id>")
+@login_required
+def machine(machine_id: str) -> Any:
+    from arcade.admin.pages import machine_page
+    from arcade.machines import check_machine_id
+
+    check_machine_id(machine_id)
+    page = machine_page(services(), machine_id)
+    if page is None:
+        raise NotFound(f"there is no machine {machine_id} and no payment for it")
+    return render_template("admin/machine.html", **page, grant_key=uuid.uuid4().hex)
+
+
+@bp.post("/machines/<machine_id>/rotate-token")
+@login_required
+def rotate_token(machine_id: str) -> Any:
+    from arcade.machines import check_machine_id
+
+    check_machine_id(machine_id)
+    token = services().registry.rotate_token(machine_id)
+    return render_template("admin/token.html", machine_id=machine_id, token=token)
+
+
+@bp.get("/payments")
+@login_required
+def payments() -> Any:
+    operators = services().operators
+    sections = [
+        (status, title, operators.payments(status=status, limit=50)["payments"])
+        for status, title in ATTENTION
+    ]
+    machine_ids = [m.machine_id for m in services().store.list_machines()]
+    return render_template(
+        "admin/payments.html",
+        sections=sections,
+        machine_ids=machine_ids,
+        grant_key=uuid.uuid4().hex,
+    )
+
+
+@bp.post("/payments/<payment_id>/resend")
+@login_required
+def resend(payment_id: str) -> Any:
+    def act() -> str:
+        answer = services().operators.resend(payment_id)
+        return f"Coinpulse of {payment_id} sent again: the broker acknowledged it." + (
+            "" if answer["result"] == "resent" else f" ({answer['status'].replace('_', ' ')})"
+        )
+
+    return _act(act, back=url_for("admin.payments"))
+
+
+@bp.post("/payments/<payment_id>/refund")
+@login_required
+def refund(payment_id: str) -> Any:
+    from arcade.operators import money
+
+    def act() -> str:
+        typed = request.form.get("amount", "").strip()
+        amount: Any = None
+        if typed:
+            amount = int(typed) if typed.isdigit() else typed
+        answer = services().operators.refund(payment_id, amount=amount)
+        return (
+            f"Stripe is refunding {money(answer['amount'], answer['currency'])} of {payment_id}; "
+            "the payment's status changes when Stripe confirms."
+        )
+
+    return _act(act, back=url_for("admin.payments"))
+
+
+@bp.post("/credits")
+@login_required
+def grant() -> Any:
+    from arcade.machines import check_machine_id
+    from arcade.operators import manual_grant_request
+
+    def act() -> str:
+        machine_id = check_machine_id(request.form.get("machine_id"))
+        typed = request.form.get("credits", "").strip()
+        count, reason = manual_grant_request(
+            int(typed) if typed.isdigit() else typed, request.form.get("reason")
+        )
+        key = request.form.get("idempotency_key") or None
+        answer = services().operators.grant(machine_id, count, reason, key=key)
+        if answer["status"] == "pending_delivery":
+            return (
+                f"{count} credits for {machine_id} are recorded; the broker did not answer, "
+                "so they are delivered as soon as it does."
+            )
+        return f"{count} credits sent to {machine_id}."
+
+    return _act(act, back=url_for("admin.payments"))
+
+
+@bp.get("/revenue")
+@login_required
+def revenue() -> Any:
+    from arcade.admin.pages import revenue_page
+
+    page = revenue_page(
+        services(),
+        days=request.args.get("days", "30"),
+        tz=request.args.get("tz") or None,
+    )
+    return render_template("admin/revenue.html", **page)

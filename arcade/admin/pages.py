@@ -1,0 +1,166 @@
+"""What each ``/admin`` page shows, gathered from the services (no HTML here but the chart)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from markupsafe import Markup, escape
+
+from arcade.clock import utc_now
+from arcade.errors import ArcadeError, BadRequest
+from arcade.operators import money, zone
+
+CHART_DAYS = (7, 30, 90, 365)
+
+
+@dataclass(frozen=True)
+class MachineRow:
+    machine_id: str
+    name: str | None
+    presence: str
+    state: str
+    credits_left: int
+    today: str  # today's net revenue, in money, or "–"
+    last_payment: dict[str, Any] | None
+
+
+def machine_rows(svc: Any) -> tuple[list[MachineRow], list[str]]:
+    """Return one row per machine and today's net revenue over all machines (per currency)."""
+    today = utc_now().date().isoformat()
+    report = svc.operators.revenue(since=today, until=today, group="machine")
+    net: dict[str, list[str]] = {}
+    totals: dict[str, int] = {}
+    for row in report["rows"]:
+        net.setdefault(row["machine_id"], []).append(money(row["net"], row["currency"]))
+        totals[row["currency"]] = totals.get(row["currency"], 0) + row["net"]
+    rows = []
+    for machine in svc.store.list_machines():
+        state = svc.store.get_machine_state(machine.machine_id)
+        last = svc.store.list_payments(machine.machine_id, 1)
+        rows.append(
+            MachineRow(
+                machine_id=machine.machine_id,
+                name=machine.name,
+                presence=svc.presence.of(machine),
+                state="playing" if state.session_id else "idle",
+                credits_left=state.credits_left,
+                today=", ".join(net.get(machine.machine_id, [])) or "–",
+                last_payment=svc.operators.describe(last[0]) if last else None,
+            )
+        )
+    return rows, [money(amount, currency) for currency, amount in sorted(totals.items())]
+
+
+def machine_page(svc: Any, machine_id: str) -> dict[str, Any] | None:
+    """Return what one machine's page shows, or None when there is neither the machine nor any
+    payment for it (a removed machine's payments are still shown)."""
+    machine = svc.store.get_machine(machine_id)
+    listed = svc.operators.payments(machine_id=machine_id, limit=50)
+    if machine is None and not listed["payments"]:
+        return None
+    page: dict[str, Any] = {
+        "machine_id": machine_id,
+        "machine": machine,
+        "payments": listed["payments"],
+        "more": listed["next_cursor"] is not None,
+        "report": None,
+        "presence": None,
+        "qr_svg": None,
+        "link_url": None,
+        "link_problem": None,
+    }
+    if machine is None:
+        return page
+    page["report"] = svc.ledger.report(machine, payments=0)
+    page["presence"] = svc.presence.of(machine)
+    try:
+        link = svc.links.link_for(machine)
+    except ArcadeError as exc:
+        message = exc.message if hasattr(exc, "message") else str(exc)
+        page["link_problem"] = f"No QR code: {message}."
+    else:
+        from arcade import qr
+
+        page["link_url"] = link.url
+        svg = qr.render(link.url, "svg").decode()
+        # The qrcode library's own SVG of our link's URL: nothing in it comes from a request.
+        page["qr_svg"] = Markup(svg[svg.index("<svg") :])  # noqa: S704
+    return page
+
+
+def revenue_page(svc: Any, *, days: str, tz: str | None) -> dict[str, Any]:
+    """Return the revenue of the last ``days`` days by day (with a chart per currency) and
+    by machine, in ``tz``."""
+    if days not in {str(d) for d in CHART_DAYS}:
+        raise BadRequest(f"days must be one of {', '.join(map(str, CHART_DAYS))}")
+    where = zone(tz)
+    today = utc_now().astimezone(where).date()
+    first = today - timedelta(days=int(days) - 1)
+    window = {"since": first.isoformat(), "until": today.isoformat(), "tz": tz}
+    by_day = svc.operators.revenue(group="day", **window)
+    by_machine = svc.operators.revenue(group="machine", **window)
+    currencies = sorted({row["currency"] for row in by_day["rows"]})
+    charts = [
+        (currency, bar_chart(first, today, by_day["rows"], currency)) for currency in currencies
+    ]
+    return {
+        "days": days,
+        "choices": CHART_DAYS,
+        "tz": by_day["tz"],
+        "charts": charts,
+        "by_day": [r for r in reversed(by_day["rows"])],
+        "by_machine": by_machine["rows"],
+        "money": money,
+    }
+
+
+def bar_chart(first: date, last: date, rows: list[dict[str, Any]], currency: str) -> Markup:
+    """Return an SVG bar chart of net revenue per day in ``currency``, drawn here.
+
+    One bar per day from ``first`` to ``last`` (days without money are empty), scaled to the
+    largest day; a refund larger than the day's sales draws below the axis. Each bar has a
+    ``<title>`` with the day and amount, so it reads in a screen reader and on hover.
+    """
+    net = {r["day"]: r["net"] for r in rows if r["currency"] == currency}
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    width, height, top, axis_space = 720, 240, 20, 28
+    plot = height - top - axis_space
+    most = max([abs(v) for v in net.values()] + [1])
+    has_negative = any(v < 0 for v in net.values())
+    zero_y = top + (plot / 2 if has_negative else plot)
+    scale = (plot / 2 if has_negative else plot) / most
+    step = width / len(days)
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="Net revenue per day in {escape(currency.upper())}" '
+        'xmlns="http://www.w3.org/2000/svg">',
+        f'<line x1="0" y1="{zero_y:.1f}" x2="{width}" y2="{zero_y:.1f}" class="axis"/>',
+        f'<text x="4" y="{top - 6}" class="label">{escape(money(most, currency))}</text>',
+    ]
+    label_every = max(1, len(days) // 8)
+    for index, day in enumerate(days):
+        value = net.get(day.isoformat(), 0)
+        bar = abs(value) * scale
+        x = index * step + step * 0.15
+        y = zero_y - bar if value >= 0 else zero_y
+        kind = "bar" if value >= 0 else "bar negative"
+        tip = f"{day.isoformat()}: {money(value, currency)}"
+        parts.append(
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{step * 0.7:.1f}" height="{bar:.1f}" '
+            f'class="{kind}"><title>{escape(tip)}</title></rect>'
+        )
+        last_index = len(days) - 1
+        near_last = 0 < last_index - index < label_every / 2
+        if (index % label_every == 0 and not near_last) or index == last_index:
+            # The first and last labels hang inward so the chart's edges do not cut them.
+            anchor = "start" if index == 0 else "end" if index == last_index else "middle"
+            x_text = 0 if index == 0 else width if index == last_index else index * step + step / 2
+            parts.append(
+                f'<text x="{x_text:.1f}" y="{height - 8}" class="label" '
+                f'text-anchor="{anchor}">{day.strftime("%b %d")}</text>'
+            )
+    parts.append("</svg>")
+    # Numbers we computed; the only text (currency, amounts, days) went through escape().
+    return Markup("".join(parts))  # noqa: S704

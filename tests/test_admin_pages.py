@@ -1,0 +1,262 @@
+"""The operator's pages at /admin: in a real Chromium against `python app.py`, and their
+session and CSRF rules through the Flask client.
+
+What is asserted is what a person sees (text, table rows, the chart) and what the cabinet
+hears (coinpulses on a real broker). Each page's screenshot is saved under the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from tests.api_process import ApiProcess, flask_command
+from tests.browser import Browser, start_browser
+from tests.conftest import ADMIN_KEY, TOPIC_PREFIX, WEBHOOK_SECRET, app_environment
+from tests.stripe_standin import checkout_session
+
+FAST = {"MQTT_PUBACK_TIMEOUT": "0.5", "DELIVERY_RETRY_SECONDS": "3600"}
+
+
+@pytest.fixture
+def chromium(tmp_path) -> Iterator[Browser]:
+    running = start_browser(tmp_path / "screenshots")
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def api(fresh_broker, stripe_standin, tmp_path) -> Iterator[ApiProcess]:
+    # The relay waits an hour: a grant left pending stays pending until the operator acts.
+    env = app_environment(fresh_broker, stripe_standin, tmp_path / "arcade.db", **FAST)
+    process = ApiProcess(env, tmp_path / "api.log").start()
+    yield process
+    process.close()
+
+
+def pay(api: ApiProcess, session_id: str, link_id: str | None, **fields):
+    session = checkout_session(id=session_id, payment_link=link_id, amount_subtotal=50, **fields)
+    return api.webhook("checkout.session.completed", session, WEBHOOK_SECRET)
+
+
+def by_css(browser: Browser, selector: str):
+    from selenium.webdriver.common.by import By
+
+    return browser.driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def log_in(browser: Browser, api: ApiProcess, key: str = ADMIN_KEY) -> None:
+    by_css(browser, "#key")[0].send_keys(key)
+    by_css(browser, "#login")[0].click()
+
+
+def test_an_operator_logs_in_sees_the_machines_resends_a_stuck_grant_and_logs_out(
+    api, chromium, fresh_broker, subscribe
+):
+    """GIVEN a machine with a delivered payment, a grant stuck while the broker was down and a
+    payment for no machine WHEN the operator uses the pages THEN each page shows them, Resend
+    delivers the stuck grant to the cabinet, a form without its CSRF token is refused, and
+    logging out ends the session."""
+    added = flask_command(api.env, "machines", "add", "cab001", "--name", "Pac-Man")
+    token = json.loads(added.stdout.splitlines()[-1])["token"]
+    status, link = api.request(
+        "POST",
+        "/create-payment-link",
+        json.dumps({"machine_id": "cab001"}).encode(),
+        {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert status == 200, link
+    assert pay(api, "cs_paid", link["payment_link_id"])[0] == 200
+    fresh_broker.stop()
+    assert pay(api, "cs_stuck", link["payment_link_id"])[0] == 503
+    fresh_broker.start()
+    assert pay(api, "cs_nobody", None, client_reference_id="ghost")[0] == 200
+    pulses = subscribe(f"{TOPIC_PREFIX}/cab001/coinpulse", on=fresh_broker)
+    base = f"http://127.0.0.1:{api.port}"
+    shots = {}
+
+    # Not logged in: the pages send the operator to the login form.
+    chromium.open(f"{base}/admin/payments")
+    assert chromium.wait_for_text("Admin key")
+    shots["login"] = chromium.screenshot("login")
+    log_in(chromium, api, key="not-the-key-" + "x" * 30)
+    assert chromium.wait_for_text("That is not the admin key.")
+    log_in(chromium, api)
+    # After login the page asked for first.
+    assert chromium.wait_for_text("Payments needing attention")
+    chromium.open(f"{base}/admin/")
+    assert chromium.wait_for_text("Machines")
+    [row] = by_css(chromium, "#machines tbody tr")
+    cells = [cell.text for cell in row.find_elements("css selector", "td")]
+    assert cells[0].splitlines() == ["cab001", "Pac-Man"]
+    # Credits left counts the stuck grant: it is granted, and owed to the cabinet.
+    assert cells[1] == "unknown" and cells[2] == "playing" and cells[3] == "2"
+    assert cells[4] == "1.00 USD"  # the stuck grant is paid money too: revenue counts it
+    assert "pending delivery" in cells[5]
+    shots["machines"] = chromium.screenshot("machines")
+    cookie = chromium.driver.get_cookie("arcade_admin")
+    assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
+    assert cookie["secure"] is False  # loopback, plain http
+
+    chromium.open(f"{base}/admin/machines/cab001")
+    assert chromium.wait_for_text("QR code to print")
+    assert by_css(chromium, ".qr svg"), "the QR code is drawn on the page"
+    assert link["url"] in chromium.text()
+    listed = [r.get_attribute("data-payment") for r in by_css(chromium, "#payments tbody tr")]
+    assert listed == ["cs_stuck", "cs_paid"]
+    shots["machine"] = chromium.screenshot("machine")
+
+    chromium.open(f"{base}/admin/payments")
+    assert chromium.wait_for_text("Paid, not yet delivered to the cabinet")
+    pending = by_css(chromium, "#pending_delivery tr[data-payment]")
+    assert [r.get_attribute("data-payment") for r in pending] == ["cs_stuck"]
+    unattributed = by_css(chromium, "#unattributed tr[data-payment]")
+    assert [r.get_attribute("data-payment") for r in unattributed] == ["cs_nobody"]
+    assert "ghost" in unattributed[0].text
+    shots["payments"] = chromium.screenshot("payments")
+
+    # A form stripped of its CSRF token is refused and does nothing.
+    chromium.driver.execute_script(
+        "const form = document.querySelector('#pending_delivery form[action$=\"/resend\"]');"
+        "form.querySelector('[name=csrf_token]').remove(); form.submit();"
+    )
+    assert chromium.wait_for_text("This form has expired or did not come from these pages")
+    shots["csrf_refused"] = chromium.screenshot("csrf-refused")
+    assert pulses.settle() == []
+
+    chromium.open(f"{base}/admin/payments")
+    by_css(chromium, "#pending_delivery button[name=resend]")[0].click()
+    assert chromium.wait_for_text("Coinpulse of cs_stuck sent again")
+    [pulse] = pulses.wait_for(1)
+    assert pulse.payload["paymentId"] == "cs_stuck"
+    assert by_css(chromium, "#pending_delivery tr[data-payment]") == []
+    shots["resent"] = chromium.screenshot("resent")
+
+    # A credit by hand, from the form on the same page.
+    by_css(chromium, "#grant input[name=reason]")[0].send_keys("coin mechanism jammed")
+    by_css(chromium, "#grant button[name=grant]")[0].click()
+    assert chromium.wait_for_text("1 credits sent to cab001.")
+    manual = pulses.wait_for(2)[1]
+    assert manual.payload["paymentId"].startswith("manual_")
+
+    chromium.open(f"{base}/admin/revenue")
+    assert chromium.wait_for_text("Net per day, USD")
+    bars = by_css(chromium, "svg.chart rect")
+    assert len(bars) == 30
+    assert "0.50 USD" in bars[-1].get_attribute("innerHTML") or any(
+        "1.00 USD" in bar.get_attribute("innerHTML") for bar in bars
+    )
+    [today] = by_css(chromium, "#by-day tbody tr")
+    assert today.text.split()[1:] == ["1.00", "USD", "0.00", "USD", "1.00", "USD", "2"]
+    shots["revenue"] = chromium.screenshot("revenue")
+
+    # Readable on a phone: nothing wider than the screen but the tables' own scrolling.
+    chromium.phone()
+    for page in ("/admin/", "/admin/payments", "/admin/machines/cab001", "/admin/revenue"):
+        chromium.open(base + page)
+        overflow = chromium.driver.execute_script(
+            "return document.documentElement.scrollWidth - window.innerWidth"
+        )
+        assert overflow <= 0, page
+        shots[f"phone{page}"] = chromium.screenshot("phone-" + page)
+    chromium.desktop()
+
+    by_css(chromium, "#logout")[0].click()
+    assert chromium.wait_for_text("Logged out.")
+    chromium.open(f"{base}/admin/")
+    assert chromium.wait_for_text("Admin key")
+    assert all(path.stat().st_size > 1000 for path in shots.values())
+    print("screenshots:", {name: str(path) for name, path in shots.items()})
+
+
+# --- the session's and the forms' rules, through the Flask client ---------------------------
+def csrf_of(page: bytes) -> str:
+    found = re.search(rb'name="csrf_token" value="([^"]+)"', page)
+    assert found, page[:500]
+    return found.group(1).decode()
+
+
+def login(client, key: str = ADMIN_KEY, **environ):
+    token = csrf_of(client.get("/admin/login", **environ).data)
+    return client.post("/admin/login", data={"key": key, "csrf_token": token}, **environ)
+
+
+def test_login_without_its_csrf_token_is_refused(client):
+    """GIVEN the right key but no CSRF token WHEN posted to the login form THEN 403 and no
+    session."""
+    answer = client.post("/admin/login", data={"key": ADMIN_KEY})
+
+    assert answer.status_code == 403
+    assert b"did not come from these pages" in answer.data
+    assert client.get("/admin/").status_code == 302
+
+
+def test_the_cookie_is_secure_unless_the_host_is_loopback(client):
+    """GIVEN a login through a public host name WHEN the session cookie is set THEN it is
+    Secure, HttpOnly and SameSite=Strict; on 127.0.0.1 it is not Secure."""
+    public = login(client, base_url="https://pay.example.com")
+    local = login(client.application.test_client())
+
+    cookie = public.headers["Set-Cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "Secure" not in local.headers["Set-Cookie"]
+
+
+def test_a_new_admin_key_signs_every_operator_out(make_app):
+    """GIVEN a session made with one key WHEN the app restarts with another THEN the old
+    cookie opens nothing."""
+    first = make_app().test_client()
+    assert login(first).status_code == 302
+    cookie = first.get_cookie("arcade_admin")
+    second = make_app(ADMIN_API_KEY="another-admin-key-0123456789abcdefgh").test_client()
+    second.set_cookie("arcade_admin", cookie.value)
+
+    assert second.get("/admin/").status_code == 302
+    assert first.get("/admin/").status_code == 200
+
+
+def test_the_pages_say_when_admin_is_off(make_app):
+    """GIVEN no ADMIN_API_KEY WHEN /admin is opened THEN 503 and a sentence naming it."""
+    answer = make_app(ADMIN_API_KEY="").test_client().get("/admin/login")
+
+    assert answer.status_code == 503
+    assert b"ADMIN_API_KEY" in answer.data and b"Traceback" not in answer.data
+
+
+def test_errors_read_as_sentences(client, app):
+    """GIVEN a logged-in operator WHEN a page cannot be served (unknown machine, store down)
+    THEN a page with a sentence, never a trace."""
+    login(client)
+    unknown = client.get("/admin/machines/ghost")
+    bad_id = client.get("/admin/machines/a%20b")
+
+    assert unknown.status_code == 404 and b"there is no machine ghost" in unknown.data
+    assert bad_id.status_code == 400 and b"machine_id must be" in bad_id.data
+    app.extensions["arcade"].store.path = "/nonexistent/dir/arcade.db"
+    app.extensions["arcade"].store.close()
+    down = client.get("/admin/")
+    assert down.status_code == 503 and b"cannot open the SQLite store" in down.data
+
+
+def test_a_form_cannot_send_the_operator_elsewhere(client, cabinet):
+    """GIVEN a form whose `next` names another site WHEN it is submitted THEN the operator
+    stays on these pages."""
+    login(client)
+    token = csrf_of(client.get("/admin/payments").data)
+
+    answer = client.post(
+        "/admin/credits",
+        data={
+            "csrf_token": token,
+            "machine_id": "cab001",
+            "credits": "1",
+            "reason": "x",
+            "next": "//evil.example.com/admin/",
+        },
+    )
+
+    assert answer.status_code == 302
+    assert answer.headers["Location"] == "/admin/payments"
