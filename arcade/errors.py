@@ -102,6 +102,11 @@ class NotFound(ApiError):
     code = "not_found"
 
 
+class TooManyRequests(ApiError):
+    status = 429
+    code = "too_many_requests"
+
+
 class ServiceUnavailable(ApiError):
     status = 503
     code = "unavailable"
