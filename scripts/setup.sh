@@ -99,7 +99,7 @@ ensure_venv() {
     # fails.
     if ! "$VENV/bin/python" -m pip install --progress-bar off --disable-pip-version-check \
         -r "$ROOT/$requirements" 2>&1 | tee -a "$log" |
-        { grep --line-buffered -E '^(Collecting|Successfully installed)' || true; } |
+        { grep --line-buffered -E '^(Collecting|Processing|Successfully installed)' || true; } |
         sed -u 's/^/setup:   /' >&2; then
         say "pip failed; the end of its output ($log):"
         tail -n 30 "$log" >&2
