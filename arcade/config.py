@@ -174,8 +174,8 @@ class Settings:
         present = {
             "STRIPE_API_KEY": self.stripe_api_key,
             "STRIPE_WEBHOOK_SECRET": self.stripe_webhook_secret,
-            "EMQX_BROKER_URL": self.broker_host,
             "STRIPE_PRICE_ID": self.stripe_price_id,
+            "EMQX_BROKER_URL": self.broker_host,
             "ADMIN_API_KEY": self.admin_api_key,
         }
         return [name for name in names if not present[name]]

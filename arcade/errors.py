@@ -107,6 +107,11 @@ class Conflict(ApiError):
     code = "conflict"
 
 
+class TooManyRequests(ApiError):
+    status = 429
+    code = "too_many_requests"
+
+
 class ServiceUnavailable(ApiError):
     status = 503
     code = "unavailable"

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 
 from arcade.clock import iso, utc_now
-from arcade.errors import BadRequest, PaymentProviderError, ServiceUnavailable
+from arcade.errors import BadRequest, PaymentProviderError, ServiceUnavailable, TooManyRequests
 from arcade.logs import log_event
 from arcade.payments import StripeGateway
 from arcade.store.base import Machine, PaymentLink, Store, link_key
@@ -18,6 +18,9 @@ logger = logging.getLogger(__name__)
 
 # After Stripe failed to make a link, requests for it fail at once for this long.
 FAILURE_MEMORY_SECONDS = 60
+# Anonymous requests (a QR code on a page) may reach Stripe once per machine in this long,
+# whichever of the machine's links (price, quantity) they ask for (SPEC "HTTP").
+ANONYMOUS_CALL_SECONDS = 60
 
 
 class LinkService:
@@ -38,6 +41,8 @@ class LinkService:
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self._failed: dict[str, float] = {}  # link key -> when Stripe last failed to make it
+        # machine id -> when an anonymous request last asked Stripe to make one of its links
+        self._anonymous_calls: dict[str, float] = {}
 
     def price_for(self, machine: Machine, requested: str | None) -> str:
         """Return the price to sell: the requested one if allowed, else the machine's."""
@@ -51,8 +56,11 @@ class LinkService:
             return requested
         price_id = machine.price_id or self.default_price_id
         if not price_id:
+            # Name every setting a new link lacks at once, not one per attempt.
+            missing = ["STRIPE_PRICE_ID", *self.gateway.settings.missing("STRIPE_API_KEY")]
             raise ServiceUnavailable(
-                "STRIPE_PRICE_ID not set and the machine has no price", code="not_configured"
+                f"{' and '.join(missing)} not set (the machine has no price of its own)",
+                code="not_configured",
             )
         return price_id
 
@@ -66,12 +74,13 @@ class LinkService:
     ) -> PaymentLink:
         """Return the machine's stored link, creating it at Stripe the first time.
 
-        One request at a time makes a given link. After Stripe failed to make it, anonymous
-        requests for it (a QR code on a page, reloaded) fail at once for
-        ``FAILURE_MEMORY_SECONDS`` instead of asking again, and get no retries of their one
-        call, so anonymous traffic causes at most one Stripe call per machine a minute (SPEC
-        "HTTP"); a cabinet asking with its token is not held back.
-        Raises PaymentProviderError, ServiceUnavailable, BadRequest.
+        One request at a time makes a given link. Anonymous requests (a QR code on a page,
+        reloaded, or asked for every quantity in turn) get no retries of their one call, fail
+        at once for ``FAILURE_MEMORY_SECONDS`` after Stripe failed to make that link, and may
+        ask Stripe for any link of a machine once per ``ANONYMOUS_CALL_SECONDS``: anonymous
+        traffic causes at most one Stripe call per machine a minute (SPEC "HTTP"). A cabinet
+        asking with its token is not held back; a stored link costs no call at all.
+        Raises PaymentProviderError, TooManyRequests, ServiceUnavailable, BadRequest.
         """
         chosen_price = self.price_for(machine, price_id)
         key = link_key(machine.machine_id, chosen_price, quantity or 0)
@@ -89,11 +98,28 @@ class LinkService:
                     "Stripe could not make this machine's payment link a moment ago;"
                     " try again in a minute"
                 )
+            if anonymous:
+                self._take_anonymous_call(machine.machine_id)
             try:
                 return self._make(machine, chosen_price, quantity, retries=0 if anonymous else None)
             except PaymentProviderError:
                 self._failed[key] = time.monotonic()
                 raise
+
+    def _take_anonymous_call(self, machine_id: str) -> None:
+        """Spend the machine's one anonymous Stripe call of the minute, or raise
+        TooManyRequests when it was spent (checked and spent at once: links of one machine
+        are made under different locks)."""
+        now = time.monotonic()
+        with self._guard:
+            last = self._anonymous_calls.get(machine_id)
+            if last is not None and now - last < ANONYMOUS_CALL_SECONDS:
+                raise TooManyRequests(
+                    "this payment link is not made yet, and one of this machine's links was"
+                    " asked of Stripe less than a minute ago: try again in a minute, or ask"
+                    " /create-payment-link with the machine's token"
+                )
+            self._anonymous_calls[machine_id] = now
 
     @contextlib.contextmanager
     def _making(self, key: str) -> Iterator[None]:

@@ -92,6 +92,9 @@ class Publisher:
         self.settings = settings
         self.client_id: str | None = None  # made at each connect: unique per process
         self.last_refusal: str | None = None
+        # How this process's last publish ended: None before the first, "ok", or "failed: …"
+        # in plain words. /status reports it without touching the network.
+        self.last_publish: str | None = None
         self._client: mqtt.Client | None = None
         # The connect under way, which every request that needs a connection joins: with a
         # dead broker a burst waits for one connect, not for one each in turn behind a lock.
@@ -134,6 +137,21 @@ class Publisher:
             raise SettingsError("EMQX_BROKER_URL not set")
         if self.settings.broker_refused:
             raise SettingsError(self.settings.broker_refused)
+        try:
+            self._publish(topic, payload, log_ids=log_ids, still_wanted=still_wanted)
+        except BrokerUnavailable as exc:
+            self.last_publish = f"failed: {exc}"
+            raise
+        self.last_publish = "ok"
+
+    def _publish(
+        self,
+        topic: str,
+        payload: dict[str, Any],
+        *,
+        log_ids: dict[str, Any],
+        still_wanted: Callable[[], bool] | None,
+    ) -> None:
         data = json.dumps(payload, separators=(",", ":"))
         for attempt in (1, 2):
             warm = self._client

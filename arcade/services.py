@@ -18,6 +18,14 @@ from arcade.presence import Presence
 from arcade.signing import PulseSigner
 from arcade.store.base import Store
 
+# Settings whose absence stops part of the service, and what stops, said after "X not set".
+MISSING_MEANS = {
+    "STRIPE_API_KEY": "",
+    "STRIPE_WEBHOOK_SECRET": "",
+    "STRIPE_PRICE_ID": ": a machine without a price of its own has no payment link",
+    "ADMIN_API_KEY": ": admin endpoints are off",
+}
+
 if TYPE_CHECKING:
     from arcade.operators import Operators
 
@@ -56,13 +64,16 @@ class Services:
         return [f"{name} not set" for name in self.settings.missing("STRIPE_API_KEY")]
 
     def problems(self) -> list[str]:
-        """Return every setting that stops some part of the service, by name, in plain words."""
-        missing = self.settings.missing("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET")
-        return [
-            *self.settings.problems,
-            *(f"{name} not set" for name in missing),
-            *self.publisher.problems(),
-        ]
+        """Return every setting that stops some part of the service, by name, in plain words.
+
+        The malformed ones come first, as ``Settings`` found them; a setting already named
+        there (an ADMIN_API_KEY too short, say) is not named again as missing.
+        """
+        found = list(self.settings.problems)
+        for name in self.settings.missing(*MISSING_MEANS):
+            if not any(problem.startswith(name) for problem in found):
+                found.append(f"{name} not set{MISSING_MEANS[name]}")
+        return [*found, *self.publisher.problems()]
 
 
 def services() -> Services:

@@ -1,4 +1,4 @@
-"""Measure SPEC 'Budgets' as ratios to floors measured in the same run (never run as a test).
+"""Measure README.md's "Performance" budgets as ratios to floors of the same run (never a test).
 
     .venv/bin/python bench/bench.py [--cold-starts 7] [--webhooks 400] [--throughput 2000]
 
@@ -513,7 +513,7 @@ def main() -> None:
             at_most=False,
         ),
     ]
-    print("budgets (SPEC 'Budgets', product / floor):")
+    print('budgets (README.md "Performance", product / floor):')
     for budget in budgets:
         print(budget.line())
     print(f"Stripe calls on the webhook path: {len(stripe_calls)}")

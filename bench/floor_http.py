@@ -1,4 +1,4 @@
-"""The HTTP floor of SPEC 'Budgets': a Flask app whose POST route only reads its body.
+"""The HTTP floor of README.md's "Performance": a Flask app whose POST route only reads its body.
 
     python bench/floor_http.py PORT
 

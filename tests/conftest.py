@@ -18,6 +18,7 @@ from arcade import create_app
 from arcade.config import Settings
 from arcade.services import Services
 from tests.broker import Subscriber, TlsBroker
+from tests.browser import Browser, start_browser
 from tests.stripe_standin import StripeStandIn, event, sign_payload
 
 WEBHOOK_SECRET = "whsec_test_arcade_secret"
@@ -62,6 +63,15 @@ def fast_stripe_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(http_client.HTTPClient, "INITIAL_DELAY", 0.001)
     monkeypatch.setattr(http_client.HTTPClient, "MAX_DELAY", 0.002)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    """Drive a headless Chromium (Debian's, 1280x900); screenshots go under the test's
+    tmp_path. Fails, never skips, when Chromium or its driver is missing."""
+    running = start_browser(tmp_path / "screenshots")
+    yield running
+    running.close()
 
 
 @pytest.fixture

@@ -14,18 +14,11 @@ from collections.abc import Iterator
 import pytest
 
 from tests.api_process import ApiProcess, flask_command
-from tests.browser import Browser, start_browser
+from tests.browser import Browser
 from tests.conftest import ADMIN_KEY, TOPIC_PREFIX, WEBHOOK_SECRET, app_environment
 from tests.stripe_standin import checkout_session
 
 FAST = {"MQTT_PUBACK_TIMEOUT": "0.5", "DELIVERY_RETRY_SECONDS": "3600"}
-
-
-@pytest.fixture
-def chromium(tmp_path) -> Iterator[Browser]:
-    running = start_browser(tmp_path / "screenshots")
-    yield running
-    running.close()
 
 
 @pytest.fixture
@@ -54,7 +47,7 @@ def log_in(browser: Browser, api: ApiProcess, key: str = ADMIN_KEY) -> None:
 
 
 def test_an_operator_logs_in_sees_the_machines_resends_a_stuck_grant_and_logs_out(
-    api, chromium, fresh_broker, subscribe
+    api, browser, fresh_broker, subscribe
 ):
     """GIVEN a machine with a delivered payment, a grant stuck while the broker was down and a
     payment for no machine WHEN the operator uses the pages THEN each page shows them, Resend
@@ -79,95 +72,95 @@ def test_an_operator_logs_in_sees_the_machines_resends_a_stuck_grant_and_logs_ou
     shots = {}
 
     # Not logged in: the pages send the operator to the login form.
-    chromium.open(f"{base}/admin/payments")
-    assert chromium.wait_for_text("Admin key")
-    shots["login"] = chromium.screenshot("login")
-    log_in(chromium, api, key="not-the-key-" + "x" * 30)
-    assert chromium.wait_for_text("That is not the admin key.")
-    log_in(chromium, api)
+    browser.open(f"{base}/admin/payments")
+    assert browser.wait_for_text("Admin key")
+    shots["login"] = browser.screenshot("login")
+    log_in(browser, api, key="not-the-key-" + "x" * 30)
+    assert browser.wait_for_text("That is not the admin key.")
+    log_in(browser, api)
     # After login the page asked for first.
-    assert chromium.wait_for_text("Payments needing attention")
-    chromium.open(f"{base}/admin/")
-    assert chromium.wait_for_text("Machines")
-    [row] = by_css(chromium, "#machines tbody tr")
+    assert browser.wait_for_text("Payments needing attention")
+    browser.open(f"{base}/admin/")
+    assert browser.wait_for_text("Machines")
+    [row] = by_css(browser, "#machines tbody tr")
     cells = [cell.text for cell in row.find_elements("css selector", "td")]
     assert cells[0].splitlines() == ["cab001", "Pac-Man"]
     # Credits left counts the stuck grant: it is granted, and owed to the cabinet.
     assert cells[1] == "unknown" and cells[2] == "playing" and cells[3] == "2"
     assert cells[4] == "1.00 USD"  # the stuck grant is paid money too: revenue counts it
     assert "pending delivery" in cells[5]
-    shots["machines"] = chromium.screenshot("machines")
-    cookie = chromium.driver.get_cookie("arcade_admin")
+    shots["machines"] = browser.screenshot("machines")
+    cookie = browser.driver.get_cookie("arcade_admin")
     assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
     assert cookie["secure"] is False  # loopback, plain http
 
-    chromium.open(f"{base}/admin/machines/cab001")
-    assert chromium.wait_for_text("QR code to print")
-    assert by_css(chromium, ".qr svg"), "the QR code is drawn on the page"
-    assert link["url"] in chromium.text()
-    listed = [r.get_attribute("data-payment") for r in by_css(chromium, "#payments tbody tr")]
+    browser.open(f"{base}/admin/machines/cab001")
+    assert browser.wait_for_text("QR code to print")
+    assert by_css(browser, ".qr svg"), "the QR code is drawn on the page"
+    assert link["url"] in browser.text()
+    listed = [r.get_attribute("data-payment") for r in by_css(browser, "#payments tbody tr")]
     assert listed == ["cs_stuck", "cs_paid"]
-    shots["machine"] = chromium.screenshot("machine")
+    shots["machine"] = browser.screenshot("machine")
 
-    chromium.open(f"{base}/admin/payments")
-    assert chromium.wait_for_text("Paid, not yet delivered to the cabinet")
-    pending = by_css(chromium, "#pending_delivery tr[data-payment]")
+    browser.open(f"{base}/admin/payments")
+    assert browser.wait_for_text("Paid, not yet delivered to the cabinet")
+    pending = by_css(browser, "#pending_delivery tr[data-payment]")
     assert [r.get_attribute("data-payment") for r in pending] == ["cs_stuck"]
-    unattributed = by_css(chromium, "#unattributed tr[data-payment]")
+    unattributed = by_css(browser, "#unattributed tr[data-payment]")
     assert [r.get_attribute("data-payment") for r in unattributed] == ["cs_nobody"]
     assert "ghost" in unattributed[0].text
-    shots["payments"] = chromium.screenshot("payments")
+    shots["payments"] = browser.screenshot("payments")
 
     # A form stripped of its CSRF token is refused and does nothing.
-    chromium.driver.execute_script(
+    browser.driver.execute_script(
         "const form = document.querySelector('#pending_delivery form[action$=\"/resend\"]');"
         "form.querySelector('[name=csrf_token]').remove(); form.submit();"
     )
-    assert chromium.wait_for_text("This form has expired or did not come from these pages")
-    shots["csrf_refused"] = chromium.screenshot("csrf-refused")
+    assert browser.wait_for_text("This form has expired or did not come from these pages")
+    shots["csrf_refused"] = browser.screenshot("csrf-refused")
     assert pulses.settle() == []
 
-    chromium.open(f"{base}/admin/payments")
-    by_css(chromium, "#pending_delivery button[name=resend]")[0].click()
-    assert chromium.wait_for_text("Coinpulse of cs_stuck sent again")
+    browser.open(f"{base}/admin/payments")
+    by_css(browser, "#pending_delivery button[name=resend]")[0].click()
+    assert browser.wait_for_text("Coinpulse of cs_stuck sent again")
     [pulse] = pulses.wait_for(1)
     assert pulse.payload["paymentId"] == "cs_stuck"
-    assert by_css(chromium, "#pending_delivery tr[data-payment]") == []
-    shots["resent"] = chromium.screenshot("resent")
+    assert by_css(browser, "#pending_delivery tr[data-payment]") == []
+    shots["resent"] = browser.screenshot("resent")
 
     # A credit by hand, from the form on the same page.
-    by_css(chromium, "#grant input[name=reason]")[0].send_keys("coin mechanism jammed")
-    by_css(chromium, "#grant button[name=grant]")[0].click()
-    assert chromium.wait_for_text("1 credits sent to cab001.")
+    by_css(browser, "#grant input[name=reason]")[0].send_keys("coin mechanism jammed")
+    by_css(browser, "#grant button[name=grant]")[0].click()
+    assert browser.wait_for_text("1 credits sent to cab001.")
     manual = pulses.wait_for(2)[1]
     assert manual.payload["paymentId"].startswith("manual_")
 
-    chromium.open(f"{base}/admin/revenue")
-    assert chromium.wait_for_text("Net per day, USD")
-    bars = by_css(chromium, "svg.chart rect")
+    browser.open(f"{base}/admin/revenue")
+    assert browser.wait_for_text("Net per day, USD")
+    bars = by_css(browser, "svg.chart rect")
     assert len(bars) == 30
     assert "0.50 USD" in bars[-1].get_attribute("innerHTML") or any(
         "1.00 USD" in bar.get_attribute("innerHTML") for bar in bars
     )
-    [today] = by_css(chromium, "#by-day tbody tr")
+    [today] = by_css(browser, "#by-day tbody tr")
     assert today.text.split()[1:] == ["1.00", "USD", "0.00", "USD", "1.00", "USD", "2"]
-    shots["revenue"] = chromium.screenshot("revenue")
+    shots["revenue"] = browser.screenshot("revenue")
 
     # Readable on a phone: nothing wider than the screen but the tables' own scrolling.
-    chromium.phone()
+    browser.phone()
     for page in ("/admin/", "/admin/payments", "/admin/machines/cab001", "/admin/revenue"):
-        chromium.open(base + page)
-        overflow = chromium.driver.execute_script(
+        browser.open(base + page)
+        overflow = browser.driver.execute_script(
             "return document.documentElement.scrollWidth - window.innerWidth"
         )
         assert overflow <= 0, page
-        shots[f"phone{page}"] = chromium.screenshot("phone-" + page)
-    chromium.desktop()
+        shots[f"phone{page}"] = browser.screenshot("phone-" + page)
+    browser.desktop()
 
-    by_css(chromium, "#logout")[0].click()
-    assert chromium.wait_for_text("Logged out.")
-    chromium.open(f"{base}/admin/")
-    assert chromium.wait_for_text("Admin key")
+    by_css(browser, "#logout")[0].click()
+    assert browser.wait_for_text("Logged out.")
+    browser.open(f"{base}/admin/")
+    assert browser.wait_for_text("Admin key")
     assert all(path.stat().st_size > 1000 for path in shots.values())
     print("screenshots:", {name: str(path) for name, path in shots.items()})
 

@@ -41,6 +41,7 @@ from arcade.cabinet.display import qr_text
 from arcade.cabinet.ledger import CabinetLedger
 from arcade.cabinet.logs import JsonLineFormatter
 from tests.broker import TlsBroker, free_loopback_port
+from tests.browser import PageServer
 from tests.conftest import TOPIC_PREFIX
 from tests.conftest import Cabinet as Machine
 from tests.stripe_standin import checkout_session
@@ -978,6 +979,65 @@ def test_programs_on_the_cabinet_may_use_its_door(make_cabinet, send_pulse):
 
     assert status == 202
     assert cabinet.credits == 0
+
+
+FETCH_PAGE = """<!doctype html>
+<title>A page shown on the cabinet</title>
+<h1>Free credits!</h1>
+<p id="result">sending…</p>
+<script>
+  // no-cors: what any page may send to any address without asking; its answer is opaque.
+  fetch("http://127.0.0.1:{door}/game-over", {{
+    method: "POST", mode: "no-cors", body: "{{}}", headers: {{"Content-Type": "application/json"}}
+  }}).then(
+    (answer) => {{ document.getElementById("result").textContent = "fetch done: " + answer.type; }},
+    (error) => {{ document.getElementById("result").textContent = "fetch done: " + error; }},
+  );
+</script>
+"""
+FORM_PAGE = """<!doctype html>
+<title>A page shown on the cabinet</title>
+<form id="spend" method="post" action="http://127.0.0.1:{door}/game-over" enctype="text/plain">
+  <input name='{{"x":"' value='"}}'>
+</form>
+<script>document.getElementById("spend").submit();</script>
+"""
+
+
+@pytest.mark.parametrize("page_host", ["localhost", "127.0.0.1"], ids=["cross_site", "other_port"])
+def test_a_page_in_a_real_browser_cannot_spend_the_cabinets_credits(
+    make_cabinet, send_pulse, browser, caplog, page_host
+):
+    """GIVEN a cabinet with one credit and a web page from another origin WHEN Chromium runs
+    the page's no-cors fetch and its auto-submitting form to the door's /game-over THEN the door
+    answers 403 to both, the browser shows the 403, and the credit stays."""
+    cabinet = make_cabinet()
+    send_pulse("cs_browser", 1)
+    assert cabinet.wait_credits(1)
+    door = cabinet.http_port
+    pages = PageServer(
+        {"/fetch.html": FETCH_PAGE.format(door=door), "/form.html": FORM_PAGE.format(door=door)}
+    )
+    try:
+        browser.open(pages.url("/fetch.html", host=page_host))
+        assert browser.wait_for_text("fetch done")
+        fetch_text = browser.text()
+        fetched = browser.screenshot(f"fetch-from-{page_host}")
+        browser.open(pages.url("/form.html", host=page_host))
+        assert browser.wait_for_text("only programs on this cabinet may call it")
+        refused = browser.screenshot(f"form-from-{page_host}")
+    finally:
+        pages.close()
+
+    # An opaque answer: the browser sent the request and let the page read nothing of it.
+    assert "fetch done: opaque" in fetch_text
+    assert browser.driver.current_url.startswith(f"http://127.0.0.1:{door}/game-over")
+    assert '"code": "forbidden"' in browser.text()
+    refusals = [r for r in caplog.records if r.getMessage() == "local_http_refused"]
+    assert len(refusals) == 2, [r.__dict__.get("fields") for r in refusals]
+    assert cabinet.credits == 1
+    assert get_local(door, "/credits")["credits"] == 1
+    assert fetched.stat().st_size > 0 and refused.stat().st_size > 0
 
 
 # --- display and actions -----------------------------------------------------------------------

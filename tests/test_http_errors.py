@@ -162,7 +162,7 @@ def test_a_64_character_id_is_valid_and_a_65_character_id_is_not(client):
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/nope"), ("POST", "/nope"), ("GET", "/"), ("GET", "/machines/cab001/qr")],
+    [("GET", "/nope"), ("POST", "/nope"), ("GET", "/index.html"), ("GET", "/machines/cab001/qr")],
 )
 def test_an_unknown_route_is_a_404(client, method, path):
     """GIVEN a path the API does not serve WHEN called THEN 404 not_found as JSON."""

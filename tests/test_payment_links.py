@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from tests.conftest import ADMIN_KEY, DEFAULT_PRICE
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -186,6 +188,55 @@ def test_without_any_price_the_link_answers_503_naming_the_setting(make_app, reg
 
     assert answer.status_code == 503
     assert "STRIPE_PRICE_ID" in answer.json["error"]
+
+
+def test_with_neither_key_nor_price_the_503_names_both_at_once(make_app, register, stripe_standin):
+    """GIVEN no STRIPE_API_KEY and no STRIPE_PRICE_ID WHEN a link is asked THEN one 503 names
+    both settings, so they are fixed in one go, and Stripe is not called."""
+    cabinet = register("cab001")
+    client = make_app(STRIPE_PRICE_ID="", STRIPE_API_KEY="").test_client()
+
+    answer = ask_link(client, cabinet)
+
+    assert answer.status_code == 503
+    assert answer.json["code"] == "not_configured"
+    assert "STRIPE_PRICE_ID" in answer.json["error"]
+    assert "STRIPE_API_KEY" in answer.json["error"]
+    assert stripe_standin.requests == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "query"),
+    [
+        ({"quantity": 3}, "?quantity=3"),
+        ({"quantity": 3, "price_id": DEFAULT_PRICE}, "?quantity=3&price_id=price_default_credit"),
+        ({"price_id": DEFAULT_PRICE}, "?price_id=price_default_credit"),
+    ],
+    ids=["quantity", "quantity_and_price", "price"],
+)
+def test_the_qr_paths_name_the_link_answered(client, register, stripe_standin, fields, query):
+    """GIVEN a machine with its own price WHEN a link for another allowed price or a quantity
+    is asked THEN its QR paths carry that choice."""
+    cabinet = register("cab002", price_id="price_cab002")
+    stripe_standin.add_price("price_cab002", 75)
+
+    body = ask_link(client, cabinet, **fields).json
+
+    assert body["qr_png"] == f"/machines/cab002/qr.png{query}"
+    assert body["qr_svg"] == f"/machines/cab002/qr.svg{query}"
+
+
+def test_naming_the_machines_own_price_keeps_the_plain_qr_paths(client, register, stripe_standin):
+    """GIVEN a machine with its own price WHEN its link is asked naming that price THEN the same
+    link and QR paths as without naming it: one link, one QR path."""
+    cabinet = register("cab002", price_id="price_cab002")
+    stripe_standin.add_price("price_cab002", 75)
+
+    plain = ask_link(client, cabinet).json
+    named = ask_link(client, cabinet, price_id="price_cab002").json
+
+    assert named == plain
+    assert plain["qr_png"] == "/machines/cab002/qr.png"
 
 
 def test_a_stripe_500_is_retried_and_one_link_is_made(

@@ -8,6 +8,7 @@ are exactly the module grid ``qrcode`` computes for the link URL, and its bytes 
 from __future__ import annotations
 
 import io
+import time
 
 import png
 import pytest
@@ -232,3 +233,151 @@ def test_anonymous_qr_requests_when_only_link_creation_fails_cost_one_call(
 
     assert {a.status_code for a in answers} == {502}
     assert len(stripe_standin.requests) == 1
+
+
+# --- the QR code of a chosen link (quantity, price) ----------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["png", "svg"])
+def test_the_qr_path_answered_for_a_quantity_is_the_code_of_that_link(client, cabinet, kind):
+    """GIVEN a link for 3 units WHEN the QR path it answered is fetched THEN the image is of that
+    link's URL, not the default one's."""
+    answer = client.post(
+        "/create-payment-link", json={"machine_id": "cab001", "quantity": 3}, headers=cabinet.auth
+    ).json
+    default_url = link_url(client, cabinet)
+
+    image = client.get(answer[f"qr_{kind}"])
+
+    assert answer[f"qr_{kind}"] == f"/machines/cab001/qr.{kind}?quantity=3"
+    assert image.status_code == 200
+    factory = PyPNGImage if kind == "png" else SvgPathImage
+    assert image.get_data() == rendered(answer["url"], factory)
+    assert answer["url"] != default_url
+
+
+def test_the_qr_path_answered_for_another_price_is_the_code_of_that_link(
+    client, register, stripe_standin
+):
+    """GIVEN a machine with its own price WHEN a link at the default price is asked THEN its QR
+    path names that price and shows that link."""
+    stripe_standin.add_price("price_cab002", 75)
+    cabinet = register("cab002", price_id="price_cab002")
+    answer = client.post(
+        "/create-payment-link",
+        json={"machine_id": "cab002", "price_id": "price_default_credit"},
+        headers=cabinet.auth,
+    ).json
+
+    image = client.get(answer["qr_png"])
+
+    assert answer["qr_png"] == "/machines/cab002/qr.png?price_id=price_default_credit"
+    assert image.status_code == 200
+    assert dark_modules(image.get_data()) == qr_matrix(answer["url"])
+
+
+def test_different_quantities_have_different_etags(client, cabinet):
+    """GIVEN links for 1 and 2 units WHEN their QR codes are fetched THEN different ETags."""
+    for quantity in (1, 2):
+        client.post(
+            "/create-payment-link",
+            json={"machine_id": "cab001", "quantity": quantity},
+            headers=cabinet.auth,
+        )
+
+    one = client.get("/machines/cab001/qr.png?quantity=1").headers["ETag"]
+    two = client.get("/machines/cab001/qr.png?quantity=2").headers["ETag"]
+
+    assert one != two
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("quantity=0", "invalid_quantity"),
+        ("quantity=11", "invalid_quantity"),
+        ("quantity=-1", "invalid_quantity"),
+        ("quantity=3.0", "invalid_quantity"),
+        ("quantity=abc", "invalid_quantity"),
+        ("quantity=", "invalid_quantity"),
+        ("quantity=true", "invalid_quantity"),
+        ("quantity=%EF%BC%93", "invalid_quantity"),  # a full-width 3
+        ("quantity=99999999999999999999", "invalid_quantity"),
+        ("price_id=", "invalid_price_id"),
+        ("price_id=price_someone_elses", "price_not_allowed"),
+    ],
+)
+def test_a_bad_choice_in_the_qr_query_is_a_400(client, cabinet, stripe_standin, query, code):
+    """GIVEN a quantity or price create-payment-link would refuse WHEN put in the QR code's query
+    THEN the same 400, as JSON, and no Stripe call."""
+    stripe_standin.reset_requests()
+
+    answer = client.get(f"/machines/cab001/qr.png?{query}")
+
+    assert answer.status_code == 400
+    assert set(answer.json) == {"error", "code"}
+    assert answer.json["code"] == code
+    assert stripe_standin.requests == []
+
+
+def test_anonymous_qr_requests_for_every_quantity_cost_one_stripe_call_a_minute(
+    client, register, stripe_standin
+):
+    """GIVEN a machine with no link yet WHEN anonymous QR requests ask for quantities 1 to 10
+    THEN one reaches Stripe and makes its link; the others are 429 until a minute has passed
+    (SPEC "HTTP": at most one Stripe call per machine per minute)."""
+    register("cab001")
+    stripe_standin.reset_requests()
+
+    answers = [client.get(f"/machines/cab001/qr.png?quantity={n}") for n in range(1, 11)]
+    answers += [client.get("/machines/cab001/qr.svg")]
+
+    assert answers[0].status_code == 200
+    assert {a.status_code for a in answers[1:]} == {429}
+    assert {a.json["code"] for a in answers[1:]} == {"too_many_requests"}
+    assert [(r.method, r.path) for r in stripe_standin.requests] == [("POST", "/v1/payment_links")]
+    # A link once made costs nothing: asked again, still no second call.
+    assert client.get("/machines/cab001/qr.png?quantity=1").status_code == 200
+    assert len(stripe_standin.requests) == 1
+
+
+def test_the_anonymous_limit_is_per_machine_and_never_holds_back_a_cabinet(
+    client, register, stripe_standin
+):
+    """GIVEN one anonymous Stripe call spent on cab001 WHEN cab002's QR code is asked, and cab001
+    asks for another link with its token THEN both are made, and the token's link then shows
+    anonymously without a Stripe call."""
+    cab001 = register("cab001")
+    register("cab002")
+    assert client.get("/machines/cab001/qr.png").status_code == 200
+
+    other_machine = client.get("/machines/cab002/qr.png")
+    with_token = client.post(
+        "/create-payment-link", json={"machine_id": "cab001", "quantity": 2}, headers=cab001.auth
+    )
+    stripe_standin.reset_requests()
+    shown = client.get(with_token.json["qr_png"])
+
+    assert other_machine.status_code == 200
+    assert with_token.status_code == 200
+    assert shown.status_code == 200
+    assert stripe_standin.requests == []
+    assert len(stripe_standin.payment_links) == 3
+
+
+def test_after_the_minute_an_anonymous_request_may_make_the_next_link(
+    client, cabinet, stripe_standin, monkeypatch
+):
+    """GIVEN the machine's anonymous call spent WHEN the window has passed THEN the next
+    anonymous request reaches Stripe (the window is shortened here, not waited for)."""
+    import arcade.links
+
+    monkeypatch.setattr(arcade.links, "ANONYMOUS_CALL_SECONDS", 0.2)
+    assert client.get("/machines/cab001/qr.png").status_code == 200
+    assert client.get("/machines/cab001/qr.png?quantity=2").status_code == 429
+
+    time.sleep(0.3)
+    later = client.get("/machines/cab001/qr.png?quantity=2")
+
+    assert later.status_code == 200
+    assert len(stripe_standin.requests_to("POST", "/v1/payment_links")) == 2

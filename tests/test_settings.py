@@ -323,6 +323,106 @@ def test_status_names_missing_settings(make_app, stripe_standin):
     assert stripe_standin.requests == []
 
 
+def test_status_names_a_missing_default_price_and_admin_key(make_app, stripe_standin):
+    """GIVEN no STRIPE_PRICE_ID and no ADMIN_API_KEY WHEN /status is read THEN both are named
+    among the problems, each saying what stops."""
+    client = make_app(STRIPE_PRICE_ID="", ADMIN_API_KEY="").test_client()
+
+    problems = client.get("/status").json["problems"]
+
+    assert any(p.startswith("STRIPE_PRICE_ID not set") for p in problems), problems
+    assert "ADMIN_API_KEY not set: admin endpoints are off" in problems
+    assert stripe_standin.requests == []
+
+
+def test_status_names_a_short_admin_key_once(make_app):
+    """GIVEN an ADMIN_API_KEY under 32 characters WHEN /status is read THEN it is named once, as
+    too short (not also as missing)."""
+    client = make_app(ADMIN_API_KEY="short").test_client()
+
+    problems = client.get("/status").json["problems"]
+
+    assert [p for p in problems if "ADMIN_API_KEY" in p] == [
+        "ADMIN_API_KEY must be at least 32 characters: admin endpoints are off"
+    ]
+
+
+def test_status_points_to_the_live_check(client):
+    """GIVEN the API WHEN /status is read THEN it says where the live probe is."""
+    assert client.get("/status").json["live_check"] == "/status/ready"
+
+
+def test_status_reports_no_publish_before_the_first(client):
+    """GIVEN a configured app that published nothing yet WHEN /status is read THEN the broker
+    is ready as far as anyone knows, and says no publish was seen."""
+    broker = client.get("/status").json["broker"]
+
+    assert broker["ready"] is True
+    assert broker["last_publish"] == "none yet"
+
+
+def test_status_reports_a_failed_publish_without_asking_the_broker(
+    make_app, open_shop, stripe_standin
+):
+    """GIVEN a broker nobody listens on WHEN a paid webhook could not publish its coinpulse THEN
+    /status, still without a network call, says the broker is not ready and why."""
+    shop = open_shop(make_app(EMQX_BROKER_URL="mqtts://localhost:1"))
+    assert shop.pay("cs_status_broker_down").status_code == 503
+    stripe_standin.reset_requests()
+
+    started = time.monotonic()
+    answer = shop.client.get("/status").json
+
+    assert time.monotonic() - started < 1.0
+    assert stripe_standin.requests == []
+    assert answer["status"] == "up" and answer["message"] == "API is running"
+    assert answer["broker"]["ready"] is False
+    assert answer["broker"]["last_publish"] == "failed: the broker cannot be reached"
+    assert (
+        "the last publish to the broker failed: the broker cannot be reached"
+        in (answer["problems"])
+    )
+
+
+def test_status_reports_a_good_publish(client, open_shop, app):
+    """GIVEN the real broker WHEN a paid webhook published its coinpulse THEN /status says the
+    last publish was ok and lists no problem."""
+    shop = open_shop(app)
+    assert shop.pay("cs_status_broker_up").status_code == 200
+
+    answer = client.get("/status").json
+
+    assert answer["broker"]["last_publish"] == "ok"
+    assert answer["broker"]["ready"] is True
+    assert answer["problems"] == []
+
+
+def test_status_says_not_ready_for_a_plain_text_broker_elsewhere(make_app):
+    """GIVEN mqtt:// to another machine (refused by name) WHEN /status is read THEN the broker
+    is not ready and the refusal is listed."""
+    client = make_app(EMQX_BROKER_URL="mqtt://broker.example.com:1883", MQTT_TLS="").test_client()
+
+    answer = client.get("/status").json
+
+    assert answer["broker"]["ready"] is False
+    assert any("plain-text MQTT" in p for p in answer["problems"])
+
+
+def test_the_root_says_what_this_is_and_where_to_look(client, stripe_standin):
+    """GIVEN the API WHEN / is read without credentials THEN 200 JSON pointing to /status, the
+    operator pages and the README; no network call."""
+    answer = client.get("/")
+
+    assert answer.status_code == 200
+    assert answer.json == {
+        "service": "Arcade Pay",
+        "status": "/status",
+        "admin": "/admin",
+        "docs": "README.md",
+    }
+    assert stripe_standin.requests == []
+
+
 def test_status_names_malformed_settings(make_app):
     """GIVEN MAX_QUANTITY=0 and MQTT_TLS=maybe WHEN /status is read THEN both named."""
     client = make_app(MAX_QUANTITY="0", MQTT_TLS="maybe").test_client()

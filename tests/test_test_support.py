@@ -682,3 +682,18 @@ def test_dispute_is_shaped_like_stripe() -> None:
     assert disputed["evidence_details"]["has_evidence"] is False
     assert disputed["livemode"] is False
     assert wrapped["data"]["object"]["payment_intent"] == "pi_1"
+
+
+def test_a_missing_chromium_fails_a_browser_test_rather_than_skipping_it(monkeypatch, tmp_path):
+    """GIVEN no Chromium where the browser tests look WHEN one starts THEN it fails, naming the
+    file and how to install it (a skipped security test would look like a passed one)."""
+    import tests.browser as browser_module
+
+    monkeypatch.setattr(browser_module, "CHROMIUM", tmp_path / "chromium")
+
+    with pytest.raises(
+        pytest.fail.Exception, match="apt-get install chromium chromium-driver"
+    ) as failed:
+        browser_module.start_browser(tmp_path)
+
+    assert str(tmp_path / "chromium") in str(failed.value)

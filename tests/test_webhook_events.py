@@ -1,4 +1,5 @@
-"""Each webhook event does what SPEC.md's table says, for the machine the session names."""
+"""Each webhook event does what the README's "Webhook events" table says, for the machine the
+session names."""
 
 from __future__ import annotations
 
