@@ -253,3 +253,74 @@ def test_a_form_cannot_send_the_operator_elsewhere(client, cabinet):
 
     assert answer.status_code == 302
     assert answer.headers["Location"] == "/admin/payments"
+
+
+# --- the same pages through Lambda -------------------------------------------------------------
+def _set_cookie(answer: dict) -> str:
+    """Return the admin cookie a Lambda answer sets (v2: its own list; v1: the headers)."""
+    found = [*answer.get("cookies", [])]
+    for name, values in (answer.get("multiValueHeaders") or {}).items():
+        if name.lower() == "set-cookie":
+            found += values
+    for name, value in (answer.get("headers") or {}).items():
+        if name.lower() == "set-cookie":
+            found.append(value)
+    # A v1 answer may carry the same header in both maps.
+    [cookie] = {c for c in found if c.startswith("arcade_admin=")}
+    return cookie
+
+
+@pytest.mark.parametrize("shape", ["function_url", "base_path"])
+def test_the_pages_work_the_same_through_lambda(
+    make_app, moto_endpoint, dynamodb_table, monkeypatch, shape
+):
+    """GIVEN the app as Lambda serves it (function URL, or a REST API behind the base path
+    /pay) WHEN an operator logs in through the form THEN the cookie is Secure, links carry the
+    base path, and the machines page opens with that cookie."""
+    from urllib.parse import urlencode
+
+    from arcade.lambda_adapter import handle
+    from tests.lambda_events import make_v1_event, make_v2_event
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    app = make_app(
+        AWS_LAMBDA_FUNCTION_NAME="arcade-pay", DATABASE_URL=f"dynamodb://{dynamodb_table}"
+    )
+    app.extensions["arcade"].store.create_table()
+    prefix = "/pay" if shape == "base_path" else ""
+
+    def call(method: str, path: str, *, body: bytes = b"", cookie: str | None = None) -> dict:
+        headers = [("Content-Type", "application/x-www-form-urlencoded")] if body else []
+        if cookie:
+            headers.append(("Cookie", cookie))
+        if shape == "function_url":
+            made = make_v2_event(
+                method=method, path=path, body=body, headers=headers, function_url=True
+            )
+        else:
+            made = make_v1_event(
+                method=method,
+                path=path,
+                body=body,
+                headers=headers,
+                custom_domain="pay.example.com",
+                base_path="/pay",
+            )
+        return handle(app, made, None)
+
+    form = call("GET", "/admin/login")
+    page = form["body"].encode()
+    assert form["statusCode"] == 200
+    assert f'action="{prefix}/admin/login"'.encode() in page
+    first = _set_cookie(form).split(";")[0]
+    login_body = urlencode({"key": ADMIN_KEY, "csrf_token": csrf_of(page)}).encode()
+
+    logged_in = call("POST", "/admin/login", body=login_body, cookie=first)
+
+    assert logged_in["statusCode"] == 302, logged_in.get("body")
+    cookie = _set_cookie(logged_in)
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    machines = call("GET", "/admin/", cookie=cookie.split(";")[0])
+    assert machines["statusCode"] == 200
+    assert b"No machine is registered yet" in machines["body"].encode()
+    assert f'href="{prefix}/admin/payments"'.encode() in machines["body"].encode()
