@@ -58,7 +58,13 @@ CSRF_MESSAGE = (
 
 
 class AdminSessionInterface(SecureCookieSessionInterface):
-    """Flask's signed cookie, Secure except on a loopback host (plain http://127.0.0.1)."""
+    """Flask's signed cookie, Secure except on a loopback host (plain http://127.0.0.1), opened
+    only for the /admin pages: a webhook or a cabinet's call never pays for reading one."""
+
+    def open_session(self, app: Flask, request: Any) -> Any:
+        if not request.path.startswith(bp.url_prefix or "/admin"):
+            return None  # Flask then gives the request a null session
+        return super().open_session(app, request)
 
     def get_cookie_secure(self, app: Flask) -> bool:
         from arcade.wire import is_loopback
