@@ -638,3 +638,22 @@ def test_cli_reports_revenue(api, add_machine):
     assert lines[1].split() == ["cab001", "1.00", "USD", "0.00", "USD", "1.00", "USD", "1"]
     assert lines[2].split()[0] == "cab002"
     assert [r["net"] for r in json.loads(as_json.stdout)["rows"]] == [150]
+
+
+def test_a_removed_machines_books_stay_readable_by_the_operator(api, add_machine):
+    """GIVEN a machine paid and then removed WHEN the operator reads it THEN its payments and
+    counters are there, marked not registered; its old token and unknown machines get 401 and
+    404."""
+    token = add_machine("cab002")
+    assert pay(api, "cs_gone", link_of(api, "cab002", token))[0] == 200
+    assert flask_command(api.env, "machines", "remove", "cab002").returncode == 0
+
+    status, gone = call(api, "GET", "/machines/cab002")
+
+    assert status == 200, gone
+    assert gone["registered"] is False
+    assert [p["id"] for p in gone["payments"]] == ["cs_gone"]
+    assert gone["credits"]["granted"] == 1 and gone["revenue"] == {"usd": 50}
+    old_token = api.request("GET", "/machines/cab002", headers={"Authorization": f"Bearer {token}"})
+    assert old_token[0] == 404
+    assert call(api, "GET", "/machines/never")[0] == 404

@@ -6,7 +6,7 @@ import re
 
 from flask import Blueprint, request
 
-from arcade.errors import BadRequest
+from arcade.errors import BadRequest, NotFound
 from arcade.machines import check_machine_id, describe
 from arcade.routes import json_body
 from arcade.services import services
@@ -36,11 +36,33 @@ def gameover():
 def machine_state(machine_id: str):
     check_machine_id(machine_id)
     svc = services()
-    machine = svc.registry.authorise(machine_id, request.headers.get("Authorization"))
+    authorization = request.headers.get("Authorization")
+    try:
+        machine = svc.registry.authorise(machine_id, authorization)
+    except NotFound:
+        # The operator can still read a removed machine's books: its payments and counters
+        # stay on record (SPEC "Operator CLI": `machines remove`).
+        if not svc.registry.is_admin(authorization):
+            raise
+        return _removed_machine(machine_id)
     report = svc.ledger.report(machine)
     report["presence"] = svc.presence.of(machine)
     report["last_seen"] = machine.last_seen
+    report["registered"] = True
     return report
+
+
+def _removed_machine(machine_id: str) -> dict:
+    """Return what is on record of a machine that is no longer registered, or raise NotFound
+    when nothing is."""
+    from arcade.store.base import Machine
+
+    svc = services()
+    state = svc.store.get_machine_state(machine_id)
+    if state.version == 0 and not svc.store.list_payments(machine_id, 1):
+        raise NotFound(f"machine {machine_id} is not registered", code="unknown_machine")
+    report = svc.ledger.report(Machine(machine_id=machine_id, token_hash="", created_at=""))
+    return report | {"presence": "unknown", "last_seen": None, "registered": False}
 
 
 @bp.post("/machines/<machine_id>/credits/ack")
