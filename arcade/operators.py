@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -102,12 +103,13 @@ def instant(value: str | None, name: str, *, tz: tzinfo, end: bool = False) -> s
             moment = datetime.fromisoformat(text)
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=tz)
+        # In UTC the first or last day of the calendar may fall outside it.
+        return iso(moment)
     except (ValueError, OverflowError) as exc:
         raise BadRequest(
             f"{name} must be an ISO 8601 date (2026-11-29) or instant (2026-11-29T10:00:00Z)",
             code=f"invalid_{name}",
         ) from exc
-    return iso(moment)
 
 
 def page_size(value: Any) -> int:
@@ -115,9 +117,15 @@ def page_size(value: Any) -> int:
     if value is None or value == "":
         return DEFAULT_PAGE
     text = str(value)
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+    if whole_number(text) is None or not 1 <= int(text) <= MAX_PAGE:
         raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE}", code="invalid_limit")
     return int(text)
+
+
+def whole_number(text: str) -> int | None:
+    """Return ``text`` as a whole number when it is 1 to 12 ASCII digits, else None (``"²"``
+    and ``"٣"`` are digits to ``str.isdigit`` but not to a person typing an amount)."""
+    return int(text) if re.fullmatch(r"[0-9]{1,12}", text) else None
 
 
 def encode_cursor(payment: Payment) -> str:
@@ -136,7 +144,7 @@ def decode_cursor(value: str | None) -> tuple[str, str] | None:
         if not isinstance(created_at, str) or not isinstance(payment_id, str):
             raise ValueError("not a pair of strings")
         parse_iso(created_at)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+    except (ValueError, TypeError, RecursionError, binascii.Error, UnicodeDecodeError) as exc:
         raise BadRequest(
             "cursor must be a next_cursor from an earlier answer", code="invalid_cursor"
         ) from exc

@@ -27,7 +27,26 @@ PATHS = [
     "/machines/%ff%fe",
     "/machines/a%2Fb/heartbeat",
     "/",
+    "/payments",
+    "/payments/cs_1",
+    "/payments/cs_1/resend",
+    "/payments/cs_1/refund",
+    "/payments/%ff/refund",
+    "/machines/cab001/credits",
+    "/reports/revenue",
+    "/status/ready",
+    "/admin/",
+    "/admin/login",
+    "/admin/logout",
+    "/admin/payments",
+    "/admin/revenue",
+    "/admin/credits",
+    "/admin/machines/cab001",
+    "/admin/payments/cs_1/refund",
 ]
+QUERY_KEYS = st.sampled_from(
+    ["status", "machine_id", "since", "until", "limit", "cursor", "group", "tz", "days", "next"]
+)
 HEADER_NAMES = st.sampled_from(
     [
         "Authorization",
@@ -64,12 +83,24 @@ KNOWN_KEYS = st.fixed_dictionaries(
         "credits_left": JSONISH,
         "name": JSONISH,
         "credits_per_unit": JSONISH,
+        "credits": JSONISH,
+        "reason": JSONISH,
+        "amount": JSONISH,
     },
 )
 BODIES = st.one_of(
     st.binary(max_size=300),
     KNOWN_KEYS.map(lambda d: json.dumps(d, allow_nan=True).encode()),
     st.integers(1, 2000).map(lambda n: b"[" * n + b"]" * n),
+)
+
+
+FORM_FIELDS = st.dictionaries(
+    st.sampled_from(
+        ["key", "amount", "credits", "reason", "machine_id", "next", "idempotency_key"]
+    ),
+    TEXT,
+    max_size=5,
 )
 
 
@@ -100,24 +131,35 @@ def fuzz_app(broker, tmp_path_factory):
     path=st.sampled_from(PATHS),
     headers=st.lists(st.tuples(HEADER_NAMES, HEADER_TEXT), max_size=4),
     body=BODIES,
-    with_token=st.booleans(),
+    query=st.lists(st.tuples(QUERY_KEYS, TEXT), max_size=3),
+    credentials=st.sampled_from(["none", "machine", "admin"]),
 )
 def test_no_input_makes_a_500_or_an_error_line(
-    fuzz_app, caplog, method, path, headers, body, with_token
+    fuzz_app, caplog, method, path, headers, body, query, credentials
 ):
+    from tests.conftest import ADMIN_KEY
+
     app, token = fuzz_app
     sent = dict(headers)
-    if with_token:
-        sent["Authorization"] = f"Bearer {token}"
+    if credentials != "none":
+        sent["Authorization"] = f"Bearer {token if credentials == 'machine' else ADMIN_KEY}"
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        answer = app.test_client().open(path, method=method, headers=sent, data=body)
+        answer = app.test_client().open(
+            path, method=method, headers=sent, data=body, query_string=query
+        )
 
     assert answer.status_code < 500 or answer.status_code in (502, 503), (
         answer.status_code,
         answer.get_data()[:200],
     )
-    if answer.status_code != 204 and method != "HEAD" and answer.status_code >= 400:
+    # The /admin pages answer people, in HTML; the API answers JSON.
+    if (
+        answer.status_code != 204
+        and method != "HEAD"
+        and answer.status_code >= 400
+        and not path.startswith("/admin")
+    ):
         assert answer.is_json, answer.get_data()[:200]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
@@ -183,4 +225,47 @@ def test_no_signed_event_makes_a_500_or_an_error_line(
         )
 
     assert answer.status_code < 500 or answer.status_code in (502, 503), answer.get_data()[:300]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    path=st.sampled_from(
+        [
+            "/admin/login",
+            "/admin/credits",
+            "/admin/payments/cs_1/refund",
+            "/admin/payments/cs_1/resend",
+            "/admin/payments/%ff/resend",
+            "/admin/machines/cab001/rotate-token",
+            "/admin/machines/%ff/rotate-token",
+        ]
+    ),
+    form=FORM_FIELDS,
+    query=st.lists(st.tuples(QUERY_KEYS, TEXT), max_size=2),
+)
+def test_no_form_a_logged_in_operator_sends_makes_a_500(fuzz_app, caplog, path, form, query):
+    """Forms with a valid CSRF token and anything in their fields: a page with a sentence or a
+    redirect, never a 500, never a redirect off these pages."""
+    import re
+
+    from tests.conftest import ADMIN_KEY
+
+    app, _ = fuzz_app
+    client = app.test_client()
+    token = re.search(rb'name="csrf_token" value="([^"]+)"', client.get("/admin/login").data)
+    assert token
+    csrf = token.group(1).decode()
+    client.post("/admin/login", data={"key": ADMIN_KEY, "csrf_token": csrf})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        answer = client.post(path, data={**form, "csrf_token": csrf}, query_string=query)
+
+    assert answer.status_code < 500 or answer.status_code == 503, answer.get_data()[:300]
+    if answer.status_code in (301, 302, 303):
+        assert answer.headers["Location"].startswith("/admin"), answer.headers["Location"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -169,6 +169,9 @@ def test_payments_lists_every_payment_across_machines_with_filters_and_pages(api
         ("limit=0", "invalid_limit"),
         ("limit=ten", "invalid_limit"),
         ("cursor=not-a-cursor", "invalid_cursor"),
+        ("cursor=" + "W" * 40, "invalid_cursor"),
+        ("limit=%C2%B2", "invalid_limit"),  # "²": a digit to str.isdigit, not to int()
+        ("since=0001-01-01T00:00:00%2B14:00", "invalid_since"),
     ],
 )
 def test_payments_refuses_bad_filters_in_plain_words(client, query, code):
@@ -305,6 +308,10 @@ def test_revenue_days_follow_the_time_zone_asked(client, app, open_shop):
     assert bad.status_code == 400 and bad.json["code"] == "invalid_group"
     bad = client.get("/reports/revenue?since=2026-11-20&until=2026-11-01", headers=ADMIN)
     assert bad.status_code == 400
+    edge = client.get("/reports/revenue?since=0001-01-01&tz=Pacific/Kiritimati", headers=ADMIN)
+    assert edge.status_code == 400 and edge.json["code"] == "invalid_since"
+    far = client.get("/reports/revenue?since=2020-01-01&until=2026-01-01", headers=ADMIN)
+    assert far.status_code == 400 and "400 days" in far.json["error"]
 
 
 def test_resend_delivers_a_stuck_grant_and_repeats_a_delivered_one(

@@ -33,7 +33,7 @@ from flask.sessions import SecureCookieSessionInterface
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
-from arcade.errors import ApiError, ArcadeError, NotFound
+from arcade.errors import ApiError, ArcadeError, BadRequest, NotFound
 from arcade.logs import REFUSALS
 from arcade.services import services
 
@@ -280,13 +280,15 @@ def resend(payment_id: str) -> Any:
 @bp.post("/payments/<payment_id>/refund")
 @login_required
 def refund(payment_id: str) -> Any:
-    from arcade.operators import money
+    from arcade.operators import money, whole_number
 
     def act() -> str:
         typed = request.form.get("amount", "").strip()
         amount: Any = None
         if typed:
-            amount = int(typed) if typed.isdigit() else typed
+            amount = whole_number(typed)
+            if amount is None:
+                raise BadRequest("the amount to refund must be a whole number (cents)")
         answer = services().operators.refund(payment_id, amount=amount)
         return (
             f"Stripe is refunding {money(answer['amount'], answer['currency'])} of {payment_id}; "
@@ -300,13 +302,14 @@ def refund(payment_id: str) -> Any:
 @login_required
 def grant() -> Any:
     from arcade.machines import check_machine_id
-    from arcade.operators import manual_grant_request
+    from arcade.operators import manual_grant_request, whole_number
 
     def act() -> str:
         machine_id = check_machine_id(request.form.get("machine_id"))
         typed = request.form.get("credits", "").strip()
         count, reason = manual_grant_request(
-            int(typed) if typed.isdigit() else typed, request.form.get("reason")
+            whole_number(typed) if whole_number(typed) is not None else typed,
+            request.form.get("reason"),
         )
         key = request.form.get("idempotency_key") or None
         answer = services().operators.grant(machine_id, count, reason, key=key)
