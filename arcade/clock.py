@@ -11,8 +11,12 @@ def utc_now() -> datetime:
 
 
 def iso(moment: datetime) -> str:
-    """Return ``moment`` as ``2026-11-22T10:00:00.123456Z`` (fixed width, so it sorts)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Return ``moment`` as ``2026-11-22T10:00:00.123456Z`` (fixed width, so it sorts).
+
+    ``isoformat`` always writes four digits of year, where ``strftime("%Y")`` writes ``1`` for
+    the year 1 on Linux; it is also the faster of the two.
+    """
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def iso_seconds(moment: datetime) -> str:
@@ -26,8 +30,10 @@ def from_unix(seconds: int | float) -> datetime:
 
 
 def parse_iso(text: str) -> datetime:
-    """Return the datetime of a string written by ``iso``."""
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    """Return the datetime of a string written by ``iso``; raise ValueError for any other."""
+    if len(text) != 27 or text[-1] != "Z" or text[10] != "T":
+        raise ValueError(f"not an instant written by iso(): {text[:40]!r}")
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
 
 
 def later(moment: datetime, seconds: float) -> datetime:

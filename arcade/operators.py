@@ -17,7 +17,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
 from arcade.clock import iso, parse_iso, utc_now
@@ -103,7 +103,10 @@ def instant(value: str | None, name: str, *, tz: tzinfo, end: bool = False) -> s
             moment = datetime.fromisoformat(text)
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=tz)
-        # In UTC the first or last day of the calendar may fall outside it.
+        # In UTC the first or last day of the calendar may fall outside it; money older than
+        # 1970 or past 9998 is a typing mistake.
+        if not 1970 <= moment.astimezone(UTC).year <= 9998:
+            raise ValueError("out of range")
         return iso(moment)
     except (ValueError, OverflowError) as exc:
         raise BadRequest(
