@@ -13,6 +13,7 @@ import logging
 import os
 import resource
 import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -30,6 +31,8 @@ CHANNEL_TIMEOUT_SECONDS = 30
 # How long in-flight requests may take to finish after SIGTERM: the slowest webhook (a
 # line-items call Stripe answers slowly, then the slowest publish) fits well inside.
 DRAIN_SECONDS = 60
+# The GIL's switch interval while serving (Python's default is 0.005 s).
+SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 class StartupError(Exception):
@@ -151,6 +154,9 @@ def serve(app: Flask) -> int:
         store=settings.database_url.split(":", 1)[0],
         ready=not problems,
     )
+    # Five threads take turns here (waitress's loop and workers, paho's network loop, the
+    # relay): a thread woken by a PUBACK or a reply should not wait up to 5 ms for the GIL.
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     background = BackgroundWork(svc)
     background.start()
     try:
