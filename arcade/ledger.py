@@ -249,11 +249,15 @@ class Ledger:
             now = utc_now()
             new = self._session_payment(session, phase, attribution, stored, now)
             pointer = None
+            # A refund kept on the intent before the session came counts on its own day.
+            refunded_at = iso(now)
             if intent_id and (stored is None or stored.payment_intent != intent_id):
                 known = intent or IntentRecord(intent_id)
                 if known.payment_id in (None, payment_id):
                     new = with_intent_facts(new, known, iso(now))
                     pointer = replace(known, payment_id=payment_id, updated_at=iso(now))
+                    if known.amount_refunded and known.updated_at:
+                        refunded_at = known.updated_at
             new = settle(new)
             if is_deliverable(new):
                 new = self._leased(new, now)
@@ -261,7 +265,7 @@ class Ledger:
                 new,
                 intent=pointer,
                 delta=_delta(stored, new),
-                entries=_entries(stored, new, iso(now)),
+                entries=_entries(stored, new, refunded_at),
             ):
                 break
             if intent_id:  # the intent may have gained a refund meanwhile: read it this time
@@ -454,6 +458,14 @@ class Ledger:
                 raise UnknownPayment(f"machine {machine_id} has no payment {payment_id}")
             if payment.credited_at is not None:
                 return payment
+            if is_cancelled(payment):
+                # Refunded in full or disputed before any PUBACK: its coinpulse was withdrawn,
+                # and an acknowledgement must not bring its credits back.
+                raise Conflict(
+                    f"payment {payment_id} was {payment.status} before it was delivered:"
+                    " its credits are not owed",
+                    code="grant_cancelled",
+                )
             now = iso(utc_now())
             credited = settle(
                 replace(
@@ -1116,11 +1128,12 @@ def _delta(before: Payment | None, after: Payment) -> StateDelta | None:
     return StateDelta(after.machine_id, change.credits, change.revenue, after.currency)
 
 
-def _entries(before: Payment | None, after: Payment, now: str) -> list[RevenueEntry]:
+def _entries(before: Payment | None, after: Payment, refunded_at: str) -> list[RevenueEntry]:
     """Return the revenue journal's entries for the money a change moved.
 
-    A sale counts on the day its Checkout Session was created, a refund on the day it is
-    recorded (SPEC "Operators": ``/reports/revenue``). The ids come from the version this
+    A sale counts on the day its Checkout Session was created, a refund at ``refunded_at``:
+    when it was recorded, by us or on its PaymentIntent before its session came (SPEC
+    "Operators": ``/reports/revenue``). The ids come from the version this
     change writes, so a write that is decided again after losing a race books nothing twice.
     """
     if after.machine_id is None:
@@ -1137,7 +1150,7 @@ def _entries(before: Payment | None, after: Payment, now: str) -> list[RevenueEn
         entries.append(RevenueEntry(f"{prefix}#sale", after.created_at, gross=gross, **common))
     refunded = given_back(after) - given_back(before)
     if refunded:
-        entries.append(RevenueEntry(f"{prefix}#refund", now, refunded=refunded, **common))
+        entries.append(RevenueEntry(f"{prefix}#refund", refunded_at, refunded=refunded, **common))
     return entries
 
 

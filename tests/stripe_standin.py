@@ -1123,9 +1123,19 @@ class StripeStandIn:
         intent = params.get("payment_intent")
         if not intent:
             raise _missing("payment_intent")
+        fingerprint = json.dumps([request.method, request.path, params], sort_keys=True)
         with self._lock:
-            if key and key in self._idempotency:
-                return self._ok(dict(self._idempotency[key].body), {"Idempotent-Replayed": "true"})
+            replay = self._idempotency.get(key) if key else None
+            if replay is not None:
+                if replay.fingerprint != fingerprint:
+                    raise StripeError(
+                        400,
+                        "Keys for idempotent requests can only be used with the same "
+                        "parameters they were first used with. Try using a key other than "
+                        f"'{key}' if you meant to execute a different request.",
+                        type="idempotency_error",
+                    )
+                return self._ok(dict(replay.body), {"Idempotent-Replayed": "true"})
             sessions = [s for s in self._sessions.values() if s.get("payment_intent") == intent]
             if not sessions:
                 raise _no_such("payment_intent", str(intent), param="payment_intent")
@@ -1154,7 +1164,7 @@ class StripeStandIn:
             }
             self._refunds.append(refund)
             if key:
-                self._idempotency[key] = _Replay("", refund)
+                self._idempotency[key] = _Replay(fingerprint, refund)
         return self._ok(dict(refund), {"Idempotency-Key": key} if key else {})
 
     @property

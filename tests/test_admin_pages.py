@@ -73,15 +73,15 @@ def test_an_operator_logs_in_sees_the_machines_resends_a_stuck_grant_and_logs_ou
 
     # Not logged in: the pages send the operator to the login form.
     browser.open(f"{base}/admin/payments")
-    assert browser.wait_for_text("Admin key")
+    assert browser.wait_for_text(timeout=30, text="Admin key")
     shots["login"] = browser.screenshot("login")
     log_in(browser, api, key="not-the-key-" + "x" * 30)
-    assert browser.wait_for_text("That is not the admin key.")
+    assert browser.wait_for_text(timeout=30, text="That is not the admin key.")
     log_in(browser, api)
     # After login the page asked for first.
-    assert browser.wait_for_text("Payments needing attention")
+    assert browser.wait_for_text(timeout=30, text="Payments needing attention")
     browser.open(f"{base}/admin/")
-    assert browser.wait_for_text("Machines")
+    assert browser.wait_for_text(timeout=30, text="Machines")
     [row] = by_css(browser, "#machines tbody tr")
     cells = [cell.text for cell in row.find_elements("css selector", "td")]
     assert cells[0].splitlines() == ["cab001", "Pac-Man"]
@@ -95,7 +95,7 @@ def test_an_operator_logs_in_sees_the_machines_resends_a_stuck_grant_and_logs_ou
     assert cookie["secure"] is False  # loopback, plain http
 
     browser.open(f"{base}/admin/machines/cab001")
-    assert browser.wait_for_text("QR code to print")
+    assert browser.wait_for_text(timeout=30, text="QR code to print")
     assert by_css(browser, ".qr svg"), "the QR code is drawn on the page"
     assert link["url"] in browser.text()
     listed = [r.get_attribute("data-payment") for r in by_css(browser, "#payments tbody tr")]
@@ -103,7 +103,7 @@ def test_an_operator_logs_in_sees_the_machines_resends_a_stuck_grant_and_logs_ou
     shots["machine"] = browser.screenshot("machine")
 
     browser.open(f"{base}/admin/payments")
-    assert browser.wait_for_text("Paid, not yet delivered to the cabinet")
+    assert browser.wait_for_text(timeout=30, text="Paid, not yet delivered to the cabinet")
     pending = by_css(browser, "#pending_delivery tr[data-payment]")
     assert [r.get_attribute("data-payment") for r in pending] == ["cs_stuck"]
     unattributed = by_css(browser, "#unattributed tr[data-payment]")
@@ -116,14 +116,16 @@ def test_an_operator_logs_in_sees_the_machines_resends_a_stuck_grant_and_logs_ou
         "const form = document.querySelector('#pending_delivery form[action$=\"/resend\"]');"
         "form.querySelector('[name=csrf_token]').remove(); form.submit();"
     )
-    assert browser.wait_for_text("This form has expired or did not come from these pages")
+    assert browser.wait_for_text(
+        timeout=30, text="This form has expired or did not come from these pages"
+    )
     shots["csrf_refused"] = browser.screenshot("csrf-refused")
     assert pulses.settle() == []
 
     browser.open(f"{base}/admin/payments")
     by_css(browser, "#pending_delivery button[name=resend]")[0].click()
-    assert browser.wait_for_text("Coinpulse of cs_stuck sent again")
-    [pulse] = pulses.wait_for(1)
+    assert browser.wait_for_text(timeout=30, text="Coinpulse of cs_stuck sent again")
+    [pulse] = pulses.wait_for(1, timeout=20)
     assert pulse.payload["paymentId"] == "cs_stuck"
     assert by_css(browser, "#pending_delivery tr[data-payment]") == []
     shots["resent"] = browser.screenshot("resent")
@@ -131,12 +133,12 @@ def test_an_operator_logs_in_sees_the_machines_resends_a_stuck_grant_and_logs_ou
     # A credit by hand, from the form on the same page.
     by_css(browser, "#grant input[name=reason]")[0].send_keys("coin mechanism jammed")
     by_css(browser, "#grant button[name=grant]")[0].click()
-    assert browser.wait_for_text("1 credits sent to cab001.")
-    manual = pulses.wait_for(2)[1]
+    assert browser.wait_for_text(timeout=30, text="1 credits sent to cab001.")
+    manual = pulses.wait_for(2, timeout=20)[1]
     assert manual.payload["paymentId"].startswith("manual_")
 
     browser.open(f"{base}/admin/revenue")
-    assert browser.wait_for_text("Net per day, USD")
+    assert browser.wait_for_text(timeout=30, text="Net per day, USD")
     bars = by_css(browser, "svg.chart rect")
     assert len(bars) == 30
     assert "0.50 USD" in bars[-1].get_attribute("innerHTML") or any(
@@ -158,9 +160,9 @@ def test_an_operator_logs_in_sees_the_machines_resends_a_stuck_grant_and_logs_ou
     browser.desktop()
 
     by_css(browser, "#logout")[0].click()
-    assert browser.wait_for_text("Logged out.")
+    assert browser.wait_for_text(timeout=30, text="Logged out.")
     browser.open(f"{base}/admin/")
-    assert browser.wait_for_text("Admin key")
+    assert browser.wait_for_text(timeout=30, text="Admin key")
     assert all(path.stat().st_size > 1000 for path in shots.values())
     print("screenshots:", {name: str(path) for name, path in shots.items()})
 
@@ -324,3 +326,69 @@ def test_the_pages_work_the_same_through_lambda(
     assert machines["statusCode"] == 200
     assert b"No machine is registered yet" in machines["body"].encode()
     assert f'href="{prefix}/admin/payments"'.encode() in machines["body"].encode()
+
+
+def test_a_refund_form_sent_twice_refunds_once_even_after_stripe_confirmed(
+    client, app, open_shop, stripe_standin
+):
+    """GIVEN the payments page WHEN its refund form for 20 cents is sent, Stripe's
+    charge.refunded is recorded, and the same form is sent again (a double click, a reload)
+    THEN Stripe refunded once."""
+    from tests.conftest import DEFAULT_PRICE, signed_post
+    from tests.stripe_standin import charge, checkout_session, event
+
+    shop = open_shop(app)
+    stripe_standin.add_session(
+        checkout_session(id="cs_twice", payment_intent="pi_cs_twice", amount_subtotal=50),
+        [(DEFAULT_PRICE, 1)],
+    )
+    assert shop.pay("cs_twice").status_code == 200
+    login(client)
+    page = client.get("/admin/machines/cab001").data
+    key = re.search(
+        rb'name="idempotency_key" value="([0-9a-f]+)">\s*<input type="number" name="amount"', page
+    )
+    assert key, page[-3000:]
+    form = {"csrf_token": csrf_of(page), "amount": "20", "idempotency_key": key.group(1).decode()}
+
+    first = client.post("/admin/payments/cs_twice/refund", data=form)
+    refunded = event(
+        "charge.refunded", charge(payment_intent="pi_cs_twice", amount=50, amount_refunded=20)
+    )
+    assert signed_post(client, refunded).status_code == 200
+    second = client.post("/admin/payments/cs_twice/refund", data=form, follow_redirects=True)
+
+    assert first.status_code == 302
+    assert b"Stripe is refunding 0.20 USD of cs_twice" in second.data
+    assert [r["amount"] for r in stripe_standin.refunds] == [20]
+
+
+def test_unknown_pages_and_machines_are_404_pages_and_nothing_is_cached(client, register):
+    """GIVEN a logged-in operator WHEN an unknown page, or a new token for an unknown machine,
+    is asked THEN a 404 page in words; every page says no-store."""
+    login(client)
+    token = csrf_of(client.get("/admin/").data)
+
+    unknown = client.get("/admin/nowhere")
+    rotate = client.post("/admin/machines/ghost/rotate-token", data={"csrf_token": token})
+    register("cab001")
+    made = client.post("/admin/machines/cab001/rotate-token", data={"csrf_token": token})
+
+    assert unknown.status_code == 404 and b"there is no such page" in unknown.data
+    assert rotate.status_code == 404 and b"ghost is not registered" in rotate.data
+    assert made.status_code == 200 and b"mt_" in made.data
+    assert made.headers["Cache-Control"] == "no-store"
+    assert client.get("/admin/").headers["Cache-Control"] == "no-store"
+
+
+def test_a_login_over_plain_http_away_from_loopback_says_why_it_fails(client):
+    """GIVEN the pages opened over http on a LAN name (the Secure cookie is not kept) WHEN the
+    login form is sent without a cookie THEN the refusal says to use HTTPS or 127.0.0.1."""
+    lan = {"base_url": "http://cabinet-lan.test:5000"}
+    token = csrf_of(client.get("/admin/login", **lan).data)
+    client.delete_cookie("arcade_admin", domain="cabinet-lan.test")
+
+    answer = client.post("/admin/login", data={"key": ADMIN_KEY, "csrf_token": token}, **lan)
+
+    assert answer.status_code == 403
+    assert b"over plain http on cabinet-lan.test" in answer.data

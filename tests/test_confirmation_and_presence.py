@@ -45,6 +45,26 @@ def go_silent(app, *, connected: bool = True, at: str = LONG_AGO) -> None:
 
 
 # --- confirmation -----------------------------------------------------------------------------
+def test_an_ack_of_a_grant_refunded_before_its_session_brings_no_credits_back(build, open_shop):
+    """GIVEN a refund that arrived before its Checkout Session (the grant is cancelled, never
+    published) WHEN the cabinet acknowledges it anyway THEN 409 grant_cancelled, and the
+    machine's credits and revenue stay as they were."""
+    shop = open_shop(build())
+    refund = event(
+        "charge.refunded", charge(payment_intent="pi_cs_early", amount=50, amount_refunded=50)
+    )
+    assert signed_post(shop.client, refund).status_code == 200
+    assert shop.pay("cs_early").status_code == 200
+    before = shop.state()
+
+    answer = ack(shop, "cs_early")
+
+    assert answer.status_code == 409 and answer.json["code"] == "grant_cancelled"
+    after = shop.state()
+    assert after["credits"] == before["credits"] == {"granted": 0, "used": 0, "left": 0}
+    assert after["payments"][0]["status"] == "refunded"
+
+
 def test_a_confirmed_payment_is_credited_and_a_repeat_changes_nothing(build, open_shop, subscribe):
     shop = open_shop(build())
     subscriber = subscribe(COINPULSE)

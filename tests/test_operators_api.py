@@ -664,3 +664,31 @@ def test_a_removed_machines_books_stay_readable_by_the_operator(api, add_machine
     old_token = api.request("GET", "/machines/cab002", headers={"Authorization": f"Bearer {token}"})
     assert old_token[0] == 404
     assert call(api, "GET", "/machines/never")[0] == 404
+
+
+def test_a_refund_kept_before_its_session_counts_on_the_day_it_was_made(client, app, open_shop):
+    """GIVEN a refund that arrived three days before its Checkout Session did WHEN revenue is
+    reported by day THEN the sale counts on the session's day and the refund on its own."""
+    from dataclasses import replace
+
+    from arcade.clock import iso, utc_now
+    from tests.conftest import signed_post
+    from tests.stripe_standin import event
+
+    shop = open_shop(app)
+    refund = event(
+        "charge.refunded", charge(payment_intent="pi_cs_late", amount=50, amount_refunded=50)
+    )
+    assert signed_post(client, refund).status_code == 200
+    store = app.extensions["arcade"].store
+    kept = store.get_intent("pi_cs_late")
+    three_days_ago = utc_now() - timedelta(days=3)
+    assert store.commit_payment(None, intent=replace(kept, updated_at=iso(three_days_ago)))
+    assert shop.pay("cs_late").status_code == 200
+
+    rows = client.get("/reports/revenue", headers=ADMIN).json["rows"]
+
+    assert [(r["day"], r["gross"], r["refunded"]) for r in rows] == [
+        (three_days_ago.date().isoformat(), 0, 50),
+        (utc_now().date().isoformat(), 50, 0),
+    ]

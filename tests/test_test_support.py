@@ -240,6 +240,28 @@ def test_idempotency_key_reused_with_other_params_is_refused(standin: StripeStan
         )
 
 
+def test_a_refund_key_replays_its_refund_and_refuses_other_params(standin: StripeStandIn) -> None:
+    """GIVEN a refund made with key k WHEN k comes again THEN the same refund; with another
+    amount or PaymentIntent THEN Stripe's idempotency error, and no second refund."""
+    from tests.stripe_standin import checkout_session
+
+    standin.add_session(checkout_session(id="cs_1", payment_intent="pi_1", amount_subtotal=300))
+    client = standin.client()
+    first = client.v1.refunds.create(
+        {"payment_intent": "pi_1", "amount": 100}, options={"idempotency_key": "k"}
+    )
+    again = client.v1.refunds.create(
+        {"payment_intent": "pi_1", "amount": 100}, options={"idempotency_key": "k"}
+    )
+
+    with pytest.raises(stripe.IdempotencyError):
+        client.v1.refunds.create(
+            {"payment_intent": "pi_1", "amount": 50}, options={"idempotency_key": "k"}
+        )
+    assert again.id == first.id
+    assert [r["amount"] for r in standin.refunds] == [100]
+
+
 def test_payment_link_errors_look_like_stripe(standin: StripeStandIn) -> None:
     client = standin.client()
 

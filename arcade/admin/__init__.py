@@ -145,12 +145,31 @@ def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
+@bp.after_request
+def never_cache(response: Any) -> Any:
+    """Operator pages (a new token among them) are kept by no browser cache or proxy."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @bp.errorhandler(HTTPException)
 def http_error(exc: HTTPException) -> Any:
     from flask_wtf.csrf import CSRFError
 
     if isinstance(exc, CSRFError):
-        return render_template("admin/message.html", title="Refused", message=CSRF_MESSAGE), 403
+        from arcade.wire import is_loopback
+
+        host = request.host.rsplit(":", 1)[0]
+        if request.scheme == "http" and not is_loopback(host) and not request.cookies:
+            # The login cookie is Secure: a browser keeps it only over HTTPS.
+            message = (
+                f"These pages were opened over plain http on {host}, so the browser did not "
+                "keep the login cookie (it is sent over HTTPS only). Open them over HTTPS, or "
+                "on this computer at http://127.0.0.1."
+            )
+        else:
+            message = CSRF_MESSAGE
+        return render_template("admin/message.html", title="Refused", message=message), 403
     return (
         render_template("admin/message.html", title=exc.name, message=exc.description),
         exc.code or 500,
@@ -160,8 +179,14 @@ def http_error(exc: HTTPException) -> Any:
 @bp.errorhandler(ArcadeError)
 def arcade_error(exc: ArcadeError) -> Any:
     """A failure of a page (store down, say) reads as a sentence, never as a trace."""
+    from arcade.http_errors import OWN_ERRORS
+
     message = exc.message if isinstance(exc, ApiError) else str(exc)
     status = exc.status if isinstance(exc, ApiError) else 503
+    for kind, (own_status, _code, _logged) in OWN_ERRORS.items():
+        if isinstance(exc, kind):
+            status = own_status
+            break
     return render_template(
         "admin/message.html", title="Something is wrong", message=message
     ), status
@@ -221,8 +246,9 @@ def machines() -> Any:
 
     svc = services()
     rows, totals = machine_rows(svc)
-    waiting = svc.operators.payments(status="pending_delivery", limit=100)["payments"]
-    return render_template("admin/machines.html", rows=rows, totals=totals, waiting=len(waiting))
+    waiting = svc.operators.payments(status="pending_delivery", limit=100)
+    shown = f"{len(waiting['payments'])}{'+' if waiting['next_cursor'] else ''}"
+    return render_template("admin/machines.html", rows=rows, totals=totals, waiting=shown)
 
 
 @bp.get("/machines/<machine_id>")
@@ -235,7 +261,9 @@ def machine(machine_id: str) -> Any:
     page = machine_page(services(), machine_id)
     if page is None:
         raise NotFound(f"there is no machine {machine_id} and no payment for it")
-    return render_template("admin/machine.html", **page, grant_key=uuid.uuid4().hex)
+    return render_template(
+        "admin/machine.html", **page, grant_key=uuid.uuid4().hex, refund_key=uuid.uuid4().hex
+    )
 
 
 @bp.post("/machines/<machine_id>/rotate-token")
@@ -262,6 +290,7 @@ def payments() -> Any:
         sections=sections,
         machine_ids=machine_ids,
         grant_key=uuid.uuid4().hex,
+        refund_key=uuid.uuid4().hex,
     )
 
 
@@ -289,7 +318,11 @@ def refund(payment_id: str) -> Any:
             amount = whole_number(typed)
             if amount is None:
                 raise BadRequest("the amount to refund must be a whole number (cents)")
-        answer = services().operators.refund(payment_id, amount=amount)
+        # One key per page, payment and amount: a second click (or a reload that posts
+        # again) refunds once, even after Stripe's charge.refunded has been recorded.
+        page_key = (request.form.get("idempotency_key") or "")[:64]
+        key = f"admin-{page_key}-{payment_id}-{amount}" if page_key else None
+        answer = services().operators.refund(payment_id, amount=amount, idempotency_key=key)
         return (
             f"Stripe is refunding {money(answer['amount'], answer['currency'])} of {payment_id}; "
             "the payment's status changes when Stripe confirms."
@@ -321,6 +354,12 @@ def grant() -> Any:
         return f"{count} credits sent to {machine_id}."
 
     return _act(act, back=url_for("admin.payments"))
+
+
+@bp.route("/<path:unknown>", methods=["GET", "POST"])
+@login_required
+def not_found(unknown: str) -> Any:
+    raise NotFound("there is no such page")
 
 
 @bp.get("/revenue")

@@ -40,8 +40,9 @@ logger = logging.getLogger(__name__)
 
 WATCH_SECONDS = 0.2  # how often the MQTT link's honesty is checked
 HEARTBEAT_GRACE_SECONDS = 5.0  # the first heartbeat waits this long for MQTT to come up
-# Answers to a confirmation that end it: the API does not know the payment, or the request.
-FINAL_ACK_STATUSES = frozenset({400, 404})
+# Answers to a confirmation that end it: the API does not know the payment, or the request,
+# or the grant was cancelled (refunded or disputed) before it was delivered.
+FINAL_ACK_STATUSES = frozenset({400, 404, 409})
 
 
 @dataclass(frozen=True)
