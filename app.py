@@ -6,9 +6,13 @@ from pathlib import Path
 
 from arcade import create_app
 from arcade.config import load_local_env
+from arcade.logs import configure_logging
 
 HERE = Path(__file__).resolve().parent
 
+# The entry points (Lambda, `python app.py`, `flask --app app`) decide where logs go; the app
+# factory only logs.
+configure_logging()
 load_local_env(HERE / ".env.local")
 app = create_app()
 

@@ -36,7 +36,7 @@ def create_app(
     from arcade.http_errors import register_error_handlers
     from arcade.ledger import Ledger
     from arcade.links import LinkService
-    from arcade.logs import configure_logging, log_event
+    from arcade.logs import log_event
     from arcade.machines import Registry
     from arcade.mqtt import Publisher, delivery_lease_seconds
     from arcade.payments import StripeGateway, key_livemode
@@ -46,7 +46,6 @@ def create_app(
     from arcade.signing import PulseSigner
     from arcade.store import open_store
 
-    configure_logging()
     settings = settings or Settings.from_env()
     for problem in settings.problems:
         log_event(logger, "setting_problem", level=logging.WARNING, problem=problem)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Iterator
+from time import monotonic
 
 from arcade.clock import iso, utc_now
 from arcade.errors import BadRequest, PaymentProviderError, ServiceUnavailable, TooManyRequests
@@ -92,7 +92,7 @@ class LinkService:
             if stored is not None:
                 return stored
             failed_at = self._failed.get(key)
-            recent = failed_at is not None and time.monotonic() - failed_at < FAILURE_MEMORY_SECONDS
+            recent = failed_at is not None and monotonic() - failed_at < FAILURE_MEMORY_SECONDS
             if anonymous and recent:
                 raise PaymentProviderError(
                     "Stripe could not make this machine's payment link a moment ago;"
@@ -103,14 +103,14 @@ class LinkService:
             try:
                 return self._make(machine, chosen_price, quantity, retries=0 if anonymous else None)
             except PaymentProviderError:
-                self._failed[key] = time.monotonic()
+                self._failed[key] = monotonic()
                 raise
 
     def _take_anonymous_call(self, machine_id: str) -> None:
         """Spend the machine's one anonymous Stripe call of the minute, or raise
         TooManyRequests when it was spent (checked and spent at once: links of one machine
         are made under different locks)."""
-        now = time.monotonic()
+        now = monotonic()
         with self._guard:
             last = self._anonymous_calls.get(machine_id)
             if last is not None and now - last < ANONYMOUS_CALL_SECONDS:

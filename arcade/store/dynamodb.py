@@ -7,7 +7,6 @@ that never touches the store does not pay for them.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -17,6 +16,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from arcade.errors import MachineExists, StoreError, UnknownMachine
+from arcade.logs import log_event
 from arcade.store.base import (
     GameOverKey,
     IntentRecord,
@@ -216,7 +216,7 @@ class DynamoStore(Store):
                 GlobalSecondaryIndexes=list(INDEXES.values()),
             )
         except _TableExists:
-            logger.info(json.dumps({"event": "store_table_exists", "table": self.table_name}))
+            log_event(logger, "store_table_exists", table=self.table_name)
             self._add_missing_indexes()
         self._wait_until_active()
         self._enable_expiry()
@@ -241,7 +241,7 @@ class DynamoStore(Store):
                 AttributeDefinitions=[a for a in ATTRIBUTES if a["AttributeName"] in used],
                 GlobalSecondaryIndexUpdates=[{"Create": index}],
             )
-            logger.info(json.dumps({"event": "store_index_added", "index": name}))
+            log_event(logger, "store_index_added", index=name)
 
     def _enable_expiry(self) -> None:
         """Let DynamoDB delete expired game-over keys (Time to Live on their epoch seconds)."""
@@ -838,7 +838,7 @@ def _pause_or_raise(exc: _TransactionCancelled) -> None:
 
 def _log_failure(operation: str, code: str) -> None:
     """Log one JSON line naming the operation and error code that failed (never the text)."""
-    logger.warning(json.dumps({"event": "store_error", "operation": operation, "code": code}))
+    log_event(logger, "store_error", level=logging.WARNING, operation=operation, code=code)
 
 
 def _error_code(exc: Exception) -> str:
