@@ -21,6 +21,17 @@ MIN_ADMIN_KEY_LENGTH = 32
 Number = TypeVar("Number", int, float)
 
 
+# The settings a deployment may leave unset (each stops one part of the service), by variable
+# name, and the field of Settings that holds each.
+OPTIONAL_SETTINGS = {
+    "STRIPE_API_KEY": "stripe_api_key",
+    "STRIPE_WEBHOOK_SECRET": "stripe_webhook_secret",
+    "STRIPE_PRICE_ID": "stripe_price_id",
+    "EMQX_BROKER_URL": "broker_host",
+    "ADMIN_API_KEY": "admin_api_key",
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service can be told, with the problems found while reading it."""
@@ -170,15 +181,15 @@ class Settings:
         )
 
     def missing(self, *names: str) -> list[str]:
-        """Return which of the named settings are unset, by their variable names."""
-        present = {
-            "STRIPE_API_KEY": self.stripe_api_key,
-            "STRIPE_WEBHOOK_SECRET": self.stripe_webhook_secret,
-            "STRIPE_PRICE_ID": self.stripe_price_id,
-            "EMQX_BROKER_URL": self.broker_host,
-            "ADMIN_API_KEY": self.admin_api_key,
-        }
-        return [name for name in names if not present[name]]
+        """Return which of the named settings are unset, by their variable names.
+
+        Raises ValueError for a name that is not one of ``OPTIONAL_SETTINGS`` (a typo in the
+        code, not a missing setting).
+        """
+        unknown = [name for name in names if name not in OPTIONAL_SETTINGS]
+        if unknown:
+            raise ValueError(f"not an optional setting: {', '.join(unknown)}")
+        return [name for name in names if not getattr(self, OPTIONAL_SETTINGS[name])]
 
     def require(self, *names: str) -> None:
         """Raise SettingsError naming every one of ``names`` that is unset."""

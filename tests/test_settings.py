@@ -574,3 +574,15 @@ def test_a_store_that_would_forget_everything_at_restart_is_refused(url):
     settings = Settings.from_env({"DATABASE_URL": url})
 
     assert "DATABASE_URL must be sqlite:///path.db or dynamodb://TABLE" in settings.problems
+
+
+def test_missing_names_every_optional_setting_and_refuses_a_typo():
+    """GIVEN no settings WHEN each optional setting is asked for THEN it is named as missing;
+    a name that is no setting is a ValueError, not a KeyError deep in a request."""
+    from arcade.config import OPTIONAL_SETTINGS, Settings
+
+    settings = Settings.from_env({})
+
+    assert settings.missing(*OPTIONAL_SETTINGS) == list(OPTIONAL_SETTINGS)
+    with pytest.raises(ValueError, match="STRIPE_KEY"):
+        settings.missing("STRIPE_KEY")
