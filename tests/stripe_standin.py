@@ -1113,6 +1113,20 @@ class StripeStandIn:
                 found["metadata"] = _metadata(params["metadata"], "metadata")
             return dict(found)
 
+    def _replay(self, key: str | None, fingerprint: str) -> _Replay | None:
+        """Return the answer kept for an idempotency key, or None for a new key; refuse a key
+        reused with other parameters, as Stripe does. Call with the lock held."""
+        replay = self._idempotency.get(key) if key else None
+        if replay is not None and replay.fingerprint != fingerprint:
+            raise StripeError(
+                400,
+                "Keys for idempotent requests can only be used with the same parameters they "
+                f"were first used with. Try using a key other than '{key}' if you meant to "
+                "execute a different request.",
+                type="idempotency_error",
+            )
+        return replay
+
     def _create_refund(self, request: RecordedRequest) -> _Answer:
         """Refund a PaymentIntent of a registered Checkout Session, once per idempotency key."""
         params = request.params
@@ -1123,18 +1137,10 @@ class StripeStandIn:
         intent = params.get("payment_intent")
         if not intent:
             raise _missing("payment_intent")
-        fingerprint = json.dumps([request.method, request.path, params], sort_keys=True)
+        fingerprint = _fingerprint(request)
         with self._lock:
-            replay = self._idempotency.get(key) if key else None
+            replay = self._replay(key, fingerprint)
             if replay is not None:
-                if replay.fingerprint != fingerprint:
-                    raise StripeError(
-                        400,
-                        "Keys for idempotent requests can only be used with the same "
-                        "parameters they were first used with. Try using a key other than "
-                        f"'{key}' if you meant to execute a different request.",
-                        type="idempotency_error",
-                    )
                 return self._ok(dict(replay.body), {"Idempotent-Replayed": "true"})
             sessions = [s for s in self._sessions.values() if s.get("payment_intent") == intent]
             if not sessions:
@@ -1176,23 +1182,13 @@ class StripeStandIn:
     def _create_payment_link(self, request: RecordedRequest) -> _Answer:
         params = request.params
         key = request.idempotency_key
-        fingerprint = json.dumps([request.method, request.path, params], sort_keys=True)
+        fingerprint = _fingerprint(request)
         with self._lock:
-            if key:
-                replay = self._idempotency.get(key)
-                if replay is not None:
-                    if replay.fingerprint != fingerprint:
-                        raise StripeError(
-                            400,
-                            "Keys for idempotent requests can only be used with the same "
-                            "parameters they were first used with. Try using a key other than "
-                            f"'{key}' if you meant to execute a different request.",
-                            type="idempotency_error",
-                        )
-                    return self._ok(
-                        dict(replay.body),
-                        {"Idempotent-Replayed": "true", "Idempotency-Key": key},
-                    )
+            replay = self._replay(key, fingerprint)
+            if replay is not None:
+                return self._ok(
+                    dict(replay.body), {"Idempotent-Replayed": "true", "Idempotency-Key": key}
+                )
             link, items = self._build_payment_link(params)
             self._links[link["id"]] = link
             self._link_items[link["id"]] = items
@@ -1319,6 +1315,11 @@ class StripeStandIn:
 
 
 _SessionTest = Callable[[Mapping[str, Any]], bool]
+
+
+def _fingerprint(request: RecordedRequest) -> str:
+    """Return what an idempotency key is bound to: the method, path and parameters."""
+    return json.dumps([request.method, request.path, request.params], sort_keys=True)
 
 
 def _session_filters(params: Mapping[str, Any]) -> list[_SessionTest]:
