@@ -11,10 +11,11 @@ import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
+from arcade.config import MAX_CREDITS_PER_UNIT
 from arcade.errors import ArcadeError, SettingsError, StoreError
 from arcade.machines import describe
 from arcade.services import services
-from arcade.wire import is_valid_machine_id
+from arcade.wire import MACHINE_ID_RULE, is_valid_machine_id
 
 machines_cli = AppGroup("machines", help="Register and manage cabinets.")
 store_cli = AppGroup("store", help="Prepare the store.")
@@ -25,7 +26,7 @@ credits_cli = AppGroup("credits", help="Credits given by hand.")
 
 def _machine_id(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     if not is_valid_machine_id(value):
-        raise click.BadParameter("use 1 to 64 letters, digits, '_' or '-'")
+        raise click.BadParameter(f"use {MACHINE_ID_RULE}")
     return value
 
 
@@ -35,7 +36,7 @@ def _machine_id(_ctx: click.Context, _param: click.Parameter, value: str) -> str
 @click.option("--price-id", help="The Stripe Price this machine sells (default: STRIPE_PRICE_ID).")
 @click.option(
     "--credits-per-unit",
-    type=click.IntRange(1, 1000),
+    type=click.IntRange(1, MAX_CREDITS_PER_UNIT),
     help="Credits per unit bought (default: CREDITS_PER_UNIT).",
 )
 @click.option(

@@ -10,6 +10,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from arcade.errors import SettingsError
+from arcade.store import LAMBDA_SQLITE_REFUSAL, MALFORMED_URL
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CA_CERT = PROJECT_ROOT / "ca.crt"
@@ -18,6 +19,8 @@ TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
 # SPEC "HTTP": a shorter operator key is refused (admin stays off).
 MIN_ADMIN_KEY_LENGTH = 32
+# Credits one unit bought may give (a machine's own, or CREDITS_PER_UNIT).
+MAX_CREDITS_PER_UNIT = 1000
 Number = TypeVar("Number", int, float)
 
 
@@ -113,12 +116,9 @@ class Settings:
 
         database_url = reader.text("DATABASE_URL") or DEFAULT_DATABASE_URL
         if not is_store_url(database_url):
-            reader.problem("DATABASE_URL must be sqlite:///path.db or dynamodb://TABLE")
+            reader.problem(MALFORMED_URL)
         elif in_lambda and database_url.startswith("sqlite:"):
-            reader.problem(
-                "DATABASE_URL is a sqlite: store, refused in Lambda: credits would live in one"
-                " instance's /tmp and be lost; use dynamodb://TABLE"
-            )
+            reader.problem(LAMBDA_SQLITE_REFUSAL)
 
         api_base = reader.text("STRIPE_API_BASE")
         if api_base and urlsplit(api_base).scheme not in ("http", "https"):
@@ -158,7 +158,9 @@ class Settings:
             topic_prefix=(reader.text("MQTT_TOPIC_PREFIX") or "arcade/machine").strip("/"),
             database_url=database_url,
             admin_api_key=admin_api_key,
-            credits_per_unit=reader.integer("CREDITS_PER_UNIT", default=1, low=1, high=1000),
+            credits_per_unit=reader.integer(
+                "CREDITS_PER_UNIT", default=1, low=1, high=MAX_CREDITS_PER_UNIT
+            ),
             max_quantity=reader.integer("MAX_QUANTITY", default=10, low=1, high=99),
             port=reader.integer("PORT", default=5000, low=1, high=65535),
             in_lambda=in_lambda,

@@ -8,18 +8,16 @@ import logging
 import secrets
 
 from arcade.clock import iso, utc_now
-from arcade.errors import BadRequest, NotFound, ServiceUnavailable, Unauthorized
+from arcade.errors import BadRequest, ServiceUnavailable, Unauthorized, UnknownMachine
 from arcade.logs import REFUSALS
 from arcade.store.base import Machine, Store
-from arcade.wire import is_valid_machine_id
+from arcade.wire import MACHINE_ID_RULE, is_valid_machine_id
 
 
 def check_machine_id(value: object) -> str:
     """Return ``value`` when it is a valid machine id, else raise BadRequest."""
     if not is_valid_machine_id(value):
-        raise BadRequest(
-            "machine_id must be 1 to 64 letters, digits, '_' or '-'", code="invalid_machine_id"
-        )
+        raise BadRequest(f"machine_id must be {MACHINE_ID_RULE}", code="invalid_machine_id")
     return value  # type: ignore[return-value]
 
 
@@ -90,10 +88,10 @@ class Registry:
         self.store.remove_machine(machine_id)
 
     def get(self, machine_id: str) -> Machine:
-        """Return a registered machine, or raise NotFound."""
+        """Return a registered machine, or raise UnknownMachine (a 404 unknown_machine)."""
         machine = self.store.get_machine(machine_id)
         if machine is None:
-            raise NotFound(f"machine {machine_id} is not registered", code="unknown_machine")
+            raise UnknownMachine(machine_id)
         return machine
 
     def is_admin(self, authorization: str | None) -> bool:

@@ -110,7 +110,7 @@ class Publisher:
         """Return sentences naming each broker setting that stops publishing."""
         found = []
         if not self.settings.broker_host:
-            found.append("EMQX_BROKER_URL not set")
+            found.append(wire.BROKER_NOT_SET)
         if self.settings.broker_tls:
             problem = ca_problem(self.settings.mqtt_ca_cert)
             if problem:
@@ -134,7 +134,7 @@ class Publisher:
         BrokerUnavailable when no PUBACK came on two connections in turn.
         """
         if not self.settings.broker_host:
-            raise SettingsError("EMQX_BROKER_URL not set")
+            raise SettingsError(wire.BROKER_NOT_SET)
         if self.settings.broker_refused:
             raise SettingsError(self.settings.broker_refused)
         try:

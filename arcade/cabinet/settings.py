@@ -124,11 +124,11 @@ class CabinetSettings:
         """Raise CabinetSettingsError naming every setting that stops the cabinet."""
         found = []
         if not wire.is_valid_machine_id(self.machine_id):
-            found.append("--machine must be 1 to 64 letters, digits, '_' or '-'")
+            found.append(f"--machine must be {wire.MACHINE_ID_RULE}")
         if not self.token:
             found.append("--token / CABINET_TOKEN not set (the token printed by 'machines add')")
         if not self.broker_host:
-            found.append("EMQX_BROKER_URL not set")
+            found.append(wire.BROKER_NOT_SET)
         elif (
             not self.broker_tls
             and not self.allow_plaintext

@@ -6,7 +6,8 @@ import re
 
 from flask import Blueprint, request
 
-from arcade.errors import BadRequest, NotFound
+from arcade.config import MAX_CREDITS_PER_UNIT
+from arcade.errors import BadRequest, UnknownMachine
 from arcade.machines import check_machine_id, describe
 from arcade.routes import json_body
 from arcade.services import services
@@ -39,7 +40,7 @@ def machine_state(machine_id: str):
     authorization = request.headers.get("Authorization")
     try:
         machine = svc.registry.authorise(machine_id, authorization)
-    except NotFound:
+    except UnknownMachine:
         # The operator can still read a removed machine's books: its payments and counters
         # stay on record (SPEC "Operator CLI": `machines remove`).
         if not svc.registry.is_admin(authorization):
@@ -60,7 +61,7 @@ def _removed_machine(machine_id: str) -> dict:
     svc = services()
     state = svc.store.get_machine_state(machine_id)
     if state.version == 0 and not svc.store.list_payments(machine_id, 1):
-        raise NotFound(f"machine {machine_id} is not registered", code="unknown_machine")
+        raise UnknownMachine(machine_id)
     report = svc.ledger.report(Machine(machine_id=machine_id, token_hash="", created_at=""))
     return report | {"presence": "unknown", "last_seen": None, "registered": False}
 
@@ -124,10 +125,10 @@ def register_machine():
     if credits_per_unit is not None and (
         isinstance(credits_per_unit, bool)
         or not isinstance(credits_per_unit, int)
-        or not 1 <= credits_per_unit <= 1000
+        or not 1 <= credits_per_unit <= MAX_CREDITS_PER_UNIT
     ):
         raise BadRequest(
-            "credits_per_unit must be a whole number from 1 to 1000",
+            f"credits_per_unit must be a whole number from 1 to {MAX_CREDITS_PER_UNIT}",
             code="invalid_credits_per_unit",
         )
     _, token = svc.registry.register(
