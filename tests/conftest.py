@@ -17,9 +17,9 @@ from flask.testing import FlaskClient
 from arcade import create_app
 from arcade.config import Settings
 from arcade.services import Services
-from tests.broker import Subscriber, TlsBroker
-from tests.browser import Browser, start_browser
-from tests.stripe_standin import StripeStandIn, event, sign_payload
+from tests.support.broker import Subscriber, TlsBroker
+from tests.support.browser import Browser, start_browser
+from tests.support.stripe_standin import StripeStandIn, event, sign_payload
 
 WEBHOOK_SECRET = "whsec_test_arcade_secret"
 ADMIN_KEY = "admin-key-for-tests-0123456789abcdef"  # 32+ characters, as SPEC asks
@@ -288,7 +288,7 @@ class Shop:
 
     def paid_event(self, session_id: str, *, amount_subtotal: int = 50) -> dict[str, Any]:
         """Return the completed, paid Checkout Session event Stripe sends for this link."""
-        from tests.stripe_standin import checkout_session
+        from tests.support.stripe_standin import checkout_session
 
         return event(
             "checkout.session.completed",

@@ -109,7 +109,7 @@ def fuzz_app(broker, tmp_path_factory):
     from arcade import create_app
     from arcade.config import Settings
     from tests.conftest import DEFAULT_PRICE, app_environment
-    from tests.stripe_standin import StripeStandIn
+    from tests.support.stripe_standin import StripeStandIn
 
     with StripeStandIn() as standin:
         standin.add_price(DEFAULT_PRICE, 50)
@@ -212,7 +212,7 @@ def test_no_signed_event_makes_a_500_or_an_error_line(
 ):
     """Even with a valid signature, an event Stripe would never send is a 4xx or an answer."""
     from tests.conftest import WEBHOOK_SECRET
-    from tests.stripe_standin import event, sign_payload
+    from tests.support.stripe_standin import event, sign_payload
 
     app, _ = fuzz_app
     body = json.dumps(event(event_type, data_object) | extra, allow_nan=True).encode()

@@ -13,10 +13,10 @@ import pytest
 
 from arcade.config import load_local_env
 from arcade.lambda_adapter import handle
-from tests.api_process import run_lambda_handler
 from tests.conftest import ADMIN_KEY, TOPIC_PREFIX, WEBHOOK_SECRET
-from tests.lambda_events import make_alb_event, make_v1_event, make_v2_event
-from tests.stripe_standin import checkout_session, event, sign_payload
+from tests.support.api_process import run_lambda_handler
+from tests.support.lambda_events import make_alb_event, make_v1_event, make_v2_event
+from tests.support.stripe_standin import checkout_session, event, sign_payload
 
 ROOT = Path(__file__).resolve().parent.parent
 MAKERS = {

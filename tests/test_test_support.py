@@ -15,8 +15,8 @@ import pytest
 import stripe
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.broker import Subscriber, TlsBroker, client_ssl_context, make_certificates
-from tests.stripe_standin import (
+from tests.support.broker import Subscriber, TlsBroker, client_ssl_context, make_certificates
+from tests.support.stripe_standin import (
     StripeStandIn,
     charge,
     checkout_session,
@@ -243,7 +243,7 @@ def test_idempotency_key_reused_with_other_params_is_refused(standin: StripeStan
 def test_a_refund_key_replays_its_refund_and_refuses_other_params(standin: StripeStandIn) -> None:
     """GIVEN a refund made with key k WHEN k comes again THEN the same refund; with another
     amount or PaymentIntent THEN Stripe's idempotency error, and no second refund."""
-    from tests.stripe_standin import checkout_session
+    from tests.support.stripe_standin import checkout_session
 
     standin.add_session(checkout_session(id="cs_1", payment_intent="pi_1", amount_subtotal=300))
     client = standin.client()
@@ -709,7 +709,7 @@ def test_dispute_is_shaped_like_stripe() -> None:
 def test_a_missing_chromium_fails_a_browser_test_rather_than_skipping_it(monkeypatch, tmp_path):
     """GIVEN no Chromium where the browser tests look WHEN one starts THEN it fails, naming the
     file and how to install it (a skipped security test would look like a passed one)."""
-    import tests.browser as browser_module
+    import tests.support.browser as browser_module
 
     monkeypatch.setattr(browser_module, "CHROMIUM", tmp_path / "chromium")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from tests.conftest import DEFAULT_PRICE, TOPIC_PREFIX, WEBHOOK_SECRET, signed_post
-from tests.stripe_standin import charge, checkout_session, event, sign_payload
+from tests.support.stripe_standin import charge, checkout_session, event, sign_payload
 
 
 def our_link(client, cabinet) -> str:
