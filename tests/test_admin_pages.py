@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import ADMIN_KEY, TOPIC_PREFIX, WEBHOOK_SECRET, app_environment
 from tests.support.api_process import ApiProcess, flask_command
+from tests.support.app import ADMIN_KEY, TOPIC_PREFIX, WEBHOOK_SECRET, app_environment
 from tests.support.browser import Browser
 from tests.support.stripe_standin import checkout_session
 
@@ -334,7 +334,7 @@ def test_a_refund_form_sent_twice_refunds_once_even_after_stripe_confirmed(
     """GIVEN the payments page WHEN its refund form for 20 cents is sent, Stripe's
     charge.refunded is recorded, and the same form is sent again (a double click, a reload)
     THEN Stripe refunded once."""
-    from tests.conftest import DEFAULT_PRICE, signed_post
+    from tests.support.app import DEFAULT_PRICE, signed_post
     from tests.support.stripe_standin import charge, checkout_session, event
 
     shop = open_shop(app)

@@ -40,8 +40,8 @@ from arcade.cabinet.actions import load_coin_action
 from arcade.cabinet.display import qr_text
 from arcade.cabinet.ledger import CabinetLedger
 from arcade.cabinet.logs import JsonLineFormatter
-from tests.conftest import TOPIC_PREFIX
-from tests.conftest import Cabinet as Machine
+from tests.support.app import TOPIC_PREFIX
+from tests.support.app import Cabinet as Machine
 from tests.support.broker import TlsBroker, free_loopback_port
 from tests.support.browser import PageServer
 from tests.support.stripe_standin import checkout_session

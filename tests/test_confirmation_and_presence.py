@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from arcade.clock import iso, utc_now
-from tests.conftest import TOPIC_PREFIX, signed_post
+from tests.support.app import TOPIC_PREFIX, signed_post
 from tests.support.stripe_standin import charge, event
 
 COINPULSE = f"{TOPIC_PREFIX}/cab001/coinpulse"

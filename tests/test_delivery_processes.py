@@ -23,8 +23,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import TOPIC_PREFIX, WEBHOOK_SECRET, app_environment
 from tests.support.api_process import ROOT, ApiProcess, flask_command
+from tests.support.app import TOPIC_PREFIX, WEBHOOK_SECRET, app_environment
 from tests.support.stripe_standin import checkout_session
 
 COINPULSE = f"{TOPIC_PREFIX}/cab001/coinpulse"

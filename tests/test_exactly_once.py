@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tests.conftest import DEFAULT_PRICE, TOPIC_PREFIX, signed_post
+from tests.support.app import DEFAULT_PRICE, TOPIC_PREFIX, signed_post
 from tests.support.stripe_standin import checkout_session, event
 
 

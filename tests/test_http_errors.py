@@ -10,7 +10,7 @@ import time
 import pytest
 
 from arcade.logs import JsonLineFormatter, configure_logging
-from tests.conftest import ADMIN_KEY, WEBHOOK_SECRET, signed_post
+from tests.support.app import ADMIN_KEY, WEBHOOK_SECRET, signed_post
 from tests.support.stripe_standin import checkout_session, event
 
 MAX_BODY = 256 * 1024

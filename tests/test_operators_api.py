@@ -15,7 +15,8 @@ from urllib.parse import urlencode
 import pytest
 
 from arcade import wire
-from tests.conftest import (
+from tests.support.api_process import ApiProcess, flask_command
+from tests.support.app import (
     ADMIN_KEY,
     AWS_TEST_ENV,
     DEFAULT_PRICE,
@@ -23,7 +24,6 @@ from tests.conftest import (
     WEBHOOK_SECRET,
     app_environment,
 )
-from tests.support.api_process import ApiProcess, flask_command
 from tests.support.stripe_standin import charge, checkout_session
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"}
@@ -293,7 +293,7 @@ def test_revenue_days_follow_the_time_zone_asked(client, app, open_shop):
     )
     event = shop.paid_event("cs_late")
     event["data"]["object"]["created"] = int(late.timestamp())
-    from tests.conftest import signed_post
+    from tests.support.app import signed_post
 
     assert signed_post(client, event).status_code == 200
 
@@ -672,7 +672,7 @@ def test_a_refund_kept_before_its_session_counts_on_the_day_it_was_made(client, 
     from dataclasses import replace
 
     from arcade.clock import iso, utc_now
-    from tests.conftest import signed_post
+    from tests.support.app import signed_post
     from tests.support.stripe_standin import event
 
     shop = open_shop(app)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import DEFAULT_PRICE, TOPIC_PREFIX
+from tests.support.app import DEFAULT_PRICE, TOPIC_PREFIX
 from tests.support.stripe_standin import checkout_session
 
 

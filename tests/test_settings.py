@@ -18,7 +18,7 @@ import pytest
 from arcade.config import Settings
 from arcade.errors import StoreError
 from arcade.logs import JsonLineFormatter
-from tests.conftest import ADMIN_KEY, signed_post
+from tests.support.app import ADMIN_KEY, signed_post
 from tests.support.broker import free_loopback_port
 from tests.support.stripe_standin import checkout_session, event
 
