@@ -168,6 +168,45 @@ def test_restart_keeps_the_port_and_subscribers_come_back(
         assert [m.payload for m in subscriber.wait_for(1)] == [{"n": 1}]
 
 
+def test_a_first_start_on_a_taken_port_moves_to_a_free_one(
+    tmp_path: Path, paho_client: Connect
+) -> None:
+    """GIVEN another program listening on the port a new broker picked WHEN the broker starts
+    THEN it serves on another port, and its URL and settings name that one."""
+    broker = TlsBroker(tmp_path / "broker", start=False)
+    taken = broker.port
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+
+        with broker:
+            publisher = paho_client(broker)
+            publisher.publish("arcade/moved", b"{}", qos=1).wait_for_publish(5)
+
+            assert broker.port != taken
+            assert broker.env()["EMQX_BROKER_URL"] == f"mqtts://localhost:{broker.port}"
+
+
+def test_a_broker_holds_its_port_before_it_starts(tmp_path: Path) -> None:
+    """GIVEN a broker made but not started WHEN another program binds its port, or asks for a
+    free one, THEN that program is not given the port, and the broker then starts on it."""
+    broker = TlsBroker(tmp_path / "broker", start=False)
+    port = broker.port
+    try:
+        with socket.socket() as other, pytest.raises(OSError, match="in use"):
+            other.bind(("127.0.0.1", port))
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", 0))
+            assert other.getsockname()[1] != port
+        broker.start()
+
+        assert broker.port == port
+        assert broker.running
+    finally:
+        broker.close()
+
+
 def test_frozen_broker_sends_no_puback_until_thawed(
     fresh_broker: TlsBroker, paho_client: Connect
 ) -> None:
