@@ -57,9 +57,9 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.broker import Subscriber, TlsBroker, free_loopback_port  # noqa: E402
-from tests.lambda_events import make_v1_event  # noqa: E402
-from tests.stripe_standin import StripeStandIn, checkout_session, event, sign_payload  # noqa: E402
+from tests.support.broker import Subscriber, TlsBroker, free_loopback_port  # noqa: E402
+from tests.support.lambda_events import make_v1_event  # noqa: E402
+from tests.support.stripe_standin import StripeStandIn, checkout_session, event, sign_payload  # noqa: E402
 
 SECRET = "whsec_bench"
 PRICE = "price_bench"

@@ -23,8 +23,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.broker import TlsBroker, free_loopback_port  # noqa: E402
-from tests.stripe_standin import StripeStandIn, checkout_session, event, sign_payload  # noqa: E402
+from tests.support.broker import TlsBroker, free_loopback_port  # noqa: E402
+from tests.support.stripe_standin import StripeStandIn, checkout_session, event, sign_payload  # noqa: E402
 
 MACHINE = "demo01"
 PRICE = "price_demo_credit"
@@ -98,7 +98,7 @@ def stop_all(processes: list[subprocess.Popen]) -> None:
 def play(tmp: Path, processes: list[subprocess.Popen]) -> int:
     say("Arcade Pay demo: one paid credit, from webhook to cabinet and back.")
     say("Everything below is real (TLS broker, API, SQLite store, cabinet client) except Stripe,")
-    say("whose API and webhook are played by a local stand-in (tests/stripe_standin.py).")
+    say("whose API and webhook are played by a local stand-in (tests/support/stripe_standin.py).")
 
     step(1, "Broker: Mosquitto with TLS, a throw-away CA and a password file")
     broker = TlsBroker(tmp / "broker")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +15,18 @@ from flask.testing import FlaskClient
 from arcade import create_app
 from arcade.config import Settings
 from arcade.services import Services
-from tests.broker import Subscriber, TlsBroker
-from tests.browser import Browser, start_browser
-from tests.stripe_standin import StripeStandIn, event, sign_payload
-
-WEBHOOK_SECRET = "whsec_test_arcade_secret"
-ADMIN_KEY = "admin-key-for-tests-0123456789abcdef"  # 32+ characters, as SPEC asks
-DEFAULT_PRICE = "price_default_credit"
-TOPIC_PREFIX = "arcade/machine"
-AWS_TEST_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-}
+from tests.support.app import (
+    AWS_TEST_ENV,
+    DEFAULT_PRICE,
+    TOPIC_PREFIX,
+    Cabinet,
+    Shop,
+    app_environment,
+    signed_post,
+)
+from tests.support.broker import Subscriber, TlsBroker
+from tests.support.browser import Browser, start_browser
+from tests.support.stripe_standin import StripeStandIn, event
 
 
 @pytest.fixture(scope="session")
@@ -87,24 +82,6 @@ def subscribe(broker: TlsBroker) -> Iterator[Callable[..., Subscriber]]:
     yield open_subscriber
     for subscriber in opened:
         subscriber.close()
-
-
-def app_environment(
-    broker: TlsBroker, standin: StripeStandIn, database: Path, **overrides: str
-) -> dict[str, str]:
-    """Return the settings of an app wired to these test services."""
-    env = {
-        **broker.env(),
-        "STRIPE_API_KEY": standin.api_key,
-        "STRIPE_API_BASE": standin.url,
-        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "STRIPE_PRICE_ID": DEFAULT_PRICE,
-        "DATABASE_URL": f"sqlite:///{database}",
-        "ADMIN_API_KEY": ADMIN_KEY,
-        "MQTT_PUBACK_TIMEOUT": "1",
-    }
-    env.update(overrides)
-    return env
 
 
 @pytest.fixture
@@ -166,16 +143,6 @@ def runner(app: Flask):
     return app.test_cli_runner()
 
 
-@dataclass(frozen=True)
-class Cabinet:
-    machine_id: str
-    token: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
 @pytest.fixture
 def register(app: Flask) -> Callable[..., Cabinet]:
     """Register machines in the test app's store."""
@@ -190,22 +157,6 @@ def register(app: Flask) -> Callable[..., Cabinet]:
 @pytest.fixture
 def cabinet(register: Callable[..., Cabinet]) -> Cabinet:
     return register("cab001")
-
-
-def signed_post(
-    client: FlaskClient,
-    payload: dict[str, Any] | bytes,
-    *,
-    secret: str = WEBHOOK_SECRET,
-    path: str = "/webhook",
-    timestamp: int | None = None,
-):
-    """POST a webhook body signed the way Stripe signs it."""
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    header = sign_payload(body, secret, timestamp)
-    return client.post(
-        path, data=body, headers={"Stripe-Signature": header, "Content-Type": "application/json"}
-    )
 
 
 @pytest.fixture
@@ -274,40 +225,6 @@ def dynamodb_table(dynamodb_client: Any) -> Iterator[str]:
     name = f"arcade-test-{uuid.uuid4().hex[:12]}"
     yield name
     dynamodb_client.delete_table(TableName=name)
-
-
-@dataclass(frozen=True)
-class Shop:
-    """A registered machine with its payment link, in one app: ready to be paid."""
-
-    app: Flask
-    client: FlaskClient
-    machine_id: str
-    auth: dict[str, str]
-    link_id: str
-
-    def paid_event(self, session_id: str, *, amount_subtotal: int = 50) -> dict[str, Any]:
-        """Return the completed, paid Checkout Session event Stripe sends for this link."""
-        from tests.stripe_standin import checkout_session
-
-        return event(
-            "checkout.session.completed",
-            checkout_session(
-                id=session_id,
-                payment_link=self.link_id,
-                amount_subtotal=amount_subtotal,
-                payment_intent=f"pi_{session_id}",
-            ),
-        )
-
-    def pay(self, session_id: str, *, amount_subtotal: int = 50):
-        """Deliver that event to the webhook, signed."""
-        return signed_post(
-            self.client, self.paid_event(session_id, amount_subtotal=amount_subtotal)
-        )
-
-    def state(self) -> dict[str, Any]:
-        return self.client.get(f"/machines/{self.machine_id}", headers=self.auth).json
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.api_process import ApiProcess, flask_command
-from tests.browser import Browser
-from tests.conftest import ADMIN_KEY, TOPIC_PREFIX, WEBHOOK_SECRET, app_environment
-from tests.stripe_standin import checkout_session
+from tests.support.api_process import ApiProcess, flask_command
+from tests.support.app import ADMIN_KEY, TOPIC_PREFIX, WEBHOOK_SECRET, app_environment
+from tests.support.browser import Browser
+from tests.support.stripe_standin import checkout_session
 
 FAST = {"MQTT_PUBACK_TIMEOUT": "0.5", "DELIVERY_RETRY_SECONDS": "3600"}
 
@@ -282,7 +282,7 @@ def test_the_pages_work_the_same_through_lambda(
     from urllib.parse import urlencode
 
     from arcade.lambda_adapter import handle
-    from tests.lambda_events import make_v1_event, make_v2_event
+    from tests.support.lambda_events import make_v1_event, make_v2_event
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     app = make_app(
@@ -334,8 +334,8 @@ def test_a_refund_form_sent_twice_refunds_once_even_after_stripe_confirmed(
     """GIVEN the payments page WHEN its refund form for 20 cents is sent, Stripe's
     charge.refunded is recorded, and the same form is sent again (a double click, a reload)
     THEN Stripe refunded once."""
-    from tests.conftest import DEFAULT_PRICE, signed_post
-    from tests.stripe_standin import charge, checkout_session, event
+    from tests.support.app import DEFAULT_PRICE, signed_post
+    from tests.support.stripe_standin import charge, checkout_session, event
 
     shop = open_shop(app)
     stripe_standin.add_session(

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import ADMIN_KEY, DEFAULT_PRICE
+from tests.support.app import ADMIN_KEY, DEFAULT_PRICE
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 

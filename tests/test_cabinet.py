@@ -40,11 +40,11 @@ from arcade.cabinet.actions import load_coin_action
 from arcade.cabinet.display import qr_text
 from arcade.cabinet.ledger import CabinetLedger
 from arcade.cabinet.logs import JsonLineFormatter
-from tests.broker import TlsBroker, free_loopback_port
-from tests.browser import PageServer
-from tests.conftest import TOPIC_PREFIX
-from tests.conftest import Cabinet as Machine
-from tests.stripe_standin import checkout_session
+from tests.support.app import TOPIC_PREFIX
+from tests.support.app import Cabinet as Machine
+from tests.support.broker import TlsBroker, free_loopback_port
+from tests.support.browser import PageServer
+from tests.support.stripe_standin import checkout_session
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST_RETRY = RetryPolicy(first_delay=0.05, max_delay=0.2)

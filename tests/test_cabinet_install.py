@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from paho.mqtt.enums import CallbackAPIVersion
 
 from arcade import wire
-from tests.broker import TlsBroker, free_loopback_port
+from tests.support.broker import TlsBroker, free_loopback_port
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "arcade" / "cabinet" / "requirements.txt"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ADMIN_KEY
+from tests.support.app import ADMIN_KEY
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}

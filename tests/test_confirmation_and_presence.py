@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 
 from arcade.clock import iso, utc_now
-from tests.conftest import TOPIC_PREFIX, signed_post
-from tests.stripe_standin import charge, event
+from tests.support.app import TOPIC_PREFIX, signed_post
+from tests.support.stripe_standin import charge, event
 
 COINPULSE = f"{TOPIC_PREFIX}/cab001/coinpulse"
 LONG_AGO = "2026-01-01T00:00:00.000000Z"

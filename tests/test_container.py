@@ -37,10 +37,10 @@ import pytest
 import yaml
 
 from arcade.store.dynamodb import DynamoStore
-from tests.lambda_events import make_v1_event, make_v2_event
-from tests.lambda_runtime_standin import LambdaRuntimeStandIn, Outcome
-from tests.stripe_standin import event as stripe_event
-from tests.stripe_standin import sign_payload
+from tests.support.lambda_events import make_v1_event, make_v2_event
+from tests.support.lambda_runtime_standin import LambdaRuntimeStandIn, Outcome
+from tests.support.stripe_standin import event as stripe_event
+from tests.support.stripe_standin import sign_payload
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

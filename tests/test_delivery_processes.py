@@ -23,9 +23,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.api_process import ROOT, ApiProcess, flask_command
-from tests.conftest import TOPIC_PREFIX, WEBHOOK_SECRET, app_environment
-from tests.stripe_standin import checkout_session
+from tests.support.api_process import ROOT, ApiProcess, flask_command
+from tests.support.app import TOPIC_PREFIX, WEBHOOK_SECRET, app_environment
+from tests.support.stripe_standin import checkout_session
 
 COINPULSE = f"{TOPIC_PREFIX}/cab001/coinpulse"
 # A short PUBACK timeout gives an 8 s lease (2 x (2 x 1 + 0.5) + 3) and a relay every second,

@@ -20,9 +20,9 @@ from arcade.clock import iso, parse_iso, utc_now
 from arcade.config import Settings
 from arcade.errors import PublishRefused
 from arcade.mqtt import Publisher, delivery_lease_seconds, slowest_publish_seconds
-from tests.api_process import run_lambda_handler
-from tests.broker import RefusingBroker, TlsBroker
-from tests.conftest import TOPIC_PREFIX, app_environment, signed_post
+from tests.support.api_process import run_lambda_handler
+from tests.support.app import TOPIC_PREFIX, app_environment, signed_post
+from tests.support.broker import RefusingBroker, TlsBroker
 
 COINPULSE = f"{TOPIC_PREFIX}/cab001/coinpulse"
 CABINET_TOPICS = [COINPULSE, f"{TOPIC_PREFIX}/cab001/gameover"]

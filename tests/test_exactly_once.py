@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from tests.conftest import DEFAULT_PRICE, TOPIC_PREFIX, signed_post
-from tests.stripe_standin import checkout_session, event
+from tests.support.app import DEFAULT_PRICE, TOPIC_PREFIX, signed_post
+from tests.support.stripe_standin import checkout_session, event
 
 
 def our_link(client, cabinet) -> str:

@@ -108,8 +108,8 @@ FORM_FIELDS = st.dictionaries(
 def fuzz_app(broker, tmp_path_factory):
     from arcade import create_app
     from arcade.config import Settings
-    from tests.conftest import DEFAULT_PRICE, app_environment
-    from tests.stripe_standin import StripeStandIn
+    from tests.support.app import DEFAULT_PRICE, app_environment
+    from tests.support.stripe_standin import StripeStandIn
 
     with StripeStandIn() as standin:
         standin.add_price(DEFAULT_PRICE, 50)
@@ -137,7 +137,7 @@ def fuzz_app(broker, tmp_path_factory):
 def test_no_input_makes_a_500_or_an_error_line(
     fuzz_app, caplog, method, path, headers, body, query, credentials
 ):
-    from tests.conftest import ADMIN_KEY
+    from tests.support.app import ADMIN_KEY
 
     app, token = fuzz_app
     sent = dict(headers)
@@ -211,8 +211,8 @@ def test_no_signed_event_makes_a_500_or_an_error_line(
     fuzz_app, caplog, event_type, data_object, extra
 ):
     """Even with a valid signature, an event Stripe would never send is a 4xx or an answer."""
-    from tests.conftest import WEBHOOK_SECRET
-    from tests.stripe_standin import event, sign_payload
+    from tests.support.app import WEBHOOK_SECRET
+    from tests.support.stripe_standin import event, sign_payload
 
     app, _ = fuzz_app
     body = json.dumps(event(event_type, data_object) | extra, allow_nan=True).encode()
@@ -253,7 +253,7 @@ def test_no_form_a_logged_in_operator_sends_makes_a_500(fuzz_app, caplog, path, 
     redirect, never a 500, never a redirect off these pages."""
     import re
 
-    from tests.conftest import ADMIN_KEY
+    from tests.support.app import ADMIN_KEY
 
     app, _ = fuzz_app
     client = app.test_client()

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import TOPIC_PREFIX
+from tests.support.app import TOPIC_PREFIX
 
 GAMEOVER = f"{TOPIC_PREFIX}/cab001/gameover"
 

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from arcade.logs import JsonLineFormatter, configure_logging
-from tests.conftest import ADMIN_KEY, WEBHOOK_SECRET, signed_post
-from tests.stripe_standin import checkout_session, event
+from tests.support.app import ADMIN_KEY, WEBHOOK_SECRET, signed_post
+from tests.support.stripe_standin import checkout_session, event
 
 MAX_BODY = 256 * 1024
 BAD_MACHINE_IDS = ["a/b", "+", "#", "a b", "x" * 65, ""]

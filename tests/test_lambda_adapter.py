@@ -9,7 +9,7 @@ import pytest
 from flask import Flask, Response, jsonify, request, url_for
 
 from arcade.lambda_adapter import handle
-from tests.lambda_events import SOURCE_IP, make_alb_event, make_v1_event, make_v2_event
+from tests.support.lambda_events import SOURCE_IP, make_alb_event, make_v1_event, make_v2_event
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 # What Stripe signs is bytes: a body with bytes that are not UTF-8 must still arrive intact.

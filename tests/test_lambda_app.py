@@ -13,10 +13,10 @@ import pytest
 
 from arcade.config import load_local_env
 from arcade.lambda_adapter import handle
-from tests.api_process import run_lambda_handler
-from tests.conftest import ADMIN_KEY, TOPIC_PREFIX, WEBHOOK_SECRET
-from tests.lambda_events import make_alb_event, make_v1_event, make_v2_event
-from tests.stripe_standin import checkout_session, event, sign_payload
+from tests.support.api_process import run_lambda_handler
+from tests.support.app import ADMIN_KEY, TOPIC_PREFIX, WEBHOOK_SECRET
+from tests.support.lambda_events import make_alb_event, make_v1_event, make_v2_event
+from tests.support.stripe_standin import checkout_session, event, sign_payload
 
 ROOT = Path(__file__).resolve().parent.parent
 MAKERS = {
@@ -284,7 +284,7 @@ def test_the_hourly_schedule_reconciles_through_lambda_handler(
     """GIVEN a paid session whose webhook never arrived WHEN the hourly schedule invokes
     lambda_handler in a fresh interpreter on the DynamoDB store THEN it is granted and published,
     and the answer is the job's summary, not HTTP."""
-    from tests.conftest import DEFAULT_PRICE, app_environment
+    from tests.support.app import DEFAULT_PRICE, app_environment
 
     _, link_id = register_with_link(lambda_app)
     stripe_standin.add_checkout_session("cs_scheduled", [(DEFAULT_PRICE, 2)], payment_link=link_id)

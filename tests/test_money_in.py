@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DEFAULT_PRICE, TOPIC_PREFIX, signed_post
-from tests.stripe_standin import charge, checkout_session, dispute, event
+from tests.support.app import DEFAULT_PRICE, TOPIC_PREFIX, signed_post
+from tests.support.stripe_standin import charge, checkout_session, dispute, event
 
 COINPULSE = f"{TOPIC_PREFIX}/cab001/coinpulse"
 

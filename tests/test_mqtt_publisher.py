@@ -11,8 +11,8 @@ import pytest
 from arcade.config import Settings
 from arcade.errors import BrokerUnavailable, SettingsError
 from arcade.mqtt import Publisher
-from tests.broker import TlsBroker, make_certificates
-from tests.conftest import TOPIC_PREFIX
+from tests.support.app import TOPIC_PREFIX
+from tests.support.broker import TlsBroker, make_certificates
 
 
 def publisher_for(broker: TlsBroker, **overrides: str) -> Publisher:

@@ -15,8 +15,8 @@ from urllib.parse import urlencode
 import pytest
 
 from arcade import wire
-from tests.api_process import ApiProcess, flask_command
-from tests.conftest import (
+from tests.support.api_process import ApiProcess, flask_command
+from tests.support.app import (
     ADMIN_KEY,
     AWS_TEST_ENV,
     DEFAULT_PRICE,
@@ -24,7 +24,7 @@ from tests.conftest import (
     WEBHOOK_SECRET,
     app_environment,
 )
-from tests.stripe_standin import charge, checkout_session
+from tests.support.stripe_standin import charge, checkout_session
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"}
 FAST = {"MQTT_PUBACK_TIMEOUT": "0.5", "DELIVERY_RETRY_SECONDS": "1"}
@@ -293,7 +293,7 @@ def test_revenue_days_follow_the_time_zone_asked(client, app, open_shop):
     )
     event = shop.paid_event("cs_late")
     event["data"]["object"]["created"] = int(late.timestamp())
-    from tests.conftest import signed_post
+    from tests.support.app import signed_post
 
     assert signed_post(client, event).status_code == 200
 
@@ -553,7 +553,7 @@ def test_payment_detail_of_an_unknown_or_malformed_id(client):
 def test_ready_refusal_by_broker_acl_is_named(tmp_path, stripe_standin, make_app):
     """GIVEN a broker whose ACL does not let the API publish the probe WHEN /status/ready is
     asked THEN 503 says the broker refused it (an MQTT 5 PUBACK error code)."""
-    from tests.broker import TlsBroker
+    from tests.support.broker import TlsBroker
 
     broker = TlsBroker(
         tmp_path / "acl-broker", acl="user arcade\ntopic write arcade/machine/+/coinpulse\n"
@@ -672,8 +672,8 @@ def test_a_refund_kept_before_its_session_counts_on_the_day_it_was_made(client, 
     from dataclasses import replace
 
     from arcade.clock import iso, utc_now
-    from tests.conftest import signed_post
-    from tests.stripe_standin import event
+    from tests.support.app import signed_post
+    from tests.support.stripe_standin import event
 
     shop = open_shop(app)
     refund = event(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.conftest import DEFAULT_PRICE, TOPIC_PREFIX
-from tests.stripe_standin import checkout_session
+from tests.support.app import DEFAULT_PRICE, TOPIC_PREFIX
+from tests.support.stripe_standin import checkout_session
 
 
 def test_paid_checkout_on_our_link_publishes_one_coinpulse_with_the_credits(

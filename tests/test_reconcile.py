@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from arcade.reconcile import parse_window, reconcile
-from tests.conftest import DEFAULT_PRICE, TOPIC_PREFIX, app_environment, signed_post
-from tests.stripe_standin import charge, event
+from tests.support.app import DEFAULT_PRICE, TOPIC_PREFIX, app_environment, signed_post
+from tests.support.stripe_standin import charge, event
 
 ROOT = Path(__file__).resolve().parent.parent
 COINPULSE = f"{TOPIC_PREFIX}/cab001/coinpulse"

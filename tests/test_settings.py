@@ -18,9 +18,9 @@ import pytest
 from arcade.config import Settings
 from arcade.errors import StoreError
 from arcade.logs import JsonLineFormatter
-from tests.broker import free_loopback_port
-from tests.conftest import ADMIN_KEY, signed_post
-from tests.stripe_standin import checkout_session, event
+from tests.support.app import ADMIN_KEY, signed_post
+from tests.support.broker import free_loopback_port
+from tests.support.stripe_standin import checkout_session, event
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}

@@ -10,7 +10,7 @@ import pytest
 
 from arcade import wire
 from arcade.config import Settings
-from tests.conftest import TOPIC_PREFIX
+from tests.support.app import TOPIC_PREFIX
 
 SEED = base64.urlsafe_b64encode(bytes(range(32))).rstrip(b"=").decode()
 

@@ -15,8 +15,8 @@ import pytest
 import stripe
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.broker import Subscriber, TlsBroker, client_ssl_context, make_certificates
-from tests.stripe_standin import (
+from tests.support.broker import Subscriber, TlsBroker, client_ssl_context, make_certificates
+from tests.support.stripe_standin import (
     StripeStandIn,
     charge,
     checkout_session,
@@ -168,6 +168,45 @@ def test_restart_keeps_the_port_and_subscribers_come_back(
         assert [m.payload for m in subscriber.wait_for(1)] == [{"n": 1}]
 
 
+def test_a_first_start_on_a_taken_port_moves_to_a_free_one(
+    tmp_path: Path, paho_client: Connect
+) -> None:
+    """GIVEN another program listening on the port a new broker picked WHEN the broker starts
+    THEN it serves on another port, and its URL and settings name that one."""
+    broker = TlsBroker(tmp_path / "broker", start=False)
+    taken = broker.port
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+
+        with broker:
+            publisher = paho_client(broker)
+            publisher.publish("arcade/moved", b"{}", qos=1).wait_for_publish(5)
+
+            assert broker.port != taken
+            assert broker.env()["EMQX_BROKER_URL"] == f"mqtts://localhost:{broker.port}"
+
+
+def test_a_broker_holds_its_port_before_it_starts(tmp_path: Path) -> None:
+    """GIVEN a broker made but not started WHEN another program binds its port, or asks for a
+    free one, THEN that program is not given the port, and the broker then starts on it."""
+    broker = TlsBroker(tmp_path / "broker", start=False)
+    port = broker.port
+    try:
+        with socket.socket() as other, pytest.raises(OSError, match="in use"):
+            other.bind(("127.0.0.1", port))
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", 0))
+            assert other.getsockname()[1] != port
+        broker.start()
+
+        assert broker.port == port
+        assert broker.running
+    finally:
+        broker.close()
+
+
 def test_frozen_broker_sends_no_puback_until_thawed(
     fresh_broker: TlsBroker, paho_client: Connect
 ) -> None:
@@ -243,7 +282,7 @@ def test_idempotency_key_reused_with_other_params_is_refused(standin: StripeStan
 def test_a_refund_key_replays_its_refund_and_refuses_other_params(standin: StripeStandIn) -> None:
     """GIVEN a refund made with key k WHEN k comes again THEN the same refund; with another
     amount or PaymentIntent THEN Stripe's idempotency error, and no second refund."""
-    from tests.stripe_standin import checkout_session
+    from tests.support.stripe_standin import checkout_session
 
     standin.add_session(checkout_session(id="cs_1", payment_intent="pi_1", amount_subtotal=300))
     client = standin.client()
@@ -709,7 +748,7 @@ def test_dispute_is_shaped_like_stripe() -> None:
 def test_a_missing_chromium_fails_a_browser_test_rather_than_skipping_it(monkeypatch, tmp_path):
     """GIVEN no Chromium where the browser tests look WHEN one starts THEN it fails, naming the
     file and how to install it (a skipped security test would look like a passed one)."""
-    import tests.browser as browser_module
+    import tests.support.browser as browser_module
 
     monkeypatch.setattr(browser_module, "CHROMIUM", tmp_path / "chromium")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import DEFAULT_PRICE, TOPIC_PREFIX, WEBHOOK_SECRET, signed_post
-from tests.stripe_standin import charge, checkout_session, event, sign_payload
+from tests.support.app import DEFAULT_PRICE, TOPIC_PREFIX, WEBHOOK_SECRET, signed_post
+from tests.support.stripe_standin import charge, checkout_session, event, sign_payload
 
 
 def our_link(client, cabinet) -> str:

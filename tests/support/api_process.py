@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.broker import free_loopback_port
-from tests.stripe_standin import event, sign_payload
+from tests.support.broker import free_loopback_port
+from tests.support.stripe_standin import event, sign_payload
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class ApiProcess:

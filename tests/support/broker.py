@@ -4,12 +4,19 @@ The broker listens on a free loopback port with a throw-away CA whose server cer
 both ``localhost`` and ``127.0.0.1``, refuses anonymous clients and keeps nothing on disk between
 restarts. It can be stopped, restarted on the same port, frozen (SIGSTOP) and thawed (SIGCONT)
 to play a broker that is down or a connection that looks alive but is not.
+
+The broker keeps its port bound (not listening) from the moment it picks it until it is closed,
+so no other program is handed that port while Mosquitto starts or is down; Mosquitto, which
+binds with SO_REUSEADDR, may still listen on it. Where the system does not allow that sharing,
+and whenever Mosquitto finds its port taken on the first start anyway, the broker takes another
+port: callers never see it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import ipaddress
 import json
 import os
@@ -43,6 +50,7 @@ MOSQUITTO_CANDIDATES = (
 )
 MISSING_MESSAGE = "mosquitto not installed: run the README's test command, which installs it"
 START_TIMEOUT = 5.0
+PORT_ATTEMPTS = 5  # first starts that may find their port taken, each on a fresh port
 
 
 def find_mosquitto() -> str | None:
@@ -70,6 +78,35 @@ def free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _reserve_loopback_port(port: int = 0) -> socket.socket:
+    """Bind a loopback port (a free one for 0) without listening, with SO_REUSEADDR.
+
+    While the socket is open, other programs asking for a free port are not given this one and
+    no outgoing connection takes it, but a listener that sets SO_REUSEADDR may bind it (Linux).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+@functools.cache
+def _listeners_share_reserved_ports() -> bool:
+    """Tell whether a SO_REUSEADDR listener may bind a port held by _reserve_loopback_port."""
+    with _reserve_loopback_port() as held, socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind(held.getsockname())
+            listener.listen()
+        except OSError:
+            return False
+        return True
 
 
 # --- certificates -------------------------------------------------------------------------
@@ -238,8 +275,8 @@ class TlsBroker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.username = username
         self.password = secrets.token_urlsafe(18)
-        self.port = free_loopback_port()
-        self.url = f"mqtts://{self.host}:{self.port}"
+        self._port_hold: weakref.finalize[Any, Any] | None = None
+        self._take_port()
         self.log_path = self.workdir / "mosquitto.log"
         self.conf_path = self.workdir / "mosquitto.conf"
         self.passwd_path = self.workdir / "passwd"
@@ -264,6 +301,23 @@ class TlsBroker:
             self.start()
 
     # configuration
+
+    def _take_port(self, port: int = 0) -> None:
+        """Hold ``port`` (a fresh one for 0) until close(), where listeners can share it."""
+        self._release_port()
+        if _listeners_share_reserved_ports():
+            held = _reserve_loopback_port(port)
+            # Closed by close(), or when the broker is collected without one.
+            self._port_hold = weakref.finalize(self, held.close)
+            self.port = int(held.getsockname()[1])
+        else:
+            self.port = port or free_loopback_port()
+        self.url = f"mqtts://{self.host}:{self.port}"
+
+    def _release_port(self) -> None:
+        if self._port_hold is not None:
+            self._port_hold()
+            self._port_hold = None
 
     def _write_password_file(self, passwd: str) -> None:
         for number, (name, password) in enumerate(self.users.items()):
@@ -327,21 +381,27 @@ class TlsBroker:
         return self._process.pid if self.running and self._process else None
 
     def start(self) -> None:
-        """Start the broker and wait until it completes a TLS handshake."""
+        """Start the broker and wait until it completes a TLS handshake.
+
+        The first start moves to a fresh port when Mosquitto finds its own taken; later starts
+        keep the port, since clients reconnect to it.
+        """
         with self._lock:
             if self.running:
                 return
-            for attempt in range(3):
+            if self._port_hold is None and self._started_once:
+                # Started again after close(): hold the same port again if it is still free.
+                with contextlib.suppress(OSError):
+                    self._take_port(self.port)
+            for attempt in range(PORT_ATTEMPTS):
                 self._spawn()
                 try:
                     self._wait_ready(START_TIMEOUT)
                 except _PortTaken:
                     self._terminate()
-                    if self._started_once or attempt == 2:
+                    if self._started_once or attempt == PORT_ATTEMPTS - 1:
                         raise
-                    # Someone took the port between picking and binding: pick another.
-                    self.port = free_loopback_port()
-                    self.url = f"mqtts://{self.host}:{self.port}"
+                    self._take_port()
                     self._write_config()
                     continue
                 except BaseException:
@@ -440,8 +500,10 @@ class TlsBroker:
             self._frozen = False
 
     def close(self) -> None:
-        """Stop the broker for good."""
-        self.stop()
+        """Stop the broker for good and give its port back."""
+        with self._lock:
+            self._terminate()
+            self._release_port()
 
     def __enter__(self) -> TlsBroker:
         self.start()

@@ -1,0 +1,1 @@
+"""What the tests run against: a TLS broker, a Stripe stand-in, a browser, real processes."""
