@@ -60,11 +60,28 @@ ZERO_DECIMAL = frozenset(
 
 def money(amount: int, currency: str) -> str:
     """Return an amount in the currency's smallest unit as a person reads it: ``1.50 USD``."""
-    code = currency.upper()
+    return f"{major(amount, currency)} {currency.upper()}"
+
+
+def major(amount: int, currency: str) -> str:
+    """Return an amount in the currency's smallest unit in whole units: ``1.50`` (``150`` for
+    a zero-decimal currency such as JPY)."""
     if currency.lower() in ZERO_DECIMAL:
-        return f"{amount} {code}"
+        return str(amount)
     sign = "-" if amount < 0 else ""
-    return f"{sign}{abs(amount) // 100}.{abs(amount) % 100:02d} {code}"
+    return f"{sign}{abs(amount) // 100}.{abs(amount) % 100:02d}"
+
+
+def from_major(text: str, currency: str) -> int | None:
+    """Return what a person typed (``1.5``, ``1,50``, ``2``) in the currency's smallest unit,
+    or None when it is not an amount with at most the currency's decimals."""
+    text = text.strip().replace(",", ".")
+    decimals = 0 if currency.lower() in ZERO_DECIMAL else 2
+    pattern = r"[0-9]{1,9}" if decimals == 0 else r"[0-9]{1,9}(\.[0-9]{1,2})?"
+    if not re.fullmatch(pattern, text):
+        return None
+    whole, _, cents = text.partition(".")
+    return int(whole) * 10**decimals + (int(cents.ljust(2, "0")) if decimals else 0)
 
 
 # --- reading what operators send ---------------------------------------------------------------

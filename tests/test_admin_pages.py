@@ -136,7 +136,7 @@ def test_an_operator_logs_in_sees_the_machines_resends_a_stuck_grant_and_logs_ou
     # A credit by hand, from the form on the same page.
     by_css(browser, "#grant input[name=reason]")[0].send_keys("coin mechanism jammed")
     by_css(browser, "#grant button[name=grant]")[0].click()
-    assert browser.wait_for_text(timeout=30, text="1 credits sent to cab001.")
+    assert browser.wait_for_text(timeout=30, text="1 credit sent to cab001.")
     manual = pulses.wait_for(2, timeout=20)[1]
     assert manual.payload["paymentId"].startswith("manual_")
 
@@ -349,10 +349,11 @@ def test_a_refund_form_sent_twice_refunds_once_even_after_stripe_confirmed(
     login(client)
     page = client.get("/admin/machines/cab001").data
     key = re.search(
-        rb'name="idempotency_key" value="([0-9a-f]+)">\s*<input type="number" name="amount"', page
+        rb'name="idempotency_key" value="([0-9a-f]+)">\s*<input type="text" inputmode="decimal"',
+        page,
     )
     assert key, page[-3000:]
-    form = {"csrf_token": csrf_of(page), "amount": "20", "idempotency_key": key.group(1).decode()}
+    form = {"csrf_token": csrf_of(page), "amount": "0.20", "idempotency_key": key.group(1).decode()}
 
     first = client.post("/admin/payments/cs_twice/refund", data=form)
     refunded = event(
@@ -395,3 +396,46 @@ def test_a_login_over_plain_http_away_from_loopback_says_why_it_fails(client):
 
     assert answer.status_code == 403
     assert b"over plain http on cabinet-lan.test" in answer.data
+
+
+@pytest.mark.parametrize(
+    ("typed", "currency", "cents"),
+    [
+        ("1.5", "usd", 150),
+        ("1,50", "eur", 150),
+        ("2", "usd", 200),
+        ("0.05", "usd", 5),
+        ("300", "jpy", 300),
+        ("1.5", "jpy", None),
+        ("1.505", "usd", None),
+        ("-1", "usd", None),
+        ("abc", "usd", None),
+        ("²", "usd", None),
+    ],
+)
+def test_refund_amounts_are_typed_in_the_currency_not_in_cents(typed, currency, cents):
+    """GIVEN what an operator types in the refund box WHEN read THEN the amount in the
+    currency's smallest unit, or None for anything that is not an amount."""
+    from arcade.operators import from_major
+
+    assert from_major(typed, currency) == cents
+
+
+def test_a_refund_typed_wrong_is_a_sentence_and_nothing_is_refunded(
+    client, app, open_shop, stripe_standin
+):
+    """GIVEN a payment WHEN the refund box holds 'abc' THEN a flash sentence names the
+    currency and Stripe is not called."""
+    shop = open_shop(app)
+    assert shop.pay("cs_typo").status_code == 200
+    login(client)
+    token = csrf_of(client.get("/admin/payments").data)
+
+    answer = client.post(
+        "/admin/payments/cs_typo/refund",
+        data={"csrf_token": token, "amount": "abc"},
+        follow_redirects=True,
+    )
+
+    assert b"The amount to refund must be an amount in USD, such as 0.50." in answer.data
+    assert stripe_standin.requests_to("POST", "/v1/refunds") == []

@@ -47,7 +47,7 @@ ATTENTION = (
     ("pending_delivery", "Paid, not yet delivered to the cabinet"),
     ("unconfirmed", "Delivered, never confirmed by the cabinet"),
     ("disputed", "Disputed by the player"),
-    ("unattributed", "Paid, but for no machine of ours"),
+    ("unattributed", "Paid, but bought nothing here (see the reason)"),
     ("partially_refunded", "Partly refunded"),
     ("refunded", "Refunded"),
 )
@@ -124,15 +124,16 @@ def load_operator() -> Any:
 
 @bp.app_context_processor
 def template_helpers() -> dict[str, Any]:
-    """Give templates ``csrf_field()`` (the hidden input every form carries) and ``money``."""
-    from arcade.operators import money
+    """Give templates ``csrf_field()`` (the hidden input every form carries), ``money`` and
+    ``major``."""
+    from arcade.operators import major, money
 
     def field() -> Markup:
         from flask_wtf.csrf import generate_csrf
 
         return Markup('<input type="hidden" name="csrf_token" value="{}">').format(generate_csrf())
 
-    return {"csrf_field": field, "money": money}
+    return {"csrf_field": field, "money": money, "major": major}
 
 
 def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -204,12 +205,20 @@ def _back(default: str) -> str:
 def _act(action: Callable[[], str], *, back: str) -> Any:
     """Run a form's action; say what happened, or why not, on the page it came from."""
     try:
-        flash(action(), "ok")
+        flash(_sentence(action()), "ok")
     except ApiError as exc:
-        flash(exc.message, "error")
+        flash(_sentence(exc.message), "error")
     except ArcadeError as exc:
-        flash(str(exc), "error")
+        flash(_sentence(str(exc)), "error")
     return redirect(_back(back))
+
+
+def _sentence(text: str) -> str:
+    """Return the API's lower-case message as a sentence for a page."""
+    text = text.strip()
+    if not text:
+        return text
+    return text[0].upper() + text[1:] + ("" if text[-1] in ".!?" else ".")
 
 
 # --- log in and out ---------------------------------------------------------------------------
@@ -280,10 +289,15 @@ def rotate_token(machine_id: str) -> Any:
 @login_required
 def payments() -> Any:
     operators = services().operators
-    sections = [
-        (status, title, operators.payments(status=status, limit=50)["payments"])
-        for status, title in ATTENTION
-    ]
+    sections = []
+    for status, title in ATTENTION:
+        listed = operators.payments(status=status, limit=50)["payments"]
+        hidden = 0
+        if status == "unattributed":
+            # Money that bought nothing and went back in full needs nothing more.
+            kept = [p for p in listed if p["amount_refunded"] < p["amount"] or not p["amount"]]
+            hidden, listed = len(listed) - len(kept), kept
+        sections.append((status, title, listed, hidden))
     machine_ids = [m.machine_id for m in services().store.list_machines()]
     return render_template(
         "admin/payments.html",
@@ -309,15 +323,18 @@ def resend(payment_id: str) -> Any:
 @bp.post("/payments/<payment_id>/refund")
 @login_required
 def refund(payment_id: str) -> Any:
-    from arcade.operators import money, whole_number
+    from arcade.operators import from_major, money
 
     def act() -> str:
         typed = request.form.get("amount", "").strip()
         amount: Any = None
         if typed:
-            amount = whole_number(typed)
-            if amount is None:
-                raise BadRequest("the amount to refund must be a whole number (cents)")
+            currency = services().operators.payment(payment_id).currency
+            amount = from_major(typed, currency)
+            if amount is None or amount <= 0:
+                raise BadRequest(
+                    f"the amount to refund must be an amount in {currency.upper()}, such as 0.50"
+                )
         # One key per page, payment and amount: a second click (or a reload that posts
         # again) refunds once, even after Stripe's charge.refunded has been recorded.
         page_key = (request.form.get("idempotency_key") or "")[:64]
@@ -348,10 +365,11 @@ def grant() -> Any:
         answer = services().operators.grant(machine_id, count, reason, key=key)
         if answer["status"] == "pending_delivery":
             return (
-                f"{count} credits for {machine_id} are recorded; the broker did not answer, "
+                f"{count} credit{'s' if count != 1 else ''} for {machine_id} recorded; the broker"
+                " did not answer, "
                 "so they are delivered as soon as it does."
             )
-        return f"{count} credits sent to {machine_id}."
+        return f"{count} credit{'s' if count != 1 else ''} sent to {machine_id}."
 
     return _act(act, back=url_for("admin.payments"))
 

@@ -125,7 +125,7 @@ def bar_chart(first: date, last: date, rows: list[dict[str, Any]], currency: str
     """
     net = {r["day"]: r["net"] for r in rows if r["currency"] == currency}
     days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
-    width, height, top, axis_space = 720, 240, 20, 28
+    width, height, top, axis_space = 720, 260, 26, 34
     plot = height - top - axis_space
     most = max([abs(v) for v in net.values()] + [1])
     has_negative = any(v < 0 for v in net.values())
@@ -139,7 +139,7 @@ def bar_chart(first: date, last: date, rows: list[dict[str, Any]], currency: str
         f'<line x1="0" y1="{zero_y:.1f}" x2="{width}" y2="{zero_y:.1f}" class="axis"/>',
         f'<text x="4" y="{top - 6}" class="label">{escape(money(most, currency))}</text>',
     ]
-    label_every = max(1, len(days) // 8)
+    label_every = max(1, len(days) // 6)
     for index, day in enumerate(days):
         value = net.get(day.isoformat(), 0)
         bar = abs(value) * scale
@@ -152,7 +152,7 @@ def bar_chart(first: date, last: date, rows: list[dict[str, Any]], currency: str
             f'class="{kind}"><title>{escape(tip)}</title></rect>'
         )
         last_index = len(days) - 1
-        near_last = 0 < last_index - index < label_every / 2
+        near_last = 0 < last_index - index < label_every
         if (index % label_every == 0 and not near_last) or index == last_index:
             # The first and last labels hang inward so the chart's edges do not cut them.
             anchor = "start" if index == 0 else "end" if index == last_index else "middle"
