@@ -7,12 +7,14 @@ that never touches the store does not pay for them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
+from decimal import Decimal
 from typing import Any
 
 from arcade.errors import MachineExists, StoreError, UnknownMachine
@@ -715,26 +717,39 @@ def _number(value: int) -> dict[str, str]:
     return {"N": str(value)}
 
 
+@functools.cache
+def _serializers() -> tuple[Any, Any]:
+    """Return boto3's TypeSerializer and TypeDeserializer (imported on first use)."""
+    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+    return TypeSerializer(), TypeDeserializer()
+
+
 def _encode(record: Any) -> Item:
-    """Return a dataclass's fields as DynamoDB attributes, leaving out those that are None."""
+    """Return a dataclass's fields as DynamoDB attributes (boto3's TypeSerializer), leaving out
+    those that are None. Records hold only text and whole numbers; anything else is a bug."""
+    serializer, _ = _serializers()
     item: Item = {}
     for field in fields(record):
         value = getattr(record, field.name)
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            if value is not None:
-                raise TypeError(f"{field.name} cannot be stored as {type(value).__name__}")
+        if value is None:
             continue
-        item[field.name] = _number(value) if isinstance(value, int) else {"S": value}
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise TypeError(f"{field.name} cannot be stored as {type(value).__name__}")
+        item[field.name] = serializer.serialize(value)
     return item
 
 
 def _decode(item: Item, record_type: type) -> dict[str, Any]:
-    """Return the attributes of an item that are fields of ``record_type``, as Python values."""
+    """Return the attributes of an item that are fields of ``record_type``, as Python values
+    (boto3's TypeDeserializer; its Decimals become the whole numbers they were stored as)."""
+    _, deserializer = _serializers()
     values: dict[str, Any] = {}
     for field in fields(record_type):
         value = item.get(field.name)
         if value is not None:
-            values[field.name] = int(value["N"]) if "N" in value else value["S"]
+            plain = deserializer.deserialize(value)
+            values[field.name] = int(plain) if isinstance(plain, Decimal) else plain
         elif field.default is MISSING and field.default_factory is MISSING:
             values[field.name] = None  # a required field that was None when stored
     return values
