@@ -30,6 +30,9 @@ HTTP_CODES = {
     405: ("method_not_allowed", "this route does not take that method"),
     413: ("body_too_large", "the body is over 256 KiB"),
     415: ("unsupported_media_type", "send the body as JSON"),
+    431: ("headers_too_large", "the request's headers are too large"),
+    500: ("internal_error", "something went wrong on our side"),
+    501: ("not_implemented", "the request uses an HTTP feature this server does not support"),
 }
 
 

@@ -47,7 +47,7 @@ def make_server(app: Any, host: str, port: int) -> Any:
     from waitress import create_server
 
     try:
-        return create_server(
+        server = create_server(
             app,
             host=host,
             port=port,
@@ -63,6 +63,36 @@ def make_server(app: Any, host: str, port: int) -> Any:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise StartupError(f"cannot listen on {host}:{port}: {reason}") from exc
+    server.channel_class = _json_error_channel()
+    return server
+
+
+def _json_error_channel() -> type:
+    """Return waitress's connection class answering what it refuses itself (a request that is
+    not HTTP, a body over the limit, an unknown transfer coding) as JSON errors in our words,
+    like every other error (SPEC "HTTP"), instead of its plain text."""
+    import json
+
+    from waitress.channel import HTTPChannel
+    from waitress.task import ErrorTask
+
+    from arcade.http_errors import HTTP_CODES
+
+    class JsonErrorTask(ErrorTask):
+        def execute(self) -> None:
+            error = self.request.error
+            code, sentence = HTTP_CODES.get(error.code, HTTP_CODES[400])
+            body = json.dumps({"error": sentence, "code": code}).encode()
+            self.status = f"{error.code} {error.reason}"
+            self.response_headers.append(("Content-Type", "application/json"))
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+
+    class JsonErrorChannel(HTTPChannel):
+        error_task_class = JsonErrorTask
+
+    return JsonErrorChannel
 
 
 def run_until_signalled(server: Any, *, on_stop: Any = None) -> None:
