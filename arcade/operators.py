@@ -306,13 +306,9 @@ class Operators:
             raise BadRequest("group must be day or machine", code="invalid_group")
         where = zone(tz)
         today = utc_now().astimezone(where).date()
-        start = instant(since, "since", tz=where) or instant(
-            (today - timedelta(days=DEFAULT_REPORT_DAYS - 1)).isoformat(), "since", tz=where
-        )
-        end = instant(until, "until", tz=where, end=True) or instant(
-            today.isoformat(), "until", tz=where, end=True
-        )
-        assert start is not None and end is not None  # noqa: S101 - both have defaults
+        first_day = today - timedelta(days=DEFAULT_REPORT_DAYS - 1)
+        start = instant(since or first_day.isoformat(), "since", tz=where) or ""
+        end = instant(until or today.isoformat(), "until", tz=where, end=True) or ""
         if end <= start:
             raise BadRequest("until must be after since", code="invalid_until")
         if parse_iso(end) - parse_iso(start) > timedelta(days=MAX_REPORT_DAYS):
