@@ -240,37 +240,62 @@ def list_payments(
             p["status"] + (" (unconfirmed)" if p["unconfirmed"] else ""),
             str(p["credits"]),
             money(p["amount"], p["currency"]),
+            money(p["amount_refunded"], p["currency"]) if p["amount_refunded"] else "-",
             p["reason"] or "",
         ]
         for p in answer["payments"]
     ]
-    _table(rows, ["created (UTC)", "payment", "machine", "status", "credits", "amount", "reason"])
+    header = ["created (UTC)", "payment", "machine", "status", "credits", "amount"]
+    _table(rows, [*header, "refunded", "reason"])
     if answer["next_cursor"]:
         click.echo(f"more: --cursor {answer['next_cursor']}")
     elif not rows:
         click.echo("no payments")
 
 
+JSON_OPTION = click.option(
+    "--json", "as_json", is_flag=True, help="Print the HTTP API's answer as JSON."
+)
+
+
 @payments_cli.command("resend")
 @click.argument("payment_id")
-def resend_payment(payment_id: str) -> None:
+@JSON_OPTION
+def resend_payment(payment_id: str, as_json: bool) -> None:
     """Publish a grant's coinpulse again (same paymentId; cabinets drop a copy)."""
     answer = _operate(lambda: services().operators.resend(payment_id))
-    click.echo(json.dumps(answer))
+    if as_json:
+        click.echo(json.dumps(answer))
+        return
+    click.echo(
+        f"{payment_id}: coinpulse sent again and acknowledged by the broker"
+        f" (status {answer['status'].replace('_', ' ')})"
+    )
 
 
 @payments_cli.command("refund")
 @click.argument("payment_id")
 @click.option("--amount", type=click.IntRange(min=1), help="Smallest currency unit; default all.")
 @click.option("--idempotency-key", help="Stripe idempotency key (default: derived, see README).")
-def refund_payment(payment_id: str, amount: int | None, idempotency_key: str | None) -> None:
+@JSON_OPTION
+def refund_payment(
+    payment_id: str, amount: int | None, idempotency_key: str | None, as_json: bool
+) -> None:
     """Refund a payment through Stripe; its status follows Stripe's charge.refunded."""
+    from arcade.operators import money
+
     answer = _operate(
         lambda: services().operators.refund(
             payment_id, amount=amount, idempotency_key=idempotency_key
         )
     )
-    click.echo(json.dumps(answer))
+    if as_json:
+        click.echo(json.dumps(answer))
+        return
+    click.echo(
+        f"{payment_id}: Stripe is refunding {money(answer['amount'], answer['currency'])}"
+        f" (refund {answer['refund_id']}); the status follows when Stripe confirms"
+    )
 
 
 @credits_cli.command("grant")
@@ -278,7 +303,10 @@ def refund_payment(payment_id: str, amount: int | None, idempotency_key: str | N
 @click.argument("credits", type=int)
 @click.option("--reason", required=True, help="Why: a jammed coin mechanism, a goodwill game.")
 @click.option("--idempotency-key", help="Repeat the command with it and nothing is granted twice.")
-def grant_credits(machine_id: str, credits: int, reason: str, idempotency_key: str | None) -> None:
+@JSON_OPTION
+def grant_credits(
+    machine_id: str, credits: int, reason: str, idempotency_key: str | None, as_json: bool
+) -> None:
     """Give a machine credits by hand, signed and delivered like a paid grant."""
     from arcade.operators import manual_grant_request
 
@@ -287,7 +315,11 @@ def grant_credits(machine_id: str, credits: int, reason: str, idempotency_key: s
         return services().operators.grant(machine_id, count, why, key=idempotency_key)
 
     answer = _operate(grant)
-    click.echo(json.dumps(answer))
+    if as_json:
+        click.echo(json.dumps(answer))
+    else:
+        plural = "s" if answer["credits"] != 1 else ""
+        click.echo(f"{answer['credits']} credit{plural} for {machine_id} as {answer['id']}")
     if answer["status"] == "pending_delivery":
         click.echo("the broker did not acknowledge yet: the relay delivers it", err=True)
 

@@ -603,10 +603,20 @@ def test_cli_resends_refunds_and_grants(api, add_machine, fresh_broker, subscrib
     assert pay(api, "cs_cli", link, standin=stripe_standin)[0] == 200
     subscriber = subscribe(f"{TOPIC_PREFIX}/cab001/coinpulse", on=fresh_broker)
 
-    resent = flask_command(api.env, "payments", "resend", "cs_cli")
-    refunded = flask_command(api.env, "payments", "refund", "cs_cli", "--amount", "20")
+    resent = flask_command(api.env, "payments", "resend", "cs_cli", "--json")
+    told = flask_command(api.env, "payments", "resend", "cs_cli")
+    refunded = flask_command(api.env, "payments", "refund", "cs_cli", "--amount", "20", "--json")
     granted = flask_command(
-        api.env, "credits", "grant", "cab001", "2", "--reason", "jammed", "--idempotency-key", "k1"
+        api.env,
+        "credits",
+        "grant",
+        "cab001",
+        "2",
+        "--reason",
+        "jammed",
+        "--idempotency-key",
+        "k1",
+        "--json",
     )
     again = flask_command(
         api.env, "credits", "grant", "cab001", "2", "--reason", "jammed", "--idempotency-key", "k1"
@@ -614,15 +624,24 @@ def test_cli_resends_refunds_and_grants(api, add_machine, fresh_broker, subscrib
 
     assert resent.returncode == 0, resent.stderr
     assert json.loads(resent.stdout)["result"] == "resent"
+    assert told.stdout.startswith("cs_cli: coinpulse sent again and acknowledged by the broker")
     assert refunded.returncode == 0, refunded.stderr
     assert json.loads(refunded.stdout)["amount"] == 20
     assert [r["amount"] for r in stripe_standin.refunds] == [20]
     assert granted.returncode == 0, granted.stderr
     manual = json.loads(granted.stdout)
-    assert json.loads(again.stdout)["id"] == manual["id"]
-    pulses = subscriber.wait_for(2)
-    assert [m.payload["paymentId"] for m in subscriber.settle()] == ["cs_cli", manual["id"]]
-    assert pulses[1].payload["credits"] == 2
+    assert again.stdout.strip() == f"2 credits for cab001 as {manual['id']}"
+    pulses = subscriber.wait_for(3)
+    assert [m.payload["paymentId"] for m in subscriber.settle()] == [
+        "cs_cli",
+        "cs_cli",
+        manual["id"],
+    ]
+    assert pulses[2].payload["credits"] == 2
+    assert refund_event(api, "cs_cli", 50, 20)[0] == 200
+    listed = flask_command(api.env, "payments", "list", "--machine", "cab001")
+    [row] = [line for line in listed.stdout.splitlines() if "cs_cli" in line]
+    assert row.split()[-4:] == ["0.50", "USD", "0.20", "USD"]
     unknown = flask_command(api.env, "payments", "resend", "cs_never")
     assert unknown.returncode == 1 and "there is no payment cs_never" in unknown.stderr
     bad = flask_command(api.env, "credits", "grant", "cab001", "0", "--reason", "x")
