@@ -114,11 +114,14 @@ def load_operator() -> Any:
         from flask_wtf.csrf import CSRFError, validate_csrf
         from wtforms import ValidationError
 
+        sent = request.form.get("csrf_token")
         try:
-            validate_csrf(request.form.get("csrf_token"))
+            validate_csrf(sent)
         except ValidationError as exc:
-            REFUSALS.log(logger, "csrf_refused", path=request.path, reason=str(exc))
-            raise CSRFError(str(exc)) from exc
+            # Our words in the log, not the library's.
+            reason = "missing" if not sent else "wrong_or_expired"
+            REFUSALS.log(logger, "csrf_refused", path=request.path, reason=reason)
+            raise CSRFError(reason) from exc
     return None
 
 
