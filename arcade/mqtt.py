@@ -342,3 +342,9 @@ def _stop_quietly(client: mqtt.Client) -> None:
     with contextlib.suppress(OSError, ValueError):
         client.disconnect()
     client.loop_stop()
+    # A connection that died without a DISCONNECT can leave paho's socket open until the
+    # collector finds it; close it now.
+    sock = client.socket()
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()

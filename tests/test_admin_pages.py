@@ -18,6 +18,9 @@ from tests.support.app import ADMIN_KEY, TOPIC_PREFIX, WEBHOOK_SECRET, app_envir
 from tests.support.browser import Browser
 from tests.support.stripe_standin import checkout_session
 
+# paho leaves the socket of a connection to a stopped or refusing broker to the collector.
+pytestmark = pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
+
 FAST = {"MQTT_PUBACK_TIMEOUT": "0.5", "DELIVERY_RETRY_SECONDS": "3600"}
 
 

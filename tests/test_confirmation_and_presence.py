@@ -12,6 +12,9 @@ from arcade.clock import iso, utc_now
 from tests.support.app import TOPIC_PREFIX, signed_post
 from tests.support.stripe_standin import charge, event
 
+# paho leaves the socket of a connection to a stopped or refusing broker to the collector.
+pytestmark = pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
+
 COINPULSE = f"{TOPIC_PREFIX}/cab001/coinpulse"
 LONG_AGO = "2026-01-01T00:00:00.000000Z"
 

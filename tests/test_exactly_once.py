@@ -9,6 +9,9 @@ import pytest
 from tests.support.app import DEFAULT_PRICE, TOPIC_PREFIX, signed_post
 from tests.support.stripe_standin import checkout_session, event
 
+# paho leaves the socket of a connection to a stopped or refusing broker to the collector.
+pytestmark = pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
+
 
 def our_link(client, cabinet) -> str:
     return client.post(

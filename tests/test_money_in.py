@@ -17,6 +17,9 @@ import pytest
 from tests.support.app import DEFAULT_PRICE, TOPIC_PREFIX, signed_post
 from tests.support.stripe_standin import charge, checkout_session, dispute, event
 
+# paho leaves the socket of a connection to a stopped or refusing broker to the collector.
+pytestmark = pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
+
 COINPULSE = f"{TOPIC_PREFIX}/cab001/coinpulse"
 
 

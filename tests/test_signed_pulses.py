@@ -12,6 +12,9 @@ from arcade import wire
 from arcade.config import Settings
 from tests.support.app import TOPIC_PREFIX
 
+# paho leaves the socket of a connection to a stopped or refusing broker to the collector.
+pytestmark = pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
+
 SEED = base64.urlsafe_b64encode(bytes(range(32))).rstrip(b"=").decode()
 
 
