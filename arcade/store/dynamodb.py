@@ -434,19 +434,26 @@ class DynamoStore(Store):
 
     def _query_index(self, partition: str, **options: Any) -> list[Item]:
         """Return every item of one by_machine partition, following the pages."""
-        params: dict[str, Any] = {
-            "IndexName": BY_MACHINE_INDEX,
-            "KeyConditionExpression": f"{BY_MACHINE_PK} = :partition",
-            "ExpressionAttributeValues": {":partition": {"S": partition}},
-            **options,
-        }
+        return self._query_pages(
+            {
+                "IndexName": BY_MACHINE_INDEX,
+                "KeyConditionExpression": f"{BY_MACHINE_PK} = :partition",
+                "ExpressionAttributeValues": {":partition": {"S": partition}},
+                **options,
+            }
+        )
+
+    def _query_pages(self, params: dict[str, Any], *, enough: int | None = None) -> list[Item]:
+        """Run a Query, following its pages until the last, or until ``enough`` items came."""
+        params = dict(params)
         items: list[Item] = []
-        while True:
+        while enough is None or len(items) < enough:
             page = self._call("query", **params)
             items += page.get("Items", [])
             if "LastEvaluatedKey" not in page:
-                return items
+                break
             params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return items
 
     def list_payments(self, machine_id: str, limit: int = 20) -> list[Payment]:
         """Return a machine's payments newest first, querying the by_machine index."""
@@ -516,15 +523,9 @@ class DynamoStore(Store):
             params["FilterExpression"] = " AND ".join(filters)
         if names:
             params["ExpressionAttributeNames"] = names
-        items: list[Item] = []
         # A filter applies after Limit, so pages are followed until one more than asked is
         # found (that one only says that more follow).
-        while len(items) <= query.limit:
-            page = self._call("query", **params)
-            items += page.get("Items", [])
-            if "LastEvaluatedKey" not in page:
-                break
-            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = self._query_pages(params, enough=query.limit + 1)
         payments = [Payment(**_decode(item, Payment)) for item in items[: query.limit + 1]]
         return payments[: query.limit], len(payments) > query.limit
 
@@ -543,14 +544,7 @@ class DynamoStore(Store):
                 ":upper": {"S": until},  # no sort key equals a bare instant: until stays out
             },
         }
-        items: list[Item] = []
-        while True:
-            page = self._call("query", **params)
-            items += page.get("Items", [])
-            if "LastEvaluatedKey" not in page:
-                break
-            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return [RevenueEntry(**_decode(item, RevenueEntry)) for item in items]
+        return [RevenueEntry(**_decode(item, RevenueEntry)) for item in self._query_pages(params)]
 
     def list_due(self, now: str, limit: int = 100) -> list[Payment]:
         """Return the outbox's payments due by ``now``, querying the sparse outbox index."""
