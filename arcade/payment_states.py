@@ -145,7 +145,8 @@ def counted(payment: Payment | None) -> Counted:
     if payment is None or not is_grant(payment):
         return NOTHING
     credits = 0 if is_cancelled(payment) else payment.credits
-    return Counted(credits, payment.amount - payment.amount_refunded)
+    # The same money the revenue journal books (sold, given back), so the two always agree.
+    return Counted(credits, sold(payment) - given_back(payment))
 
 
 def sold(payment: Payment | None) -> int:
