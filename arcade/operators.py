@@ -136,10 +136,10 @@ def page_size(value: Any) -> int:
     """Return a page size from a query parameter (1..MAX_PAGE); raise BadRequest."""
     if value is None or value == "":
         return DEFAULT_PAGE
-    text = str(value)
-    if whole_number(text) is None or not 1 <= int(text) <= MAX_PAGE:
+    limit = whole_number(str(value))
+    if limit is None or not 1 <= limit <= MAX_PAGE:
         raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE}", code="invalid_limit")
-    return int(text)
+    return limit
 
 
 def whole_number(text: str) -> int | None:
@@ -173,12 +173,11 @@ def decode_cursor(value: str | None) -> tuple[str, str] | None:
 
 def manual_grant_request(credits: Any, reason: Any) -> tuple[int, str]:
     """Return the credits (1..1000) and reason (1..200 characters) of a manual grant."""
-    if isinstance(credits, bool) or not isinstance(credits, int):
-        raise BadRequest(
-            f"credits must be a whole number from 1 to {MAX_MANUAL_CREDITS}",
-            code="invalid_credits",
-        )
-    if not 1 <= credits <= MAX_MANUAL_CREDITS:
+    if (
+        isinstance(credits, bool)
+        or not isinstance(credits, int)
+        or not 1 <= credits <= MAX_MANUAL_CREDITS
+    ):
         raise BadRequest(
             f"credits must be a whole number from 1 to {MAX_MANUAL_CREDITS}",
             code="invalid_credits",

@@ -360,9 +360,9 @@ def grant() -> Any:
     def act() -> str:
         machine_id = check_machine_id(request.form.get("machine_id"))
         typed = request.form.get("credits", "").strip()
+        number = whole_number(typed)
         count, reason = manual_grant_request(
-            whole_number(typed) if whole_number(typed) is not None else typed,
-            request.form.get("reason"),
+            typed if number is None else number, request.form.get("reason")
         )
         key = request.form.get("idempotency_key") or None
         answer = services().operators.grant(machine_id, count, reason, key=key)

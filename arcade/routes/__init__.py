@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from flask import request
@@ -11,6 +12,18 @@ from arcade.errors import BadRequest
 
 # SPEC "HTTP": JSON nested deeper than this is a 400, whoever sends it.
 MAX_JSON_DEPTH = 32
+IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,255}")
+
+
+def idempotency_key() -> str | None:
+    """Return the request's Idempotency-Key header (None when absent); raise BadRequest when it
+    is not 1 to 255 visible ASCII characters."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise BadRequest(
+            "Idempotency-Key must be 1 to 255 visible characters", code="invalid_idempotency_key"
+        )
+    return key
 
 
 def json_body() -> dict[str, Any]:

@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-import re
-
 from flask import Blueprint, request
 
 from arcade.config import MAX_CREDITS_PER_UNIT
 from arcade.errors import BadRequest, UnknownMachine
 from arcade.machines import check_machine_id, describe
-from arcade.routes import json_body
+from arcade.routes import idempotency_key, json_body
 from arcade.services import services
 from arcade.wire import PAYMENT_ID_PATTERN
 
 bp = Blueprint("machines", __name__)
 
-IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,255}")
 MAX_REPORTED_CREDITS = 1_000_000
 
 
 @bp.post("/gameover")
 def gameover():
     machine_id = check_machine_id(json_body().get("machine_id"))
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
-        raise BadRequest(
-            "Idempotency-Key must be 1 to 255 visible characters", code="invalid_idempotency_key"
-        )
+    key = idempotency_key()
     svc = services()
     svc.registry.authorise(machine_id, request.headers.get("Authorization"))
     svc.ledger.game_over(machine_id, key=key)

@@ -7,9 +7,8 @@ from flask import Blueprint, request
 
 from arcade.errors import BadRequest
 from arcade.machines import check_machine_id
-from arcade.operators import instant, page_size, zone
-from arcade.routes import json_body
-from arcade.routes.machines import IDEMPOTENCY_KEY
+from arcade.operators import instant, manual_grant_request, page_size, zone
+from arcade.routes import idempotency_key, json_body
 from arcade.services import services
 from arcade.wire import PAYMENT_ID_PATTERN
 
@@ -24,15 +23,6 @@ def _payment_id(value: str) -> str:
     if not PAYMENT_ID_PATTERN.fullmatch(value):
         raise BadRequest("that is not a payment id", code="invalid_payment_id")
     return value
-
-
-def _idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
-        raise BadRequest(
-            "Idempotency-Key must be 1 to 255 visible characters", code="invalid_idempotency_key"
-        )
-    return key
 
 
 @bp.get("/payments")
@@ -72,7 +62,7 @@ def refund_payment(payment_id: str):
     payment_id = _payment_id(payment_id)
     body = json_body() if request.get_data(cache=True).strip() else {}
     return services().operators.refund(
-        payment_id, amount=body.get("amount"), idempotency_key=_idempotency_key()
+        payment_id, amount=body.get("amount"), idempotency_key=idempotency_key()
     )
 
 
@@ -80,11 +70,9 @@ def refund_payment(payment_id: str):
 def grant_credits(machine_id: str):
     check_machine_id(machine_id)
     _admin()
-    from arcade.operators import manual_grant_request
-
     body = json_body()
     credits, reason = manual_grant_request(body.get("credits"), body.get("reason"))
-    return services().operators.grant(machine_id, credits, reason, key=_idempotency_key()), 201
+    return services().operators.grant(machine_id, credits, reason, key=idempotency_key()), 201
 
 
 @bp.get("/reports/revenue")
