@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.admin import csrf_of, login
 from tests.support.api_process import ApiProcess, flask_command
 from tests.support.app import ADMIN_KEY, TOPIC_PREFIX, WEBHOOK_SECRET, app_environment
 from tests.support.browser import Browser
@@ -58,13 +59,7 @@ def test_an_operator_logs_in_sees_the_machines_resends_a_stuck_grant_and_logs_ou
     logging out ends the session."""
     added = flask_command(api.env, "machines", "add", "cab001", "--name", "Pac-Man")
     token = json.loads(added.stdout.splitlines()[-1])["token"]
-    status, link = api.request(
-        "POST",
-        "/create-payment-link",
-        json.dumps({"machine_id": "cab001"}).encode(),
-        {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    assert status == 200, link
+    link = api.payment_link("cab001", token)
     assert pay(api, "cs_paid", link["payment_link_id"])[0] == 200
     fresh_broker.stop()
     assert pay(api, "cs_stuck", link["payment_link_id"])[0] == 503
@@ -174,17 +169,6 @@ def test_an_operator_logs_in_sees_the_machines_resends_a_stuck_grant_and_logs_ou
 
 
 # --- the session's and the forms' rules, through the Flask client ---------------------------
-def csrf_of(page: bytes) -> str:
-    found = re.search(rb'name="csrf_token" value="([^"]+)"', page)
-    assert found, page[:500]
-    return found.group(1).decode()
-
-
-def login(client, key: str = ADMIN_KEY, **environ):
-    token = csrf_of(client.get("/admin/login", **environ).data)
-    return client.post("/admin/login", data={"key": key, "csrf_token": token}, **environ)
-
-
 def test_login_without_its_csrf_token_is_refused(client):
     """GIVEN the right key but no CSRF token WHEN posted to the login form THEN 403 and no
     session."""

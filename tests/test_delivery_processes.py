@@ -62,14 +62,7 @@ def machine(env) -> str:
 
 
 def make_link(api: ApiProcess, token: str) -> str:
-    status, answer = api.request(
-        "POST",
-        "/create-payment-link",
-        json.dumps({"machine_id": "cab001"}).encode(),
-        {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    assert status == 200, answer
-    return answer["payment_link_id"]
+    return api.payment_link("cab001", token)["payment_link_id"]
 
 
 def paid(session_id: str, link_id: str) -> dict:

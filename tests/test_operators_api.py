@@ -74,14 +74,7 @@ def call(api: ApiProcess, method: str, path: str, body: Any = None, **headers: s
 
 
 def link_of(api: ApiProcess, machine_id: str, token: str) -> str:
-    status, answer = api.request(
-        "POST",
-        "/create-payment-link",
-        json.dumps({"machine_id": machine_id}).encode(),
-        {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    assert status == 200, answer
-    return answer["payment_link_id"]
+    return api.payment_link(machine_id, token)["payment_link_id"]
 
 
 def pay(

@@ -124,6 +124,17 @@ class ApiProcess:
         }
         return self.request("POST", "/webhook", body, headers, timeout=timeout)
 
+    def payment_link(self, machine_id: str, token: str) -> dict[str, Any]:
+        """Ask for the machine's payment link as its cabinet does; return the 200 answer."""
+        status, answer = self.request(
+            "POST",
+            "/create-payment-link",
+            json.dumps({"machine_id": machine_id}).encode(),
+            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        assert status == 200, answer
+        return answer
+
     def get_json(self, path: str, token: str) -> dict[str, Any]:
         status, answer = self.request("GET", path, headers={"Authorization": f"Bearer {token}"})
         assert status == 200, answer
