@@ -258,6 +258,28 @@ JSON_OPTION = click.option(
 )
 
 
+@payments_cli.command("unmatched")
+@JSON_OPTION
+def unmatched_refunds(as_json: bool) -> None:
+    """List refunds and disputes Stripe reported for payments not on record."""
+    answer = _operate(lambda: services().operators.unmatched())
+    if as_json:
+        click.echo(json.dumps(answer))
+        return
+    rows = [
+        [
+            (r["recorded_at"] or "")[:19].replace("T", " "),
+            r["payment_intent"],
+            str(r["amount_refunded"]),
+            "yes" if r["disputed"] else "",
+        ]
+        for r in answer["refunds"]
+    ]
+    _table(rows, ["recorded (UTC)", "payment intent", "refunded (smallest unit)", "disputed"])
+    if not rows:
+        click.echo("no refund or dispute waits for its payment")
+
+
 @payments_cli.command("resend")
 @click.argument("payment_id")
 @JSON_OPTION

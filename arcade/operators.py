@@ -285,6 +285,23 @@ class Operators:
             raise UnknownPayment(f"there is no payment {payment_id}")
         return payment
 
+    def unmatched(self, limit: int = DEFAULT_PAGE) -> dict[str, Any]:
+        """Return ``{"refunds": [{"payment_intent", "amount_refunded", "disputed",
+        "recorded_at"}]}``: refunds and disputes Stripe reported for a payment not on record
+        (kept by PaymentIntent until its Checkout Session comes), newest first. Raises
+        StoreError."""
+        return {
+            "refunds": [
+                {
+                    "payment_intent": intent.payment_intent,
+                    "amount_refunded": intent.amount_refunded,
+                    "disputed": intent.disputed_at is not None,
+                    "recorded_at": intent.updated_at,
+                }
+                for intent in self.store.list_unmatched_intents(limit)
+            ]
+        }
+
     # --- revenue ----------------------------------------------------------------------------
     def revenue(
         self,

@@ -426,3 +426,21 @@ def test_a_refund_typed_wrong_is_a_sentence_and_nothing_is_refunded(
 
     assert b"The amount to refund must be an amount in USD, such as 0.50." in answer.data
     assert stripe_standin.requests_to("POST", "/v1/refunds") == []
+
+
+def test_the_payments_page_lists_refunds_for_payments_not_on_record(client):
+    """GIVEN a refund for a PaymentIntent whose session never came WHEN the payments page is
+    opened THEN it is listed in its own section."""
+    from tests.support.app import signed_post
+    from tests.support.stripe_standin import charge, event
+
+    refund = event(
+        "charge.refunded", charge(payment_intent="pi_ghost", amount=50, amount_refunded=50)
+    )
+    assert signed_post(client, refund).status_code == 200
+    login(client)
+
+    page = client.get("/admin/payments").data
+
+    assert b'data-intent="pi_ghost"' in page
+    assert b"Refunds or disputes for a payment not on record" in page

@@ -707,3 +707,24 @@ def test_a_refund_kept_before_its_session_counts_on_the_day_it_was_made(client, 
         (three_days_ago.date().isoformat(), 0, 50),
         (utc_now().date().isoformat(), 50, 0),
     ]
+
+
+def test_a_refund_for_a_payment_not_on_record_is_listed_until_its_session_comes(api, add_machine):
+    """GIVEN a refund Stripe reported for a payment we never saw WHEN the operator looks THEN
+    `GET /refunds/unmatched` and `flask payments unmatched` list it; once its session arrives it
+    leaves the list and the payment shows refunded."""
+    token = add_machine("cab001")
+    link = link_of(api, "cab001", token)
+    assert refund_event(api, "cs_later", 50, 50)[0] == 200
+
+    status, listed = call(api, "GET", "/refunds/unmatched")
+    table = flask_command(api.env, "payments", "unmatched")
+
+    assert status == 200, listed
+    [refund] = listed["refunds"]
+    assert refund["payment_intent"] == "pi_cs_later" and refund["amount_refunded"] == 50
+    assert refund["disputed"] is False and refund["recorded_at"]
+    assert "pi_cs_later" in table.stdout and "50" in table.stdout
+    assert pay(api, "cs_later", link)[0] == 200
+    assert call(api, "GET", "/refunds/unmatched")[1] == {"refunds": []}
+    assert call(api, "GET", "/payments/cs_later")[1]["status"] == "refunded"

@@ -1163,3 +1163,28 @@ def test_given_a_value_when_put_twice_then_the_second_replaces_the_first(store: 
     store.put_value("probe", "two")
 
     assert store.get_value("probe") == "two"
+
+
+def test_given_intents_when_unmatched_are_listed_then_only_those_without_a_session(
+    store: Store,
+) -> None:
+    """A PaymentIntent kept without its Checkout Session is listed, newest change first, and
+    leaves the list once its session is recorded."""
+    commit_ok(store, None, intent=make_intent(payment_intent="pi_a", payment_id=None))
+    commit_ok(
+        store,
+        None,
+        intent=make_intent(
+            payment_intent="pi_b", payment_id=None, updated_at=T1, amount_refunded=50
+        ),
+    )
+    commit_ok(store, None, intent=make_intent(payment_intent="pi_c", payment_id="cs_c"))
+
+    assert [i.payment_intent for i in store.list_unmatched_intents()] == ["pi_b", "pi_a"]
+    assert store.list_unmatched_intents()[0].amount_refunded == 50
+    assert [i.payment_intent for i in store.list_unmatched_intents(1)] == ["pi_b"]
+
+    matched = store.get_intent("pi_b")
+    commit_ok(store, None, intent=replace(matched, payment_id="cs_b", updated_at=T2))
+
+    assert [i.payment_intent for i in store.list_unmatched_intents()] == ["pi_a"]

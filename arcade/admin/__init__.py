@@ -305,6 +305,7 @@ def payments() -> Any:
     return render_template(
         "admin/payments.html",
         sections=sections,
+        unmatched=operators.unmatched()["refunds"],
         machine_ids=machine_ids,
         grant_key=uuid.uuid4().hex,
         refund_key=uuid.uuid4().hex,

@@ -43,6 +43,12 @@ def list_payments():
     )
 
 
+@bp.get("/refunds/unmatched")
+def unmatched_refunds():
+    _admin()
+    return services().operators.unmatched(page_size(request.args.get("limit")))
+
+
 @bp.get("/payments/<payment_id>")
 def show_payment(payment_id: str):
     _admin()

@@ -285,6 +285,11 @@ class Store(ABC):
         follow (an index query, never a scan of every payment)."""
 
     @abstractmethod
+    def list_unmatched_intents(self, limit: int = 100) -> list[IntentRecord]:
+        """Return up to ``limit`` PaymentIntent records whose Checkout Session is not on record
+        (a refund or dispute kept for later), most recently changed first."""
+
+    @abstractmethod
     def list_revenue(self, since: str, until: str) -> list[RevenueEntry]:
         """Return every revenue entry with ``since <= at < until``, oldest first."""
 

@@ -67,6 +67,8 @@ REVENUE_SK = "REVENUE"
 # The payments of one status newest first: partition STATUS#<status>, sort key ``time_sk``.
 BY_STATUS_INDEX = "by_status"
 STATUS_PK = "status_pk"
+# PaymentIntents whose Checkout Session is not on record sit in by_status under this partition.
+UNMATCHED_INTENTS = "INTENT#UNMATCHED"
 # A machine's links sit in the by_machine index under LINKS#<machine_id>.
 LINKS_OF = "LINKS#"
 # DynamoDB's Time to Live deletes game-over keys some time after this epoch-seconds attribute.
@@ -417,8 +419,7 @@ class DynamoStore(Store):
         if payment is not None:
             actions.append(_put_versioned(_payment_item(payment), payment.version))
         if intent is not None:
-            item = _intent_key(intent.payment_intent) | {"entity": {"S": "intent"}}
-            actions.append(_put_versioned(item | _encode(intent), intent.version))
+            actions.append(_put_versioned(_intent_item(intent), intent.version))
         if delta:
             actions.append(_add_to_state(delta))
         # An entry's id comes from the payment version that moved the money, so it cannot be
@@ -528,6 +529,19 @@ class DynamoStore(Store):
         items = self._query_pages(params, enough=query.limit + 1)
         payments = [Payment(**_decode(item, Payment)) for item in items[: query.limit + 1]]
         return payments[: query.limit], len(payments) > query.limit
+
+    def list_unmatched_intents(self, limit: int = 100) -> list[IntentRecord]:
+        """Return the PaymentIntents still waiting for their session, newest change first (one
+        Query on by_status)."""
+        params = {
+            "IndexName": BY_STATUS_INDEX,
+            "KeyConditionExpression": f"{STATUS_PK} = :unmatched",
+            "ExpressionAttributeValues": {":unmatched": {"S": UNMATCHED_INTENTS}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        items = self._query_pages(params, enough=limit)[:limit]
+        return [IntentRecord(**_decode(item, IntentRecord)) for item in items]
 
     def list_revenue(self, since: str, until: str) -> list[RevenueEntry]:
         """Return the revenue entries in ``[since, until)``, one Query on by_time."""
@@ -776,6 +790,16 @@ def _revenue_item(entry: RevenueEntry) -> Item:
 def _intent_key(payment_intent: str) -> Item:
     """Return the key of a PaymentIntent item."""
     return _key(f"INTENT#{payment_intent}", INTENT_SK)
+
+
+def _intent_item(intent: IntentRecord) -> Item:
+    """Return a PaymentIntent's item; while its Checkout Session is not on record it sits in
+    the by_status index under UNMATCHED_INTENTS, most recently changed last."""
+    item = _intent_key(intent.payment_intent) | {"entity": {"S": "intent"}} | _encode(intent)
+    if intent.payment_id is None:
+        item[STATUS_PK] = {"S": UNMATCHED_INTENTS}
+        item[TIME_SK] = {"S": f"{intent.updated_at or ''}#{intent.payment_intent}"}
+    return item
 
 
 def _game_over_key(machine_id: str, key: str) -> Item:

@@ -411,6 +411,14 @@ class SqliteStore(Store):
         payments = [Payment(**dict(r)) for r in rows]
         return payments[: query.limit], len(payments) > query.limit
 
+    def list_unmatched_intents(self, limit: int = 100) -> list[IntentRecord]:
+        rows = self._query(
+            "SELECT * FROM intents WHERE payment_id IS NULL"
+            " ORDER BY updated_at DESC, payment_intent DESC LIMIT ?",
+            (limit,),
+        )
+        return [IntentRecord(**dict(r)) for r in rows]
+
     def list_revenue(self, since: str, until: str) -> list[RevenueEntry]:
         rows = self._query(
             "SELECT * FROM revenue_entries WHERE at >= ? AND at < ? ORDER BY at, entry_id",
@@ -541,6 +549,7 @@ INDEXES = (
     # The operator's listings: every payment newest first, and by status.
     "CREATE INDEX IF NOT EXISTS payments_by_time ON payments (created_at, payment_id)",
     "CREATE INDEX IF NOT EXISTS payments_by_status ON payments (status, created_at, payment_id)",
+    "CREATE INDEX IF NOT EXISTS intents_unmatched ON intents (updated_at) WHERE payment_id IS NULL",
 )
 
 
