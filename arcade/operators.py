@@ -120,16 +120,17 @@ def instant(value: str | None, name: str, *, tz: tzinfo, end: bool = False) -> s
             moment = datetime.fromisoformat(text)
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=tz)
-        # In UTC the first or last day of the calendar may fall outside it; money older than
-        # 1970 or past 9998 is a typing mistake.
-        if not 1970 <= moment.astimezone(UTC).year <= 9998:
-            raise ValueError("out of range")
-        return iso(moment)
+        # In UTC the first or last day of the calendar may fall outside it.
+        year = moment.astimezone(UTC).year
     except (ValueError, OverflowError) as exc:
         raise BadRequest(
             f"{name} must be an ISO 8601 date (2026-11-29) or instant (2026-11-29T10:00:00Z)",
             code=f"invalid_{name}",
         ) from exc
+    # Money older than 1970 or past 9998 is a typing mistake.
+    if not 1970 <= year <= 9998:
+        raise BadRequest(f"{name} must be between 1970 and 9998", code=f"invalid_{name}")
+    return iso(moment)
 
 
 def page_size(value: Any) -> int:

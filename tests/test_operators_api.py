@@ -306,6 +306,8 @@ def test_revenue_days_follow_the_time_zone_asked(client, app, open_shop):
     assert bad.status_code == 400
     edge = client.get("/reports/revenue?since=0001-01-01&tz=Pacific/Kiritimati", headers=ADMIN)
     assert edge.status_code == 400 and edge.json["code"] == "invalid_since"
+    old = client.get("/reports/revenue?since=1900-01-01", headers=ADMIN)
+    assert old.status_code == 400 and old.json["error"] == "since must be between 1970 and 9998"
     far = client.get("/reports/revenue?since=2020-01-01&until=2026-01-01", headers=ADMIN)
     assert far.status_code == 400 and "400 days" in far.json["error"]
 
