@@ -19,7 +19,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -67,8 +67,10 @@ from arcade.store.base import (
     Payment,
     PaymentLink,
     RevenueEntry,
+    SessionStart,
     StateDelta,
     Store,
+    changed,
 )
 from arcade.stripe_objects import (
     CheckoutSession,
@@ -255,7 +257,7 @@ class Ledger:
                 known = intent or IntentRecord(intent_id)
                 if known.payment_id in (None, payment_id):
                     new = with_intent_facts(new, known, iso(now))
-                    pointer = replace(known, payment_id=payment_id, updated_at=iso(now))
+                    pointer = changed(known, payment_id=payment_id, updated_at=iso(now))
                     if known.amount_refunded and known.updated_at:
                         refunded_at = known.updated_at
             new = settle(new)
@@ -272,7 +274,7 @@ class Ledger:
                 intent = self.store.get_intent(intent_id)
         else:
             raise StoreError("the payment kept changing while it was recorded; try again")
-        payment = replace(new, version=new.version + 1)
+        payment = changed(new, version=new.version + 1)
         granted = is_grant(payment) and not (stored is not None and is_grant(stored))
         if granted:
             log_event(
@@ -287,7 +289,7 @@ class Ledger:
             )
         if is_deliverable(payment):
             try:
-                return replace(self._publish(payment, ids), changed=True, granted=granted)
+                return changed(self._publish(payment, ids), changed=True, granted=granted)
             except BrokerUnavailable:
                 if not undelivered_ok:
                     raise
@@ -300,7 +302,7 @@ class Ledger:
                     changed=True,
                     granted=granted,
                 )
-        return replace(self._report(payment, ids), changed=True, granted=granted)
+        return changed(self._report(payment, ids), changed=True, granted=granted)
 
     def _existing(self, stored: Payment, ids: dict[str, Any]) -> Outcome:
         """Answer an event that adds nothing to a stored payment; deliver a waiting grant."""
@@ -352,7 +354,7 @@ class Ledger:
         if session.payment_intent:
             facts["payment_intent"] = session.payment_intent
         if stored is not None:
-            return replace(stored, **facts)
+            return changed(stored, **facts)
         created = from_unix(session.created) if session.created is not None else now
         return Payment(payment_id=session.id, status=phase, created_at=iso(created), **facts)
 
@@ -370,7 +372,7 @@ class Ledger:
                 return self._log_outcome(ids, _outcome("delivery_in_progress", payment))
             claimed = self._leased(payment, now)
             if self.store.commit_payment(claimed):
-                return self._publish(replace(claimed, version=claimed.version + 1), ids)
+                return self._publish(changed(claimed, version=claimed.version + 1), ids)
             payment = self._reread(payment)
         raise StoreError("the payment kept changing while its delivery was claimed; try again")
 
@@ -392,9 +394,7 @@ class Ledger:
         except BaseException:
             self._back_off_quietly(payment)
             raise
-        now = iso(utc_now())
-        self._mark_delivered(payment, now)
-        self._open_session_if_idle(machine_id, now)
+        self._mark_delivered(payment, iso(utc_now()))
         return self._log_outcome(ids, _outcome("delivered", payment))
 
     def _pulse(self, payment: Payment) -> dict[str, Any]:
@@ -415,9 +415,14 @@ class Ledger:
         )
 
     def _mark_delivered(self, payment: Payment, now: str) -> None:
-        """Record that the broker acknowledged the coinpulse (whatever happened meanwhile)."""
+        """Record that the broker acknowledged the coinpulse (whatever happened meanwhile) and
+        open a play session on its machine if none is open, in one transaction."""
+        session = SessionStart(payment.machine_id or "", _new_session_id(), now)
         for _ in range(WRITE_ATTEMPTS):
             if payment.delivered_at is not None:
+                # Marked meanwhile (the cabinet's confirmation can come first): the session is
+                # still opened, as a delivered grant's is.
+                self.store.commit_payment(None, open_session=session)
                 return
             # A refund that came in while the pulse was in flight found the grant undelivered;
             # it was delivered after all, so its credits count again (see counted()).
@@ -427,7 +432,7 @@ class Ledger:
                 else None
             )
             delivered = settle(
-                replace(
+                changed(
                     payment,
                     delivered_at=now,
                     delivery_claimed_until=None,
@@ -439,6 +444,7 @@ class Ledger:
                 delivered,
                 delta=_delta(payment, delivered),
                 entries=_entries(payment, delivered, now),
+                open_session=session,
             ):
                 return
             payment = self._reread(payment)
@@ -468,7 +474,7 @@ class Ledger:
                 )
             now = iso(utc_now())
             credited = settle(
-                replace(
+                changed(
                     payment,
                     credited_at=now,
                     delivered_at=payment.delivered_at or now,
@@ -487,7 +493,7 @@ class Ledger:
                     machine_id=machine_id,
                     credits=payment.credits,
                 )
-                return replace(credited, version=credited.version + 1)
+                return changed(credited, version=credited.version + 1)
         raise StoreError("the payment kept changing while it was confirmed; try again")
 
     # --- what operators do -------------------------------------------------------------------
@@ -569,7 +575,7 @@ class Ledger:
                     source="operator",
                     reason=reason,
                 )
-                stored, fresh = replace(grant, version=1), True
+                stored, fresh = changed(grant, version=1), True
             else:
                 stored = self._reread(grant)  # the same key, at the same moment
         if (stored.machine_id, stored.credits, stored.note) != (machine_id, credits, reason):
@@ -611,9 +617,9 @@ class Ledger:
                 )
             else:  # nothing was paid (a free-play promotion): nothing to give back
                 log_event(logger, "unconfirmed_free_payment", level=logging.WARNING, **ids)
-            done = replace(payment, due_at=None)
+            done = changed(payment, due_at=None)
         except PaymentProviderError:
-            done = replace(payment, due_at=iso(later(utc_now(), MAX_BACKOFF_SECONDS)))
+            done = changed(payment, due_at=iso(later(utc_now(), MAX_BACKOFF_SECONDS)))
         # The refund is idempotent: should this write fail, trying again next run is harmless.
         with contextlib.suppress(StoreError):
             self.store.commit_payment(done)
@@ -623,7 +629,7 @@ class Ledger:
         """Return the payment with the delivery lease taken until the lease runs out; the
         relay looks at it again then, should its holder die."""
         until = iso(later(now, self.lease_seconds))
-        return replace(payment, delivery_claimed_until=until, due_at=until)
+        return changed(payment, delivery_claimed_until=until, due_at=until)
 
     def _back_off_quietly(self, payment: Payment) -> None:
         """Drop our lease after a failed publish and tell the relay when to try again.
@@ -638,7 +644,7 @@ class Ledger:
                 now = utc_now()
                 attempts = payment.delivery_attempts + 1
                 pause = min(2**attempts, MAX_BACKOFF_SECONDS)
-                backed_off = replace(
+                backed_off = changed(
                     payment,
                     delivery_claimed_until=None,
                     due_at=iso(later(now, pause)),
@@ -647,7 +653,7 @@ class Ledger:
                 granted = parse_iso(payment.granted_at or payment.created_at)
                 stuck = (now - granted).total_seconds() >= UNDELIVERABLE_AFTER_SECONDS
                 if stuck and payment.delivery_alarm_at is None:
-                    backed_off = replace(backed_off, delivery_alarm_at=iso(now))
+                    backed_off = changed(backed_off, delivery_alarm_at=iso(now))
                 if self.store.commit_payment(backed_off):
                     if backed_off.delivery_alarm_at != payment.delivery_alarm_at:
                         log_event(
@@ -733,7 +739,7 @@ class Ledger:
             lambda intent, now: (
                 intent
                 if amount <= intent.amount_refunded
-                else replace(intent, amount_refunded=amount, updated_at=now)
+                else changed(intent, amount_refunded=amount, updated_at=now)
             ),
             amount_refunded=amount,
         )
@@ -747,7 +753,7 @@ class Ledger:
             lambda intent, now: (
                 intent
                 if intent.disputed_at is not None
-                else replace(intent, disputed_at=now, updated_at=now)
+                else changed(intent, disputed_at=now, updated_at=now)
             ),
             dispute_id=dispute.dispute_id,
         )
@@ -941,7 +947,7 @@ class Ledger:
             self._undo_game_over(before, after, record)
             raise
         if record is not None:
-            self._save_key_quietly(replace(record, published=1))
+            self._save_key_quietly(changed(record, published=1))
         state = after.with_changes(version=before.version + 1)
         log_event(
             logger,
@@ -969,7 +975,7 @@ class Ledger:
                 "a game over with this Idempotency-Key is still being sent; retry in a moment"
             )
         self._publish_game_over(stored.machine_id, utc_now())
-        self._save_key_quietly(replace(stored, published=1))
+        self._save_key_quietly(changed(stored, published=1))
         return state
 
     def _publish_game_over(self, machine_id: str, now: datetime) -> None:
@@ -1041,20 +1047,6 @@ class Ledger:
         except StoreError:
             pass
         log_event(logger, "state_rebalance_failed", level=logging.WARNING, machine_id=machine_id)
-
-    def _open_session_if_idle(self, machine_id: str, now: str) -> None:
-        try:
-            for _ in range(WRITE_ATTEMPTS):
-                state = self.store.get_machine_state(machine_id)
-                if state.session_id:
-                    return
-                opened = state.with_changes(session_id=_new_session_id(), session_started_at=now)
-                if self.store.update_machine_state(opened):
-                    return
-        except StoreError:
-            pass
-        # The grant is delivered; the session mirror is only bookkeeping.
-        log_event(logger, "session_open_failed", level=logging.WARNING, machine_id=machine_id)
 
     def report(self, machine: Machine, *, payments: int = 20) -> dict[str, Any]:
         """Return what an operator or cabinet sees of a machine (SPEC "GET /machines/<id>")."""

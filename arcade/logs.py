@@ -8,6 +8,9 @@ import threading
 import time
 from typing import Any
 
+# One encoder for every line: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
+
 
 class JsonLineFormatter(logging.Formatter):
     """Format each record as one JSON object; never include a traceback."""
@@ -28,7 +31,7 @@ class JsonLineFormatter(logging.Formatter):
         # Exception text may carry library internals or secrets: name the type only.
         if record.exc_info and record.exc_info[0] is not None:
             line["exception"] = record.exc_info[0].__name__
-        return json.dumps(line, default=str, separators=(",", ":"))
+        return _ENCODER.encode(line)
 
 
 def log_event(logger: logging.Logger, event: str, *, level: int = logging.INFO, **fields: Any):

@@ -13,9 +13,9 @@ a late, repeated or reordered event can neither count twice nor leave the books 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from arcade.store.base import IntentRecord, Payment
+from arcade.store.base import IntentRecord, Payment, changed
 
 # The session's payment phase (a fact), SPEC "Payment states move forward only".
 PENDING_PAYMENT = "pending_payment"  # checkout completed, money not there yet (async methods)
@@ -179,7 +179,7 @@ def settle(payment: Payment) -> Payment:
         due = None
     if payment.status == status and payment.due_at == due:
         return payment
-    return replace(payment, status=status, due_at=due)
+    return changed(payment, status=status, due_at=due)
 
 
 def moves_forward(stored: Payment, phase: str) -> bool:
@@ -195,14 +195,14 @@ def with_refund(payment: Payment, amount_refunded: int, now: str) -> Payment:
         amount_refunded = min(amount_refunded, payment.amount)
     if amount_refunded <= payment.amount_refunded:
         return payment
-    return settle(replace(payment, amount_refunded=amount_refunded, updated_at=now))
+    return settle(changed(payment, amount_refunded=amount_refunded, updated_at=now))
 
 
 def with_dispute(payment: Payment, now: str) -> Payment:
     """Return the payment marked disputed (once)."""
     if payment.disputed_at is not None:
         return payment
-    return settle(replace(payment, disputed_at=now, updated_at=now))
+    return settle(changed(payment, disputed_at=now, updated_at=now))
 
 
 def with_intent_facts(payment: Payment, intent: IntentRecord | None, now: str) -> Payment:

@@ -37,6 +37,7 @@ from arcade.store.base import (
     PaymentLink,
     PaymentQuery,
     RevenueEntry,
+    SessionStart,
     StateDelta,
     Store,
     link_key,
@@ -508,6 +509,65 @@ def test_given_a_delta_when_committed_then_credits_and_revenue_are_added_and_the
     assert (state.credits_granted, state.revenue) == (2, {"usd": 200})
     assert (state.credits_used, state.session_id) == (0, None)
     assert state.version > before.version
+
+
+def test_given_no_open_session_when_a_commit_opens_one_then_it_is_stored_with_the_write(
+    store: Store,
+) -> None:
+    """Marking a grant delivered opens the machine's play session in the same write, with a
+    delta on the same state item when the grant's counted credits changed meanwhile."""
+    commit_ok(store, make_payment(), delta=GRANT)
+    before = store.get_machine_state("cab001")
+    delivered = replace(store.get_payment("cs_1"), delivered_at=T1, updated_at=T1)
+
+    assert store.commit_payment(
+        delivered, delta=GRANT, open_session=SessionStart("cab001", "s1", T1)
+    )
+
+    state = store.get_machine_state("cab001")
+    assert (state.session_id, state.session_started_at) == ("s1", T1)
+    assert (state.credits_granted, state.revenue) == (4, {"usd": 400})
+    assert state.version > before.version
+    assert store.get_payment("cs_1") == written(delivered)
+
+
+def test_given_no_state_when_a_session_is_opened_alone_then_the_state_holds_only_it(
+    store: Store,
+) -> None:
+    """A session opened on a machine with no state yet starts from zero counters."""
+    assert store.commit_payment(None, open_session=SessionStart("cab009", "s9", T0))
+
+    state = store.get_machine_state("cab009")
+    assert (state.session_id, state.session_started_at) == ("s9", T0)
+    assert (state.credits_granted, state.credits_used, state.revenue) == (0, 0, {})
+    assert state.version >= 1
+
+
+def test_given_an_open_session_when_a_commit_opens_another_then_the_first_is_kept(
+    store: Store,
+) -> None:
+    """A machine already playing keeps its session; the payment is written all the same."""
+    store.update_machine_state(
+        MachineState(machine_id="cab001", session_id="s1", session_started_at=T0)
+    )
+
+    assert store.commit_payment(make_payment(), open_session=SessionStart("cab001", "s2", T1))
+
+    state = store.get_machine_state("cab001")
+    assert (state.session_id, state.session_started_at) == ("s1", T0)
+    assert store.get_payment("cs_1") is not None
+
+
+def test_given_a_stale_payment_when_a_commit_opens_a_session_then_nothing_is_written(
+    store: Store,
+) -> None:
+    """All or nothing: a payment whose version moved leaves the session closed too."""
+    commit_ok(store, make_payment())
+    stale = make_payment(updated_at=T1)  # version 0, but version 1 is stored
+
+    assert not store.commit_payment(stale, open_session=SessionStart("cab001", "s1", T1))
+
+    assert store.get_machine_state("cab001").session_id is None
 
 
 def test_given_deltas_in_two_currencies_when_committed_then_revenue_is_kept_per_currency(

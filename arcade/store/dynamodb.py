@@ -28,6 +28,7 @@ from arcade.store.base import (
     PaymentLink,
     PaymentQuery,
     RevenueEntry,
+    SessionStart,
     StateDelta,
     Store,
 )
@@ -412,16 +413,19 @@ class DynamoStore(Store):
         intent: IntentRecord | None = None,
         delta: StateDelta | None = None,
         entries: Sequence[RevenueEntry] = (),
+        open_session: SessionStart | None = None,
     ) -> bool:
-        """Put the payment and the intent if their versions hold, ADD the delta and put the
-        revenue entries, in one go."""
+        """Put the payment and the intent if their versions hold, ADD the delta, open the
+        session and put the revenue entries, in one go (one Update for the machine state: a
+        transaction may touch an item once)."""
         actions: list[dict[str, Any]] = []
         if payment is not None:
             actions.append(_put_versioned(_payment_item(payment), payment.version))
         if intent is not None:
             actions.append(_put_versioned(_intent_item(intent), intent.version))
-        if delta:
-            actions.append(_add_to_state(delta))
+        if delta or open_session is not None:
+            machine_id = delta.machine_id if delta else open_session.machine_id  # type: ignore[union-attr]
+            actions.append(_update_state(machine_id, delta or None, open_session))
         # An entry's id comes from the payment version that moved the money, so it cannot be
         # stored unless that version's write already happened: no condition is needed.
         actions += [{"Put": {"Item": _revenue_item(entry)}} for entry in entries]
@@ -833,25 +837,34 @@ def _put_versioned(item: Item, version: int) -> dict[str, Any]:
     return {"Put": put}
 
 
-def _add_to_state(delta: StateDelta) -> dict[str, Any]:
-    """Return the Update that adds a delta to a machine's credits granted and revenue."""
+def _update_state(
+    machine_id: str, delta: StateDelta | None, open_session: SessionStart | None
+) -> dict[str, Any]:
+    """Return the Update that adds a delta to a machine's credits granted and revenue and opens
+    a session on it when none is open (``if_not_exists``: a state keeps no attribute for a
+    closed session), with no condition; both are about one machine."""
+    sets = ["machine_id = :machine_id"]
+    adds = ["#version :one"]
+    names = {"#version": "version"}
+    values: Item = {":machine_id": {"S": machine_id}, ":one": _number(1)}
+    if delta is not None:
+        adds += ["credits_granted :credits", "#revenue :amount"]
+        names["#revenue"] = REVENUE_PREFIX + delta.currency
+        values[":credits"] = _number(delta.credits)
+        values[":amount"] = _number(delta.revenue)
+    if open_session is not None:
+        sets += [
+            "session_id = if_not_exists(session_id, :session_id)",
+            "session_started_at = if_not_exists(session_started_at, :started_at)",
+        ]
+        values[":session_id"] = {"S": open_session.session_id}
+        values[":started_at"] = {"S": open_session.started_at}
     return {
         "Update": {
-            "Key": _state_key(delta.machine_id),
-            "UpdateExpression": (
-                "SET machine_id = :machine_id "
-                "ADD credits_granted :credits, #revenue :amount, #version :one"
-            ),
-            "ExpressionAttributeNames": {
-                "#revenue": REVENUE_PREFIX + delta.currency,
-                "#version": "version",
-            },
-            "ExpressionAttributeValues": {
-                ":machine_id": {"S": delta.machine_id},
-                ":credits": _number(delta.credits),
-                ":amount": _number(delta.revenue),
-                ":one": _number(1),
-            },
+            "Key": _state_key(machine_id),
+            "UpdateExpression": f"SET {', '.join(sets)} ADD {', '.join(adds)}",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
         }
     }
 

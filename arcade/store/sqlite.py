@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import fields, replace
+from dataclasses import fields
 from typing import Any, TypeVar
 
 from arcade.errors import MachineExists, StoreError, UnknownMachine
@@ -20,6 +21,7 @@ from arcade.store.base import (
     PaymentLink,
     PaymentQuery,
     RevenueEntry,
+    SessionStart,
     StateDelta,
     Store,
 )
@@ -336,6 +338,7 @@ class SqliteStore(Store):
         intent: IntentRecord | None = None,
         delta: StateDelta | None = None,
         entries: Sequence[RevenueEntry] = (),
+        open_session: SessionStart | None = None,
     ) -> bool:
         def write(conn: sqlite3.Connection) -> Any:
             # Each record is written only if its version is the one read: one statement that
@@ -368,6 +371,15 @@ class SqliteStore(Store):
             for entry in entries:
                 conn.execute(
                     _insert_sql("revenue_entries", ENTRY_COLUMNS, "OR IGNORE"), _values(entry)
+                )
+            if open_session is not None:
+                conn.execute(
+                    "INSERT INTO machine_states (machine_id, session_id, session_started_at,"
+                    " version) VALUES (?, ?, ?, 1) ON CONFLICT (machine_id) DO UPDATE SET"
+                    " session_id = excluded.session_id,"
+                    " session_started_at = excluded.session_started_at,"
+                    " version = version + 1 WHERE machine_states.session_id IS NULL",
+                    (open_session.machine_id, open_session.session_id, open_session.started_at),
                 )
             return True
 
@@ -576,13 +588,15 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
         )
 
 
+@functools.cache
 def _insert_sql(table: str, columns: tuple[str, ...], verb: str = "") -> str:
     marks = ", ".join("?" for _ in columns)
     return f"INSERT {verb} INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
 
 
 def _values(record: object) -> tuple:
-    return tuple(getattr(record, f.name) for f in fields(record))  # type: ignore[arg-type]
+    values = record.__dict__
+    return tuple(values[f.name] for f in fields(record))  # type: ignore[arg-type]
 
 
 def _link(row: sqlite3.Row) -> PaymentLink:
@@ -598,18 +612,30 @@ def _put_versioned(
 ) -> bool:
     """Write ``record`` at its version + 1 if the stored version is still its version (0: none
     stored, or a row written before versions existed); return whether it was written."""
-    values = _values(replace(record, version=record.version + 1))
-    assignments = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+    values = tuple(
+        record.version + 1 if column == "version" else getattr(record, column) for column in columns
+    )
     if record.version == 0:
-        # Table and column names are our own constants, never input.
-        sql = (
-            _insert_sql(table, columns)
-            + f" ON CONFLICT ({key}) DO UPDATE SET {assignments} WHERE {table}.version = 0"
-        )
-        return conn.execute(sql, values).rowcount == 1
-    sets = ", ".join(f"{c} = ?" for c in columns)
-    sql = f"UPDATE {table} SET {sets} WHERE {key} = ? AND version = ?"  # noqa: S608
+        return conn.execute(_upsert_first_sql(table, key, columns), values).rowcount == 1
+    sql = _update_versioned_sql(table, key, columns)
     return conn.execute(sql, (*values, getattr(record, key), record.version)).rowcount == 1
+
+
+# Table and column names in these statements are our own constants, never input; each is
+# made once per table (a webhook writes a payment twice).
+@functools.cache
+def _upsert_first_sql(table: str, key: str, columns: tuple[str, ...]) -> str:
+    assignments = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+    return (
+        _insert_sql(table, columns)
+        + f" ON CONFLICT ({key}) DO UPDATE SET {assignments} WHERE {table}.version = 0"
+    )
+
+
+@functools.cache
+def _update_versioned_sql(table: str, key: str, columns: tuple[str, ...]) -> str:
+    sets = ", ".join(f"{c} = ?" for c in columns)
+    return f"UPDATE {table} SET {sets} WHERE {key} = ? AND version = ?"  # noqa: S608
 
 
 def _ensure_state(conn: sqlite3.Connection, machine_id: str | None) -> None:
