@@ -45,6 +45,7 @@ def create_app(
     from arcade.services import Services
     from arcade.signing import PulseSigner
     from arcade.store import open_store
+    from arcade.url_rules import LazyBuilderRule
 
     settings = settings or Settings.from_env()
     for problem in settings.problems:
@@ -56,6 +57,7 @@ def create_app(
     registry = Registry(store, admin_api_key=settings.admin_api_key)
     signer = PulseSigner(store, seed=settings.pulse_signing_key)
     app = Flask("arcade", static_folder=None)
+    app.url_rule_class = LazyBuilderRule
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["arcade"] = Services(
