@@ -57,11 +57,12 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def copied(tmp_path: Path) -> Path:
     """The files docs/cabinet.md says to copy onto a cabinet, alone in a folder."""
     folder = tmp_path / "arcade-cabinet"
-    shutil.copytree(
-        ROOT / "arcade" / "cabinet",
-        folder / "arcade" / "cabinet",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
+    for package in ("cabinet", "common"):
+        shutil.copytree(
+            ROOT / "arcade" / package,
+            folder / "arcade" / package,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
     for name in ("__init__.py", "wire.py"):
         shutil.copy(ROOT / "arcade" / name, folder / "arcade" / name)
     return folder

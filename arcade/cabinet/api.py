@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from arcade.cabinet.errors import ApiUnreachable, CabinetSettingsError
-from arcade.cabinet.logs import log_event
+from arcade.common.logs import log_event
 
 logger = logging.getLogger(__name__)
 

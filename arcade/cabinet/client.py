@@ -32,9 +32,9 @@ from arcade.cabinet.display import out_of_order_text, qr_text
 from arcade.cabinet.errors import ApiUnreachable, CabinetSettingsError
 from arcade.cabinet.ledger import CabinetLedger, GameOver
 from arcade.cabinet.local_http import LocalServer
-from arcade.cabinet.logs import log_event
 from arcade.cabinet.messages import Refused, pulse_key_from_answer, read_signed
 from arcade.cabinet.settings import CabinetSettings
+from arcade.common.logs import log_event
 
 logger = logging.getLogger(__name__)
 
