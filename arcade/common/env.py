@@ -52,22 +52,28 @@ class EnvReader:
 
     def integer(self, name: str, *aliases: str, default: int, low: int, high: int) -> int:
         """Return a whole number from ``low`` to ``high`` (both included), else default."""
-        return self.checked(
-            name,
-            *aliases,
-            parse=int,
-            accept=lambda number: low <= number <= high,
-            rule=f"a whole number from {low} to {high}",
-            default=default,
-        )
+        return self._between(name, aliases, int, "a whole number", default, low, high)
 
     def number(self, name: str, *, default: float, low: float, high: float) -> float:
         """Return a number from ``low`` to ``high`` (both included; never NaN), else default."""
+        return self._between(name, (), float, "a number", default, low, high)
+
+    def _between(
+        self,
+        name: str,
+        aliases: tuple[str, ...],
+        parse: Callable[[str], Value],
+        described: str,
+        default: Value,
+        low: Value,
+        high: Value,
+    ) -> Value:
         return self.checked(
             name,
-            parse=float,
+            *aliases,
+            parse=parse,
             accept=lambda number: low <= number <= high,
-            rule=f"a number from {low} to {high}",
+            rule=f"{described} from {low} to {high}",
             default=default,
         )
 
