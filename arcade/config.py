@@ -16,6 +16,7 @@ from arcade.common.broker import (
 )
 from arcade.common.env import FALSE_WORDS, TRUE_WORDS, EnvReader
 from arcade.errors import SettingsError
+from arcade.signing import SEED_RULE
 from arcade.store import LAMBDA_SQLITE_REFUSAL, MALFORMED_URL
 from arcade.wire import DEFAULT_TOPIC_PREFIX
 
@@ -123,7 +124,7 @@ class Settings:
             admin_api_key = None
         pulse_signing_key = reader.text("PULSE_SIGNING_KEY")
         if pulse_signing_key is not None and not _is_ed25519_seed(pulse_signing_key):
-            reader.problem("PULSE_SIGNING_KEY must be base64url of 32 bytes")
+            reader.problem(SEED_RULE)
             pulse_signing_key = None
 
         return cls(

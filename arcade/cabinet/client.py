@@ -430,7 +430,7 @@ class Cabinet:
 
     @_link_callback
     def _on_connect_fail(self, _client, _userdata) -> None:
-        self._link_problem = "the broker cannot be reached"
+        self._link_problem = wire.BROKER_UNREACHABLE
         self._log(
             "mqtt_unreachable",
             level=logging.WARNING,
