@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 from urllib.parse import urlsplit
 
+from arcade.common.broker import (
+    DEFAULT_BROKER_PORT,
+    DEFAULT_CA_CERT,
+    plaintext_refusal,
+    read_broker,
+)
+from arcade.common.env import FALSE_WORDS, TRUE_WORDS, EnvReader
 from arcade.errors import SettingsError
+from arcade.signing import SEED_RULE
 from arcade.store import LAMBDA_SQLITE_REFUSAL, MALFORMED_URL
+from arcade.wire import DEFAULT_TOPIC_PREFIX
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CA_CERT = PROJECT_ROOT / "ca.crt"
 DEFAULT_DATABASE_URL = "sqlite:///arcade.db"
-TRUE_WORDS = {"1", "true", "yes", "on"}
-FALSE_WORDS = {"0", "false", "no", "off"}
 # SPEC "HTTP": a shorter operator key is refused (admin stays off).
 MIN_ADMIN_KEY_LENGTH = 32
 # Credits one unit bought may give (a machine's own, or CREDITS_PER_UNIT).
 MAX_CREDITS_PER_UNIT = 1000
-Number = TypeVar("Number", int, float)
 
 
 # The settings a deployment may leave unset (each stops one part of the service), by variable
@@ -44,12 +47,12 @@ class Settings:
     stripe_price_id: str | None = None
     stripe_api_base: str | None = None
     broker_host: str | None = None
-    broker_port: int = 8883
+    broker_port: int = DEFAULT_BROKER_PORT
     broker_tls: bool = True
     mqtt_username: str | None = None
     mqtt_password: str | None = field(default=None, repr=False)
     mqtt_ca_cert: str = str(DEFAULT_CA_CERT)
-    topic_prefix: str = "arcade/machine"
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX
     database_url: str = DEFAULT_DATABASE_URL
     admin_api_key: str | None = field(default=None, repr=False)
     credits_per_unit: int = 1
@@ -77,39 +80,19 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read settings from ``environ`` (default: the process environment)."""
         env = os.environ if environ is None else environ
-        reader = _Reader(env)
+        reader = EnvReader(env)
         in_lambda = bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
 
-        broker_url = reader.text("EMQX_BROKER_URL", "MQTT_BROKER")
-        broker_tls = reader.flag("MQTT_TLS", default=True)
-        broker_port = reader.integer("EMQX_PORT", "MQTT_PORT", default=8883, low=1, high=65535)
-        broker_host = broker_url
-        if broker_url and "://" in broker_url:
-            parts = urlsplit(broker_url)
-            if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-                reader.problem(
-                    "EMQX_BROKER_URL must be a host name, mqtts://host:port or mqtt://host:port"
-                )
-                broker_host = None
-            else:
-                broker_host = parts.hostname
-                broker_tls = parts.scheme == "mqtts"
-                try:
-                    if parts.port:
-                        broker_port = parts.port
-                except ValueError:
-                    reader.problem("EMQX_BROKER_URL has a port that is not a number")
-                    broker_host = None
-
+        broker = read_broker(reader)
         broker_refused = None
-        if broker_host is not None:
+        if broker.host is not None:
             broker_refused = _plaintext_refusal(
-                broker_url or "",
-                tls=broker_tls,
+                broker.url or "",
+                tls=broker.tls,
                 tls_setting=env.get("MQTT_TLS"),
                 allowed=reader.flag("MQTT_ALLOW_PLAINTEXT", default=False),
                 in_lambda=in_lambda,
-                host=broker_host,
+                host=broker.host,
             )
             if broker_refused:
                 reader.problem(broker_refused)
@@ -141,7 +124,7 @@ class Settings:
             admin_api_key = None
         pulse_signing_key = reader.text("PULSE_SIGNING_KEY")
         if pulse_signing_key is not None and not _is_ed25519_seed(pulse_signing_key):
-            reader.problem("PULSE_SIGNING_KEY must be base64url of 32 bytes")
+            reader.problem(SEED_RULE)
             pulse_signing_key = None
 
         return cls(
@@ -149,13 +132,13 @@ class Settings:
             stripe_webhook_secret=webhook_secret,
             stripe_price_id=reader.text("STRIPE_PRICE_ID", "PRICE_ID"),
             stripe_api_base=api_base,
-            broker_host=broker_host,
-            broker_port=broker_port,
-            broker_tls=broker_tls,
-            mqtt_username=reader.text("MQTT_USERNAME"),
-            mqtt_password=reader.text("MQTT_PASSWORD"),
-            mqtt_ca_cert=reader.text("MQTT_CA_CERT") or str(DEFAULT_CA_CERT),
-            topic_prefix=(reader.text("MQTT_TOPIC_PREFIX") or "arcade/machine").strip("/"),
+            broker_host=broker.host,
+            broker_port=broker.port,
+            broker_tls=broker.tls,
+            mqtt_username=broker.username,
+            mqtt_password=broker.password,
+            mqtt_ca_cert=broker.ca_cert,
+            topic_prefix=broker.topic_prefix,
             database_url=database_url,
             admin_api_key=admin_api_key,
             credits_per_unit=reader.integer(
@@ -200,63 +183,6 @@ class Settings:
             raise SettingsError(f"{' and '.join(absent)} not set")
 
 
-class _Reader:
-    """Read typed values, collecting a sentence for each bad one instead of raising."""
-
-    def __init__(self, env: Mapping[str, str]):
-        self.env = env
-        self.problems: list[str] = []
-
-    def problem(self, sentence: str) -> None:
-        self.problems.append(sentence)
-
-    def text(self, name: str, *aliases: str) -> str | None:
-        for key in (name, *aliases):
-            value = self.env.get(key, "").strip()
-            if value:
-                return value
-        return None
-
-    def flag(self, name: str, *, default: bool) -> bool:
-        value = self.text(name)
-        if value is None:
-            return default
-        if value.lower() in TRUE_WORDS:
-            return True
-        if value.lower() in FALSE_WORDS:
-            return False
-        self.problem(f"{name} must be true or false")
-        return default
-
-    def integer(self, name: str, *aliases: str, default: int, low: int, high: int) -> int:
-        return self._bounded(name, aliases, int, "a whole number", default, low, high)
-
-    def number(self, name: str, *, default: float, low: float, high: float) -> float:
-        return self._bounded(name, (), float, "a number", default, low, high)
-
-    def _bounded(
-        self,
-        name: str,
-        aliases: tuple[str, ...],
-        parse: Callable[[str], Number],
-        described: str,
-        default: Number,
-        low: Number,
-        high: Number,
-    ) -> Number:
-        value = self.text(name, *aliases)
-        if value is None:
-            return default
-        try:
-            number = parse(value)
-        except ValueError:
-            number = None
-        if number is None or not low <= number <= high:
-            self.problem(f"{name} must be {described} from {low} to {high}")
-            return default
-        return number
-
-
 def _plaintext_refusal(
     url: str, *, tls: bool, tls_setting: str | None, allowed: bool, in_lambda: bool, host: str
 ) -> str | None:
@@ -279,15 +205,7 @@ def _plaintext_refusal(
         return None
     if in_lambda:
         return "plain-text MQTT is refused in Lambda: set EMQX_BROKER_URL to mqtts://host:8883"
-    from arcade.wire import is_loopback
-
-    if not allowed and not is_loopback(host):
-        return (
-            f"EMQX_BROKER_URL sends plain-text MQTT to {host}, another machine: the broker"
-            " password would cross the network in clear (use mqtts://, or set"
-            " MQTT_ALLOW_PLAINTEXT=true on a network you trust)"
-        )
-    return None
+    return plaintext_refusal(host, tls=tls, allowed=allowed)
 
 
 def is_store_url(url: str) -> bool:

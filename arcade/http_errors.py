@@ -94,7 +94,7 @@ def register_error_handlers(app: Flask) -> None:
             path=request.path,
             error=type(exc).__name__,
         )
-        return error_body(500, "internal_error", "something went wrong on our side")
+        return error_body(500, *HTTP_CODES[500])
 
 
 def _log(code: str, exc: Exception) -> None:

@@ -34,6 +34,8 @@ from urllib.parse import quote, unquote_to_bytes, urlencode
 
 import awsgi
 
+from arcade.logs import log_event
+
 __all__ = ["BINARY_CONTENT_TYPES", "handle"]
 
 logger = logging.getLogger(__name__)
@@ -378,9 +380,12 @@ def _single_value_headers(grouped: Mapping[str, list[str]]) -> dict[str, str]:
     for name, values in grouped.items():
         if name.lower() == "set-cookie":
             if len(values) > 1:
-                logger.warning(
+                log_event(
+                    logger,
                     "lambda_set_cookie_dropped",
-                    extra={"fields": {"kept": 1, "dropped": len(values) - 1}},
+                    level=logging.WARNING,
+                    kept=1,
+                    dropped=len(values) - 1,
                 )
             # A comma would split a cookie's Expires date: only one can go.
             headers[name] = values[-1]

@@ -1,43 +1,24 @@
-"""One JSON line per event, with the ids that tie a payment to its coinpulse."""
+"""The API's logging: the shared JSON lines (``arcade.common.logs``), refusals rate-limited.
+
+``log_event`` and ``JsonLineFormatter`` are the shared ones, re-exported so every server module
+imports its logging from here.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from typing import Any
 
-# One encoder for every line: json.dumps with options builds a new one per call.
-_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
+from arcade.common.logs import JsonLineFormatter, log_event
+from arcade.common.logs import configure_logging as configure_json_lines
 
+__all__ = ["REFUSALS", "JsonLineFormatter", "RateLimited", "configure_logging", "log_event"]
 
-class JsonLineFormatter(logging.Formatter):
-    """Format each record as one JSON object; never include a traceback."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-        }
-        fields = getattr(record, "fields", None)
-        if fields is not None:
-            line["event"] = record.getMessage()
-            line.update(fields)
-        else:
-            line["message"] = record.getMessage()
-        # Exception text may carry library internals or secrets: name the type only.
-        if record.exc_info and record.exc_info[0] is not None:
-            line["exception"] = record.exc_info[0].__name__
-        return _ENCODER.encode(line)
-
-
-def log_event(logger: logging.Logger, event: str, *, level: int = logging.INFO, **fields: Any):
-    """Log ``event`` with ``fields`` as one JSON line."""
-    if logger.isEnabledFor(level):
-        logger.log(level, event, extra={"fields": fields})
+# Libraries whose INFO lines repeat our own events: stripe logs every request, waitress its
+# start-up line (arcade.serve logs "serving" with the address).
+QUIET_LIBRARIES = ("stripe", "waitress")
 
 
 class RateLimited:
@@ -78,13 +59,5 @@ REFUSALS = RateLimited()
 
 
 def configure_logging(level: int = logging.INFO) -> None:
-    """Send every log record to stderr as a JSON line (idempotent)."""
-    root = logging.getLogger()
-    if any(isinstance(h.formatter, JsonLineFormatter) for h in root.handlers):
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonLineFormatter())
-    root.handlers = [handler]
-    root.setLevel(level)
-    # The stripe library logs every request at INFO; our own events already name each call.
-    logging.getLogger("stripe").setLevel(logging.WARNING)
+    """Send every log record to stderr as a JSON line (idempotent); for entry points only."""
+    configure_json_lines(level, quiet=QUIET_LIBRARIES)

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
     from arcade.config import Settings
 
+# What a publish that could not connect says, however the broker refused.
+NOT_ACCEPTED = "the broker did not accept the connection"
+
 logger = logging.getLogger(__name__)
 
 # Store writes around one publish (lease, mark delivered) fit in this many seconds.
@@ -67,11 +70,6 @@ class _ConnectAttempt:
     done: threading.Event = field(default_factory=threading.Event)
     client: mqtt.Client | None = None
     error: BrokerUnavailable | SettingsError | None = None
-
-
-def ca_problem(ca_path: str) -> str | None:
-    """Return a sentence naming what is wrong with the CA file, or None when it looks usable."""
-    return wire.ca_problem(ca_path)
 
 
 def broker_tls_context(ca_path: str) -> ssl.SSLContext:
@@ -112,7 +110,7 @@ class Publisher:
         if not self.settings.broker_host:
             found.append(wire.BROKER_NOT_SET)
         if self.settings.broker_tls:
-            problem = ca_problem(self.settings.mqtt_ca_cert)
+            problem = wire.ca_problem(self.settings.mqtt_ca_cert)
             if problem:
                 found.append(problem)
         return found
@@ -239,11 +237,11 @@ class Publisher:
                 self._client = attempt.client
             attempt.done.set()
         elif not attempt.done.wait(2 * connect_wait(self.settings.puback_timeout)):
-            raise BrokerUnavailable("the broker did not accept the connection")
+            raise BrokerUnavailable(NOT_ACCEPTED)
         if attempt.error is not None:
             raise type(attempt.error)(str(attempt.error))
         if attempt.client is None:
-            raise BrokerUnavailable("the broker did not accept the connection")
+            raise BrokerUnavailable(NOT_ACCEPTED)
         return attempt.client
 
     def _connect(self) -> mqtt.Client:
@@ -297,7 +295,7 @@ class Publisher:
             ) from exc
         except (OSError, ValueError) as exc:
             self._log_connect_failure(type(exc).__name__)
-            raise BrokerUnavailable("the broker cannot be reached") from exc
+            raise BrokerUnavailable(wire.BROKER_UNREACHABLE) from exc
         client.loop_start()
         if not connected.wait(connect_wait(settings.puback_timeout) / 2) or not outcome.get("ok"):
             self._discard_locked(client)
@@ -305,7 +303,7 @@ class Publisher:
             self._log_connect_failure(reason)
             if "ot authorized" in reason or "username or password" in reason.lower():
                 raise BrokerUnavailable("the broker refused MQTT_USERNAME / MQTT_PASSWORD")
-            raise BrokerUnavailable("the broker did not accept the connection")
+            raise BrokerUnavailable(NOT_ACCEPTED)
         log_event(
             logger,
             "mqtt_connected",

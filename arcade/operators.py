@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
+from arcade import wire
 from arcade.clock import iso, parse_iso, utc_now
 from arcade.errors import (
     BadRequest,
@@ -47,7 +48,7 @@ MAX_REPORT_DAYS = 400
 DEFAULT_REPORT_DAYS = 30
 # The Stripe part of the readiness check is remembered this long (one call a minute at most).
 STRIPE_CHECK_SECONDS = 60
-MAX_MANUAL_CREDITS = 1000  # what a cabinet accepts in one coinpulse (arcade.wire)
+MAX_MANUAL_CREDITS = wire.MAX_CREDITS  # what a cabinet accepts in one coinpulse
 MAX_REASON_LENGTH = 200
 
 

@@ -168,9 +168,6 @@ def serve(app: Flask) -> int:
         log_event(logger, "startup_failed", level=logging.ERROR, error=str(exc))
         return 1
     host = os.environ.get("HOST", "127.0.0.1")
-    # Each request that matters logs its own JSON event; waitress's own start-up line repeats
-    # what "serving" says.
-    logging.getLogger("waitress").setLevel(logging.WARNING)
     try:
         server = make_server(app, host, settings.port)
     except StartupError as exc:

@@ -17,6 +17,8 @@ from arcade.errors import SettingsError
 from arcade.store.base import Store
 
 STORED_SEED = "pulse_signing_key"
+# What a seed that is not 32 bytes of base64url is told, read from the setting or the store.
+SEED_RULE = "PULSE_SIGNING_KEY must be base64url of 32 bytes"
 
 
 class PulseSigner:
@@ -59,7 +61,7 @@ class PulseSigner:
         try:
             raw = wire.from_b64url(seed)
         except wire.WireError as exc:
-            raise SettingsError("PULSE_SIGNING_KEY must be base64url of 32 bytes") from exc
+            raise SettingsError(SEED_RULE) from exc
         if len(raw) != 32:
-            raise SettingsError("PULSE_SIGNING_KEY must be base64url of 32 bytes")
+            raise SettingsError(SEED_RULE)
         return Ed25519PrivateKey.from_private_bytes(raw)

@@ -38,6 +38,7 @@ MACHINE_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MACHINE_ID_RULE = "1 to 64 letters, digits, '_' or '-'"  # MACHINE_ID_PATTERN, for people
 # What the API and the cabinet say when neither knows where the broker is.
 BROKER_NOT_SET = "EMQX_BROKER_URL not set"
+BROKER_UNREACHABLE = "the broker cannot be reached"
 # What a cabinet counts (SPEC "Delivery lasts until the cabinet confirms").
 MIN_CREDITS, MAX_CREDITS = 1, 1000
 PAYMENT_ID_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no space

@@ -39,7 +39,7 @@ from arcade.cabinet.__main__ import install_signal_handlers
 from arcade.cabinet.actions import load_coin_action
 from arcade.cabinet.display import qr_text
 from arcade.cabinet.ledger import CabinetLedger
-from arcade.cabinet.logs import JsonLineFormatter
+from arcade.common.logs import JsonLineFormatter
 from tests.support.app import TOPIC_PREFIX
 from tests.support.app import Cabinet as Machine
 from tests.support.broker import TlsBroker, free_loopback_port

@@ -24,6 +24,8 @@ from tests.support.broker import TlsBroker, free_loopback_port
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "arcade" / "cabinet" / "requirements.txt"
 SERVER_ONLY = ("flask", "werkzeug", "boto3", "botocore", "stripe")
+# The shared layer beside arcade.wire that the cabinet copies (docs/cabinet.md), module by module.
+SHARED = ("arcade.common", "arcade.common.broker", "arcade.common.env", "arcade.common.logs")
 
 
 def pins(path: Path) -> dict[str, str]:
@@ -57,11 +59,12 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def copied(tmp_path: Path) -> Path:
     """The files docs/cabinet.md says to copy onto a cabinet, alone in a folder."""
     folder = tmp_path / "arcade-cabinet"
-    shutil.copytree(
-        ROOT / "arcade" / "cabinet",
-        folder / "arcade" / "cabinet",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
+    for package in ("cabinet", "common"):
+        shutil.copytree(
+            ROOT / "arcade" / package,
+            folder / "arcade" / package,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
     for name in ("__init__.py", "wire.py"):
         shutil.copy(ROOT / "arcade" / name, folder / "arcade" / name)
     return folder
@@ -149,7 +152,7 @@ def test_importing_the_cabinet_loads_nothing_of_the_server():
     assert [
         name
         for name in ours
-        if name not in ("arcade", "arcade.wire") and not name.startswith("arcade.cabinet")
+        if name not in ("arcade", "arcade.wire", *SHARED) and not name.startswith("arcade.cabinet")
     ] == []
 
 

@@ -18,13 +18,13 @@ from arcade.cabinet.actions import load_coin_action
 from arcade.cabinet.api import RetryPolicy
 from arcade.cabinet.client import Cabinet
 from arcade.cabinet.errors import CabinetError
-from arcade.cabinet.logs import configure_logging
 from arcade.cabinet.settings import (
     DEFAULT_API_URL,
     DEFAULT_HEARTBEAT_SECONDS,
     DEFAULT_HTTP_PORT,
     CabinetSettings,
 )
+from arcade.common.logs import configure_logging
 
 
 def parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from arcade.cabinet.errors import ApiUnreachable, CabinetSettingsError
-from arcade.cabinet.logs import log_event
+from arcade.common.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,53 @@ class Answer:
     @property
     def ok(self) -> bool:
         return self.outcome == "ok"
+
+    def called(self, ok: str, rejected: str, otherwise: str) -> str:
+        """Return the word for this outcome: ``ok``, ``rejected``, else ``otherwise``."""
+        return {"ok": ok, "rejected": rejected}.get(self.outcome, otherwise)
+
+
+def retry(
+    attempt: Callable[[], str | None],
+    *,
+    policy: RetryPolicy,
+    stop: threading.Event,
+    event: str,
+    log_ids: dict[str, Any],
+    may_give_up: bool = True,
+    rng: random.Random | None = None,
+) -> tuple[int, str]:
+    """Call ``attempt`` until it returns None (done), with ``policy``'s back-off between calls.
+
+    ``attempt`` returns None when there is nothing more to try, else the reason to try again
+    (logged as ``event`` with ``log_ids``, the attempt's number and the wait in seconds).
+    Returns (attempts made, "done" | "gave_up" | "stopped"): "gave_up" once the next wait would
+    pass ``policy.give_up_after`` (only when ``may_give_up``), "stopped" when ``stop`` is set
+    during a wait.
+    """
+    started = time.monotonic()
+    number = 0
+    while True:
+        number += 1
+        reason = attempt()
+        if reason is None:
+            return number, "done"
+        delay = policy.delay(number, rng)
+        elapsed = time.monotonic() - started
+        limit = policy.give_up_after if may_give_up else None
+        if limit is not None and elapsed + delay > limit:
+            return number, "gave_up"
+        log_event(
+            logger,
+            event,
+            level=logging.WARNING,
+            attempt=number,
+            reason=reason,
+            retry_in=round(delay, 3),
+            **log_ids,
+        )
+        if stop.wait(delay):
+            return number, "stopped"
 
 
 def is_retryable(status: int) -> bool:
@@ -132,40 +179,34 @@ class ApiClient:
         every 4xx but 408, 409 and 429.
         """
         is_final = final or (lambda status: not is_retryable(status))
-        started = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            status: int | None = None
-            answer: dict[str, Any] = {}
+        last: dict[str, Any] = {"status": None, "body": {}, "outcome": None}
+
+        def attempt() -> str | None:
+            last.update(status=None, body={})
             try:
                 # Every attempt carries the same key, so one the API handled but whose answer
                 # was lost counts once.
                 status, answer = self.post(path, body, idempotency_key=idempotency_key)
             except ApiUnreachable as exc:
-                reason = exc.reason
-            else:
-                if 200 <= status < 300:
-                    return Answer(status, answer, attempt, "ok")
-                if is_final(status):
-                    return Answer(status, answer, attempt, "rejected")
-                reason = f"http_{status}"
-            delay = policy.delay(attempt, rng)
-            elapsed = time.monotonic() - started
-            if policy.give_up_after is not None and elapsed + delay > policy.give_up_after:
-                return Answer(status, answer, attempt, "gave_up")
-            log_event(
-                logger,
-                "api_retry",
-                level=logging.WARNING,
-                path=path,
-                attempt=attempt,
-                reason=reason,
-                retry_in=round(delay, 3),
-                **log_ids,
-            )
-            if stop.wait(delay):
-                return Answer(status, answer, attempt, "stopped")
+                return exc.reason
+            last.update(status=status, body=answer)
+            if 200 <= status < 300:
+                last["outcome"] = "ok"
+                return None
+            if is_final(status):
+                last["outcome"] = "rejected"
+                return None
+            return f"http_{status}"
+
+        attempts, outcome = retry(
+            attempt,
+            policy=policy,
+            stop=stop,
+            event="api_retry",
+            log_ids={"path": path, **log_ids},
+            rng=rng,
+        )
+        return Answer(last["status"], last["body"], attempts, last["outcome"] or outcome)
 
 
 def _json(raw: bytes) -> dict[str, Any]:

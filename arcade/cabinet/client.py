@@ -11,6 +11,7 @@ next one from arriving. After a payment's coins are fired the cabinet confirms i
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import ssl
@@ -20,21 +21,21 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from arcade import wire
 from arcade.cabinet.actions import CoinAction, PrintCoinAction
-from arcade.cabinet.api import Answer, ApiClient
+from arcade.cabinet.api import Answer, ApiClient, retry
 from arcade.cabinet.display import out_of_order_text, qr_text
 from arcade.cabinet.errors import ApiUnreachable, CabinetSettingsError
 from arcade.cabinet.ledger import CabinetLedger, GameOver
 from arcade.cabinet.local_http import LocalServer
-from arcade.cabinet.logs import log_event
 from arcade.cabinet.messages import Refused, pulse_key_from_answer, read_signed
 from arcade.cabinet.settings import CabinetSettings
+from arcade.common.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ HEARTBEAT_GRACE_SECONDS = 5.0  # the first heartbeat waits this long for MQTT to
 # Answers to a confirmation that end it: the API does not know the payment, or the request,
 # or the grant was cancelled (refunded or disputed) before it was delivered.
 FINAL_ACK_STATUSES = frozenset({400, 404, 409})
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,22 @@ class _Unrecorded:
     qos: int
     payment_id: str
     credits: int
+
+
+def _link_callback(method: Callable[..., None]) -> Callable[..., None]:
+    """Make an MQTT link callback safe for paho's thread: what it raises is logged by the
+    callback's name, never raised into paho, and the screen is redrawn after it either way."""
+
+    @functools.wraps(method)
+    def run(self: Cabinet, *args: Any) -> None:
+        try:
+            method(self, *args)
+        except Exception as exc:
+            self._callback_failed(method.__name__.removeprefix("_"), exc)
+        finally:
+            self._refresh()
+
+    return run
 
 
 class Cabinet:
@@ -137,10 +155,8 @@ class Cabinet:
         except BaseException:
             self.stop()
             raise
-        log_event(
-            logger,
+        self._log(
             "cabinet_started",
-            machine_id=self.settings.machine_id,
             client_id=self.client_id,
             credits=self.credits,
             state_file=str(self.settings.state_path),
@@ -187,7 +203,7 @@ class Cabinet:
         if self._ledger is not None:
             self._ledger.close()
             self._ledger = None
-        log_event(logger, "cabinet_stopped", machine_id=self.settings.machine_id)
+        self._log("cabinet_stopped")
 
     def __enter__(self) -> Cabinet:
         self.start()
@@ -239,10 +255,8 @@ class Cabinet:
     def game_over(self, source: str = "call") -> GameOver:
         """Record a game over (one credit used) and have it sent to the API in the background."""
         record = self._require_ledger().add_game_over(source)
-        log_event(
-            logger,
+        self._log(
             "game_over",
-            machine_id=self.settings.machine_id,
             game_over_id=record.id,
             source=source,
             used_credit=record.used_credit,
@@ -301,11 +315,9 @@ class Cabinet:
         try:
             wire.load_public_key(kept)
         except wire.WireError:
-            log_event(
-                logger,
+            self._log(
                 "pulse_key_unusable",
                 level=logging.WARNING,
-                machine_id=self.settings.machine_id,
                 reason="the key kept in the state file is not an Ed25519 public key",
             )
             return None
@@ -318,43 +330,34 @@ class Cabinet:
             ledger.keep_pulse_key(key)
         self._public_key = wire.load_public_key(key)
         self.pulse_key = key
-        log_event(
-            logger,
-            "pulse_key_pinned",
-            machine_id=self.settings.machine_id,
-            source=source,
-            public_key=key,
-        )
+        self._log("pulse_key_pinned", source=source, public_key=key)
         self._notify()
 
     def _key_worker(self) -> None:
         """Fetch the API's public key once, with back-off until it comes, then connect."""
-        attempt = 0
-        while not self._stop.is_set():
-            attempt += 1
+
+        def attempt() -> str | None:
             try:
                 status, answer = self.api.get("/pulse-key", token=False)
                 if status != 200:
                     raise Refused(f"http_{status}")
                 key = pulse_key_from_answer(answer)
             except (ApiUnreachable, Refused) as exc:
-                reason = exc.reason
-            else:
-                self._pin(key, "api")
-                self._connect()
-                self._refresh()
-                return
-            delay = self.settings.retry.delay(attempt)
-            log_event(
-                logger,
-                "pulse_key_retry",
-                level=logging.WARNING,
-                machine_id=self.settings.machine_id,
-                attempt=attempt,
-                reason=reason,
-                retry_in=round(delay, 3),
-            )
-            self._stop.wait(delay)
+                return exc.reason
+            self._pin(key, "api")
+            self._connect()
+            self._refresh()
+            return None
+
+        # Never given up: without the key no pulse can be believed, so nothing else can work.
+        retry(
+            attempt,
+            policy=self.settings.retry,
+            stop=self._stop,
+            event="pulse_key_retry",
+            log_ids={"machine_id": self.settings.machine_id},
+            may_give_up=False,
+        )
 
     # --- MQTT ---------------------------------------------------------------------------------
     def _mqtt_client(self) -> mqtt.Client:
@@ -403,105 +406,69 @@ class Cabinet:
         client.loop_start()
         self._network_started = True
 
+    @_link_callback
     def _on_connect(self, client: mqtt.Client, _userdata, flags, reason_code, _props) -> None:
-        try:
-            if reason_code.is_failure:
-                self._link_problem = f"the broker refused the MQTT login ({reason_code})"
-                log_event(
-                    logger,
-                    "mqtt_connect_refused",
-                    level=logging.WARNING,
-                    machine_id=self.settings.machine_id,
-                    reason=str(reason_code),
-                )
-                return
-            log_event(
-                logger,
-                "mqtt_connected",
-                machine_id=self.settings.machine_id,
-                client_id=self.client_id,
-                session_present=bool(flags.session_present),
-            )
-            # Subscribing again on a kept session is harmless, and needed when the broker lost it.
-            _, mid = client.subscribe(
-                [(self.settings.coinpulse_topic, 1), (self.settings.gameover_topic, 1)]
-            )
-            with self._changed:
-                self._link_problem = None
-                self._connected = True
-                self._subscribed = False
-                self._subscribe_mid = mid
-                self._changed.notify_all()
-        except Exception as exc:
-            self._callback_failed("on_connect", exc)
-        finally:
-            self._refresh()
+        if reason_code.is_failure:
+            self._link_problem = f"the broker refused the MQTT login ({reason_code})"
+            self._log("mqtt_connect_refused", level=logging.WARNING, reason=str(reason_code))
+            return
+        self._log(
+            "mqtt_connected",
+            client_id=self.client_id,
+            session_present=bool(flags.session_present),
+        )
+        # Subscribing again on a kept session is harmless, and needed when the broker lost it.
+        _, mid = client.subscribe(
+            [(self.settings.coinpulse_topic, 1), (self.settings.gameover_topic, 1)]
+        )
+        with self._changed:
+            self._link_problem = None
+            self._connected = True
+            self._subscribed = False
+            self._subscribe_mid = mid
+            self._changed.notify_all()
 
+    @_link_callback
     def _on_connect_fail(self, _client, _userdata) -> None:
-        try:
-            self._link_problem = "the broker cannot be reached"
-            log_event(
-                logger,
-                "mqtt_unreachable",
-                level=logging.WARNING,
-                machine_id=self.settings.machine_id,
-                host=self.settings.broker_host,
-                port=self.settings.broker_port,
-            )
-        except Exception as exc:
-            self._callback_failed("on_connect_fail", exc)
-        finally:
-            self._refresh()
+        self._link_problem = wire.BROKER_UNREACHABLE
+        self._log(
+            "mqtt_unreachable",
+            level=logging.WARNING,
+            host=self.settings.broker_host,
+            port=self.settings.broker_port,
+        )
 
+    @_link_callback
     def _on_subscribe(self, _client, _userdata, mid, reason_codes, _props) -> None:
-        try:
-            if mid != self._subscribe_mid:
-                return
-            pulses, gameovers = (list(reason_codes) + [None, None])[:2]
-            ok = pulses is not None and not pulses.is_failure
-            log_event(
-                logger,
-                "mqtt_subscribed" if ok else "mqtt_subscribe_refused",
-                level=logging.INFO if ok else logging.WARNING,
-                machine_id=self.settings.machine_id,
-                topic=self.settings.coinpulse_topic,
+        if mid != self._subscribe_mid:
+            return
+        pulses, gameovers = (list(reason_codes) + [None, None])[:2]
+        ok = pulses is not None and not pulses.is_failure
+        self._log(
+            "mqtt_subscribed" if ok else "mqtt_subscribe_refused",
+            level=logging.INFO if ok else logging.WARNING,
+            topic=self.settings.coinpulse_topic,
+        )
+        if gameovers is None or gameovers.is_failure:
+            self._log(
+                "mqtt_subscribe_refused",
+                level=logging.WARNING,
+                topic=self.settings.gameover_topic,
             )
-            if gameovers is None or gameovers.is_failure:
-                log_event(
-                    logger,
-                    "mqtt_subscribe_refused",
-                    level=logging.WARNING,
-                    machine_id=self.settings.machine_id,
-                    topic=self.settings.gameover_topic,
-                )
-            with self._changed:
-                self._subscribed = ok
-                if not ok:
-                    self._link_problem = "the broker refused the coinpulse subscription"
-                self._changed.notify_all()
-        except Exception as exc:
-            self._callback_failed("on_subscribe", exc)
-        finally:
-            self._refresh()
+        with self._changed:
+            self._subscribed = ok
+            if not ok:
+                self._link_problem = "the broker refused the coinpulse subscription"
+            self._changed.notify_all()
 
+    @_link_callback
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props) -> None:
-        try:
-            with self._changed:
-                self._connected = self._subscribed = False
-                self._link_problem = self._link_problem or "disconnected from the broker"
-                self._changed.notify_all()
-            if not self._stop.is_set():
-                log_event(
-                    logger,
-                    "mqtt_disconnected",
-                    level=logging.WARNING,
-                    machine_id=self.settings.machine_id,
-                    reason=str(reason_code),
-                )
-        except Exception as exc:
-            self._callback_failed("on_disconnect", exc)
-        finally:
-            self._refresh()
+        with self._changed:
+            self._connected = self._subscribed = False
+            self._link_problem = self._link_problem or "disconnected from the broker"
+            self._changed.notify_all()
+        if not self._stop.is_set():
+            self._log("mqtt_disconnected", level=logging.WARNING, reason=str(reason_code))
 
     def _on_message(self, client: mqtt.Client, _userdata, message: mqtt.MQTTMessage) -> None:
         acknowledge = True
@@ -511,11 +478,9 @@ class Cabinet:
             )
         except Exception as exc:  # nothing one message holds may stop the next
             self.messages_refused += 1
-            log_event(
-                logger,
+            self._log(
                 "message_failed",
                 level=logging.ERROR,
-                machine_id=self.settings.machine_id,
                 exception=type(exc).__name__,
                 bytes=len(message.payload),
             )
@@ -534,17 +499,15 @@ class Cabinet:
         }
         kind = kinds.get(topic, topic.rsplit("/", 1)[-1][:32])
         if self._public_key is None:  # never: the cabinet connects once the key is pinned
-            log_event(logger, "message_not_checked", level=logging.ERROR, machine_id=machine_id)
+            self._log("message_not_checked", level=logging.ERROR)
             return False
         try:
             message = read_signed(kind, raw, machine_id, self._public_key)
         except Refused as refused:
             self.messages_refused += 1
-            log_event(
-                logger,
+            self._log(
                 "message_refused",
                 level=logging.WARNING,
-                machine_id=machine_id,
                 kind=kind,
                 reason=refused.reason,
                 payment_id=refused.payment_id,
@@ -554,12 +517,7 @@ class Cabinet:
             return True
         if kind == wire.GAMEOVER:
             # The game over was counted when the game told this cabinet; this is the API's echo.
-            log_event(
-                logger,
-                "gameover_received",
-                machine_id=machine_id,
-                timestamp=message.get("timestamp"),
-            )
+            self._log("gameover_received", timestamp=message.get("timestamp"))
             return True
         pulse = _Unrecorded(mid, qos, message["paymentId"], message["credits"])
         try:
@@ -567,11 +525,9 @@ class Cabinet:
         except sqlite3.Error as exc:
             # Signed and well formed: money. Kept unacknowledged and recorded again until the
             # ledger takes it; a restart before that gets it from the broker again.
-            log_event(
-                logger,
+            self._log(
                 "coinpulse_not_recorded",
                 level=logging.ERROR,
-                machine_id=machine_id,
                 payment_id=pulse.payment_id,
                 exception=type(exc).__name__,
             )
@@ -582,18 +538,13 @@ class Cabinet:
 
     def _record(self, pulse: _Unrecorded) -> None:
         """Add a signed pulse's credits to the ledger, once per ``paymentId``."""
-        machine_id = self.settings.machine_id
         grant = self._require_ledger().add_payment(pulse.payment_id, pulse.credits)
         if grant is None:
-            log_event(
-                logger, "coinpulse_duplicate", machine_id=machine_id, payment_id=pulse.payment_id
-            )
+            self._log("coinpulse_duplicate", payment_id=pulse.payment_id)
             self._notify()
             return
-        log_event(
-            logger,
+        self._log(
             "coinpulse_received",
-            machine_id=machine_id,
             payment_id=pulse.payment_id,
             credits=pulse.credits,
             credits_left=grant.credits_left,
@@ -602,12 +553,14 @@ class Cabinet:
         self._coin_wake.set()
         self._refresh()
 
+    def _log(self, event: str, *, level: int = logging.INFO, **fields: Any) -> None:
+        """Log ``event`` as one JSON line with this cabinet's ``machine_id`` and ``fields``."""
+        log_event(logger, event, level=level, machine_id=self.settings.machine_id, **fields)
+
     def _callback_failed(self, where: str, exc: Exception) -> None:
-        log_event(
-            logger,
+        self._log(
             "mqtt_callback_failed",
             level=logging.ERROR,
-            machine_id=self.settings.machine_id,
             callback=where,
             exception=type(exc).__name__,
         )
@@ -633,28 +586,16 @@ class Cabinet:
                 self._heartbeat_wake.set()  # the API hears of it now, not in 30 s
             self._notify()
         except Exception as exc:
-            log_event(
-                logger,
-                "screen_failed",
-                level=logging.ERROR,
-                machine_id=self.settings.machine_id,
-                exception=type(exc).__name__,
-            )
+            self._log("screen_failed", level=logging.ERROR, exception=type(exc).__name__)
 
     def _draw(self, screen: str, detail: str | None) -> None:
         out = self.out or sys.stdout
         if screen == "qr" and detail is not None:
             out.write(qr_text(detail, invert=self.settings.qr_invert))
-            log_event(logger, "qr_shown", machine_id=self.settings.machine_id, url=detail)
+            self._log("qr_shown", url=detail)
         elif screen == "out_of_order" and detail is not None:
             out.write(out_of_order_text(detail))
-            log_event(
-                logger,
-                "out_of_order_shown",
-                level=logging.WARNING,
-                machine_id=self.settings.machine_id,
-                reason=detail,
-            )
+            self._log("out_of_order_shown", level=logging.WARNING, reason=detail)
         out.flush()
 
     # --- workers ------------------------------------------------------------------------------
@@ -670,13 +611,8 @@ class Cabinet:
                 target()
                 return
             except Exception as exc:
-                log_event(
-                    logger,
-                    "worker_failed",
-                    level=logging.ERROR,
-                    machine_id=self.settings.machine_id,
-                    worker=name,
-                    exception=type(exc).__name__,
+                self._log(
+                    "worker_failed", level=logging.ERROR, worker=name, exception=type(exc).__name__
                 )
                 self._stop.wait(1.0)
 
@@ -693,12 +629,7 @@ class Cabinet:
                 )
                 if dead:
                     self._refresh()  # out of order first, then connect again
-                    log_event(
-                        logger,
-                        "mqtt_network_thread_stopped",
-                        level=logging.ERROR,
-                        machine_id=self.settings.machine_id,
-                    )
+                    self._log("mqtt_network_thread_stopped", level=logging.ERROR)
                     # A new client under the same id: the broker hands it the kept session,
                     # and the old one's sockets close as it is dropped.
                     with self._changed:
@@ -722,11 +653,9 @@ class Cabinet:
             try:
                 self.coin_action(coin)
             except Exception as exc:  # a plug-in action may fail any way; keep the coin
-                log_event(
-                    logger,
+                self._log(
                     "coin_action_failed",
                     level=logging.ERROR,
-                    machine_id=self.settings.machine_id,
                     payment_id=coin.payment_id,
                     exception=type(exc).__name__,
                 )
@@ -736,14 +665,7 @@ class Cabinet:
             with self._changed:
                 self.coins_fired += 1
                 self._changed.notify_all()
-            log_event(
-                logger,
-                "coin_fired",
-                machine_id=self.settings.machine_id,
-                payment_id=coin.payment_id,
-                coin=coin.number,
-                of=coin.of,
-            )
+            self._log("coin_fired", payment_id=coin.payment_id, coin=coin.number, of=coin.of)
             if coin.number == coin.of:
                 self._confirm_wake.set()
 
@@ -760,48 +682,65 @@ class Cabinet:
             if client is not None:
                 client.ack(pulse.mid, pulse.qos)
 
+    def _call(self, path: str, body: dict[str, Any], **options: Any) -> Answer:
+        """POST ``body`` to ``path`` with the settings' back-off until answered, given up or
+        stopped; ``options`` go to ``ApiClient.post_with_retry`` (``log_ids`` gain machine_id)."""
+        log_ids = {"machine_id": self.settings.machine_id, **options.pop("log_ids", {})}
+        return self.api.post_with_retry(
+            path, body, policy=self.settings.retry, stop=self._stop, log_ids=log_ids, **options
+        )
+
+    def _drain(
+        self,
+        wake: threading.Event,
+        next_item: Callable[[], Item | None],
+        send: Callable[[Item], float | None],
+    ) -> None:
+        """Send what ``next_item`` returns, oldest first, with ``send`` until stop.
+
+        ``send`` returns how long to wait on ``wake`` before the next item: 0 for no wait, None
+        until woken. With nothing queued the worker waits until woken.
+        """
+        while not self._stop.is_set():
+            item = next_item()
+            pause = None if item is None else send(item)
+            if pause != 0:
+                wake.wait(pause)
+                wake.clear()
+
     def _confirm_worker(self) -> None:
         """Tell the API, oldest first, which payments' coins were fired; until it answers."""
-        ledger = self._require_ledger()
-        machine_id = self.settings.machine_id
-        while not self._stop.is_set():
-            payment_id = ledger.next_confirmation()
-            if payment_id is None:
-                self._confirm_wake.wait()
-                self._confirm_wake.clear()
-                continue
-            answer = self.api.post_with_retry(
-                f"/machines/{machine_id}/credits/ack",
-                {"payment_id": payment_id},
-                policy=self.settings.retry,
-                stop=self._stop,
-                log_ids={"machine_id": machine_id, "payment_id": payment_id},
-                final=FINAL_ACK_STATUSES.__contains__,
+        self._drain(self._confirm_wake, self._require_ledger().next_confirmation, self._confirm)
+
+    def _confirm(self, payment_id: str) -> float | None:
+        answer = self._call(
+            f"/machines/{self.settings.machine_id}/credits/ack",
+            {"payment_id": payment_id},
+            log_ids={"payment_id": payment_id},
+            final=FINAL_ACK_STATUSES.__contains__,
+        )
+        self._require_ledger().finish_confirmation(
+            payment_id,
+            status=answer.called("confirmed", "dropped", "pending"),
+            attempts=answer.attempts,
+        )
+        if answer.ok:
+            with self._changed:
+                self.confirmations_sent += 1
+                self._changed.notify_all()
+        if answer.outcome != "stopped":
+            self._log(
+                answer.called(
+                    "credits_confirmed", "credits_ack_dropped", f"credits_ack_{answer.outcome}"
+                ),
+                level=logging.INFO if answer.ok else logging.WARNING,
+                payment_id=payment_id,
+                status=answer.status,
+                code=answer.body.get("code"),
+                attempts=answer.attempts,
             )
-            status = {"ok": "confirmed", "rejected": "dropped"}.get(answer.outcome, "pending")
-            ledger.finish_confirmation(payment_id, status=status, attempts=answer.attempts)
-            if answer.ok:
-                with self._changed:
-                    self.confirmations_sent += 1
-                    self._changed.notify_all()
-            if answer.outcome != "stopped":
-                log_event(
-                    logger,
-                    {
-                        "ok": "credits_confirmed",
-                        "rejected": "credits_ack_dropped",
-                    }.get(answer.outcome, f"credits_ack_{answer.outcome}"),
-                    level=logging.INFO if answer.ok else logging.WARNING,
-                    machine_id=machine_id,
-                    payment_id=payment_id,
-                    status=answer.status,
-                    code=answer.body.get("code"),
-                    attempts=answer.attempts,
-                )
-            if answer.outcome == "gave_up":
-                # Still owed: ask again later, or when the next payment's coins are fired.
-                self._confirm_wake.wait(self.settings.retry.max_delay)
-                self._confirm_wake.clear()
+        # Still owed after giving up: ask again later, or when the next payment's coins are fired.
+        return self.settings.retry.max_delay if answer.outcome == "gave_up" else 0
 
     def _heartbeat_worker(self) -> None:
         """Tell the API this cabinet is here, and whether pulses can reach it, every period.
@@ -840,19 +779,11 @@ class Cabinet:
             with self._changed:
                 self.heartbeats_sent += 1
                 self._changed.notify_all()
-            log_event(
-                logger,
-                "heartbeat_sent",
-                level=logging.DEBUG,
-                machine_id=machine_id,
-                mqtt_connected=connected,
-            )
+            self._log("heartbeat_sent", level=logging.DEBUG, mqtt_connected=connected)
             return
-        log_event(
-            logger,
+        self._log(
             "heartbeat_failed",
             level=logging.WARNING,
-            machine_id=machine_id,
             mqtt_connected=connected,
             reason=reason,
             code=answer.get("code"),
@@ -860,44 +791,34 @@ class Cabinet:
 
     def _game_over_worker(self) -> None:
         """Send queued game overs to the API in order, each retried until it is answered."""
-        ledger = self._require_ledger()
-        while not self._stop.is_set():
-            record = ledger.next_game_over()
-            if record is None:
-                self._game_over_wake.wait()
-                self._game_over_wake.clear()
-                continue
-            answer = self.api.post_with_retry(
-                "/gameover",
-                {"machine_id": self.settings.machine_id},
-                policy=self.settings.retry,
-                stop=self._stop,
-                log_ids={"machine_id": self.settings.machine_id, "game_over_id": record.id},
-                # Unique even when the state file is made anew and the ids start over.
-                idempotency_key=f"{self.settings.machine_id}-{record.ended_at}-{record.id}",
-            )
-            self._finish_game_over(record, answer)
-            if answer.outcome in ("gave_up", "stopped"):
-                # Left queued: the next game over, or the next start, tries again.
-                self._game_over_wake.wait()
-                self._game_over_wake.clear()
+        self._drain(
+            self._game_over_wake, self._require_ledger().next_game_over, self._send_game_over
+        )
+
+    def _send_game_over(self, record: GameOver) -> float | None:
+        answer = self._call(
+            "/gameover",
+            {"machine_id": self.settings.machine_id},
+            log_ids={"game_over_id": record.id},
+            # Unique even when the state file is made anew and the ids start over.
+            idempotency_key=f"{self.settings.machine_id}-{record.ended_at}-{record.id}",
+        )
+        self._finish_game_over(record, answer)
+        # Left queued after giving up: the next game over, or the next start, tries again.
+        return None if answer.outcome in ("gave_up", "stopped") else 0
 
     def _finish_game_over(self, record: GameOver, answer: Answer) -> None:
-        status = {"ok": "sent", "rejected": "rejected"}.get(answer.outcome, "pending")
-        self._require_ledger().finish_game_over(record.id, status=status, attempts=answer.attempts)
+        self._require_ledger().finish_game_over(
+            record.id, status=answer.called("sent", "rejected", "pending"), attempts=answer.attempts
+        )
         with self._changed:
             self.game_over_attempts += answer.attempts
             if answer.ok:
                 self.game_overs_sent += 1
             self._changed.notify_all()
-        event = {"ok": "gameover_sent", "rejected": "gameover_rejected"}.get(
-            answer.outcome, f"gameover_{answer.outcome}"
-        )
-        log_event(
-            logger,
-            event,
+        self._log(
+            answer.called("gameover_sent", "gameover_rejected", f"gameover_{answer.outcome}"),
             level=logging.INFO if answer.ok or answer.outcome == "stopped" else logging.WARNING,
-            machine_id=self.settings.machine_id,
             game_over_id=record.id,
             status=answer.status,
             code=answer.body.get("code"),
@@ -907,21 +828,13 @@ class Cabinet:
     def _qr_worker(self) -> None:
         """Get the machine's payment link (unless given one); the screen shows it while idle."""
         if self.payment_url is None:
-            answer = self.api.post_with_retry(
-                "/create-payment-link",
-                {"machine_id": self.settings.machine_id},
-                policy=self.settings.retry,
-                stop=self._stop,
-                log_ids={"machine_id": self.settings.machine_id},
-            )
+            answer = self._call("/create-payment-link", {"machine_id": self.settings.machine_id})
             url = answer.body.get("url")
             if not answer.ok or not isinstance(url, str):
                 if answer.outcome != "stopped":
-                    log_event(
-                        logger,
+                    self._log(
                         "payment_link_failed",
                         level=logging.WARNING,
-                        machine_id=self.settings.machine_id,
                         status=answer.status,
                         code=answer.body.get("code"),
                     )

@@ -10,9 +10,11 @@ rows, so a restart finishes what a crash left.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,6 +102,19 @@ class CabinetLedger:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Hold the lock and one write transaction: committed when the block ends (also by a
+        return), rolled back and raised again when anything in it raises."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
     def close(self) -> None:
         """Close the file."""
         with self._lock:
@@ -115,25 +130,16 @@ class CabinetLedger:
 
     def add_payment(self, payment_id: str, credits: int) -> Grant | None:
         """Record ``payment_id`` and add its credits; return None when it was already seen."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                inserted = self._db.execute(
-                    "INSERT OR IGNORE INTO payments (payment_id, credits, received_at)"
-                    " VALUES (?, ?, ?)",
-                    (payment_id, credits, _now()),
-                ).rowcount
-                if not inserted:
-                    self._db.execute("ROLLBACK")
-                    return None
-                self._db.execute(
-                    "UPDATE counter SET credits = credits + ? WHERE id = 1", (credits,)
-                )
-                (left,) = self._db.execute("SELECT credits FROM counter WHERE id = 1").fetchone()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            inserted = self._db.execute(
+                "INSERT OR IGNORE INTO payments (payment_id, credits, received_at)"
+                " VALUES (?, ?, ?)",
+                (payment_id, credits, _now()),
+            ).rowcount
+            if not inserted:
+                return None  # already seen: the transaction changed nothing
+            self._db.execute("UPDATE counter SET credits = credits + ? WHERE id = 1", (credits,))
+            (left,) = self._db.execute("SELECT credits FROM counter WHERE id = 1").fetchone()
         return Grant(payment_id, credits, int(left))
 
     def payment_count(self) -> int:
@@ -154,22 +160,16 @@ class CabinetLedger:
 
     def coin_fired(self, coin: Coin) -> None:
         """Record that ``coin`` was fired; after a payment's last coin, owe the API its ack."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+        with self._transaction():
+            self._db.execute(
+                "UPDATE payments SET coins_fired = ? WHERE payment_id = ? AND coins_fired = ?",
+                (coin.number, coin.payment_id, coin.number - 1),
+            )
+            if coin.number == coin.of:
                 self._db.execute(
-                    "UPDATE payments SET coins_fired = ? WHERE payment_id = ? AND coins_fired = ?",
-                    (coin.number, coin.payment_id, coin.number - 1),
+                    "INSERT OR IGNORE INTO confirmations (payment_id, queued_at) VALUES (?, ?)",
+                    (coin.payment_id, _now()),
                 )
-                if coin.number == coin.of:
-                    self._db.execute(
-                        "INSERT OR IGNORE INTO confirmations (payment_id, queued_at) VALUES (?, ?)",
-                        (coin.payment_id, _now()),
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
 
     # --- confirmations ------------------------------------------------------------------------
     def next_confirmation(self) -> str | None:
@@ -234,21 +234,15 @@ class CabinetLedger:
     def add_game_over(self, source: str) -> GameOver:
         """Use one credit when there is one, and queue the game over for the API."""
         ended_at = _now()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                used = self._db.execute(
-                    "UPDATE counter SET credits = credits - 1 WHERE id = 1 AND credits > 0"
-                ).rowcount
-                cursor = self._db.execute(
-                    "INSERT INTO game_overs (ended_at, source, used_credit) VALUES (?, ?, ?)",
-                    (ended_at, source, used),
-                )
-                (left,) = self._db.execute("SELECT credits FROM counter WHERE id = 1").fetchone()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            used = self._db.execute(
+                "UPDATE counter SET credits = credits - 1 WHERE id = 1 AND credits > 0"
+            ).rowcount
+            cursor = self._db.execute(
+                "INSERT INTO game_overs (ended_at, source, used_credit) VALUES (?, ?, ?)",
+                (ended_at, source, used),
+            )
+            (left,) = self._db.execute("SELECT credits FROM counter WHERE id = 1").fetchone()
         return GameOver(int(cursor.lastrowid or 0), ended_at, source, bool(used), int(left))
 
     def next_game_over(self) -> GameOver | None:

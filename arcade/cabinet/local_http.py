@@ -20,7 +20,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from arcade.cabinet.logs import log_event
+from arcade.common.logs import log_event
 
 logger = logging.getLogger(__name__)
 

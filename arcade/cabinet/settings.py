@@ -7,19 +7,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from arcade import wire
 from arcade.cabinet.api import RetryPolicy
 from arcade.cabinet.errors import CabinetSettingsError
+from arcade.common.broker import (
+    DEFAULT_BROKER_PORT,
+    DEFAULT_CA_CERT,
+    plaintext_refusal,
+    read_broker,
+)
+from arcade.common.env import EnvReader
 
 DEFAULT_API_URL = "http://127.0.0.1:5000"
 DEFAULT_HTTP_PORT = 8765
 DEFAULT_HEARTBEAT_SECONDS = 30.0
-# The folder that holds arcade/: the repo's root, or the folder copied onto the cabinet.
-DEFAULT_CA_CERT = Path(__file__).resolve().parent.parent.parent / "ca.crt"
-TRUE_WORDS = {"1", "true", "yes", "on"}
-FALSE_WORDS = {"0", "false", "no", "off"}
+MAX_HEARTBEAT_SECONDS = 3600.0
+HEARTBEAT_RULE = f"a number of seconds above 0, at most {MAX_HEARTBEAT_SECONDS:g}"
+
+
+def heartbeat_ok(seconds: float) -> bool:
+    """Tell whether ``seconds`` may pass between two heartbeats (HEARTBEAT_RULE; never NaN)."""
+    return 0 < seconds <= MAX_HEARTBEAT_SECONDS
 
 
 @dataclass(frozen=True)
@@ -31,7 +40,7 @@ class CabinetSettings:
     api_url: str = DEFAULT_API_URL
     state_file: Path | None = None  # default: cabinet-<machine_id>.db in the working directory
     broker_host: str | None = None
-    broker_port: int = 8883
+    broker_port: int = DEFAULT_BROKER_PORT
     broker_tls: bool = True
     # mqtt:// to a host other than loopback sends the broker password in clear: refused unless
     # MQTT_ALLOW_PLAINTEXT=true.
@@ -65,42 +74,26 @@ class CabinetSettings:
         Raises CabinetSettingsError naming every variable that is malformed.
         """
         env = os.environ if environ is None else environ
-        reader = _Reader(env)
-        broker_url = reader.text("EMQX_BROKER_URL", "MQTT_BROKER")
-        broker_tls = reader.flag("MQTT_TLS", default=True)
-        broker_port = reader.port("EMQX_PORT", "MQTT_PORT", default=8883)
-        broker_host = broker_url
-        if broker_url and "://" in broker_url:
-            parts = urlsplit(broker_url)
-            try:
-                url_port = parts.port
-            except ValueError:
-                url_port = -1
-            if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or url_port == -1:
-                reader.problems.append(
-                    "EMQX_BROKER_URL must be a host name, mqtts://host:port or mqtt://host:port"
-                )
-                broker_host = None
-            else:
-                broker_host = parts.hostname
-                broker_tls = parts.scheme == "mqtts"
-                broker_port = url_port or broker_port
+        reader = EnvReader(env)
+        broker = read_broker(reader)
         values: dict[str, Any] = {
             "machine_id": machine_id,
             "token": reader.text("CABINET_TOKEN"),
-            "broker_host": broker_host,
-            "broker_port": broker_port,
-            "broker_tls": broker_tls,
+            "broker_host": broker.host,
+            "broker_port": broker.port,
+            "broker_tls": broker.tls,
             "allow_plaintext": reader.flag("MQTT_ALLOW_PLAINTEXT", default=False),
-            "mqtt_username": reader.text("MQTT_USERNAME"),
-            "mqtt_password": reader.text("MQTT_PASSWORD"),
-            "mqtt_ca_cert": reader.text("MQTT_CA_CERT") or str(DEFAULT_CA_CERT),
-            "topic_prefix": (reader.text("MQTT_TOPIC_PREFIX") or wire.DEFAULT_TOPIC_PREFIX).strip(
-                "/"
-            ),
+            "mqtt_username": broker.username,
+            "mqtt_password": broker.password,
+            "mqtt_ca_cert": broker.ca_cert,
+            "topic_prefix": broker.topic_prefix,
             "pulse_key": reader.text("PULSE_PUBLIC_KEY"),
-            "heartbeat_seconds": reader.seconds(
-                "CABINET_HEARTBEAT_SECONDS", default=DEFAULT_HEARTBEAT_SECONDS
+            "heartbeat_seconds": reader.checked(
+                "CABINET_HEARTBEAT_SECONDS",
+                parse=float,
+                accept=heartbeat_ok,
+                rule=HEARTBEAT_RULE,
+                default=DEFAULT_HEARTBEAT_SECONDS,
             ),
         }
         if reader.problems:
@@ -129,15 +122,12 @@ class CabinetSettings:
             found.append("--token / CABINET_TOKEN not set (the token printed by 'machines add')")
         if not self.broker_host:
             found.append(wire.BROKER_NOT_SET)
-        elif (
-            not self.broker_tls
-            and not self.allow_plaintext
-            and not wire.is_loopback(self.broker_host)
-        ):
-            found.append(
-                f"EMQX_BROKER_URL is plain mqtt:// to {self.broker_host}, which would send the"
-                " broker password in clear: use mqtts://, or set MQTT_ALLOW_PLAINTEXT=true"
+        else:
+            refused = plaintext_refusal(
+                self.broker_host, tls=self.broker_tls, allowed=self.allow_plaintext
             )
+            if refused:
+                found.append(refused)
         if self.broker_tls and self.mqtt_ca_cert:
             problem = wire.ca_problem(self.mqtt_ca_cert)
             if problem:
@@ -147,57 +137,9 @@ class CabinetSettings:
                 wire.load_public_key(self.pulse_key)
             except wire.WireError:
                 found.append("--pulse-key / PULSE_PUBLIC_KEY must be base64url of 32 bytes")
-        if not 0 < self.heartbeat_seconds <= 3600:
+        if not heartbeat_ok(self.heartbeat_seconds):
             found.append(
-                "--heartbeat-seconds / CABINET_HEARTBEAT_SECONDS must be above 0 and at most 3600"
+                f"--heartbeat-seconds / CABINET_HEARTBEAT_SECONDS must be {HEARTBEAT_RULE}"
             )
         if found:
             raise CabinetSettingsError("; ".join(found))
-
-
-class _Reader:
-    """Read typed values, collecting a sentence for each bad one instead of raising."""
-
-    def __init__(self, env: Mapping[str, str]):
-        self.env = env
-        self.problems: list[str] = []
-
-    def text(self, name: str, *aliases: str) -> str | None:
-        for key in (name, *aliases):
-            value = self.env.get(key, "").strip()
-            if value:
-                return value
-        return None
-
-    def flag(self, name: str, *, default: bool) -> bool:
-        value = self.text(name)
-        if value is None:
-            return default
-        if value.lower() in TRUE_WORDS:
-            return True
-        if value.lower() in FALSE_WORDS:
-            return False
-        self.problems.append(f"{name} must be true or false")
-        return default
-
-    def port(self, name: str, *aliases: str, default: int) -> int:
-        value = self.text(name, *aliases)
-        if value is None:
-            return default
-        if not value.isdigit() or not 1 <= int(value) <= 65535:
-            self.problems.append(f"{name} must be a whole number from 1 to 65535")
-            return default
-        return int(value)
-
-    def seconds(self, name: str, *, default: float) -> float:
-        value = self.text(name)
-        if value is None:
-            return default
-        try:
-            number = float(value)
-        except ValueError:
-            number = -1.0
-        if not 0 < number <= 3600:
-            self.problems.append(f"{name} must be a number of seconds above 0, at most 3600")
-            return default
-        return number

@@ -1,6 +1,8 @@
-"""One JSON line per event on standard error, with the ids that tie a pulse to its payment.
+"""One JSON line per event, with the ids that tie a payment to its coinpulse.
 
-The cabinet's own copy of the API's log format, so the cabinet imports nothing of the server.
+The API and the cabinet write the same lines: ``{"ts", "level", "logger", "event", <fields>}``
+for an event logged with ``log_event``, ``{"ts", "level", "logger", "message"}`` for a library's
+own record. Fields stay JSON values (objects nest as objects); anything else is its ``str``.
 """
 
 from __future__ import annotations
@@ -8,7 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
+
+# One encoder for every line: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
 
 
 class JsonLineFormatter(logging.Formatter):
@@ -30,7 +36,7 @@ class JsonLineFormatter(logging.Formatter):
         # Exception text may carry library internals or secrets: name the type only.
         if record.exc_info and record.exc_info[0] is not None:
             line["exception"] = record.exc_info[0].__name__
-        return json.dumps(line, default=str, separators=(",", ":"))
+        return _ENCODER.encode(line)
 
 
 def log_event(
@@ -41,12 +47,16 @@ def log_event(
         logger.log(level, event, extra={"fields": fields})
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Send every log record to stderr as a JSON line (idempotent)."""
+def configure_logging(level: int = logging.INFO, *, quiet: Iterable[str] = ()) -> None:
+    """Send every log record to stderr as a JSON line (idempotent); for entry points only.
+
+    ``quiet`` names loggers held at WARNING: libraries whose INFO lines repeat our own events.
+    """
     root = logging.getLogger()
-    if any(isinstance(h.formatter, JsonLineFormatter) for h in root.handlers):
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonLineFormatter())
-    root.handlers = [handler]
-    root.setLevel(level)
+    if not any(isinstance(h.formatter, JsonLineFormatter) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonLineFormatter())
+        root.handlers = [handler]
+        root.setLevel(level)
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.WARNING)
