@@ -58,6 +58,7 @@ from arcade.payment_states import (
     with_refund,
 )
 from arcade.payments import StripeGateway
+from arcade.pricing import Plan, credits_for, machine_zone, plan_of
 from arcade.signing import PulseSigner
 from arcade.store.base import (
     GameOverKey,
@@ -66,6 +67,7 @@ from arcade.store.base import (
     MachineState,
     Payment,
     PaymentLink,
+    PlanVersion,
     RevenueEntry,
     StateDelta,
     Store,
@@ -137,6 +139,8 @@ class Attribution:
     machine_id: str | None
     credits: int = 0
     reason: str | None = None
+    bundle: str | None = None  # the plan's bundle (names joined by " + " when several)
+    plan_version: int | None = None
 
 
 class Ledger:
@@ -343,6 +347,8 @@ class Ledger:
             "machine_id": attribution.machine_id,
             "credits": attribution.credits,
             "reason": attribution.reason,
+            "bundle": attribution.bundle,
+            "plan_version": attribution.plan_version,
             "amount": session.amount_total,
             "currency": session.currency,
             "updated_at": iso(now),
@@ -853,6 +859,9 @@ class Ledger:
         if session.mode not in (None, "payment"):
             reason = f"a {session.mode} session buys no credits"
             return Attribution(machine.machine_id, 0, reason)
+        priced = self.plan_in_force(machine, _created(session))
+        if priced is not None:
+            return self._attribute_by_plan(session, link, machine, priced)
         units = self._units(session, link, machine)
         if units <= 0:
             return Attribution(machine.machine_id, 0, "no line item is at this machine's price")
@@ -875,7 +884,17 @@ class Ledger:
         return self.store.get_machine(claimed)
 
     def _units(self, session: CheckoutSession, link: PaymentLink | None, machine: Machine) -> int:
-        """Return units bought at the machine's prices; from the amount for our own links.
+        """Return units bought at the machine's prices; from the amount for our own links."""
+        units = self._units_of_our_link(session, link)
+        if units is not None:
+            return units
+        items = self.gateway.line_items(session.id)
+        allowed = self._prices_of(machine, link)
+        return sum(quantity for price_id, quantity in items if price_id in allowed)
+
+    def _units_of_our_link(self, session: CheckoutSession, link: PaymentLink | None) -> int | None:
+        """Return the units a session of our own link bought, from its amount, or None when
+        they must be counted from the line items.
 
         A link of ours has one line item at the price stored with it, so the subtotal divided
         by its unit amount is the quantity, with no Stripe call while the player waits, as long
@@ -894,9 +913,59 @@ class Ledger:
             units = subtotal // link.unit_amount
             if units == link.quantity or (not link.quantity and units <= self.max_quantity):
                 return units
-        items = self.gateway.line_items(session.id)
-        allowed = self._prices_of(machine, link)
-        return sum(quantity for price_id, quantity in items if price_id in allowed)
+        return None
+
+    # --- pricing plans ------------------------------------------------------------------------
+    def plan_in_force(self, machine: Machine, at: datetime) -> tuple[PlanVersion, Plan] | None:
+        """Return the plan version that priced a machine's sales at ``at``: its own plan's, else
+        the default plan's, or None when neither existed then (the single-price rules apply)."""
+        return plan_of(self.store, machine.machine_id, iso(at))
+
+    def _attribute_by_plan(
+        self,
+        session: CheckoutSession,
+        link: PaymentLink | None,
+        machine: Machine,
+        priced: tuple[PlanVersion, Plan],
+    ) -> Attribution:
+        """Return the credits a session buys under the plan version in force when it was
+        created: only line items at a Price of that version's bundles count, with its one
+        bonus and one happy hour (SPEC "Pricing plans")."""
+        version, plan = priced
+        units = self._units_of_our_link(session, link) if link is not None else None
+        if link is not None and units is not None and plan.bundle_for(link.price_id) is not None:
+            items = [(link.price_id, units)]
+        else:
+            items = self.gateway.line_items(session.id)
+        bought = credits_for(plan, items, at=_created(session), zone=machine_zone(machine.timezone))
+        ids = {"machine_id": machine.machine_id, "plan_version": version.version}
+        if bought.credits <= 0:
+            reason = f"no line item is at a price of plan version {version.version}"
+            return Attribution(machine.machine_id, 0, reason, plan_version=version.version)
+        if bought.credits > wire.MAX_CREDITS:
+            reason = f"it buys {bought.credits} credits, more than one coinpulse carries"
+            return Attribution(machine.machine_id, 0, reason, plan_version=version.version)
+        names = [
+            bundle.name
+            for bundle in plan.bundles
+            if any(price == bundle.price_id and quantity > 0 for price, quantity in items)
+        ]
+        log_event(
+            logger,
+            "plan_applied",
+            payment_id=session.id,
+            credits=bought.credits,
+            units=bought.units,
+            bonus=bought.bonus,
+            happy_hour=bought.happy_hour.describe() if bought.happy_hour else None,
+            **ids,
+        )
+        return Attribution(
+            machine.machine_id,
+            bought.credits,
+            bundle=" + ".join(names),
+            plan_version=version.version,
+        )
 
     def _prices_of(self, machine: Machine, link: PaymentLink | None) -> set[str]:
         """Return the prices that buy credits on a machine."""
@@ -905,8 +974,10 @@ class Ledger:
         return {price for price in prices if price}
 
     # --- game over and machine state ------------------------------------------------------
-    def game_over(self, machine_id: str, *, key: str | None = None) -> MachineState:
-        """Use one credit and close the open session, then publish ``gameover``.
+    def game_over(
+        self, machine_id: str, *, key: str | None = None, credits_per_game: int = 1
+    ) -> MachineState:
+        """Use one game's credits and close the open session, then publish ``gameover``.
 
         The state is written first, and undone if the broker does not acknowledge: a game
         over that answers 503 has counted nothing. An Idempotency-Key counts once per machine
@@ -926,7 +997,7 @@ class Ledger:
         )
         for _ in range(WRITE_ATTEMPTS):
             before = self.store.get_machine_state(machine_id)
-            after = _after_game_over(before, iso(now))
+            after = _after_game_over(before, iso(now), credits_per_game)
             if self.store.update_machine_state(after, put_key=record):
                 break
             if record is not None:
@@ -1048,6 +1119,9 @@ class Ledger:
                 state = self.store.get_machine_state(machine_id)
                 if state.session_id:
                     return
+                machine = self.store.get_machine(machine_id)
+                if state.credits_left < _per_game(machine):
+                    return  # not yet enough for a game
                 opened = state.with_changes(session_id=_new_session_id(), session_started_at=now)
                 if self.store.update_machine_state(opened):
                     return
@@ -1070,6 +1144,7 @@ class Ledger:
                 "left": state.credits_left,
             },
             "games_without_credit": state.games_without_credit,
+            "credits_per_game": _per_game(machine),
             "session": {"id": state.session_id, "started_at": state.session_started_at}
             if state.session_id
             else None,
@@ -1143,30 +1218,46 @@ def _entries(before: Payment | None, after: Payment, refunded_at: str) -> list[R
         "machine_id": after.machine_id,
         "payment_id": after.payment_id,
         "currency": after.currency,
+        "bundle": after.bundle,
     }
     entries = []
     gross = sold(after) - sold(before)
     if gross:
-        entries.append(RevenueEntry(f"{prefix}#sale", after.created_at, gross=gross, **common))
+        # The credits a sale bought go with it, so plays can be counted per bundle.
+        credits = after.credits if gross > 0 else 0
+        entries.append(
+            RevenueEntry(f"{prefix}#sale", after.created_at, gross=gross, credits=credits, **common)
+        )
     refunded = given_back(after) - given_back(before)
     if refunded:
         entries.append(RevenueEntry(f"{prefix}#refund", refunded_at, refunded=refunded, **common))
     return entries
 
 
-def _after_game_over(state: MachineState, now: str) -> MachineState:
-    """Use one credit if any is left, close the session, and open the next if credits remain."""
-    if state.credits_left > 0:
-        used, without = state.credits_used + 1, state.games_without_credit
+def _after_game_over(state: MachineState, now: str, per_game: int = 1) -> MachineState:
+    """Use one game's credits (``per_game``) if that many are left, else count a game without
+    credit; close the session, and open the next if another game's credits remain."""
+    if state.credits_left >= per_game:
+        used, without = state.credits_used + per_game, state.games_without_credit
     else:
         used, without = state.credits_used, state.games_without_credit + 1
     left = max(state.credits_granted - used, 0)
     return state.with_changes(
         credits_used=used,
         games_without_credit=without,
-        session_id=_new_session_id() if left > 0 else None,
-        session_started_at=now if left > 0 else None,
+        session_id=_new_session_id() if left >= per_game else None,
+        session_started_at=now if left >= per_game else None,
     )
+
+
+def _per_game(machine: Machine | None) -> int:
+    """Return the credits one game over uses on a machine (1 unless it says otherwise)."""
+    return (machine.credits_per_game if machine is not None else None) or 1
+
+
+def _created(session: CheckoutSession) -> datetime:
+    """Return when a Checkout Session was created (now, for one that does not say)."""
+    return from_unix(session.created) if session.created is not None else utc_now()
 
 
 def _new_session_id() -> str:

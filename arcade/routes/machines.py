@@ -21,8 +21,8 @@ def gameover():
     machine_id = check_machine_id(json_body().get("machine_id"))
     key = idempotency_key()
     svc = services()
-    svc.registry.authorise(machine_id, request.headers.get("Authorization"))
-    svc.ledger.game_over(machine_id, key=key)
+    machine = svc.registry.authorise(machine_id, request.headers.get("Authorization"))
+    svc.ledger.game_over(machine_id, key=key, credits_per_game=machine.credits_per_game or 1)
     return {"message": "Game over signal sent"}
 
 
