@@ -1188,6 +1188,10 @@ def describe_payment(payment: Payment) -> dict[str, Any]:
     }
     if payment.reason is not None or payment.note is not None:
         shown["reason"] = payment.reason or payment.note
+    if payment.plan_version is not None:
+        # Which pricing plan version credited it, and the bundle it bought.
+        shown["plan_version"] = payment.plan_version
+        shown["bundle"] = payment.bundle
     return shown
 
 

@@ -165,8 +165,9 @@ class PlanService:
             )
             if before != after
         }
-        self._record(machine_id, by, what)
-        log_event(logger, "machine_configured", machine_id=machine_id, by=by, changed=what)
+        if what:
+            self._record(machine_id, by, what)
+            log_event(logger, "machine_configured", machine_id=machine_id, by=by, changed=what)
         if "timezone" in what:
             # The links' text names the zone of their happy hours.
             priced = plan_of(self.store, machine_id)

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from arcade.errors import BadRequest
-from arcade.wire import MAX_CREDITS
+from arcade.wire import MAX_CREDITS, MAX_CREDITS_PER_GAME, is_credits_per_game
 
 if TYPE_CHECKING:
     from arcade.store.base import PlanVersion, Store
@@ -42,8 +42,6 @@ MAX_FACTOR = 10
 MAX_EXTRA = 100
 # Stripe accepts unit amounts up to 99,999,999 in the smallest unit of most currencies.
 MAX_UNIT_AMOUNT = 99_999_999
-# A machine's credits_per_game: what one game over uses.
-MAX_CREDITS_PER_GAME = 100
 PRICE_ID = re.compile(r"price_[A-Za-z0-9_]{1,250}")
 CURRENCY = re.compile(r"[a-z]{3}")
 CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])|24:00")
@@ -287,7 +285,7 @@ def check_reachable(plan: Plan, max_quantity: int) -> None:
 
 def parse_credits_per_game(value: Any) -> int:
     """Return a machine's credits per game (1..MAX_CREDITS_PER_GAME); raise BadRequest."""
-    if not _whole(value) or not 1 <= value <= MAX_CREDITS_PER_GAME:
+    if not is_credits_per_game(value):
         raise BadRequest(
             f"credits_per_game must be a whole number from 1 to {MAX_CREDITS_PER_GAME}",
             code="invalid_credits_per_game",
