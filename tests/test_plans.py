@@ -524,3 +524,43 @@ def test_operators_manage_plans_and_settings_from_the_cli(make_app, tmp_path):
     assert "bundles must be a list of 1 to 8 bundles" in refused.output
     bad = runner.invoke(args=["machines", "configure", "cab001", "--timezone", "Nowhere"])
     assert bad.exit_code == 1 and "timezone must be an IANA time zone" in bad.output
+
+
+# --- the dashboard -------------------------------------------------------------------------------
+def test_an_operator_edits_plans_and_settings_on_the_dashboard(make_app):
+    """GIVEN a logged-in operator WHEN they save the default plan, a machine's settings and a
+    plan that is not JSON THEN the pages say what happened in sentences, the record names the
+    admin session, and the default plan's page shows its version and bundles."""
+    from tests.support.admin import csrf_of, login
+
+    app = make_app()
+    app.extensions["arcade"].registry.register("cab001")
+    client = app.test_client()
+    login(client)
+    csrf = csrf_of(client.get("/admin/plans").data)
+    saved = client.post(
+        "/admin/plans", data={"plan": json.dumps(PLAN), "csrf_token": csrf}, follow_redirects=True
+    )
+    assert b"Plan version 1 is in force: 2 bundles, 2 payment links made" in saved.data
+    settings = client.post(
+        "/admin/machines/cab001/settings",
+        data={"credits_per_game": "2", "timezone": "Europe/Paris", "csrf_token": csrf},
+        follow_redirects=True,
+    )
+    assert (
+        b"One game on cab001 costs 2 credit(s); its happy hours are read in Europe/Paris."
+        in settings.data
+    )
+    assert b'the <a href="/admin/plans">default plan</a> (version 1)' in settings.data
+    broken = client.post(
+        "/admin/machines/cab001/plan",
+        data={"plan": "{bundles", "csrf_token": csrf},
+        follow_redirects=True,
+    )
+    assert b"The plan is not JSON: check its brackets, commas and quotes." in broken.data
+    changes = app.extensions["arcade"].plans.changes("cab001")
+    assert [c["by"] for c in changes] == ["admin session"]
+    assert app.extensions["arcade"].plans.changes("*")[0]["by"] == "admin session"
+    default_page = client.get("/admin/plans").data
+    assert b"Version 1, in force since" in default_page and b"by admin session" in default_page
+    assert b"4.00 USD" in default_page

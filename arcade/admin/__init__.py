@@ -446,8 +446,8 @@ def configure_machine(machine_id: str) -> Any:
             by=BY_ADMIN_SESSION,
         )
         return (
-            f"{machine_id}: one game costs {answer['credits_per_game']} credit(s), happy hours"
-            f" in {answer['timezone']}"
+            f"One game on {machine_id} costs {answer['credits_per_game']} credit(s); its happy"
+            f" hours are read in {answer['timezone']}"
         )
 
     return _act(act, back=url_for("admin.machine", machine_id=machine_id) + "#settings")
