@@ -40,8 +40,9 @@ def create_app(
     from arcade.machines import Registry
     from arcade.mqtt import Publisher, delivery_lease_seconds
     from arcade.payments import StripeGateway, key_livemode
+    from arcade.plans import PlanService
     from arcade.presence import Presence
-    from arcade.routes import links, machines, operators, status, webhook
+    from arcade.routes import links, machines, operators, plans, play, status, webhook
     from arcade.services import Services
     from arcade.signing import PulseSigner
     from arcade.store import open_store
@@ -60,18 +61,19 @@ def create_app(
     app.url_rule_class = LazyBuilderRule
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    link_service = LinkService(
+        store,
+        stripe,
+        default_price_id=settings.stripe_price_id,
+        max_quantity=settings.max_quantity,
+    )
     app.extensions["arcade"] = Services(
         settings=settings,
         store=store,
         publisher=publisher,
         gateway=stripe,
         registry=registry,
-        links=LinkService(
-            store,
-            stripe,
-            default_price_id=settings.stripe_price_id,
-            max_quantity=settings.max_quantity,
-        ),
+        links=link_service,
         signer=signer,
         ledger=Ledger(
             store,
@@ -88,8 +90,9 @@ def create_app(
             auto_refund_seconds=settings.auto_refund_unconfirmed_seconds,
         ),
         presence=Presence(store, stripe, offline_after=settings.machine_offline_after_seconds),
+        plans=PlanService(store, stripe, link_service, max_quantity=settings.max_quantity),
     )
-    for module in (status, links, webhook, machines, operators):
+    for module in (status, links, webhook, machines, operators, play, plans):
         app.register_blueprint(module.bp)
     admin.init_app(app, settings.admin_api_key)
     register_error_handlers(app)

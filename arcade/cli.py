@@ -22,6 +22,9 @@ store_cli = AppGroup("store", help="Prepare the store.")
 deliveries_cli = AppGroup("deliveries", help="The delivery relay: grants owed to cabinets.")
 payments_cli = AppGroup("payments", help="Every payment: list, resend a coinpulse, refund.")
 credits_cli = AppGroup("credits", help="Credits given by hand.")
+plans_cli = AppGroup(
+    "plans", help="Pricing plans: bundles, bonus credits and happy hours, by version."
+)
 
 
 def _machine_id(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
@@ -346,17 +349,141 @@ def grant_credits(
         click.echo("the broker did not acknowledge yet: the relay delivers it", err=True)
 
 
+# --- pricing plans and machine settings ------------------------------------------------------
+def _cli_user() -> str:
+    """Return who changes something from the command line, for the record: ``cli (user)``."""
+    import getpass
+
+    try:
+        return f"cli ({getpass.getuser()})"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _owner(machine_id: str | None) -> str:
+    from arcade.pricing import DEFAULT_PLAN
+
+    return machine_id if machine_id is not None else DEFAULT_PLAN
+
+
+def _optional_machine_id(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    return None if value is None else _machine_id(ctx, param, value)
+
+
+MACHINE_OPTION = click.option(
+    "--machine",
+    "machine_id",
+    callback=_optional_machine_id,
+    help="The machine's own plan (default: the default plan, for machines without one).",
+)
+
+
+@plans_cli.command("show")
+@MACHINE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print what the HTTP API answers.")
+def show_plan(machine_id: str | None, as_json: bool) -> None:
+    """Print a plan's current version and its versions."""
+    from arcade.operators import money
+
+    shown = _operate(lambda: services().plans.show(_owner(machine_id)))
+    if as_json:
+        click.echo(json.dumps(shown))
+        return
+    current = shown["current"]
+    if current is None:
+        click.echo(f"{shown['owner']}: no plan (the single price and CREDITS_PER_UNIT apply)")
+        return
+    click.echo(
+        f"{shown['owner']} plan version {current['version']}, since {current['created_at']}"
+        f" by {current['created_by']}"
+    )
+    plan = current["plan"]
+    _table(
+        [
+            [b["name"], money(b["unit_amount"], b["currency"]), str(b["credits"]), b["price_id"]]
+            for b in plan["bundles"]
+        ],
+        ["bundle", "price", "credits", "price_id"],
+    )
+    for bonus in plan["bonuses"]:
+        click.echo(f"bonus: {bonus['min_units']}+ units -> +{bonus['credits']} credits")
+    for happy in plan["happy_hours"]:
+        gives = f"x{happy['factor']}" if "factor" in happy else f"+{happy['extra']}"
+        click.echo(f"happy hour: {','.join(happy['days'])} {happy['start']}-{happy['end']} {gives}")
+
+
+@plans_cli.command("set")
+@click.argument("plan_file", type=click.File("r"))
+@MACHINE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print what the HTTP API answers.")
+def set_plan(plan_file: Any, machine_id: str | None, as_json: bool) -> None:
+    """Store PLAN_FILE (JSON; - reads stdin) as the plan's next version.
+
+    {"bundles": [{"name": "5 games", "credits": 6, "amount": 400, "currency": "eur"} or
+    {"name": …, "credits": …, "price_id": "price_…"}], "bonuses": [{"min_units": 3,
+    "credits": 1}], "happy_hours": [{"days": ["fri"], "start": "17:00", "end": "19:00",
+    "factor": 2}]}; amounts in cents.
+    """
+    try:
+        body = json.loads(plan_file.read())
+    except ValueError as exc:
+        raise click.ClickException(f"{plan_file.name} is not JSON") from exc
+    saved = _operate(lambda: services().plans.save(_owner(machine_id), body, by=_cli_user()))
+    if as_json:
+        click.echo(json.dumps(saved))
+        return
+    links = saved["links"]
+    click.echo(
+        f"{saved['owner']} plan version {saved['version']} in force from {saved['created_at']}:"
+        f" {len(saved['plan']['bundles'])} bundles; links for {links['machines']} machines,"
+        f" {links['made']} made, {links['updated']} updated"
+    )
+    for problem in links.get("problems", []):
+        click.echo(f"link not ready (the player's page makes it later): {problem}", err=True)
+
+
+@plans_cli.command("history")
+@MACHINE_OPTION
+def plan_history(machine_id: str | None) -> None:
+    """Print who changed the plan (and, for a machine, its settings) and when."""
+    owner = _owner(machine_id)
+    shown = _operate(lambda: services().plans.show(owner))
+    changes = _operate(lambda: services().plans.changes(owner))
+    _table(
+        [[v["version"], v["created_at"], v["created_by"]] for v in shown["versions"]],
+        ["version", "in force from", "by"],
+    )
+    for change in changes:
+        click.echo(f"{change['at']}  {change['by']}  {json.dumps(change['what'])}")
+
+
+@machines_cli.command("configure")
+@click.argument("machine_id", callback=_machine_id)
+@click.option("--credits-per-game", type=int, help="Credits one game over uses (1 unless set).")
+@click.option("--timezone", help="IANA zone its happy hours are read in, e.g. Europe/Paris.")
+def configure_machine(machine_id: str, credits_per_game: int | None, timezone: str | None) -> None:
+    """Set a machine's credits per game and time zone (the change is recorded)."""
+    answer = _operate(
+        lambda: services().plans.configure(
+            machine_id, credits_per_game=credits_per_game, timezone=timezone, by=_cli_user()
+        )
+    )
+    click.echo(json.dumps(answer))
+
+
 @click.command("revenue")
 @click.option("--since", help="First day (default: 29 days ago).")
 @click.option("--until", help="Last day, included (default: today).")
-@click.option("--group", type=click.Choice(["day", "machine"]), default="day", show_default=True)
+@click.option(
+    "--group", type=click.Choice(["day", "machine", "bundle"]), default="day", show_default=True
+)
 @click.option("--tz", help="IANA time zone of the days (default UTC).")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer of /reports/revenue.")
 @with_appcontext
 def revenue_command(
     since: str | None, until: str | None, group: str, tz: str | None, as_json: bool
 ) -> None:
-    """Report revenue per day or machine and currency, net of refunds."""
+    """Report revenue per day, machine or bundle and currency, net of refunds."""
     from arcade.operators import money
 
     answer = _operate(
@@ -365,7 +492,7 @@ def revenue_command(
     if as_json:
         click.echo(json.dumps(answer))
         return
-    key = "day" if group == "day" else "machine_id"
+    key = {"day": "day", "machine": "machine_id", "bundle": "bundle"}[group]
     rows = [
         [
             r[key],
@@ -374,9 +501,11 @@ def revenue_command(
             money(r["net"], r["currency"]),
             str(r["payments"]),
         ]
+        + ([str(r["credits"])] if group == "bundle" else [])
         for r in answer["rows"]
     ]
-    _table(rows, [group, "gross", "refunded", "net", "payments"])
+    header = [group, "gross", "refunded", "net", "payments"]
+    _table(rows, header + (["credits"] if group == "bundle" else []))
     if not rows:
         click.echo("no revenue in that period")
 
@@ -384,6 +513,7 @@ def revenue_command(
 def register(app: Flask) -> None:
     """Attach the operator commands to ``app``."""
     app.cli.add_command(payments_cli)
+    app.cli.add_command(plans_cli)
     app.cli.add_command(credits_cli)
     app.cli.add_command(revenue_command)
     app.cli.add_command(machines_cli)

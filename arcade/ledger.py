@@ -58,6 +58,7 @@ from arcade.payment_states import (
     with_refund,
 )
 from arcade.payments import StripeGateway
+from arcade.pricing import Plan, credits_for, machine_zone, plan_of
 from arcade.signing import PulseSigner
 from arcade.store.base import (
     GameOverKey,
@@ -66,6 +67,7 @@ from arcade.store.base import (
     MachineState,
     Payment,
     PaymentLink,
+    PlanVersion,
     RevenueEntry,
     SessionStart,
     StateDelta,
@@ -139,6 +141,9 @@ class Attribution:
     machine_id: str | None
     credits: int = 0
     reason: str | None = None
+    bundle: str | None = None  # the plan's bundle (names joined by " + " when several)
+    plan_version: int | None = None
+    credits_per_game: int = 1  # the machine's, so its play session opens with no other read
 
 
 class Ledger:
@@ -289,7 +294,8 @@ class Ledger:
             )
         if is_deliverable(payment):
             try:
-                return changed(self._publish(payment, ids), changed=True, granted=granted)
+                outcome = self._publish(payment, ids, per_game=attribution.credits_per_game)
+                return changed(outcome, changed=True, granted=granted)
             except BrokerUnavailable:
                 if not undelivered_ok:
                     raise
@@ -345,6 +351,8 @@ class Ledger:
             "machine_id": attribution.machine_id,
             "credits": attribution.credits,
             "reason": attribution.reason,
+            "bundle": attribution.bundle,
+            "plan_version": attribution.plan_version,
             "amount": session.amount_total,
             "currency": session.currency,
             "updated_at": iso(now),
@@ -376,8 +384,14 @@ class Ledger:
             payment = self._reread(payment)
         raise StoreError("the payment kept changing while its delivery was claimed; try again")
 
-    def _publish(self, payment: Payment, ids: dict[str, Any]) -> Outcome:
-        """Publish a leased grant's coinpulse, then mark it delivered."""
+    def _publish(
+        self, payment: Payment, ids: dict[str, Any], *, per_game: int | None = None
+    ) -> Outcome:
+        """Publish a leased grant's coinpulse, then mark it delivered.
+
+        ``per_game`` is the machine's credits per game when the caller has read the machine
+        (a webhook has); otherwise the machine is read once the coinpulse is out.
+        """
         machine_id = payment.machine_id or ""
         log_ids = {"payment_id": payment.payment_id, "machine_id": machine_id} | ids
         try:
@@ -394,7 +408,9 @@ class Ledger:
         except BaseException:
             self._back_off_quietly(payment)
             raise
-        self._mark_delivered(payment, iso(utc_now()))
+        if per_game is None:
+            per_game = _per_game(self.store.get_machine(machine_id))
+        self._mark_delivered(payment, iso(utc_now()), per_game)
         return self._log_outcome(ids, _outcome("delivered", payment))
 
     def _pulse(self, payment: Payment) -> dict[str, Any]:
@@ -414,16 +430,21 @@ class Ledger:
             )
         )
 
-    def _mark_delivered(self, payment: Payment, now: str) -> None:
+    def _mark_delivered(self, payment: Payment, now: str, per_game: int) -> None:
         """Record that the broker acknowledged the coinpulse (whatever happened meanwhile) and
-        open a play session on its machine if none is open, in one transaction."""
-        session = SessionStart(payment.machine_id or "", _new_session_id(), now)
+        open a play session on its machine if none is open.
+
+        A game of one credit can always start on a delivered grant, so its session opens in the
+        same transaction; a game of several waits until that many credits are left, which
+        takes a read of the machine's state first.
+        """
+        machine_id = payment.machine_id or ""
+        session = SessionStart(machine_id, _new_session_id(), now) if per_game <= 1 else None
         for _ in range(WRITE_ATTEMPTS):
             if payment.delivered_at is not None:
                 # Marked meanwhile (the cabinet's confirmation can come first): the session is
                 # still opened, as a delivered grant's is.
-                self.store.commit_payment(None, open_session=session)
-                return
+                break
             # A refund that came in while the pulse was in flight found the grant undelivered;
             # it was delivered after all, so its credits count again (see counted()).
             deadline = (
@@ -446,9 +467,21 @@ class Ledger:
                 entries=_entries(payment, delivered, now),
                 open_session=session,
             ):
-                return
+                session = None
+                break
             payment = self._reread(payment)
-        raise StoreError("the payment kept changing while it was marked delivered; try again")
+        else:
+            raise StoreError("the payment kept changing while it was marked delivered; try again")
+        if session is not None:
+            try:
+                self.store.commit_payment(None, open_session=session)
+            except StoreError:
+                # The grant is delivered; the session mirror is only bookkeeping.
+                log_event(
+                    logger, "session_open_failed", level=logging.WARNING, machine_id=machine_id
+                )
+        elif per_game > 1:
+            self._open_session_if_idle(machine_id, now, per_game)
 
     # --- confirmation -----------------------------------------------------------------------
     def confirm(self, machine_id: str, payment_id: str) -> Payment:
@@ -846,6 +879,16 @@ class Ledger:
         """
         link = self._our_link(session)
         machine = self._machine_for(session, link)
+        attribution = self._attribute_to(session, paid, link, machine)
+        return changed(attribution, credits_per_game=_per_game(machine))
+
+    def _attribute_to(
+        self,
+        session: CheckoutSession,
+        paid: bool,
+        link: PaymentLink | None,
+        machine: Machine | None,
+    ) -> Attribution:
         if machine is None:
             claimed = _claimed_machine_id(session)
             reason = (
@@ -859,6 +902,9 @@ class Ledger:
         if session.mode not in (None, "payment"):
             reason = f"a {session.mode} session buys no credits"
             return Attribution(machine.machine_id, 0, reason)
+        priced = self.plan_in_force(machine, _created(session))
+        if priced is not None:
+            return self._attribute_by_plan(session, link, machine, priced)
         units = self._units(session, link, machine)
         if units <= 0:
             return Attribution(machine.machine_id, 0, "no line item is at this machine's price")
@@ -881,7 +927,17 @@ class Ledger:
         return self.store.get_machine(claimed)
 
     def _units(self, session: CheckoutSession, link: PaymentLink | None, machine: Machine) -> int:
-        """Return units bought at the machine's prices; from the amount for our own links.
+        """Return units bought at the machine's prices; from the amount for our own links."""
+        units = self._units_of_our_link(session, link)
+        if units is not None:
+            return units
+        items = self.gateway.line_items(session.id)
+        allowed = self._prices_of(machine, link)
+        return sum(quantity for price_id, quantity in items if price_id in allowed)
+
+    def _units_of_our_link(self, session: CheckoutSession, link: PaymentLink | None) -> int | None:
+        """Return the units a session of our own link bought, from its amount, or None when
+        they must be counted from the line items.
 
         A link of ours has one line item at the price stored with it, so the subtotal divided
         by its unit amount is the quantity, with no Stripe call while the player waits, as long
@@ -900,9 +956,59 @@ class Ledger:
             units = subtotal // link.unit_amount
             if units == link.quantity or (not link.quantity and units <= self.max_quantity):
                 return units
-        items = self.gateway.line_items(session.id)
-        allowed = self._prices_of(machine, link)
-        return sum(quantity for price_id, quantity in items if price_id in allowed)
+        return None
+
+    # --- pricing plans ------------------------------------------------------------------------
+    def plan_in_force(self, machine: Machine, at: datetime) -> tuple[PlanVersion, Plan] | None:
+        """Return the plan version that priced a machine's sales at ``at``: its own plan's, else
+        the default plan's, or None when neither existed then (the single-price rules apply)."""
+        return plan_of(self.store, machine.machine_id, iso(at))
+
+    def _attribute_by_plan(
+        self,
+        session: CheckoutSession,
+        link: PaymentLink | None,
+        machine: Machine,
+        priced: tuple[PlanVersion, Plan],
+    ) -> Attribution:
+        """Return the credits a session buys under the plan version in force when it was
+        created: only line items at a Price of that version's bundles count, with its one
+        bonus and one happy hour (SPEC "Pricing plans")."""
+        version, plan = priced
+        units = self._units_of_our_link(session, link) if link is not None else None
+        if link is not None and units is not None and plan.bundle_for(link.price_id) is not None:
+            items = [(link.price_id, units)]
+        else:
+            items = self.gateway.line_items(session.id)
+        bought = credits_for(plan, items, at=_created(session), zone=machine_zone(machine.timezone))
+        ids = {"machine_id": machine.machine_id, "plan_version": version.version}
+        if bought.credits <= 0:
+            reason = f"no line item is at a price of plan version {version.version}"
+            return Attribution(machine.machine_id, 0, reason, plan_version=version.version)
+        if bought.credits > wire.MAX_CREDITS:
+            reason = f"it buys {bought.credits} credits, more than one coinpulse carries"
+            return Attribution(machine.machine_id, 0, reason, plan_version=version.version)
+        names = [
+            bundle.name
+            for bundle in plan.bundles
+            if any(price == bundle.price_id and quantity > 0 for price, quantity in items)
+        ]
+        log_event(
+            logger,
+            "plan_applied",
+            payment_id=session.id,
+            credits=bought.credits,
+            units=bought.units,
+            bonus=bought.bonus,
+            happy_hour=bought.happy_hour.describe() if bought.happy_hour else None,
+            **ids,
+        )
+        return Attribution(
+            machine.machine_id,
+            bought.credits,
+            bundle=" + ".join(names),
+            plan_version=version.version,
+        )
 
     def _prices_of(self, machine: Machine, link: PaymentLink | None) -> set[str]:
         """Return the prices that buy credits on a machine."""
@@ -911,8 +1017,10 @@ class Ledger:
         return {price for price in prices if price}
 
     # --- game over and machine state ------------------------------------------------------
-    def game_over(self, machine_id: str, *, key: str | None = None) -> MachineState:
-        """Use one credit and close the open session, then publish ``gameover``.
+    def game_over(
+        self, machine_id: str, *, key: str | None = None, credits_per_game: int = 1
+    ) -> MachineState:
+        """Use one game's credits and close the open session, then publish ``gameover``.
 
         The state is written first, and undone if the broker does not acknowledge: a game
         over that answers 503 has counted nothing. An Idempotency-Key counts once per machine
@@ -932,7 +1040,7 @@ class Ledger:
         )
         for _ in range(WRITE_ATTEMPTS):
             before = self.store.get_machine_state(machine_id)
-            after = _after_game_over(before, iso(now))
+            after = _after_game_over(before, iso(now), credits_per_game)
             if self.store.update_machine_state(after, put_key=record):
                 break
             if record is not None:
@@ -1048,6 +1156,22 @@ class Ledger:
             pass
         log_event(logger, "state_rebalance_failed", level=logging.WARNING, machine_id=machine_id)
 
+    def _open_session_if_idle(self, machine_id: str, now: str, per_game: int) -> None:
+        """Open a play session on a machine with none open once a full game's credits are left
+        (a machine whose games cost several credits: one read, then a versioned write)."""
+        try:
+            for _ in range(WRITE_ATTEMPTS):
+                state = self.store.get_machine_state(machine_id)
+                if state.session_id or state.credits_left < per_game:
+                    return  # playing already, or not yet enough for a game
+                opened = state.with_changes(session_id=_new_session_id(), session_started_at=now)
+                if self.store.update_machine_state(opened):
+                    return
+        except StoreError:
+            pass
+        # The grant is delivered; the session mirror is only bookkeeping.
+        log_event(logger, "session_open_failed", level=logging.WARNING, machine_id=machine_id)
+
     def report(self, machine: Machine, *, payments: int = 20) -> dict[str, Any]:
         """Return what an operator or cabinet sees of a machine (SPEC "GET /machines/<id>")."""
         state = self.store.get_machine_state(machine.machine_id)
@@ -1062,6 +1186,7 @@ class Ledger:
                 "left": state.credits_left,
             },
             "games_without_credit": state.games_without_credit,
+            "credits_per_game": _per_game(machine),
             "session": {"id": state.session_id, "started_at": state.session_started_at}
             if state.session_id
             else None,
@@ -1105,6 +1230,10 @@ def describe_payment(payment: Payment) -> dict[str, Any]:
     }
     if payment.reason is not None or payment.note is not None:
         shown["reason"] = payment.reason or payment.note
+    if payment.plan_version is not None:
+        # Which pricing plan version credited it, and the bundle it bought.
+        shown["plan_version"] = payment.plan_version
+        shown["bundle"] = payment.bundle
     return shown
 
 
@@ -1135,30 +1264,46 @@ def _entries(before: Payment | None, after: Payment, refunded_at: str) -> list[R
         "machine_id": after.machine_id,
         "payment_id": after.payment_id,
         "currency": after.currency,
+        "bundle": after.bundle,
     }
     entries = []
     gross = sold(after) - sold(before)
     if gross:
-        entries.append(RevenueEntry(f"{prefix}#sale", after.created_at, gross=gross, **common))
+        # The credits a sale bought go with it, so plays can be counted per bundle.
+        credits = after.credits if gross > 0 else 0
+        entries.append(
+            RevenueEntry(f"{prefix}#sale", after.created_at, gross=gross, credits=credits, **common)
+        )
     refunded = given_back(after) - given_back(before)
     if refunded:
         entries.append(RevenueEntry(f"{prefix}#refund", refunded_at, refunded=refunded, **common))
     return entries
 
 
-def _after_game_over(state: MachineState, now: str) -> MachineState:
-    """Use one credit if any is left, close the session, and open the next if credits remain."""
-    if state.credits_left > 0:
-        used, without = state.credits_used + 1, state.games_without_credit
+def _after_game_over(state: MachineState, now: str, per_game: int = 1) -> MachineState:
+    """Use one game's credits (``per_game``) if that many are left, else count a game without
+    credit; close the session, and open the next if another game's credits remain."""
+    if state.credits_left >= per_game:
+        used, without = state.credits_used + per_game, state.games_without_credit
     else:
         used, without = state.credits_used, state.games_without_credit + 1
     left = max(state.credits_granted - used, 0)
     return state.with_changes(
         credits_used=used,
         games_without_credit=without,
-        session_id=_new_session_id() if left > 0 else None,
-        session_started_at=now if left > 0 else None,
+        session_id=_new_session_id() if left >= per_game else None,
+        session_started_at=now if left >= per_game else None,
     )
+
+
+def _per_game(machine: Machine | None) -> int:
+    """Return the credits one game over uses on a machine (1 unless it says otherwise)."""
+    return (machine.credits_per_game if machine is not None else None) or 1
+
+
+def _created(session: CheckoutSession) -> datetime:
+    """Return when a Checkout Session was created (now, for one that does not say)."""
+    return from_unix(session.created) if session.created is not None else utc_now()
 
 
 def _new_session_id() -> str:

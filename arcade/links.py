@@ -12,6 +12,7 @@ from arcade.clock import iso, utc_now
 from arcade.errors import BadRequest, PaymentProviderError, ServiceUnavailable, TooManyRequests
 from arcade.logs import log_event
 from arcade.payments import StripeGateway
+from arcade.pricing import Bundle, Plan, offer_text, plan_of
 from arcade.store.base import Machine, PaymentLink, Store, link_key
 
 logger = logging.getLogger(__name__)
@@ -45,15 +46,24 @@ class LinkService:
         self._anonymous_calls: dict[str, float] = {}
 
     def price_for(self, machine: Machine, requested: str | None) -> str:
-        """Return the price to sell: the requested one if allowed, else the machine's."""
+        """Return the price to sell: the requested one if allowed, else the machine's.
+
+        A machine under a pricing plan sells its bundles' prices too, and by default its first
+        bundle's: a price outside its plan would buy nothing (SPEC "Pricing plans").
+        """
         allowed = {p for p in (machine.price_id, self.default_price_id) if p}
+        priced = plan_of(self.store, machine.machine_id)
+        plan_prices = [b.price_id for b in priced[1].bundles] if priced else []
         if requested is not None:
-            if requested not in allowed:
+            if requested not in allowed and requested not in plan_prices:
                 raise BadRequest(
-                    "price_id must be the machine's price or the default price",
+                    "price_id must be the machine's price, the default price or a price of"
+                    " its pricing plan",
                     code="price_not_allowed",
                 )
             return requested
+        if plan_prices:
+            return plan_prices[0]
         price_id = machine.price_id or self.default_price_id
         if not price_id:
             # Name every setting a new link lacks at once, not one per attempt.
@@ -71,6 +81,7 @@ class LinkService:
         price_id: str | None = None,
         quantity: int | None = None,
         anonymous: bool = False,
+        text: str | None = None,
     ) -> PaymentLink:
         """Return the machine's stored link, creating it at Stripe the first time.
 
@@ -101,7 +112,13 @@ class LinkService:
             if anonymous:
                 self._take_anonymous_call(machine.machine_id)
             try:
-                return self._make(machine, chosen_price, quantity, retries=0 if anonymous else None)
+                return self._make(
+                    machine,
+                    chosen_price,
+                    quantity,
+                    retries=0 if anonymous else None,
+                    text=text,
+                )
             except PaymentProviderError:
                 self._failed[key] = monotonic()
                 raise
@@ -128,8 +145,23 @@ class LinkService:
         with lock:
             yield
 
+    def bundle_link(
+        self, machine: Machine, plan: Plan, bundle: Bundle, *, anonymous: bool = False
+    ) -> PaymentLink:
+        """Return the Payment Link of one bundle of a machine's plan, making it the first time
+        with the text that says what the player gets (the player chooses 1..MAX_QUANTITY).
+        Raises as ``link_for``."""
+        text = offer_text(plan, bundle, machine.timezone or "UTC")
+        return self.link_for(machine, price_id=bundle.price_id, anonymous=anonymous, text=text)
+
     def _make(
-        self, machine: Machine, chosen_price: str, quantity: int | None, *, retries: int | None
+        self,
+        machine: Machine,
+        chosen_price: str,
+        quantity: int | None,
+        *,
+        retries: int | None,
+        text: str | None = None,
     ) -> PaymentLink:
         created = self.gateway.create_payment_link(
             machine_id=machine.machine_id,
@@ -137,6 +169,7 @@ class LinkService:
             quantity=quantity,
             max_quantity=self.max_quantity,
             retries=retries,
+            text=text,
         )
         # One Stripe call: the created link carries its Price; ask again only if it did not.
         price = created.price or self.gateway.retrieve_price(chosen_price, retries=retries)

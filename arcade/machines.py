@@ -28,6 +28,8 @@ def describe(machine: Machine) -> dict[str, object]:
         "name": machine.name,
         "price_id": machine.price_id,
         "credits_per_unit": machine.credits_per_unit,
+        "credits_per_game": machine.credits_per_game or 1,
+        "timezone": machine.timezone or "UTC",
         "created_at": machine.created_at,
     }
 

@@ -50,6 +50,8 @@ DEFAULT_REPORT_DAYS = 30
 STRIPE_CHECK_SECONDS = 60
 MAX_MANUAL_CREDITS = wire.MAX_CREDITS  # what a cabinet accepts in one coinpulse
 MAX_REASON_LENGTH = 200
+# How the revenue report names sales made without a pricing plan (the single price).
+NO_BUNDLE = "(single price)"
 
 
 # Stripe's zero-decimal currencies: their amounts are already whole units (Stripe "Currencies").
@@ -320,8 +322,8 @@ class Operators:
         by default the last 30 days including today. A sale counts on the day its Checkout
         Session was created, a refund on the day it was recorded. Raises BadRequest, StoreError.
         """
-        if group not in ("day", "machine"):
-            raise BadRequest("group must be day or machine", code="invalid_group")
+        if group not in ("day", "machine", "bundle"):
+            raise BadRequest("group must be day, machine or bundle", code="invalid_group")
         where = zone(tz)
         today = utc_now().astimezone(where).date()
         first_day = today - timedelta(days=DEFAULT_REPORT_DAYS - 1)
@@ -334,19 +336,22 @@ class Operators:
                 f"a report covers at most {MAX_REPORT_DAYS} days", code="invalid_since"
             )
         totals: dict[tuple[str, str], dict[str, Any]] = defaultdict(
-            lambda: {"gross": 0, "refunded": 0, "sales": set()}
+            lambda: {"gross": 0, "refunded": 0, "sales": set(), "credits": 0}
         )
         for entry in self.store.list_revenue(start, end):
             if group == "day":
                 label = parse_iso(entry.at).astimezone(where).date().isoformat()
+            elif group == "bundle":
+                label = entry.bundle or NO_BUNDLE
             else:
                 label = entry.machine_id
             row = totals[(label, entry.currency)]
             row["gross"] += entry.gross
             row["refunded"] += entry.refunded
+            row["credits"] += entry.credits
             if entry.gross > 0:
                 row["sales"].add(entry.payment_id)
-        key = "day" if group == "day" else "machine_id"
+        key = {"day": "day", "machine": "machine_id", "bundle": "bundle"}[group]
         rows = [
             {
                 key: label,
@@ -356,6 +361,8 @@ class Operators:
                 "net": row["gross"] - row["refunded"],
                 "payments": len(row["sales"]),
             }
+            # Per bundle, the credits its sales bought: the plays it sold.
+            | ({"credits": row["credits"]} if group == "bundle" else {})
             for (label, currency), row in sorted(totals.items())
         ]
         return {

@@ -151,6 +151,66 @@ class StripeGateway:
             active=bool(getattr(price, "active", True)),
         )
 
+    def find_price(self, price_id: str) -> Price | None:
+        """Return an existing Price, or None when Stripe has none with this id (a 404).
+        Raises PaymentProviderError when Stripe fails otherwise."""
+        import stripe
+
+        def fetch() -> Any:
+            try:
+                return self.client.v1.prices.retrieve(price_id)
+            except stripe.InvalidRequestError as exc:
+                if getattr(exc, "http_status", None) == 404:
+                    return None
+                raise
+
+        price = self._call("price_retrieve", fetch)
+        if price is None:
+            return None
+        return Price(
+            price_id=price.id,
+            unit_amount=getattr(price, "unit_amount", None),
+            currency=getattr(price, "currency", None) or "usd",
+            active=bool(getattr(price, "active", True)),
+        )
+
+    def create_price(
+        self, *, unit_amount: int, currency: str, product_name: str, retries: int | None = None
+    ) -> Price:
+        """Create a one-time Price of ``unit_amount`` (smallest unit) with a product of that
+        name; the same request gives the same Price (an idempotency key made of the
+        parameters). Raises PaymentProviderError."""
+        params: dict[str, Any] = {
+            "unit_amount": unit_amount,
+            "currency": currency,
+            "product_data": {"name": product_name},
+        }
+        digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+        price = self._call(
+            "price_create",
+            lambda: self.client.v1.prices.create(
+                params,  # type: ignore[arg-type]
+                options={"idempotency_key": f"arcade-price-{digest[:40]}", **_retries(retries)},  # type: ignore[typeddict-item]
+            ),
+        )
+        return Price(
+            price_id=price.id,
+            unit_amount=getattr(price, "unit_amount", None),
+            currency=getattr(price, "currency", None) or currency,
+            active=bool(getattr(price, "active", True)),
+        )
+
+    def set_link_text(self, link_id: str, text: str) -> None:
+        """Replace what a Payment Link's page tells the player above its pay button
+        (``custom_text.submit``). Raises PaymentProviderError."""
+        self._call(
+            "payment_link_update",
+            lambda: self.client.v1.payment_links.update(
+                link_id,
+                {"custom_text": {"submit": {"message": text}}},  # type: ignore[typeddict-item]
+            ),
+        )
+
     def create_payment_link(
         self,
         *,
@@ -159,8 +219,13 @@ class StripeGateway:
         quantity: int | None,
         max_quantity: int,
         retries: int | None = None,
+        text: str | None = None,
     ) -> CreatedLink:
-        """Create a Payment Link for one machine; the same request always gives the same link."""
+        """Create a Payment Link for one machine; the same request always gives the same link.
+
+        ``text`` is what its page tells the player (``custom_text.submit``), for a bundle of
+        a pricing plan.
+        """
         line_item: dict[str, Any] = {"price": price_id, "quantity": quantity or 1}
         if quantity is None:
             line_item["adjustable_quantity"] = {
@@ -175,6 +240,8 @@ class StripeGateway:
             # The line item's Price comes back with the link: no second call for its amount.
             "expand": ["line_items"],
         }
+        if text is not None:
+            params["custom_text"] = {"submit": {"message": text}}
         # Same parameters, same key: a retry (ours, the library's or a concurrent request)
         # returns the link Stripe already made instead of making another.
         digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()

@@ -14,6 +14,7 @@ from arcade.links import LinkService
 from arcade.machines import Registry
 from arcade.mqtt import Publisher
 from arcade.payments import StripeGateway
+from arcade.plans import PlanService
 from arcade.presence import Presence
 from arcade.signing import PulseSigner
 from arcade.store.base import Store
@@ -41,6 +42,7 @@ class Services:
     links: LinkService
     ledger: Ledger
     presence: Presence
+    plans: PlanService
 
     @cached_property
     def operators(self) -> Operators:

@@ -41,6 +41,20 @@ BROKER_NOT_SET = "EMQX_BROKER_URL not set"
 BROKER_UNREACHABLE = "the broker cannot be reached"
 # What a cabinet counts (SPEC "Delivery lasts until the cabinet confirms").
 MIN_CREDITS, MAX_CREDITS = 1, 1000
+# Credits one game over uses on a machine (its credits_per_game): the API and the cabinet's
+# counter both take this many per game, and count a game without credit when fewer are left.
+MAX_CREDITS_PER_GAME = 100
+
+
+def is_credits_per_game(value: object) -> bool:
+    """Return whether ``value`` is a machine's credits per game (1..MAX_CREDITS_PER_GAME)."""
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and 1 <= value <= MAX_CREDITS_PER_GAME
+    )
+
+
 PAYMENT_ID_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no space
 MAX_MESSAGE_BYTES = 4096  # a coinpulse is ~250 bytes; anything near this is not ours
 

@@ -216,7 +216,7 @@ def test_a_heartbeat_makes_a_machine_online(build, open_shop):
 
     answer = heartbeat(shop, credits_left=3)
 
-    assert answer.json == {"machine_id": "cab001", "presence": "online"}
+    assert answer.json == {"machine_id": "cab001", "presence": "online", "credits_per_game": 1}
     state = shop.state()
     assert state["presence"] == "online" and state["last_seen"] is not None
 

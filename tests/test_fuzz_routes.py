@@ -35,6 +35,13 @@ PATHS = [
     "/machines/cab001/credits",
     "/reports/revenue",
     "/status/ready",
+    "/play/cab001",
+    "/play/cab001/qr.png",
+    "/play/%ff",
+    "/plans/default",
+    "/plans/default/changes",
+    "/machines/cab001/plan",
+    "/machines/cab001/changes",
     "/admin/",
     "/admin/login",
     "/admin/logout",
@@ -86,6 +93,11 @@ KNOWN_KEYS = st.fixed_dictionaries(
         "credits": JSONISH,
         "reason": JSONISH,
         "amount": JSONISH,
+        "bundles": JSONISH,
+        "bonuses": JSONISH,
+        "happy_hours": JSONISH,
+        "credits_per_game": JSONISH,
+        "timezone": JSONISH,
     },
 )
 BODIES = st.one_of(
@@ -98,6 +110,7 @@ BODIES = st.one_of(
 FORM_FIELDS = st.dictionaries(
     st.sampled_from(
         ["key", "amount", "credits", "reason", "machine_id", "next", "idempotency_key"]
+        + ["plan", "credits_per_game", "timezone"]
     ),
     TEXT,
     max_size=5,
@@ -243,6 +256,10 @@ def test_no_signed_event_makes_a_500_or_an_error_line(
             "/admin/payments/%ff/resend",
             "/admin/machines/cab001/rotate-token",
             "/admin/machines/%ff/rotate-token",
+            "/admin/plans",
+            "/admin/machines/cab001/plan",
+            "/admin/machines/cab001/settings",
+            "/admin/machines/cab999/settings",
         ]
     ),
     form=FORM_FIELDS,

@@ -1248,3 +1248,63 @@ def test_given_intents_when_unmatched_are_listed_then_only_those_without_a_sessi
     commit_ok(store, None, intent=replace(matched, payment_id="cs_b", updated_at=T2))
 
     assert [i.payment_intent for i in store.list_unmatched_intents()] == ["pi_a"]
+
+
+# --- pricing plans, machine settings and the record of changes ---------------------------------
+def plan_version(owner: str, version: int, created_at: str, plan: str = '{"bundles":[]}'):
+    from arcade.store.base import PlanVersion
+
+    return PlanVersion(owner, version, created_at, "cli", plan)
+
+
+def test_a_plan_version_number_is_taken_once(store: Store) -> None:
+    """GIVEN version 1 of a plan WHEN another writer stores a version 1 too THEN it is refused
+    and the first one stays; another owner's version 1 is its own."""
+    assert store.put_plan_version(plan_version("cab001", 1, "2026-11-01T10:00:00.000000Z"))
+    assert not store.put_plan_version(
+        plan_version("cab001", 1, "2026-11-01T10:00:01.000000Z", '{"x":1}')
+    )
+    assert store.get_plan_version("cab001").plan == '{"bundles":[]}'
+    assert store.put_plan_version(plan_version("*", 1, "2026-11-01T10:00:01.000000Z"))
+
+
+def test_the_plan_version_in_force_at_an_instant_is_the_newest_made_by_then(store: Store) -> None:
+    """GIVEN versions made at 10:00, 11:00 and 12:00 WHEN asked for each instant THEN the newest
+    made at or before it is answered, none before the first, the newest without an instant."""
+    for number, hour in ((1, 10), (2, 11), (3, 12)):
+        store.put_plan_version(plan_version("cab001", number, f"2026-11-01T{hour}:00:00.000000Z"))
+    found = {
+        instant: (store.get_plan_version("cab001", instant) or plan_version("", 0, "")).version
+        for instant in (
+            "2026-11-01T09:59:59.999999Z",
+            "2026-11-01T10:00:00.000000Z",
+            "2026-11-01T11:59:59.999999Z",
+            "2026-11-01T12:00:00.000000Z",
+        )
+    }
+    assert list(found.values()) == [0, 1, 2, 3]
+    assert store.get_plan_version("cab001").version == 3
+    assert store.get_plan_version("cab002") is None
+    assert [v.version for v in store.list_plan_versions("cab001")] == [3, 2, 1]
+    assert [v.version for v in store.list_plan_versions("cab001", 2)] == [3, 2]
+
+
+def test_machine_settings_and_changes_are_kept(store: Store, machine: Machine) -> None:
+    """GIVEN a machine WHEN its credits per game and time zone are set and changes recorded
+    THEN they read back, newest change first; an unknown machine is refused."""
+    from arcade.store.base import ChangeRecord
+
+    store.set_machine_settings("cab001", credits_per_game=2, timezone="Europe/Paris")
+    stored = store.get_machine("cab001")
+    assert (stored.credits_per_game, stored.timezone) == (2, "Europe/Paris")
+    store.set_machine_settings("cab001", credits_per_game=None, timezone=None)
+    stored = store.get_machine("cab001")
+    assert (stored.credits_per_game, stored.timezone) == (None, None)
+    with pytest.raises(UnknownMachine):
+        store.set_machine_settings("cab999", credits_per_game=2, timezone=None)
+    for n, at in enumerate(("2026-11-01T10:00:00.000000Z", "2026-11-01T11:00:00.000000Z")):
+        store.record_change(ChangeRecord(f"c{n}", "cab001", at, "admin session", f'{{"n":{n}}}'))
+    store.record_change(ChangeRecord("c9", "*", "2026-11-01T12:00:00.000000Z", "cli", "{}"))
+    assert [c.change_id for c in store.list_changes("cab001")] == ["c1", "c0"]
+    assert [c.change_id for c in store.list_changes("cab001", 1)] == ["c1"]
+    assert [c.by for c in store.list_changes("*")] == ["cli"]

@@ -378,6 +378,81 @@ def grant() -> Any:
     return _act(act, back=url_for("admin.payments"))
 
 
+# --- pricing plans and machine settings -----------------------------------------------------
+@bp.get("/plans")
+@login_required
+def default_plan() -> Any:
+    from arcade.admin.pages import plan_page
+    from arcade.pricing import DEFAULT_PLAN
+
+    return render_template("admin/plan.html", plan=plan_page(services(), DEFAULT_PLAN))
+
+
+@bp.post("/plans")
+@login_required
+def save_default_plan() -> Any:
+    from arcade.pricing import DEFAULT_PLAN
+
+    return _act(lambda: _save_plan(DEFAULT_PLAN), back=url_for("admin.default_plan"))
+
+
+@bp.post("/machines/<machine_id>/plan")
+@login_required
+def save_machine_plan(machine_id: str) -> Any:
+    from arcade.machines import check_machine_id
+
+    check_machine_id(machine_id)
+    back = url_for("admin.machine", machine_id=machine_id) + "#plan"
+    return _act(lambda: _save_plan(machine_id), back=back)
+
+
+def _save_plan(owner: str) -> str:
+    """Save the plan typed in the form as the owner's next version; say what happened."""
+    import json
+
+    from arcade.plans import BY_ADMIN_SESSION
+
+    try:
+        body = json.loads(request.form.get("plan", ""))
+    except ValueError as exc:
+        raise BadRequest("the plan is not JSON: check its brackets, commas and quotes") from exc
+    saved = services().plans.save(owner, body, by=BY_ADMIN_SESSION)
+    links = saved["links"]
+    said = (
+        f"Plan version {saved['version']} is in force: {len(saved['plan']['bundles'])} bundles,"
+        f" {links['made']} payment links made and {links['updated']} updated"
+    )
+    if links.get("problems"):
+        said += f"; not ready yet (the player's page makes them later): {len(links['problems'])}"
+    return said
+
+
+@bp.post("/machines/<machine_id>/settings")
+@login_required
+def configure_machine(machine_id: str) -> Any:
+    from arcade.machines import check_machine_id
+    from arcade.operators import whole_number
+    from arcade.plans import BY_ADMIN_SESSION
+
+    check_machine_id(machine_id)
+
+    def act() -> str:
+        typed = request.form.get("credits_per_game", "").strip()
+        number = whole_number(typed)
+        answer = services().plans.configure(
+            machine_id,
+            credits_per_game=(typed or None) if number is None else number,
+            timezone=request.form.get("timezone", "").strip() or None,
+            by=BY_ADMIN_SESSION,
+        )
+        return (
+            f"One game on {machine_id} costs {answer['credits_per_game']} credit(s); its happy"
+            f" hours are read in {answer['timezone']}"
+        )
+
+    return _act(act, back=url_for("admin.machine", machine_id=machine_id) + "#settings")
+
+
 @bp.route("/<path:unknown>", methods=["GET", "POST"])
 @login_required
 def not_found(unknown: str) -> Any:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from flask import url_for
 from markupsafe import Markup, escape
 
 from arcade.clock import utc_now
@@ -74,6 +75,8 @@ def machine_page(svc: Any, machine_id: str) -> dict[str, Any] | None:
     if machine is None:
         return page
     page["report"] = svc.ledger.report(machine, payments=0)
+    page["plan"] = plan_page(svc, machine_id)
+    page["play_url"] = url_for("play.player_page", machine_id=machine_id, _external=True)
     page["presence"] = svc.presence.of(machine)
     try:
         link = svc.links.link_for(machine)
@@ -90,6 +93,53 @@ def machine_page(svc: Any, machine_id: str) -> dict[str, Any] | None:
     return page
 
 
+def plan_page(svc: Any, owner: str) -> dict[str, Any]:
+    """Return what the pricing section of a page shows: the plan's current version, its
+    versions, the one in force (for a machine: its own or the default plan's), the plan as
+    JSON to edit, and the record of changes."""
+    import json
+
+    from arcade.pricing import DEFAULT_PLAN
+
+    shown = svc.plans.show(owner)
+    current = shown["current"]
+    in_force = None
+    if owner != DEFAULT_PLAN and current is None:
+        default = svc.plans.show(DEFAULT_PLAN)["current"]
+        in_force = default
+    editable = (current or in_force or {}).get("plan") or EXAMPLE_PLAN
+    # Edited plans name their Stripe Prices: a bundle keeps its price_id, not its amount.
+    draft = {
+        "bundles": [
+            {"name": b["name"], "credits": b["credits"], "price_id": b["price_id"]}
+            if "price_id" in b
+            else b
+            for b in editable["bundles"]
+        ],
+        "bonuses": editable.get("bonuses", []),
+        "happy_hours": editable.get("happy_hours", []),
+    }
+    return {
+        "owner": owner,
+        "current": current,
+        "default_in_force": in_force,
+        "versions": shown["versions"],
+        "json": json.dumps(draft, indent=2, ensure_ascii=False),
+        "changes": svc.plans.changes(owner, 20),
+    }
+
+
+# What the plan form offers when there is no plan yet (amounts in cents).
+EXAMPLE_PLAN = {
+    "bundles": [
+        {"name": "1 game", "credits": 1, "amount": 100, "currency": "usd"},
+        {"name": "5 games", "credits": 6, "amount": 400, "currency": "usd"},
+    ],
+    "bonuses": [{"min_units": 3, "credits": 1}],
+    "happy_hours": [{"days": ["fri", "sat"], "start": "17:00", "end": "19:00", "factor": 2}],
+}
+
+
 def revenue_page(svc: Any, *, days: str, tz: str | None) -> dict[str, Any]:
     """Return the revenue of the last ``days`` days by day (with a chart per currency) and
     by machine, in ``tz``."""
@@ -101,6 +151,7 @@ def revenue_page(svc: Any, *, days: str, tz: str | None) -> dict[str, Any]:
     window = {"since": first.isoformat(), "until": today.isoformat(), "tz": tz}
     by_day = svc.operators.revenue(group="day", **window)
     by_machine = svc.operators.revenue(group="machine", **window)
+    by_bundle = svc.operators.revenue(group="bundle", **window)
     currencies = sorted({row["currency"] for row in by_day["rows"]})
     charts = [
         (currency, bar_chart(first, today, by_day["rows"], currency)) for currency in currencies
@@ -112,6 +163,7 @@ def revenue_page(svc: Any, *, days: str, tz: str | None) -> dict[str, Any]:
         "charts": charts,
         "by_day": [r for r in reversed(by_day["rows"])],
         "by_machine": by_machine["rows"],
+        "by_bundle": by_bundle["rows"],
         "money": money,
     }
 

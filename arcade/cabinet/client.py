@@ -776,6 +776,10 @@ class Cabinet:
         else:
             reason = f"http_{status}"
         if status is not None and 200 <= status < 300:
+            per_game = answer.get("credits_per_game")
+            if wire.is_credits_per_game(per_game):
+                # The API's counter and ours must take the same credits per game.
+                self._require_ledger().keep_credits_per_game(per_game)
             with self._changed:
                 self.heartbeats_sent += 1
                 self._changed.notify_all()

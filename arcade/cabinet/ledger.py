@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 CLIENT_ID = "mqtt_client_id"
+# What one game uses, as the API last said in answer to a heartbeat (1 until it says).
+CREDITS_PER_GAME = "credits_per_game"
 PULSE_KEY = "pulse_public_key"
 
 SCHEMA = """
@@ -231,12 +233,32 @@ class CabinetLedger:
         return str(row[0])
 
     # --- game overs ---------------------------------------------------------------------------
+    def credits_per_game(self) -> int:
+        """Return the credits one game uses on this machine (the API's credits_per_game)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT value FROM kept WHERE name = ?", (CREDITS_PER_GAME,)
+            ).fetchone()
+        return 1 if row is None else int(row[0])
+
+    def keep_credits_per_game(self, credits: int) -> None:
+        """Keep the credits one game uses, as the API said it (survives a restart)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO kept (name, value) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (CREDITS_PER_GAME, str(credits)),
+            )
+
     def add_game_over(self, source: str) -> GameOver:
-        """Use one credit when there is one, and queue the game over for the API."""
+        """Use one game's credits when that many are left (else the game used none, as the
+        API counts it), and queue the game over for the API."""
         ended_at = _now()
+        per_game = self.credits_per_game()
         with self._transaction():
             used = self._db.execute(
-                "UPDATE counter SET credits = credits - 1 WHERE id = 1 AND credits > 0"
+                "UPDATE counter SET credits = credits - ? WHERE id = 1 AND credits >= ?",
+                (per_game, per_game),
             ).rowcount
             cursor = self._db.execute(
                 "INSERT INTO game_overs (ended_at, source, used_credit) VALUES (?, ?, ?)",

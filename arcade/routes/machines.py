@@ -21,8 +21,8 @@ def gameover():
     machine_id = check_machine_id(json_body().get("machine_id"))
     key = idempotency_key()
     svc = services()
-    svc.registry.authorise(machine_id, request.headers.get("Authorization"))
-    svc.ledger.game_over(machine_id, key=key)
+    machine = svc.registry.authorise(machine_id, request.headers.get("Authorization"))
+    svc.ledger.game_over(machine_id, key=key, credits_per_game=machine.credits_per_game or 1)
     return {"message": "Game over signal sent"}
 
 
@@ -93,7 +93,12 @@ def heartbeat(machine_id: str):
     svc = services()
     machine = svc.registry.authorise(machine_id, request.headers.get("Authorization"))
     current = svc.presence.heartbeat(machine, mqtt_connected=connected, credits_left=credits_left)
-    return {"machine_id": machine_id, "presence": svc.presence.of(current)}
+    return {
+        "machine_id": machine_id,
+        "presence": svc.presence.of(current),
+        # The cabinet's counter takes what the API's takes per game.
+        "credits_per_game": current.credits_per_game or 1,
+    }
 
 
 @bp.get("/machines")

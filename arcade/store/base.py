@@ -47,6 +47,8 @@ class Machine:
     mqtt_connected: int | None = None  # 1 or 0, as the last heartbeat said
     credits_reported: int | None = None  # credits left, as the cabinet counts them
     links_active: int | None = None  # 0 while its Stripe Payment Links are switched off
+    credits_per_game: int | None = None  # credits one game over uses (None: 1)
+    timezone: str | None = None  # IANA zone its happy hours are read in (None: UTC)
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ class Payment:
     delivery_alarm_at: str | None = None  # when "undeliverable for an hour" was logged
     credited_at: str | None = None  # when the cabinet confirmed it fired the coins
     note: str | None = None  # the operator's reason for a manual grant (``manual_…`` ids)
+    bundle: str | None = None  # the pricing plan's bundle it bought (None: no plan)
+    plan_version: int | None = None  # the plan version that credited it
     version: int = 0
 
 
@@ -161,6 +165,40 @@ class RevenueEntry:
     currency: str
     gross: int = 0
     refunded: int = 0
+    bundle: str | None = None  # the bundle a plan sold (None: no plan)
+    credits: int = 0  # credits a sale bought (0 on refunds)
+
+
+@dataclass(frozen=True)
+class PlanVersion:
+    """One version of a machine's pricing plan (``owner`` is its machine id, or ``*`` for the
+    default plan). Versions are never changed: an edit stores the next one.
+
+    ``plan`` is the plan as ``arcade.pricing.Plan.to_json`` writes it; ``created_at`` is when it
+    came into force (``arcade.clock.iso``), and ``created_by`` who made it (``admin session``,
+    ``admin api``, ``cli``).
+    """
+
+    owner: str
+    version: int
+    created_at: str
+    created_by: str
+    plan: str
+
+
+@dataclass(frozen=True)
+class ChangeRecord:
+    """An operator's change to a machine's settings or plan, kept for the record.
+
+    ``subject`` is the machine id (``*``: the default plan), ``by`` who made it, ``what`` a
+    JSON object saying what changed.
+    """
+
+    change_id: str
+    subject: str
+    at: str
+    by: str
+    what: str
 
 
 @dataclass(frozen=True)
@@ -252,6 +290,12 @@ class Store(ABC):
     @abstractmethod
     def set_links_active(self, machine_id: str, active: bool) -> None:
         """Record whether the machine's Payment Links are on; raise UnknownMachine."""
+
+    @abstractmethod
+    def set_machine_settings(
+        self, machine_id: str, *, credits_per_game: int | None, timezone: str | None
+    ) -> None:
+        """Store a machine's credits per game and time zone; raise UnknownMachine."""
 
     @abstractmethod
     def remove_machine(self, machine_id: str) -> None:
@@ -360,6 +404,29 @@ class Store(ABC):
     @abstractmethod
     def save_game_over_key(self, record: GameOverKey) -> None:
         """Store a game-over key as it is, replacing any stored one."""
+
+    # --- pricing plans and the record of changes -----------------------------------------
+    @abstractmethod
+    def put_plan_version(self, plan: PlanVersion) -> bool:
+        """Store a plan version unless that owner already has one with that number; return
+        whether it was stored (first writer wins: the loser reads again and numbers anew)."""
+
+    @abstractmethod
+    def get_plan_version(self, owner: str, at: str | None = None) -> PlanVersion | None:
+        """Return the owner's newest plan version created at or before ``at`` (None: the
+        newest of all), or None when there is none."""
+
+    @abstractmethod
+    def list_plan_versions(self, owner: str, limit: int = 50) -> list[PlanVersion]:
+        """Return up to ``limit`` of the owner's plan versions, newest first."""
+
+    @abstractmethod
+    def record_change(self, change: ChangeRecord) -> None:
+        """Keep a change for the record."""
+
+    @abstractmethod
+    def list_changes(self, subject: str, limit: int = 50) -> list[ChangeRecord]:
+        """Return up to ``limit`` changes of one subject, newest first."""
 
     # --- values the service keeps for itself ------------------------------------------------
     @abstractmethod

@@ -20,6 +20,7 @@ from typing import Any
 from arcade.errors import MachineExists, StoreError, UnknownMachine
 from arcade.logs import log_event
 from arcade.store.base import (
+    ChangeRecord,
     GameOverKey,
     IntentRecord,
     Machine,
@@ -27,6 +28,7 @@ from arcade.store.base import (
     Payment,
     PaymentLink,
     PaymentQuery,
+    PlanVersion,
     RevenueEntry,
     SessionStart,
     StateDelta,
@@ -45,6 +47,10 @@ PAYMENT_SK = "PAYMENT"
 INTENT_SK = "INTENT"
 GAME_OVER_SK = "GAMEOVER"
 VALUE_SK = "VALUE"
+# A plan's versions share the partition PLAN#<owner>, sort key VERSION#<number, 10 digits>;
+# an operator's changes share CHANGES#<subject>, sort key <at>#<change id>.
+PLAN_PK, PLAN_SK = "PLAN#", "VERSION#"
+CHANGES_PK = "CHANGES#"
 
 # The index that lists a machine's payments, newest first.
 BY_MACHINE_INDEX = "by_machine"
@@ -327,6 +333,36 @@ class DynamoStore(Store):
         self._update_machine(
             machine_id, "SET links_active = :active", {":active": _number(int(active))}
         )
+
+    def set_machine_settings(
+        self, machine_id: str, *, credits_per_game: int | None, timezone: str | None
+    ) -> None:
+        """Store a machine's credits per game and time zone; raise UnknownMachine."""
+        sets, removals, values = [], [], {}
+        for name, value in (("credits_per_game", credits_per_game), ("timezone", timezone)):
+            if value is None:
+                removals.append(name)
+            else:
+                sets.append(f"#{name} = :{name}")
+                values[f":{name}"] = _number(value) if isinstance(value, int) else {"S": value}
+        update = ("SET " + ", ".join(sets)) if sets else ""
+        if removals:
+            update += " REMOVE " + ", ".join(f"#{name}" for name in removals)
+        try:
+            params: dict[str, Any] = {
+                "Key": _machine_key(machine_id),
+                "UpdateExpression": update.strip(),
+                "ConditionExpression": "attribute_exists(pk)",
+                "ExpressionAttributeNames": {
+                    "#credits_per_game": "credits_per_game",
+                    "#timezone": "timezone",
+                },
+            }
+            if values:
+                params["ExpressionAttributeValues"] = values
+            self._call("update_item", **params)
+        except _ConditionFailed as exc:
+            raise UnknownMachine(machine_id) from exc
 
     def _update_machine(self, machine_id: str, update: str, values: Item) -> None:
         try:
@@ -665,6 +701,76 @@ class DynamoStore(Store):
     def save_game_over_key(self, record: GameOverKey) -> None:
         """Store a game-over key as it is."""
         self._call("put_item", Item=_game_over_item(record))
+
+    # --- pricing plans and the record of changes -----------------------------------------
+    def put_plan_version(self, plan: PlanVersion) -> bool:
+        """Put the version if its number is free in the owner's partition (first wins)."""
+        item = (
+            _key(PLAN_PK + plan.owner, f"{PLAN_SK}{plan.version:010d}")
+            | {"entity": {"S": "plan_version"}}
+            | _encode(plan)
+        )
+        try:
+            self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)")
+        except _ConditionFailed:
+            return False
+        return True
+
+    def get_plan_version(self, owner: str, at: str | None = None) -> PlanVersion | None:
+        """Query the owner's partition newest version first; the first created at or before
+        ``at`` is the one (versions come into force in number order, so this is usually the
+        first item read)."""
+        params: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :version)",
+            "ExpressionAttributeValues": {
+                ":pk": {"S": PLAN_PK + owner},
+                ":version": {"S": PLAN_SK},
+            },
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+        }
+        if at is not None:
+            params["FilterExpression"] = "created_at <= :at"
+            params["ExpressionAttributeValues"][":at"] = {"S": at}
+        params["Limit"] = 1 if at is None else 10
+        items = self._query_pages(params, enough=1)
+        return PlanVersion(**_decode(items[0], PlanVersion)) if items else None
+
+    def list_plan_versions(self, owner: str, limit: int = 50) -> list[PlanVersion]:
+        """Query the owner's partition, newest version first."""
+        if limit <= 0:
+            return []
+        answer = self._call(
+            "query",
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :version)",
+            ExpressionAttributeValues={":pk": {"S": PLAN_PK + owner}, ":version": {"S": PLAN_SK}},
+            ScanIndexForward=False,
+            ConsistentRead=True,
+            Limit=limit,
+        )
+        return [PlanVersion(**_decode(item, PlanVersion)) for item in answer.get("Items", [])]
+
+    def record_change(self, change: ChangeRecord) -> None:
+        """Put the change under its subject, in time order."""
+        item = (
+            _key(CHANGES_PK + change.subject, f"{change.at}#{change.change_id}")
+            | {"entity": {"S": "change"}}
+            | _encode(change)
+        )
+        self._call("put_item", Item=item)
+
+    def list_changes(self, subject: str, limit: int = 50) -> list[ChangeRecord]:
+        """Query the subject's partition, newest first."""
+        if limit <= 0:
+            return []
+        answer = self._call(
+            "query",
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": CHANGES_PK + subject}},
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [ChangeRecord(**_decode(item, ChangeRecord)) for item in answer.get("Items", [])]
 
     # --- values the service keeps for itself ------------------------------------------------
     def get_value(self, name: str) -> str | None:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from arcade.errors import MachineExists, StoreError, UnknownMachine
 from arcade.store.base import (
+    ChangeRecord,
     GameOverKey,
     IntentRecord,
     Machine,
@@ -20,6 +21,7 @@ from arcade.store.base import (
     Payment,
     PaymentLink,
     PaymentQuery,
+    PlanVersion,
     RevenueEntry,
     SessionStart,
     StateDelta,
@@ -39,7 +41,9 @@ CREATE TABLE IF NOT EXISTS machines (
     last_seen TEXT,
     mqtt_connected INTEGER,
     credits_reported INTEGER,
-    links_active INTEGER
+    links_active INTEGER,
+    credits_per_game INTEGER,
+    timezone TEXT
 );
 CREATE TABLE IF NOT EXISTS machine_states (
     machine_id TEXT PRIMARY KEY,
@@ -84,6 +88,8 @@ CREATE TABLE IF NOT EXISTS payments (
     delivery_alarm_at TEXT,
     credited_at TEXT,
     note TEXT,
+    bundle TEXT,
+    plan_version INTEGER,
     version INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS payments_by_machine ON payments (machine_id, created_at);
@@ -104,8 +110,26 @@ CREATE TABLE IF NOT EXISTS revenue_entries (
     payment_id TEXT NOT NULL,
     currency TEXT NOT NULL,
     gross INTEGER NOT NULL DEFAULT 0,
-    refunded INTEGER NOT NULL DEFAULT 0
+    refunded INTEGER NOT NULL DEFAULT 0,
+    bundle TEXT,
+    credits INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS plan_versions (
+    owner TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    plan TEXT NOT NULL,
+    PRIMARY KEY (owner, version)
+);
+CREATE TABLE IF NOT EXISTS changes (
+    change_id TEXT PRIMARY KEY,
+    subject TEXT NOT NULL,
+    at TEXT NOT NULL,
+    by TEXT NOT NULL,
+    what TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS changes_by_subject ON changes (subject, at);
 CREATE INDEX IF NOT EXISTS revenue_by_time ON revenue_entries (at);
 CREATE TABLE IF NOT EXISTS kept_values (
     name TEXT PRIMARY KEY,
@@ -128,6 +152,8 @@ STATE_COLUMNS = tuple(f.name for f in fields(MachineState))
 INTENT_COLUMNS = tuple(f.name for f in fields(IntentRecord))
 KEY_COLUMNS = tuple(f.name for f in fields(GameOverKey))
 ENTRY_COLUMNS = tuple(f.name for f in fields(RevenueEntry))
+PLAN_COLUMNS = tuple(f.name for f in fields(PlanVersion))
+CHANGE_COLUMNS = tuple(f.name for f in fields(ChangeRecord))
 
 
 class SqliteStore(Store):
@@ -280,6 +306,19 @@ class SqliteStore(Store):
             cur = conn.execute(
                 "UPDATE machines SET links_active = ? WHERE machine_id = ?",
                 (int(active), machine_id),
+            )
+            if cur.rowcount == 0:
+                raise UnknownMachine(machine_id)
+
+        return self._write(write)
+
+    def set_machine_settings(
+        self, machine_id: str, *, credits_per_game: int | None, timezone: str | None
+    ) -> None:
+        def write(conn: sqlite3.Connection) -> Any:
+            cur = conn.execute(
+                "UPDATE machines SET credits_per_game = ?, timezone = ? WHERE machine_id = ?",
+                (credits_per_game, timezone, machine_id),
             )
             if cur.rowcount == 0:
                 raise UnknownMachine(machine_id)
@@ -515,6 +554,49 @@ class SqliteStore(Store):
 
         return self._write(write)
 
+    # --- pricing plans and the record of changes -----------------------------------------
+    def put_plan_version(self, plan: PlanVersion) -> bool:
+        def write(conn: sqlite3.Connection) -> Any:
+            sql = _insert_sql("plan_versions", PLAN_COLUMNS, "OR IGNORE")
+            cur = conn.execute(sql, _values(plan))
+            return cur.rowcount == 1
+
+        return self._write(write)
+
+    def get_plan_version(self, owner: str, at: str | None = None) -> PlanVersion | None:
+        if at is None:
+            rows = self._query(
+                "SELECT * FROM plan_versions WHERE owner = ? ORDER BY version DESC LIMIT 1",
+                (owner,),
+            )
+        else:
+            rows = self._query(
+                "SELECT * FROM plan_versions WHERE owner = ? AND created_at <= ?"
+                " ORDER BY version DESC LIMIT 1",
+                (owner, at),
+            )
+        return PlanVersion(**dict(rows[0])) if rows else None
+
+    def list_plan_versions(self, owner: str, limit: int = 50) -> list[PlanVersion]:
+        rows = self._query(
+            "SELECT * FROM plan_versions WHERE owner = ? ORDER BY version DESC LIMIT ?",
+            (owner, limit),
+        )
+        return [PlanVersion(**dict(r)) for r in rows]
+
+    def record_change(self, change: ChangeRecord) -> None:
+        def write(conn: sqlite3.Connection) -> Any:
+            conn.execute(_insert_sql("changes", CHANGE_COLUMNS, "OR IGNORE"), _values(change))
+
+        self._write(write)
+
+    def list_changes(self, subject: str, limit: int = 50) -> list[ChangeRecord]:
+        rows = self._query(
+            "SELECT * FROM changes WHERE subject = ? ORDER BY at DESC, change_id DESC LIMIT ?",
+            (subject, limit),
+        )
+        return [ChangeRecord(**dict(r)) for r in rows]
+
     # --- values the service keeps for itself ------------------------------------------------
     def get_value(self, name: str) -> str | None:
         rows = self._query("SELECT value FROM kept_values WHERE name = ?", (name,))
@@ -554,6 +636,12 @@ ADDED_COLUMNS = {
     ("machines", "mqtt_connected"): "INTEGER",
     ("machines", "credits_reported"): "INTEGER",
     ("machines", "links_active"): "INTEGER",
+    ("machines", "credits_per_game"): "INTEGER",
+    ("machines", "timezone"): "TEXT",
+    ("payments", "bundle"): "TEXT",
+    ("payments", "plan_version"): "INTEGER",
+    ("revenue_entries", "bundle"): "TEXT",
+    ("revenue_entries", "credits"): "INTEGER NOT NULL DEFAULT 0",
 }
 # Made after the columns they index, which older files gain only above.
 INDEXES = (

@@ -588,6 +588,9 @@ PAYMENT_LINK_PARAMS = frozenset(
     }
 )
 LINE_ITEM_PARAMS = frozenset({"price", "quantity", "adjustable_quantity"})
+PRICE_PARAMS = frozenset(
+    {"currency", "unit_amount", "product", "product_data", "nickname", "metadata", "expand"}
+)
 PAYMENT_INTENT_DATA_PARAMS = frozenset(
     {
         "capture_method",
@@ -948,6 +951,8 @@ class StripeStandIn:
         match (method, segments):
             case ("GET", ["v1", "prices", price_id]):
                 return self._ok(self._get_price(price_id))
+            case ("POST", ["v1", "prices"]):
+                return self._create_price(request)
             case ("POST", ["v1", "payment_links"]):
                 return self._create_payment_link(request)
             case ("POST", ["v1", "payment_links", link_id]):
@@ -1098,10 +1103,57 @@ class StripeStandIn:
             "url": url,
         }
 
-    def _update_payment_link(self, link_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Update a Payment Link; the stand-in knows ``active`` and ``metadata``."""
+    def _create_price(self, request: RecordedRequest) -> _Answer:
+        """Create a one-time Price from ``unit_amount``, ``currency`` and ``product`` or
+        ``product_data[name]``, once per idempotency key."""
+        params = request.params
         for name in params:
-            if name not in ("active", "metadata"):
+            if name not in PRICE_PARAMS:
+                raise _invalid(name, f"Received unknown parameter: {name}", "parameter_unknown")
+        if "currency" not in params:
+            raise _missing("currency")
+        currency = params["currency"]
+        if not isinstance(currency, str) or not re.fullmatch(r"[a-z]{3}", currency):
+            raise _invalid("currency", f"Invalid currency: {currency}", "parameter_invalid")
+        if "unit_amount" not in params:
+            raise _missing("unit_amount")
+        unit_amount = _positive_int(params["unit_amount"], "unit_amount", minimum=0)
+        product = params.get("product")
+        product_data = params.get("product_data")
+        if (product is None) == (product_data is None):
+            raise StripeError(
+                400,
+                "You must specify either `product` or `product_data` when creating a price.",
+                code="parameter_missing",
+                param="product",
+            )
+        if product_data is not None:
+            if not isinstance(product_data, dict) or not product_data.get("name"):
+                raise _missing("product_data[name]")
+            product = _random_id("prod_", 14)
+        fingerprint = _fingerprint(request)
+        key = request.idempotency_key
+        with self._lock:
+            replay = self._replay(key, fingerprint)
+            if replay is not None:
+                return self._ok(dict(replay.body), {"Idempotent-Replayed": "true"})
+            created = price(
+                unit_amount=unit_amount,
+                currency=currency,
+                product=str(product),
+                nickname=params.get("nickname"),
+                metadata=_metadata(params.get("metadata"), "metadata"),
+            )
+            self._prices[created["id"]] = created
+            if key:
+                self._idempotency[key] = _Replay(fingerprint, created)
+        return self._ok(dict(created))
+
+    def _update_payment_link(self, link_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Update a Payment Link; the stand-in knows ``active``, ``metadata`` and
+        ``custom_text``."""
+        for name in params:
+            if name not in ("active", "metadata", "custom_text"):
                 raise _invalid(name, f"Received unknown parameter: {name}", "parameter_unknown")
         with self._lock:
             found = self._links.get(link_id)
@@ -1111,6 +1163,8 @@ class StripeStandIn:
                 found["active"] = _boolean(params["active"], "active")
             if "metadata" in params:
                 found["metadata"] = _metadata(params["metadata"], "metadata")
+            if "custom_text" in params:
+                found["custom_text"] = _custom_text(params["custom_text"], found["custom_text"])
             return dict(found)
 
     def _replay(self, key: str | None, fingerprint: str) -> _Replay | None:
@@ -1260,6 +1314,15 @@ class StripeStandIn:
                     f"Received unknown parameter: payment_intent_data[{name}]",
                     "parameter_unknown",
                 )
+        custom_text = _custom_text(
+            params.get("custom_text"),
+            {
+                "after_submit": None,
+                "shipping_address": None,
+                "submit": None,
+                "terms_of_service_acceptance": None,
+            },
+        )
         link_id = _random_id("plink_")
         link: dict[str, Any] = {
             "id": link_id,
@@ -1278,12 +1341,7 @@ class StripeStandIn:
             "consent_collection": None,
             "currency": currency,
             "custom_fields": [],
-            "custom_text": {
-                "after_submit": None,
-                "shipping_address": None,
-                "submit": None,
-                "terms_of_service_acceptance": None,
-            },
+            "custom_text": custom_text,
             "customer_creation": params.get("customer_creation", "if_required"),
             "inactive_message": None,
             "invoice_creation": {"enabled": False, "invoice_data": None},
@@ -1396,6 +1454,35 @@ def _metadata(value: Any, param: str) -> dict[str, str]:
         if not isinstance(item, str) or len(item) > 500:
             raise _invalid(f"{param}[{key}]", "Metadata values are at most 500 characters.")
     return {key: item for key, item in value.items() if item != ""}
+
+
+def _custom_text(value: Any, current: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a Payment Link's ``custom_text`` after setting the parts in ``value`` (each
+    ``{"message": …}`` of at most 1,200 characters, or "" to clear it), as Stripe checks it."""
+    result = dict(current)
+    if value in (None, ""):
+        return result
+    if not isinstance(value, dict):
+        raise _invalid("custom_text", "Invalid hash", "parameter_invalid")
+    for part, text in value.items():
+        if part not in result:
+            raise _invalid(
+                f"custom_text[{part}]",
+                f"Received unknown parameter: custom_text[{part}]",
+                "parameter_unknown",
+            )
+        if text == "":
+            result[part] = None
+            continue
+        message = text.get("message") if isinstance(text, dict) else None
+        if not isinstance(message, str) or not message or len(message) > 1200:
+            raise _invalid(
+                f"custom_text[{part}][message]",
+                "The message must be 1 to 1200 characters.",
+                "parameter_invalid",
+            )
+        result[part] = {"message": message}
+    return result
 
 
 def _adjustable(value: Any, quantity: int, prefix: str) -> dict[str, Any]:

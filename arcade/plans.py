@@ -1,0 +1,290 @@
+"""Operators manage pricing plans and a machine's game settings (SPEC "Pricing plans").
+
+Saving a plan stores its next version (never changing an earlier one: payments are credited by
+the version in force when their Checkout Session was created), makes the Stripe Prices it asks
+for, and gives each bundle of each machine it prices its Payment Link, with the text that says
+what the player gets. Every change is recorded with who made it and when. The CLI, the admin
+JSON API and the dashboard all call this module.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from arcade.clock import iso, parse_iso, utc_now
+from arcade.errors import ArcadeError, BadRequest, StoreError, UnknownMachine
+from arcade.links import LinkService
+from arcade.logs import log_event
+from arcade.payments import StripeGateway
+from arcade.pricing import (
+    DEFAULT_PLAN,
+    Bundle,
+    BundleDraft,
+    Plan,
+    check_reachable,
+    offer_text,
+    parse_credits_per_game,
+    parse_plan,
+    parse_timezone,
+    plan_of,
+)
+from arcade.store.base import ChangeRecord, Machine, PlanVersion, Store, link_key
+
+logger = logging.getLogger(__name__)
+
+# A new version that keeps losing to concurrent saves is given up after this many tries.
+SAVE_ATTEMPTS = 10
+# Who makes a change, as the record says it.
+BY_ADMIN_SESSION = "admin session"
+BY_ADMIN_API = "admin api"
+
+
+def owner_name(owner: str) -> str:
+    """Return how a plan's owner is shown: a machine id, or ``default``."""
+    return "default" if owner == DEFAULT_PLAN else owner
+
+
+def describe_version(version: PlanVersion) -> dict[str, Any]:
+    """Return a plan version as operators see it (amounts in the currency's smallest unit)."""
+    return {
+        "owner": owner_name(version.owner),
+        "version": version.version,
+        "created_at": version.created_at,
+        "created_by": version.created_by,
+        "plan": Plan.from_json(version.plan).as_dict(),
+    }
+
+
+def describe_change(change: ChangeRecord) -> dict[str, Any]:
+    """Return a recorded change as operators see it."""
+    return {"at": change.at, "by": change.by, "what": json.loads(change.what)}
+
+
+class PlanService:
+    """Read and change pricing plans and machines' game settings."""
+
+    def __init__(
+        self, store: Store, gateway: StripeGateway, links: LinkService, *, max_quantity: int
+    ):
+        self.store = store
+        self.gateway = gateway
+        self.links = links
+        self.max_quantity = max_quantity
+
+    # --- reading ------------------------------------------------------------------------------
+    def show(self, owner: str, *, versions: int = 20) -> dict[str, Any]:
+        """Return a plan's current version and its history, newest first. Raises
+        UnknownMachine for a machine that is not registered, StoreError."""
+        self._owner_exists(owner)
+        listed = self.store.list_plan_versions(owner, versions)
+        return {
+            "owner": owner_name(owner),
+            "current": describe_version(listed[0]) if listed else None,
+            "versions": [
+                {k: v for k, v in describe_version(version).items() if k != "plan"}
+                for version in listed
+            ],
+        }
+
+    def in_force(self, machine: Machine) -> tuple[PlanVersion, Plan] | None:
+        """Return the plan version that prices the machine's sales now (its own, else the
+        default plan's), or None when it sells at its single price."""
+        return plan_of(self.store, machine.machine_id)
+
+    def changes(self, subject: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Return the recorded changes of a machine (or ``*``, the default plan), newest
+        first."""
+        return [describe_change(c) for c in self.store.list_changes(subject, limit)]
+
+    # --- changing -----------------------------------------------------------------------------
+    def save(self, owner: str, body: Any, *, by: str) -> dict[str, Any]:
+        """Store the plan an operator sent as the owner's next version and give its bundles
+        their Payment Links; return the version and what happened to the links.
+
+        Raises BadRequest for a plan that is not valid (each problem named), UnknownMachine,
+        PaymentProviderError when Stripe failed while making a Price (nothing is stored then),
+        StoreError. A link Stripe failed to make or update is listed under
+        ``links.problems``: the version is stored, and the player's page makes the link
+        later.
+        """
+        self._owner_exists(owner)
+        draft = parse_plan(body, max_quantity=self.max_quantity)
+        bundles = [self._priced(bundle, f"bundles[{i}]") for i, bundle in enumerate(draft.bundles)]
+        prices = [bundle.price_id for bundle in bundles]
+        if len(set(prices)) != len(prices):
+            raise BadRequest(
+                "two bundles came to the same Stripe Price: each bundle is its own Price",
+                code="invalid_plan",
+            )
+        plan = draft.with_prices(bundles)
+        check_reachable(plan, self.max_quantity)
+        version = self._store_version(owner, plan, by)
+        self._record(owner, by, {"plan_version": version.version})
+        log_event(
+            logger,
+            "plan_saved",
+            owner=owner_name(owner),
+            version=version.version,
+            by=by,
+            bundles=len(plan.bundles),
+        )
+        links = self._sync_links(owner, plan)
+        return describe_version(version) | {"links": links}
+
+    def configure(
+        self,
+        machine_id: str,
+        *,
+        credits_per_game: Any = None,
+        timezone: Any = None,
+        by: str,
+    ) -> dict[str, Any]:
+        """Set a machine's credits per game and time zone (None keeps what it has); return its
+        settings. Raises BadRequest, UnknownMachine, StoreError."""
+        machine = self._machine(machine_id)
+        if credits_per_game is None and timezone is None:
+            raise BadRequest(
+                "send credits_per_game, timezone or both", code="invalid_machine_settings"
+            )
+        per_game = (
+            parse_credits_per_game(credits_per_game)
+            if credits_per_game is not None
+            else machine.credits_per_game
+        )
+        zone = parse_timezone(timezone) if timezone is not None else machine.timezone
+        self.store.set_machine_settings(machine_id, credits_per_game=per_game, timezone=zone)
+        what = {
+            name: {"from": before, "to": after}
+            for name, before, after in (
+                ("credits_per_game", machine.credits_per_game or 1, per_game or 1),
+                ("timezone", machine.timezone or "UTC", zone or "UTC"),
+            )
+            if before != after
+        }
+        if what:
+            self._record(machine_id, by, what)
+            log_event(logger, "machine_configured", machine_id=machine_id, by=by, changed=what)
+        if "timezone" in what:
+            # The links' text names the zone of their happy hours.
+            priced = plan_of(self.store, machine_id)
+            if priced is not None:
+                self._sync_machine(self._machine(machine_id), priced[1], {})
+        return {
+            "machine_id": machine_id,
+            "credits_per_game": per_game or 1,
+            "timezone": zone or "UTC",
+        }
+
+    # --- inside -------------------------------------------------------------------------------
+    def _owner_exists(self, owner: str) -> None:
+        if owner != DEFAULT_PLAN:
+            self._machine(owner)
+
+    def _machine(self, machine_id: str) -> Machine:
+        machine = self.store.get_machine(machine_id)
+        if machine is None:
+            raise UnknownMachine(machine_id)
+        return machine
+
+    def _priced(self, draft: BundleDraft, where: str) -> Bundle:
+        """Return a bundle with its Stripe Price: the one named (checked with Stripe), or one
+        made from the amount and currency."""
+        if draft.price_id is not None:
+            price = self.gateway.find_price(draft.price_id)
+            if price is None:
+                raise BadRequest(
+                    f"{where}.price_id: Stripe has no price {draft.price_id}", code="invalid_plan"
+                )
+            if not price.active or not price.unit_amount:
+                raise BadRequest(
+                    f"{where}.price_id: price {draft.price_id} is not an active price with an"
+                    " amount per unit",
+                    code="invalid_plan",
+                )
+        else:
+            price = self.gateway.create_price(
+                unit_amount=draft.amount or 0,
+                currency=draft.currency or "usd",
+                product_name=draft.name,
+            )
+        return Bundle(
+            name=draft.name,
+            price_id=price.price_id,
+            credits=draft.credits,
+            unit_amount=price.unit_amount or 0,
+            currency=price.currency,
+        )
+
+    def _store_version(self, owner: str, plan: Plan, by: str) -> PlanVersion:
+        """Store the owner's next version; it comes into force now, and never before the
+        version it follows (clocks of two instances may differ a little)."""
+        for _ in range(SAVE_ATTEMPTS):
+            latest = self.store.get_plan_version(owner)
+            now = utc_now()
+            if latest is not None:
+                now = max(now, parse_iso(latest.created_at) + timedelta(microseconds=1))
+            version = PlanVersion(
+                owner=owner,
+                version=(latest.version if latest else 0) + 1,
+                created_at=iso(now),
+                created_by=by,
+                plan=plan.to_json(),
+            )
+            if self.store.put_plan_version(version):
+                return version
+        raise StoreError("the plan kept changing while it was saved; try again")
+
+    def _record(self, subject: str, by: str, what: dict[str, Any]) -> None:
+        self.store.record_change(
+            ChangeRecord(
+                change_id=uuid.uuid4().hex,
+                subject=subject,
+                at=iso(utc_now()),
+                by=by,
+                what=json.dumps(what, sort_keys=True),
+            )
+        )
+
+    def _sync_links(self, owner: str, plan: Plan) -> dict[str, Any]:
+        """Give every bundle of every machine the plan prices its Payment Link, and bring the
+        text of links made earlier up to date. Failures are listed, not raised."""
+        if owner == DEFAULT_PLAN:
+            machines = [
+                m
+                for m in self.store.list_machines()
+                if self.store.get_plan_version(m.machine_id) is None
+            ]
+        else:
+            machines = [self._machine(owner)]
+        report: dict[str, Any] = {"machines": len(machines), "made": 0, "updated": 0}
+        for machine in machines:
+            self._sync_machine(machine, plan, report)
+        return report
+
+    def _sync_machine(self, machine: Machine, plan: Plan, report: dict[str, Any]) -> None:
+        for bundle in plan.bundles:
+            key = link_key(machine.machine_id, bundle.price_id, 0)
+            try:
+                stored = self.store.get_link(key)
+                if stored is None:
+                    self.links.bundle_link(machine, plan, bundle)
+                    report["made"] = report.get("made", 0) + 1
+                else:
+                    text = offer_text(plan, bundle, machine.timezone or "UTC")
+                    self.gateway.set_link_text(stored.link_id, text)
+                    report["updated"] = report.get("updated", 0) + 1
+            except ArcadeError as exc:
+                problem = f"{machine.machine_id} {bundle.name}: {exc}"
+                report.setdefault("problems", []).append(problem)
+                log_event(
+                    logger,
+                    "plan_link_failed",
+                    level=logging.WARNING,
+                    machine_id=machine.machine_id,
+                    price_id=bundle.price_id,
+                    error=str(exc),
+                )
