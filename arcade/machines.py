@@ -6,12 +6,15 @@ import hashlib
 import hmac
 import logging
 import secrets
+from typing import TYPE_CHECKING
 
 from arcade.clock import iso, utc_now
 from arcade.errors import BadRequest, ServiceUnavailable, Unauthorized, UnknownMachine
 from arcade.logs import REFUSALS
-from arcade.store.base import Machine, Store
 from arcade.wire import MACHINE_ID_RULE, is_valid_machine_id
+
+if TYPE_CHECKING:
+    from arcade.store.base import Machine, Store
 
 
 def check_machine_id(value: object) -> str:
@@ -66,6 +69,8 @@ class Registry:
         credits_per_unit: int | None = None,
     ) -> tuple[Machine, str]:
         """Store a new machine and return it with its token (shown once)."""
+        from arcade.store.base import Machine
+
         check_machine_id(machine_id)
         token = new_token()
         machine = Machine(

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arcade import wire
 from arcade.errors import SettingsError
-from arcade.store.base import Store
+
+if TYPE_CHECKING:
+    from arcade.store.base import Store
 
 STORED_SEED = "pulse_signing_key"
 # What a seed that is not 32 bytes of base64url is told, read from the setting or the store.

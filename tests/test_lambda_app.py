@@ -226,6 +226,35 @@ def test_importing_app_connects_to_nothing_and_loads_no_heavy_library():
     assert out.stdout.strip() == "[]"
 
 
+def test_a_cold_start_status_builds_none_of_the_money_path():
+    """GIVEN a fresh interpreter in Lambda WHEN app is imported and answers one /status THEN
+    no module of the money path (ledger, payment states, store records, Stripe objects,
+    pricing, plans, operators) was imported: a cold start pays only for what it answers."""
+    code = (
+        "import json, sys, app\n"
+        "from tests.support.lambda_events import make_v1_event\n"
+        "answer = app.lambda_handler(make_v1_event(path='/status'), None)\n"
+        "money = ['arcade.ledger', 'arcade.payment_states', 'arcade.store.base',"
+        " 'arcade.stripe_objects', 'arcade.pricing', 'arcade.plans', 'arcade.operators',"
+        " 'arcade.payments', 'arcade.links', 'arcade.presence']\n"
+        "print(json.dumps([answer['statusCode'], [m for m in money if m in sys.modules]]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "AWS_LAMBDA_FUNCTION_NAME": "x",
+            "DATABASE_URL": "dynamodb://t",
+        },
+    )
+
+    assert json.loads(out.stdout) == [200, []]
+
+
 # paho leaves the socket of a TLS handshake that timed out to the garbage collector.
 @pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
 def test_warm_invocations_reuse_the_connection_and_survive_a_frozen_broker(

@@ -7,12 +7,14 @@ from flask import Blueprint, request
 
 from arcade.errors import BadRequest
 from arcade.machines import check_machine_id
-from arcade.operators import instant, manual_grant_request, page_size, zone
 from arcade.routes import idempotency_key, json_body
 from arcade.services import services
 from arcade.wire import PAYMENT_ID_PATTERN
 
 bp = Blueprint("operators", __name__)
+
+# arcade.operators (the money path) is imported by the routes that use it, not at start-up: a
+# Lambda cold start answers one request.
 
 
 def _admin() -> None:
@@ -27,6 +29,8 @@ def _payment_id(value: str) -> str:
 
 @bp.get("/payments")
 def list_payments():
+    from arcade.operators import instant, page_size, zone
+
     _admin()
     args = request.args
     machine_id = args.get("machine_id")
@@ -45,6 +49,8 @@ def list_payments():
 
 @bp.get("/refunds/unmatched")
 def unmatched_refunds():
+    from arcade.operators import page_size
+
     _admin()
     return services().operators.unmatched(page_size(request.args.get("limit")))
 
@@ -74,6 +80,8 @@ def refund_payment(payment_id: str):
 
 @bp.post("/machines/<machine_id>/credits")
 def grant_credits(machine_id: str):
+    from arcade.operators import manual_grant_request
+
     check_machine_id(machine_id)
     _admin()
     body = json_body()

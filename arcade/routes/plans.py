@@ -7,12 +7,13 @@ from flask import Blueprint, request
 
 from arcade.errors import BadRequest
 from arcade.machines import check_machine_id
-from arcade.plans import BY_ADMIN_API
-from arcade.pricing import DEFAULT_PLAN
 from arcade.routes import json_body
 from arcade.services import services
 
 bp = Blueprint("plans", __name__)
+
+# The plans and pricing modules are imported by the routes that use them, not at start-up: a
+# Lambda cold start answers one request.
 
 SETTINGS_FIELDS = {"credits_per_game", "timezone"}
 
@@ -23,24 +24,33 @@ def _admin() -> None:
 
 @bp.get("/plans/default")
 def show_default_plan():
+    from arcade.pricing import DEFAULT_PLAN
+
     _admin()
     return services().plans.show(DEFAULT_PLAN)
 
 
 @bp.put("/plans/default")
 def save_default_plan():
+    from arcade.plans import BY_ADMIN_API
+    from arcade.pricing import DEFAULT_PLAN
+
     _admin()
     return services().plans.save(DEFAULT_PLAN, json_body(), by=BY_ADMIN_API), 201
 
 
 @bp.get("/plans/default/changes")
 def default_plan_changes():
+    from arcade.pricing import DEFAULT_PLAN
+
     _admin()
     return {"changes": services().plans.changes(DEFAULT_PLAN)}
 
 
 @bp.get("/machines/<machine_id>/plan")
 def show_machine_plan(machine_id: str):
+    from arcade.pricing import DEFAULT_PLAN
+
     check_machine_id(machine_id)
     _admin()
     svc = services()
@@ -58,6 +68,8 @@ def show_machine_plan(machine_id: str):
 
 @bp.put("/machines/<machine_id>/plan")
 def save_machine_plan(machine_id: str):
+    from arcade.plans import BY_ADMIN_API
+
     check_machine_id(machine_id)
     _admin()
     return services().plans.save(machine_id, json_body(), by=BY_ADMIN_API), 201
@@ -65,6 +77,8 @@ def save_machine_plan(machine_id: str):
 
 @bp.patch("/machines/<machine_id>")
 def configure_machine(machine_id: str):
+    from arcade.plans import BY_ADMIN_API
+
     check_machine_id(machine_id)
     _admin()
     body = json_body()

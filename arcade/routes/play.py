@@ -9,7 +9,7 @@ with an ETag, and reads the same through ``python app.py`` and Lambda.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, render_template, request
 
@@ -21,11 +21,11 @@ from arcade.errors import (
     PaymentProviderError,
     SettingsError,
 )
-from arcade.operators import money
-from arcade.pricing import happy_hour_at, machine_zone
 from arcade.services import Services, services
-from arcade.store.base import Machine
 from arcade.wire import is_valid_machine_id
+
+if TYPE_CHECKING:
+    from arcade.store.base import Machine
 
 bp = Blueprint("play", __name__, template_folder="templates")
 
@@ -77,6 +77,9 @@ def player_page_qr(machine_id: str, kind: str):
 def offers(svc: Services, machine: Machine) -> dict[str, Any]:
     """Return what the player's page shows of a machine: its offers (each with its Payment
     Link, or none while Stripe cannot make it), bonuses and the happy hour in force."""
+    from arcade.operators import money
+    from arcade.pricing import happy_hour_at, machine_zone
+
     per_game = machine.credits_per_game or 1
     priced = svc.plans.in_force(machine)
     page: dict[str, Any] = {
