@@ -20,11 +20,15 @@ class MachineExists(StoreError):
         self.machine_id = machine_id
 
 
+# Said of a request for an unknown machine, and of a payment that names one.
+NOT_REGISTERED = "machine {} is not registered"
+
+
 class UnknownMachine(StoreError):
     """No machine with this id is registered."""
 
     def __init__(self, machine_id: str):
-        super().__init__(f"machine {machine_id} is not registered")
+        super().__init__(NOT_REGISTERED.format(machine_id))
         self.machine_id = machine_id
 
 
@@ -48,7 +52,14 @@ class PublishRefused(BrokerUnavailable):
 
 # --- stripe ---------------------------------------------------------------------------------
 class UnknownPayment(ArcadeError):
-    """No payment with this id was granted to this machine."""
+    """No payment with this id is on record (or, naming a machine, was granted to it)."""
+
+    def __init__(self, payment_id: str, machine_id: str | None = None):
+        super().__init__(
+            f"machine {machine_id} has no payment {payment_id}"
+            if machine_id is not None
+            else f"there is no payment {payment_id}"
+        )
 
 
 class MachineOffline(ArcadeError):

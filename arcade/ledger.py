@@ -26,6 +26,7 @@ from typing import Any
 from arcade import wire
 from arcade.clock import from_unix, iso, iso_seconds, later, parse_iso, utc_now
 from arcade.errors import (
+    NOT_REGISTERED,
     BrokerUnavailable,
     Conflict,
     GameOverInProgress,
@@ -494,7 +495,7 @@ class Ledger:
         for _ in range(WRITE_ATTEMPTS):
             payment = self.store.get_payment(payment_id)
             if payment is None or payment.machine_id != machine_id or not is_grant(payment):
-                raise UnknownPayment(f"machine {machine_id} has no payment {payment_id}")
+                raise UnknownPayment(payment_id, machine_id)
             if payment.credited_at is not None:
                 return payment
             if is_cancelled(payment):
@@ -541,7 +542,7 @@ class Ledger:
         """
         payment = self.store.get_payment(payment_id)
         if payment is None:
-            raise UnknownPayment(f"there is no payment {payment_id}")
+            raise UnknownPayment(payment_id)
         if not is_grant(payment):
             raise Conflict(
                 f"payment {payment_id} granted no credits ({payment.status}): nothing to resend",
@@ -892,7 +893,7 @@ class Ledger:
         if machine is None:
             claimed = _claimed_machine_id(session)
             reason = (
-                f"machine {claimed} is not registered"
+                NOT_REGISTERED.format(claimed)
                 if claimed
                 else "the session names no machine (no link of ours, metadata or reference)"
             )

@@ -286,7 +286,7 @@ class Operators:
         """Return a stored payment; raise UnknownPayment."""
         payment = self.store.get_payment(payment_id)
         if payment is None:
-            raise UnknownPayment(f"there is no payment {payment_id}")
+            raise UnknownPayment(payment_id)
         return payment
 
     def unmatched(self, limit: int = DEFAULT_PAGE) -> dict[str, Any]:
