@@ -1225,6 +1225,62 @@ def test_given_a_value_when_put_twice_then_the_second_replaces_the_first(store: 
     assert store.get_value("probe") == "two"
 
 
+def test_given_no_value_when_put_if_absent_then_it_is_kept_and_returned(store: Store) -> None:
+    """The first writer's value is stored and handed back to it."""
+    assert store.put_value_if_absent("pulse_signing_key", "first") == "first"
+    assert store.get_value("pulse_signing_key") == "first"
+
+
+def test_given_a_value_when_put_if_absent_again_then_the_stored_one_is_returned_unchanged(
+    store: Store,
+) -> None:
+    """A later writer gets the stored value back and changes nothing."""
+    store.put_value_if_absent("pulse_signing_key", "first")
+
+    assert store.put_value_if_absent("pulse_signing_key", "second") == "first"
+    assert store.get_value("pulse_signing_key") == "first"
+
+
+def test_given_concurrent_puts_if_absent_then_every_writer_gets_the_one_value_kept(
+    store: Store,
+) -> None:
+    """Processes racing to generate the signing key all end up using the same one."""
+    with ThreadPoolExecutor(THREADS) as pool:
+        answers = list(
+            pool.map(lambda n: store.put_value_if_absent("key", f"value-{n}"), range(THREADS))
+        )
+
+    assert len(set(answers)) == 1
+    assert store.get_value("key") == answers[0]
+
+
+def test_given_dynamodb_when_a_first_writer_wins_then_the_loser_reads_nothing_again(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ALL_OLD: a refused conditional write brings back the item that won, so losing a race
+    for a link key or a kept value costs no second read."""
+    if store.__class__.__name__ != "DynamoStore":
+        pytest.skip("a DynamoDB request count")
+    first = store.put_link(make_link(link_id="plink_first"))
+    store.put_value_if_absent("key", "first")
+    calls: list[str] = []
+    client = store.client  # type: ignore[attr-defined]
+    for operation in ("get_item", "query", "put_item", "transact_write_items"):
+        real = getattr(client, operation)
+        monkeypatch.setattr(
+            client,
+            operation,
+            lambda *args, _real=real, _name=operation, **kwargs: (
+                calls.append(_name),
+                _real(*args, **kwargs),
+            )[1],
+        )
+
+    assert store.put_link(make_link(link_id="plink_other")) == first
+    assert store.put_value_if_absent("key", "second") == "first"
+    assert calls == ["transact_write_items", "put_item"]
+
+
 def test_given_intents_when_unmatched_are_listed_then_only_those_without_a_session(
     store: Store,
 ) -> None:

@@ -166,11 +166,14 @@ class DynamoStore(Store):
         except ClientError as exc:
             code = _error_code(exc)
             if code == "ConditionalCheckFailedException":
-                raise _ConditionFailed from exc  # the caller decides what losing means
+                # The caller decides what losing means; with ALL_OLD asked for, the item that
+                # won comes with the refusal and needs no second read.
+                raise _ConditionFailed(exc.response.get("Item")) from exc
             if code == "TransactionCanceledException":
                 reasons = exc.response.get("CancellationReasons", [])
                 codes = [reason.get("Code", "None") for reason in reasons]
-                raise _TransactionCancelled(codes) from exc
+                items = [reason.get("Item") for reason in reasons]
+                raise _TransactionCancelled(codes, items) from exc
             if code == "ResourceInUseException" and operation == "create_table":
                 raise _TableExists from exc
             _log_failure(operation, code)
@@ -408,14 +411,17 @@ class DynamoStore(Store):
         for _ in range(ATTEMPTS):
             try:
                 self._transact(
-                    _put_new(_key(f"LINK#{link.key}", LINK_SK) | attributes | by_machine),
+                    _put_new(
+                        _key(f"LINK#{link.key}", LINK_SK) | attributes | by_machine,
+                        return_old=True,
+                    ),
                     _put_new(_key(f"LINKID#{link.link_id}", LINK_SK) | attributes),
                 )
                 return link
             except _TransactionCancelled as exc:
-                stored = self.get_link(link.key)
+                stored = exc.item(0)  # the link that won the key, sent back with the refusal
                 if stored is not None:
-                    return stored
+                    return PaymentLink(**_decode(stored, PaymentLink))
                 if exc.reason(1) == "ConditionalCheckFailed":
                     raise StoreError(
                         f"payment link {link.link_id!r} is already stored under another key"
@@ -787,12 +793,16 @@ class DynamoStore(Store):
         """Put the value only if absent (first writer wins); return the stored one."""
         item = _key(f"VALUE#{name}", VALUE_SK) | {"entity": {"S": "value"}, "value": {"S": value}}
         try:
-            self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)")
-        except _ConditionFailed:
-            stored = self.get_value(name)
-            if stored is None:
+            self._call(
+                "put_item",
+                Item=item,
+                ConditionExpression="attribute_not_exists(pk)",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except _ConditionFailed as lost:
+            if lost.item is None or "value" not in lost.item:
                 raise StoreError(f"the value {name!r} vanished while it was written") from None
-            return stored
+            return lost.item["value"]["S"]
         return value
 
 
@@ -975,9 +985,13 @@ def _update_state(
     }
 
 
-def _put_new(item: Item) -> dict[str, Any]:
-    """Return a transaction Put that succeeds only when no item has the key yet."""
-    return {"Put": {"Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}
+def _put_new(item: Item, *, return_old: bool = False) -> dict[str, Any]:
+    """Return a transaction Put that succeeds only when no item has the key yet; with
+    ``return_old`` a refusal carries the item that has it (ALL_OLD)."""
+    put: dict[str, Any] = {"Item": item, "ConditionExpression": "attribute_not_exists(pk)"}
+    if return_old:
+        put["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+    return {"Put": put}
 
 
 def _pause_or_raise(exc: _TransactionCancelled) -> None:
@@ -999,7 +1013,14 @@ def _error_code(exc: Exception) -> str:
 
 
 class _ConditionFailed(Exception):
-    """A ConditionExpression was false: another writer got there first, or nothing was there."""
+    """A ConditionExpression was false: another writer got there first, or nothing was there.
+
+    ``item`` is the stored item when the write asked for ``ALL_OLD`` and one was there.
+    """
+
+    def __init__(self, item: Item | None = None) -> None:
+        super().__init__("the condition was false")
+        self.item = item
 
 
 class _TableExists(Exception):
@@ -1009,9 +1030,15 @@ class _TableExists(Exception):
 class _TransactionCancelled(Exception):
     """A TransactWriteItems was cancelled; ``reasons`` holds one code per item, in order."""
 
-    def __init__(self, reasons: list[str]) -> None:
+    def __init__(self, reasons: list[str], items: list[Item | None] | None = None) -> None:
         super().__init__("the transaction was cancelled")
         self.reasons = reasons
+        self.items = items or []
+
+    def item(self, index: int) -> Item | None:
+        """Return the stored item that failed the condition of the action at ``index``, when
+        that action asked for ``ALL_OLD``."""
+        return self.items[index] if index < len(self.items) else None
 
     def reason(self, index: int) -> str:
         """Return the code of the action at ``index`` ("None" when it was not the cause)."""
