@@ -204,12 +204,8 @@ def test_env_local_is_read_locally_and_never_in_lambda(tmp_path):
     assert in_lambda == {"AWS_LAMBDA_FUNCTION_NAME": "arcade-pay"}
 
 
-def test_importing_app_connects_to_nothing_and_loads_no_heavy_library():
-    """GIVEN a fresh interpreter WHEN app is imported THEN no stripe, boto3 or qrcode yet."""
-    code = (
-        "import sys, app; heavy = [m for m in ('stripe', 'boto3', 'botocore', 'qrcode',"
-        " 'paho.mqtt.client') if m in sys.modules]; print(heavy)"
-    )
+def in_fresh_lambda_interpreter(code: str) -> str:
+    """Run ``code`` in a new interpreter set up as Lambda starts one; return what it printed."""
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -222,8 +218,16 @@ def test_importing_app_connects_to_nothing_and_loads_no_heavy_library():
             "DATABASE_URL": "dynamodb://t",
         },
     )
+    return out.stdout.strip()
 
-    assert out.stdout.strip() == "[]"
+
+def test_importing_app_connects_to_nothing_and_loads_no_heavy_library():
+    """GIVEN a fresh interpreter WHEN app is imported THEN no stripe, boto3 or qrcode yet."""
+    code = (
+        "import sys, app; heavy = [m for m in ('stripe', 'boto3', 'botocore', 'qrcode',"
+        " 'paho.mqtt.client') if m in sys.modules]; print(heavy)"
+    )
+    assert in_fresh_lambda_interpreter(code) == "[]"
 
 
 def test_a_cold_start_status_builds_none_of_the_money_path():
@@ -239,20 +243,7 @@ def test_a_cold_start_status_builds_none_of_the_money_path():
         " 'arcade.payments', 'arcade.links', 'arcade.presence']\n"
         "print(json.dumps([answer['statusCode'], [m for m in money if m in sys.modules]]))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "AWS_LAMBDA_FUNCTION_NAME": "x",
-            "DATABASE_URL": "dynamodb://t",
-        },
-    )
-
-    assert json.loads(out.stdout) == [200, []]
+    assert json.loads(in_fresh_lambda_interpreter(code)) == [200, []]
 
 
 # paho leaves the socket of a TLS handshake that timed out to the garbage collector.

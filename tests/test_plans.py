@@ -16,19 +16,14 @@ import pytest
 
 from arcade.store.base import link_key
 from tests.support.app import ADMIN_KEY, DEFAULT_PRICE, signed_post
+from tests.support.plans import TWO_BUNDLES
 from tests.support.stripe_standin import charge, checkout_session, event
 
 # paho leaves the socket of a connection to a stopped or refusing broker to the collector.
 pytestmark = pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-PLAN = {
-    "bundles": [
-        {"name": "1 game", "credits": 1, "amount": 100, "currency": "usd"},
-        {"name": "5 games", "credits": 6, "amount": 400, "currency": "usd"},
-    ],
-    "bonuses": [{"min_units": 3, "credits": 2}],
-}
+PLAN = TWO_BUNDLES
 
 
 @pytest.fixture

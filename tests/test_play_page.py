@@ -14,17 +14,14 @@ import pytest
 
 from tests.support.api_process import ApiProcess
 from tests.support.app import ADMIN_KEY, app_environment
+from tests.support.plans import TWO_BUNDLES
 
 # paho leaves the socket of a connection to a stopped or refusing broker to the collector.
 pytestmark = pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 PLAN = {
-    "bundles": [
-        {"name": "1 game", "credits": 1, "amount": 100, "currency": "usd"},
-        {"name": "5 games", "credits": 6, "amount": 400, "currency": "usd"},
-    ],
-    "bonuses": [{"min_units": 3, "credits": 2}],
+    **TWO_BUNDLES,
     # In force all week, all day: the page must say so whenever the test runs.
     "happy_hours": [
         {
