@@ -413,7 +413,7 @@ def show_plan(machine_id: str | None, as_json: bool) -> None:
 
 
 @plans_cli.command("set")
-@click.argument("plan_file", type=click.File("r"))
+@click.argument("plan_file", type=click.File("rb"))
 @MACHINE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print what the HTTP API answers.")
 def set_plan(plan_file: Any, machine_id: str | None, as_json: bool) -> None:
@@ -424,9 +424,13 @@ def set_plan(plan_file: Any, machine_id: str | None, as_json: bool) -> None:
     "credits": 1}], "happy_hours": [{"days": ["fri"], "start": "17:00", "end": "19:00",
     "factor": 2}]}; amounts in cents.
     """
+    from arcade.common.jsontext import NotJson, TooDeep, load_json
+
     try:
-        body = json.loads(plan_file.read())
-    except ValueError as exc:
+        body = load_json(plan_file.read())
+    except TooDeep as exc:
+        raise click.ClickException(f"{plan_file.name} is not read: {exc}") from exc
+    except NotJson as exc:
         raise click.ClickException(f"{plan_file.name} is not JSON") from exc
     saved = _operate(lambda: services().plans.save(_owner(machine_id), body, by=_cli_user()))
     if as_json:

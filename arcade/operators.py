@@ -59,6 +59,14 @@ ZERO_DECIMAL = frozenset(
     {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga"}
     | {"pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"}
 )
+# Stripe's three-decimal currencies: 1000 is one dinar (Stripe "Currencies").
+THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
+
+
+def decimals(currency: str) -> int:
+    """Return how many digits of an amount in ``currency``'s smallest unit follow the point."""
+    code = currency.lower()
+    return 0 if code in ZERO_DECIMAL else 3 if code in THREE_DECIMAL else 2
 
 
 def money(amount: int, currency: str) -> str:
@@ -68,23 +76,25 @@ def money(amount: int, currency: str) -> str:
 
 def major(amount: int, currency: str) -> str:
     """Return an amount in the currency's smallest unit in whole units: ``1.50`` (``150`` for
-    a zero-decimal currency such as JPY)."""
-    if currency.lower() in ZERO_DECIMAL:
+    a zero-decimal currency such as JPY, ``1.500`` for a three-decimal one such as BHD)."""
+    places = decimals(currency)
+    if places == 0:
         return str(amount)
     sign = "-" if amount < 0 else ""
-    return f"{sign}{abs(amount) // 100}.{abs(amount) % 100:02d}"
+    unit = 10**places
+    return f"{sign}{abs(amount) // unit}.{abs(amount) % unit:0{places}d}"
 
 
 def from_major(text: str, currency: str) -> int | None:
     """Return what a person typed (``1.5``, ``1,50``, ``2``) in the currency's smallest unit,
     or None when it is not an amount with at most the currency's decimals."""
     text = text.strip().replace(",", ".")
-    decimals = 0 if currency.lower() in ZERO_DECIMAL else 2
-    pattern = r"[0-9]{1,9}" if decimals == 0 else r"[0-9]{1,9}(\.[0-9]{1,2})?"
+    places = decimals(currency)
+    pattern = r"[0-9]{1,9}" if places == 0 else rf"[0-9]{{1,9}}(\.[0-9]{{1,{places}}})?"
     if not re.fullmatch(pattern, text):
         return None
-    whole, _, cents = text.partition(".")
-    return int(whole) * 10**decimals + (int(cents.ljust(2, "0")) if decimals else 0)
+    whole, _, fraction = text.partition(".")
+    return int(whole) * 10**places + (int(fraction.ljust(places, "0")) if places else 0)
 
 
 # --- reading what operators send ---------------------------------------------------------------

@@ -265,6 +265,15 @@ def parse_plan(body: Any, *, max_quantity: int) -> PlanDraft:
     )
     if len({b.min_units for b in bonuses}) != len(bonuses):
         raise _bad("two bonuses have the same min_units")
+    # Only the richest rule met applies: a rule for more units giving less would never apply,
+    # and the player's page would promise what a purchase does not give.
+    ordered = sorted(bonuses, key=lambda b: b.min_units)
+    for fewer, more in zip(ordered, ordered[1:], strict=False):
+        if more.credits <= fewer.credits:
+            raise _bad(
+                f"the bonus for {more.min_units} units (+{more.credits}) must give more credits"
+                f" than the one for {fewer.min_units} units (+{fewer.credits})"
+            )
     happy_hours = tuple(
         _happy_hour(raw, f"happy_hours[{i}]")
         for i, raw in enumerate(_list(body, "happy_hours", MAX_HAPPY_HOURS))
@@ -293,11 +302,16 @@ def parse_credits_per_game(value: Any) -> int:
     return value
 
 
+# Names the zone database answers that are no place's time: "localtime" is whatever the host
+# is set to, "Factory" and "posixrules" are placeholders of the database itself.
+NOT_PLACES = frozenset({"localtime", "Factory", "posixrules"})
+
+
 def parse_timezone(value: Any) -> str:
     """Return an IANA time zone name a machine may use; raise BadRequest."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    if isinstance(value, str) and 0 < len(value) <= 64:
+    if isinstance(value, str) and 0 < len(value) <= 64 and value not in NOT_PLACES:
         try:
             ZoneInfo(value)
             return value

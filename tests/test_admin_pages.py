@@ -398,6 +398,9 @@ def test_a_login_over_plain_http_away_from_loopback_says_why_it_fails(client):
         ("-1", "usd", None),
         ("abc", "usd", None),
         ("²", "usd", None),
+        ("1.5", "bhd", 1500),
+        ("1.234", "kwd", 1234),
+        ("1.2345", "jod", None),
     ],
 )
 def test_refund_amounts_are_typed_in_the_currency_not_in_cents(typed, currency, cents):
@@ -406,6 +409,24 @@ def test_refund_amounts_are_typed_in_the_currency_not_in_cents(typed, currency, 
     from arcade.operators import from_major
 
     assert from_major(typed, currency) == cents
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "shown"),
+    [
+        (150, "usd", "1.50 USD"),
+        (-5, "eur", "-0.05 EUR"),
+        (300, "jpy", "300 JPY"),
+        (1000, "bhd", "1.000 BHD"),
+        (1234, "kwd", "1.234 KWD"),
+    ],
+)
+def test_amounts_are_shown_with_the_currencys_own_decimals(amount, currency, shown):
+    """GIVEN an amount in the currency's smallest unit WHEN shown to a person THEN with as many
+    decimals as the currency has: none for JPY, three for the dinars (Stripe "Currencies")."""
+    from arcade.operators import money
+
+    assert money(amount, currency) == shown
 
 
 def test_a_refund_typed_wrong_is_a_sentence_and_nothing_is_refunded(

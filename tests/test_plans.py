@@ -436,6 +436,13 @@ def bundle(**fields: Any) -> dict[str, Any]:
         (
             {
                 "bundles": [bundle()],
+                "bonuses": [{"min_units": 2, "credits": 5}, {"min_units": 3, "credits": 1}],
+            },
+            "the bonus for 3 units (+1) must give more credits than the one for 2 units (+5)",
+        ),
+        (
+            {
+                "bundles": [bundle()],
                 "happy_hours": [{"days": ["fri"], "start": "19:00", "end": "17:00", "factor": 2}],
             },
             "happy_hours[0] must end after it starts",
@@ -514,6 +521,8 @@ def test_plan_doors_refuse_what_they_cannot_do(make_app, stripe_standin):
         ({"credits_per_game": True}, "invalid_credits_per_game"),
         ({"timezone": "Mars/Olympus"}, "invalid_timezone"),
         ({"timezone": 5}, "invalid_timezone"),
+        ({"timezone": "localtime"}, "invalid_timezone"),
+        ({"timezone": "Factory"}, "invalid_timezone"),
         ({"price": 1}, "invalid_machine_settings"),
         ({}, "invalid_machine_settings"),
     ]:
@@ -552,6 +561,14 @@ def test_operators_manage_plans_and_settings_from_the_cli(make_app, tmp_path):
     assert "bundles must be a list of 1 to 8 bundles" in refused.output
     bad = runner.invoke(args=["machines", "configure", "cab001", "--timezone", "Nowhere"])
     assert bad.exit_code == 1 and "timezone must be an IANA time zone" in bad.output
+    for text, said in [
+        (b"[" * 20000 + b"]" * 20000, "is not read: the JSON is nested deeper than 32 levels"),
+        (b"\xff\xfe{", "is not JSON"),
+    ]:
+        plan_file.write_bytes(text)
+        refused = runner.invoke(args=["plans", "set", str(plan_file)])
+        assert refused.exit_code == 1 and said in refused.output, refused.output
+        assert refused.exception is None or isinstance(refused.exception, SystemExit)
 
 
 # --- the dashboard -------------------------------------------------------------------------------
@@ -586,6 +603,13 @@ def test_an_operator_edits_plans_and_settings_on_the_dashboard(make_app):
         follow_redirects=True,
     )
     assert b"The plan is not JSON: check its brackets, commas and quotes." in broken.data
+    deep = client.post(
+        "/admin/machines/cab001/plan",
+        data={"plan": "[" * 20000 + "]" * 20000, "csrf_token": csrf},
+        follow_redirects=True,
+    )
+    assert deep.status_code == 200
+    assert b"The plan is not read: the JSON is nested deeper than 32 levels." in deep.data
     changes = app.extensions["arcade"].plans.changes("cab001")
     assert [c["by"] for c in changes] == ["admin session"]
     assert app.extensions["arcade"].plans.changes("*")[0]["by"] == "admin session"

@@ -86,7 +86,7 @@ def test_the_player_page_in_chromium_lists_bundles_linking_to_their_payment_link
     finally:
         api.close()
     assert "One game costs 2 credits." in text
-    assert "Happy hour now: credits ×2 until 24:00!" in text
+    assert "Happy hour now: credits ×2 until midnight!" in text
     assert "Buy 3 or more at once: +2 credits" in text
     assert "Happy hours (Europe/Paris)" in text
     offers = [(a.text.replace("\n", " "), a.get_attribute("href")) for a in anchors]
@@ -129,6 +129,34 @@ def test_the_page_is_cacheable_and_says_plainly_what_is_wrong(make_app, stripe_s
     assert b"buy.stripe.com" not in offline.data
     qr = client.get("/play/cab001/qr.svg")
     assert qr.status_code == 200 and qr.mimetype == "image/svg+xml"
+
+
+def test_the_page_escapes_names_and_shows_the_happy_hour_in_force(make_app, stripe_standin):
+    """GIVEN a plan whose bundle name carries HTML, a happy hour on another day (x2) and one
+    all of today in the machine's zone (+5) WHEN the page is opened THEN the name reads as
+    text, never as markup, the banner names today's happy hour, and a window that runs to the
+    end of the day ends "at midnight", not at 24:00."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    today = datetime.now(ZoneInfo("Europe/Paris")).weekday()
+    plan = {
+        "bundles": [
+            {"name": "<b>Big</b> & co", "credits": 3, "amount": 200, "currency": "usd"},
+        ],
+        "happy_hours": [
+            {"days": [days[(today + 3) % 7]], "start": "00:00", "end": "24:00", "factor": 2},
+            {"days": [days[today]], "start": "00:00", "end": "24:00", "extra": 5},
+        ],
+    }
+    client = make_app().test_client()
+    set_up(client, plan=plan)
+
+    page = client.get("/play/cab001").data.decode()
+
+    assert "&lt;b&gt;Big&lt;/b&gt; &amp; co" in page and "<b>Big</b>" not in page
+    assert "Happy hour now: +5 credits until midnight!" in page
 
 
 def test_a_machine_without_a_plan_offers_its_single_price(make_app, stripe_standin):

@@ -408,13 +408,14 @@ def save_machine_plan(machine_id: str) -> Any:
 
 def _save_plan(owner: str) -> str:
     """Save the plan typed in the form as the owner's next version; say what happened."""
-    import json
-
+    from arcade.common.jsontext import NotJson, TooDeep, load_json
     from arcade.plans import BY_ADMIN_SESSION
 
     try:
-        body = json.loads(request.form.get("plan", ""))
-    except ValueError as exc:
+        body = load_json(request.form.get("plan", ""))
+    except TooDeep as exc:
+        raise BadRequest(f"the plan is not read: {exc}") from exc
+    except NotJson as exc:
         raise BadRequest("the plan is not JSON: check its brackets, commas and quotes") from exc
     saved = services().plans.save(owner, body, by=BY_ADMIN_SESSION)
     links = saved["links"]
