@@ -74,6 +74,11 @@ class PaymentProviderError(ArcadeError):
     """Stripe failed or refused a call; the message is ours, never the library's."""
 
 
+class PaymentRequestRefused(PaymentProviderError):
+    """Stripe answered that the request itself is invalid (a 4xx InvalidRequestError): asking
+    again will not help, what was sent must change."""
+
+
 class InvalidSignature(ArcadeError):
     """A webhook body whose Stripe-Signature is missing, wrong or stale."""
 

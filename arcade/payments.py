@@ -15,7 +15,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from arcade.errors import InvalidSignature, PaymentProviderError, SettingsError
+from arcade.errors import (
+    InvalidSignature,
+    PaymentProviderError,
+    PaymentRequestRefused,
+    SettingsError,
+)
 from arcade.logs import log_event
 
 if TYPE_CHECKING:
@@ -338,5 +343,5 @@ class StripeGateway:
             if isinstance(exc, stripe.AuthenticationError):
                 raise PaymentProviderError("Stripe refused STRIPE_API_KEY") from exc
             if isinstance(exc, stripe.InvalidRequestError):
-                raise PaymentProviderError("Stripe refused the request") from exc
+                raise PaymentRequestRefused("Stripe refused the request") from exc
             raise PaymentProviderError("Stripe could not be reached or failed") from exc

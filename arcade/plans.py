@@ -16,7 +16,13 @@ from datetime import timedelta
 from typing import Any
 
 from arcade.clock import iso, parse_iso, utc_now
-from arcade.errors import ArcadeError, BadRequest, StoreError, UnknownMachine
+from arcade.errors import (
+    ArcadeError,
+    BadRequest,
+    PaymentRequestRefused,
+    StoreError,
+    UnknownMachine,
+)
 from arcade.links import LinkService
 from arcade.logs import log_event
 from arcade.payments import StripeGateway
@@ -206,11 +212,20 @@ class PlanService:
                     code="invalid_plan",
                 )
         else:
-            price = self.gateway.create_price(
-                unit_amount=draft.amount or 0,
-                currency=draft.currency or "usd",
-                product_name=draft.name,
-            )
+            try:
+                price = self.gateway.create_price(
+                    unit_amount=draft.amount or 0,
+                    currency=draft.currency or "usd",
+                    product_name=draft.name,
+                )
+            except PaymentRequestRefused as exc:
+                # Stripe is the authority on which currencies and amounts it charges.
+                raise BadRequest(
+                    f"{where}: Stripe refused a Price of {draft.amount} in"
+                    f" {(draft.currency or 'usd').upper()}: check the currency and the amount"
+                    " (at least Stripe's minimum charge)",
+                    code="invalid_plan",
+                ) from exc
         return Bundle(
             name=draft.name,
             price_id=price.price_id,

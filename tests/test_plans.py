@@ -362,6 +362,21 @@ def test_two_credits_per_game_with_three_left_plays_one_game_then_none(
     assert beat.json["credits_per_game"] == 2
 
 
+def test_a_bundle_in_a_currency_stripe_does_not_charge_in_is_refused_by_name(
+    client, stripe_standin
+):
+    """GIVEN a plan whose bundle is priced in "xyz" WHEN it is saved THEN Stripe's refusal of
+    the Price comes back as a 400 naming the bundle, not as a 502, and no version is stored."""
+    plan = {"bundles": [{"name": "1 game", "credits": 1, "amount": 100, "currency": "xyz"}]}
+
+    answer = client.put("/plans/default", json=plan, headers=ADMIN)
+
+    assert answer.status_code == 400
+    assert answer.json["code"] == "invalid_plan"
+    assert answer.json["error"].startswith("bundles[0]: Stripe refused a Price of 100 in XYZ")
+    assert client.get("/plans/default", headers=ADMIN).json.get("version") is None
+
+
 def test_a_session_opens_once_a_full_game_is_paid_for(app, client, cabinet, subscribe):
     """GIVEN a machine whose games cost 3 credits WHEN a webhook grant of 1 credit is
     delivered THEN it stays idle (not enough for a game); WHEN 2 more credits come by hand THEN

@@ -591,6 +591,18 @@ LINE_ITEM_PARAMS = frozenset({"price", "quantity", "adjustable_quantity"})
 PRICE_PARAMS = frozenset(
     {"currency", "unit_amount", "product", "product_data", "nickname", "metadata", "expand"}
 )
+# The currencies Stripe charges in (Stripe "Supported currencies", presentment): a Price in
+# any other is refused as "Invalid currency".
+_CURRENCY_CODES = (
+    "usd aed afn all amd ang aoa ars aud awg azn bam bbd bdt bgn bhd bif bmd bnd bob brl"
+    " bsd bwp byn bzd cad cdf chf clp cny cop crc cve czk djf dkk dop dzd egp etb eur fjd"
+    " fkp gbp gel gip gmd gnf gtq gyd hkd hnl htg huf idr ils inr isk jmd jod jpy kes kgs"
+    " khr kmf krw kwd kyd kzt lak lbp lkr lrd lsl mad mdl mga mkd mmk mnt mop mur mvr mwk"
+    " mxn myr mzn nad ngn nio nok npr nzd omr pab pen pgk php pkr pln pyg qar ron rsd rub"
+    " rwf sar sbd scr sek sgd shp sle sos srd std szl thb tjs tnd top try ttd twd tzs uah"
+    " ugx uyu uzs vnd vuv wst xaf xcd xof xpf yer zar zmw"
+)
+PRESENTMENT_CURRENCIES = frozenset(_CURRENCY_CODES.split())
 PAYMENT_INTENT_DATA_PARAMS = frozenset(
     {
         "capture_method",
@@ -1113,7 +1125,7 @@ class StripeStandIn:
         if "currency" not in params:
             raise _missing("currency")
         currency = params["currency"]
-        if not isinstance(currency, str) or not re.fullmatch(r"[a-z]{3}", currency):
+        if not isinstance(currency, str) or currency not in PRESENTMENT_CURRENCIES:
             raise _invalid("currency", f"Invalid currency: {currency}", "parameter_invalid")
         if "unit_amount" not in params:
             raise _missing("unit_amount")
