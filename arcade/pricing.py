@@ -223,13 +223,19 @@ def most_credits(plan: Plan, max_quantity: int) -> int:
 # --- what the player is told ------------------------------------------------------------------
 def offer_text(plan: Plan, bundle: Bundle, zone_name: str) -> str:
     """Return what a bundle's Payment Link says the player gets (its ``custom_text``)."""
+    closing = "Credits go to the machine as soon as the payment succeeds."
+    more = "More happy hours are listed on the machine's page."
     parts = [f"{bundle.name}: {_credits(bundle.credits)} for each one you buy."]
     for bonus in sorted(plan.bonuses, key=lambda b: b.min_units):
         parts.append(f"Buy {bonus.min_units} or more: +{_credits(bonus.credits)}.")
     for happy in plan.happy_hours:
-        parts.append(f"Happy hour {happy.when()} ({zone_name}): {happy.describe()}.")
-    parts.append("Credits go to the machine as soon as the payment succeeds.")
-    return " ".join(parts)[:MAX_CUSTOM_TEXT]
+        sentence = f"Happy hour {happy.when()} ({zone_name}): {happy.describe()}."
+        # Whole sentences only: Stripe takes at most MAX_CUSTOM_TEXT characters.
+        if len(" ".join([*parts, sentence, more, closing])) > MAX_CUSTOM_TEXT:
+            parts.append(more)
+            break
+        parts.append(sentence)
+    return " ".join([*parts, closing])
 
 
 def _credits(count: int) -> str:

@@ -362,6 +362,26 @@ def test_two_credits_per_game_with_three_left_plays_one_game_then_none(
     assert beat.json["credits_per_game"] == 2
 
 
+def test_what_a_link_says_is_whole_sentences_within_stripes_limit():
+    """GIVEN a plan with 14 happy hours on every day in a long zone name WHEN its link text is
+    written THEN it keeps within Stripe's 1200 characters in whole sentences, says more happy
+    hours are on the machine's page and still ends with when the credits arrive."""
+    from arcade.pricing import MAX_CUSTOM_TEXT, Bundle, HappyHour, Plan, offer_text
+
+    days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    bundle = Bundle("5 games", "price_5", 6, 400, "usd")
+    hours = tuple(
+        HappyHour(days=days, start=f"{h:02d}:00", end=f"{h:02d}:30", factor=2) for h in range(14)
+    )
+
+    text = offer_text(Plan((bundle,), (), hours), bundle, "America/Argentina/ComodRivadavia")
+
+    assert len(text) <= MAX_CUSTOM_TEXT
+    assert text.startswith("5 games: 6 credits for each one you buy. Happy hour Mon, Tue")
+    assert "More happy hours are listed on the machine's page." in text
+    assert text.endswith("Credits go to the machine as soon as the payment succeeds.")
+
+
 def test_a_bundle_in_a_currency_stripe_does_not_charge_in_is_refused_by_name(
     client, stripe_standin
 ):
