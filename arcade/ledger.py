@@ -909,10 +909,11 @@ class Ledger:
         units = self._units(session, link, machine)
         if units <= 0:
             return Attribution(machine.machine_id, 0, "no line item is at this machine's price")
-        return Attribution(
-            machine.machine_id,
-            units * (machine.credits_per_unit or self.default_credits_per_unit),
-        )
+        credits = units * (machine.credits_per_unit or self.default_credits_per_unit)
+        if credits > wire.MAX_CREDITS:
+            # A coinpulse the cabinet would refuse: the payment waits for an operator's refund.
+            return Attribution(machine.machine_id, 0, _over_one_coinpulse(credits))
+        return Attribution(machine.machine_id, credits)
 
     def _our_link(self, session: CheckoutSession) -> PaymentLink | None:
         link_id = session.payment_link
@@ -987,7 +988,7 @@ class Ledger:
             reason = f"no line item is at a price of plan version {version.version}"
             return Attribution(machine.machine_id, 0, reason, plan_version=version.version)
         if bought.credits > wire.MAX_CREDITS:
-            reason = f"it buys {bought.credits} credits, more than one coinpulse carries"
+            reason = _over_one_coinpulse(bought.credits)
             return Attribution(machine.machine_id, 0, reason, plan_version=version.version)
         names = [
             bundle.name
@@ -1305,6 +1306,12 @@ def _per_game(machine: Machine | None) -> int:
 def _created(session: CheckoutSession) -> datetime:
     """Return when a Checkout Session was created (now, for one that does not say)."""
     return from_unix(session.created) if session.created is not None else utc_now()
+
+
+def _over_one_coinpulse(credits: int) -> str:
+    """Why a payment that buys more credits than a coinpulse carries (wire.MAX_CREDITS) grants
+    nothing: the cabinet would refuse the message, so nothing is sent and an operator refunds."""
+    return f"it buys {credits} credits, more than one coinpulse carries ({wire.MAX_CREDITS})"
 
 
 def _new_session_id() -> str:

@@ -86,6 +86,28 @@ def test_another_link_at_one_cent_naming_the_machine_buys_nothing(
     assert shown["reason"] == "no line item is at this machine's price"
 
 
+def test_a_session_buying_more_than_one_coinpulse_carries_waits_for_a_refund(
+    client, cabinet, deliver, subscribe, stripe_standin
+):
+    """GIVEN a link made in Stripe's dashboard selling 1001 units at the machine's price WHEN
+    it is paid THEN no coinpulse is sent (the cabinet refuses one over 1000 credits): the
+    payment is unattributed, saying why, for an operator to refund."""
+    session = stripe_standin.add_checkout_session(
+        "cs_crate", [(DEFAULT_PRICE, 1001)], payment_link="plink_dash", client_reference_id="cab001"
+    )
+    subscriber = subscribe(COINPULSE)
+
+    answer = deliver("checkout.session.completed", session)
+
+    assert answer.json["result"] == "unattributed"
+    assert subscriber.settle() == []
+    state = state_of(client, cabinet)
+    assert state["credits"]["granted"] == 0
+    assert payment_in(state, "cs_crate")["reason"] == (
+        "it buys 1001 credits, more than one coinpulse carries (1000)"
+    )
+
+
 def test_a_free_trial_subscription_naming_the_machine_buys_nothing(
     client, cabinet, deliver, subscribe, stripe_standin
 ):
