@@ -1024,10 +1024,12 @@ class Ledger:
     ) -> MachineState:
         """Use one game's credits and close the open session, then publish ``gameover``.
 
-        The state is written first, and undone if the broker does not acknowledge: a game
-        over that answers 503 has counted nothing. An Idempotency-Key counts once per machine
-        for 24 hours whatever came between (SPEC "POST /gameover"). Raises BrokerUnavailable
-        or StoreError.
+        ``credits_per_game`` is what this game cost: the cabinet's, as its game over said, else
+        the machine's (``arcade.wire``, "What a game costs"). The state is written first, and
+        undone if the broker does not acknowledge: a game over that answers 503 has counted
+        nothing. An Idempotency-Key counts once per machine for 24 hours whatever came between
+        (SPEC "POST /gameover"), with what its first counted sending said a game cost. Raises
+        BrokerUnavailable or StoreError.
         """
         now = utc_now()
         record = (
@@ -1065,6 +1067,7 @@ class Ledger:
             machine_id=machine_id,
             credits_left=state.credits_left,
             credits_used=state.credits_used,
+            credits_per_game=credits_per_game,
             session_id=state.session_id,
         )
         return state

@@ -14,6 +14,15 @@ Messages (SPEC "MQTT"; the first fields are the reference implementation's)::
 without padding, over the message without ``sig`` serialised as JSON with sorted keys,
 separators ``,`` and ``:``, UTF-8. Anyone holding broker credentials can publish; only the API
 holds the private key.
+
+What a game costs (a machine's ``credits_per_game``) is counted the same on both sides: a game
+over uses that many credits when that many are left, else it is a game without credit. The
+cabinet counts a game when it ends, with the value it holds then, and says so in its
+``POST /gameover`` body (``credits_per_game``, optional); the API counts that game with it,
+and with the machine's configured value when the body has none (the reference's cabinets).
+The answers to ``POST /gameover`` and to the heartbeat carry the machine's current
+``credits_per_game``, which the cabinet keeps for the games that end after it. A change of
+the value therefore applies from the next game the cabinet counts, on both sides alike.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ MIN_CREDITS, MAX_CREDITS = 1, 1000
 # Credits one game over uses on a machine (its credits_per_game): the API and the cabinet's
 # counter both take this many per game, and count a game without credit when fewer are left.
 MAX_CREDITS_PER_GAME = 100
+CREDITS_PER_GAME_RULE = f"credits_per_game must be a whole number from 1 to {MAX_CREDITS_PER_GAME}"
 
 
 def is_credits_per_game(value: object) -> bool:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import json
 import os
 import signal
+import sqlite3
 import threading
 import time
 import urllib.error
@@ -40,7 +42,7 @@ from arcade.cabinet.actions import load_coin_action
 from arcade.cabinet.display import qr_text
 from arcade.cabinet.ledger import CabinetLedger
 from arcade.common.logs import JsonLineFormatter
-from tests.support.app import TOPIC_PREFIX
+from tests.support.app import ADMIN_KEY, TOPIC_PREFIX
 from tests.support.app import Cabinet as Machine
 from tests.support.broker import TlsBroker, free_loopback_port
 from tests.support.browser import PageServer
@@ -51,6 +53,7 @@ FAST_RETRY = RetryPolicy(first_delay=0.05, max_delay=0.2)
 QR_BLOCKS = set("█▀▄")
 FIXED_LINK = "https://buy.stripe.com/test_fixed"
 NOBODY = "http://127.0.0.1:9"  # nothing listens: tests that need the API say so
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 class RecordingAction:
@@ -922,6 +925,124 @@ def test_a_game_over_the_api_refuses_is_not_retried(make_cabinet, serve_api, mac
     assert cabinet.wait_until(lambda: cabinet.game_over_attempts == 1)
     assert cabinet.game_overs_sent == 0
     assert not cabinet.wait_until(lambda: cabinet.game_over_attempts > 1, timeout=0.3)
+
+
+# --- games that cost more than one credit ------------------------------------------------------
+
+
+@pytest.fixture
+def configure(client, machine: Machine) -> Callable[..., None]:
+    """Set the machine's credits per game as the operator does."""
+
+    def set_credits_per_game(credits: int) -> None:
+        path = f"/machines/{machine.machine_id}"
+        answer = client.patch(path, json={"credits_per_game": credits}, headers=ADMIN)
+        assert answer.status_code == 200
+
+    return set_credits_per_game
+
+
+@pytest.fixture
+def grant(client, machine: Machine) -> Callable[..., None]:
+    """Grant credits by hand, as the operator does: the API publishes their coinpulse."""
+
+    def give(credits: int) -> None:
+        path = f"/machines/{machine.machine_id}/credits"
+        answer = client.post(path, json={"credits": credits, "reason": "test"}, headers=ADMIN)
+        assert answer.status_code == 201
+
+    return give
+
+
+def test_the_cabinet_counts_a_game_at_the_cost_its_heartbeat_was_told(
+    make_cabinet, serve_api, configure, grant, machine
+):
+    """GIVEN a machine of 2 credits a game WHEN the cabinet's heartbeat was answered and a game
+    ends with 3 credits THEN the cabinet uses 2 for it, not 1."""
+    configure(2)
+    cabinet = make_cabinet(api_url=serve_api(), token=machine.token, heartbeat_seconds=3600)
+    assert cabinet.wait_until(lambda: cabinet.heartbeats_sent >= 1)
+    grant(3)
+    assert cabinet.wait_credits(3)
+
+    status, answer = post_local(cabinet.http_port, "/game-over")
+
+    assert status == 202
+    assert answer == {"status": "accepted", "used_credit": True, "credits_left": 1}
+
+
+def test_a_new_credits_per_game_never_sets_the_cabinet_and_the_api_apart(
+    make_cabinet, serve_api, configure, grant, client, machine
+):
+    """GIVEN 3 credits a game, 5 credits and two games played (2 left, one game without credit)
+    WHEN the operator makes it 1 a game and a game ends before the next heartbeat THEN the API
+    counts that game as the cabinet did (without credit, 2 left), and the game after it uses 1
+    credit on both sides."""
+    configure(3)
+    cabinet = make_cabinet(api_url=serve_api(), token=machine.token, heartbeat_seconds=3600)
+    assert cabinet.wait_until(lambda: cabinet.heartbeats_sent >= 1)
+    grant(5)
+    assert cabinet.wait_credits(5)
+
+    def game_ends() -> tuple[dict[str, Any], dict[str, Any]]:
+        """Return what the cabinet answered and, once the API has it, the API's counts."""
+        sent = cabinet.game_overs_sent
+        status, answer = post_local(cabinet.http_port, "/game-over")
+        assert status == 202 and cabinet.wait_game_overs_sent(sent + 1)
+        state = client.get(f"/machines/{machine.machine_id}", headers=machine.auth).json
+        counted = {"left": state["credits"]["left"], "without": state["games_without_credit"]}
+        return {"used": answer["used_credit"], "left": answer["credits_left"]}, counted
+
+    played = [game_ends(), game_ends()]
+    configure(1)
+    played += [game_ends(), game_ends()]
+
+    assert played == [
+        ({"used": True, "left": 2}, {"left": 2, "without": 0}),
+        ({"used": False, "left": 2}, {"left": 2, "without": 1}),
+        ({"used": False, "left": 2}, {"left": 2, "without": 2}),
+        ({"used": True, "left": 1}, {"left": 1, "without": 2}),
+    ]
+    assert cabinet.heartbeats_sent == 1
+    assert cabinet.credits == 1
+
+
+def test_a_game_over_tells_the_api_what_the_game_cost(make_cabinet, api_standin):
+    """GIVEN a cabinet never told otherwise WHEN a game ends THEN its game over says the game
+    cost 1 credit."""
+    cabinet = make_cabinet(api_url=api_standin.url)
+
+    cabinet.game_over()
+
+    [call] = api_standin.wait_calls("/gameover", 1)
+    assert call.body == {"machine_id": cabinet.settings.machine_id, "credits_per_game": 1}
+
+
+def test_a_game_over_queued_before_the_cost_was_recorded_is_sent_without_it(tmp_path):
+    """GIVEN a state file from before game overs recorded their cost, one game over queued WHEN
+    the ledger opens it THEN that game over has no cost (the API counts it with the machine's),
+    and the next one records what it cost."""
+    path = tmp_path / "cabinet.db"
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.executescript(
+            "CREATE TABLE game_overs (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " ended_at TEXT NOT NULL, source TEXT NOT NULL, used_credit INTEGER NOT NULL,"
+            " status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,"
+            " sent_at TEXT);"
+            "INSERT INTO game_overs (ended_at, source, used_credit)"
+            " VALUES ('2026-11-22T10:00:00.000000Z', 'call', 0);"
+        )
+    ledger = CabinetLedger(path)
+    ledger.keep_credits_per_game(2)
+
+    new = ledger.add_game_over("call")
+    old = ledger.next_game_over()
+    ledger.finish_game_over(old.id, status="sent", attempts=1)
+
+    assert (old.id, old.credits_per_game) == (1, None)
+    assert new.credits_per_game == 2
+    assert ledger.next_game_over() == new
+    ledger.close()
 
 
 def test_sigusr1_means_a_game_ended(make_cabinet, send_pulse):

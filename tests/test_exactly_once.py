@@ -199,7 +199,7 @@ def test_a_game_over_retried_with_its_idempotency_key_counts_once(
     retry = client.post("/gameover", json={"machine_id": "cab001"}, headers=keyed)
 
     assert first.status_code == retry.status_code == 200
-    assert retry.json == {"message": "Game over signal sent"}
+    assert retry.json == {"message": "Game over signal sent", "credits_per_game": 1}
     assert len(subscriber.settle()) == 1
     assert state_of(client, cabinet)["credits"] == {"granted": 2, "used": 1, "left": 1}
     other = {**cabinet.auth, "Idempotency-Key": "cab001-2026-11-29T10:05:00.000000Z-2"}

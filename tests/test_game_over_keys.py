@@ -1,4 +1,5 @@
-"""A game over counts once per Idempotency-Key for 24 hours, and a 503 counts nothing.
+"""A game over counts once per Idempotency-Key for 24 hours, and a 503 counts nothing; it
+counts with the credits per game the cabinet says it cost, else the machine's.
 
 On SQLite and DynamoDB alike, through the real endpoint and a real TLS broker.
 """
@@ -12,9 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support.app import TOPIC_PREFIX
+from tests.support.app import ADMIN_KEY, TOPIC_PREFIX
 
 GAMEOVER = f"{TOPIC_PREFIX}/cab001/gameover"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 @pytest.fixture
@@ -32,13 +34,19 @@ def credited(app, open_shop):
     return shop
 
 
-def game_over(shop, key: str | None = None, client=None):
+def game_over(shop, key: str | None = None, client=None, **fields):
     headers = dict(shop.auth)
     if key is not None:
         headers["Idempotency-Key"] = key
     return (client or shop.client).post(
-        "/gameover", json={"machine_id": shop.machine_id}, headers=headers
+        "/gameover", json={"machine_id": shop.machine_id, **fields}, headers=headers
     )
+
+
+def set_credits_per_game(shop, credits: int) -> None:
+    path = f"/machines/{shop.machine_id}"
+    answer = shop.client.patch(path, json={"credits_per_game": credits}, headers=ADMIN)
+    assert answer.status_code == 200
 
 
 def test_a_key_is_remembered_whatever_came_between(credited, subscribe):
@@ -157,3 +165,52 @@ def test_a_key_retried_on_another_instance_while_the_first_still_sends_counts_on
     assert shop.state()["credits"]["used"] == 2
     assert len(subscriber.settle(0.5)) == 1
     gc.collect()
+
+
+# --- what a game cost -------------------------------------------------------------------------
+def test_the_reference_cabinets_body_uses_the_machines_credits_per_game(credited):
+    """GIVEN a machine of 2 credits a game WHEN a game over says only its machine_id THEN it
+    uses 2 credits, and the answer says what a game costs."""
+    set_credits_per_game(credited, 2)
+
+    answer = game_over(credited)
+
+    assert answer.status_code == 200
+    assert answer.json == {"message": "Game over signal sent", "credits_per_game": 2}
+    assert credited.state()["credits"] == {"granted": 20, "used": 2, "left": 18}
+
+
+def test_a_game_over_counts_with_what_the_game_cost_on_the_cabinet(credited):
+    """GIVEN a machine now of 1 credit a game WHEN a game over says it cost 3 THEN it uses 3,
+    and the answer says the machine's 1."""
+    answer = game_over(credited, credits_per_game=3)
+
+    assert answer.json == {"message": "Game over signal sent", "credits_per_game": 1}
+    assert credited.state()["credits"] == {"granted": 20, "used": 3, "left": 17}
+
+
+def test_a_replayed_game_over_counts_once_with_what_its_first_sending_said(credited):
+    """GIVEN a game over with a key that said 2 credits a game WHEN it comes again saying 5, or
+    nothing THEN it still counts once, with 2."""
+    set_credits_per_game(credited, 4)
+
+    answers = [
+        game_over(credited, "K-cost", credits_per_game=2),
+        game_over(credited, "K-cost", credits_per_game=5),
+        game_over(credited, "K-cost"),
+    ]
+
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert {a.json["credits_per_game"] for a in answers} == {4}
+    assert credited.state()["credits"] == {"granted": 20, "used": 2, "left": 18}
+
+
+@pytest.mark.parametrize("credits_per_game", [0, -1, 101, "2", True, 1.5, [2]])
+def test_a_game_over_with_a_bad_credits_per_game_is_a_400_and_counts_nothing(
+    credited, credits_per_game
+):
+    answer = game_over(credited, "K-bad", credits_per_game=credits_per_game)
+
+    assert (answer.status_code, answer.json["code"]) == (400, "invalid_credits_per_game")
+    assert answer.json["error"] == "credits_per_game must be a whole number from 1 to 100"
+    assert credited.state()["credits"]["used"] == 0

@@ -53,7 +53,7 @@ def test_game_over_publishes_gameover_and_the_state_follows(client, cabinet, sub
     answer = client.post("/gameover", json={"machine_id": "cab001"}, headers=cabinet.auth)
 
     assert answer.status_code == 200
-    assert answer.json == {"message": "Game over signal sent"}
+    assert answer.json == {"message": "Game over signal sent", "credits_per_game": 1}
     [message] = subscriber.wait_for(1)
     assert message.payload["machineId"] == "cab001"
     assert message.payload["status"] == "game_over"

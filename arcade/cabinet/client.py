@@ -253,7 +253,8 @@ class Cabinet:
 
     # --- game over ----------------------------------------------------------------------------
     def game_over(self, source: str = "call") -> GameOver:
-        """Record a game over (one credit used) and have it sent to the API in the background."""
+        """Record a game over (a game's credits used) and have it sent to the API in the
+        background, with what the game cost."""
         record = self._require_ledger().add_game_over(source)
         self._log(
             "game_over",
@@ -776,10 +777,7 @@ class Cabinet:
         else:
             reason = f"http_{status}"
         if status is not None and 200 <= status < 300:
-            per_game = answer.get("credits_per_game")
-            if wire.is_credits_per_game(per_game):
-                # The API's counter and ours must take the same credits per game.
-                self._require_ledger().keep_credits_per_game(per_game)
+            self._keep_credits_per_game(answer)
             with self._changed:
                 self.heartbeats_sent += 1
                 self._changed.notify_all()
@@ -799,14 +797,26 @@ class Cabinet:
             self._game_over_wake, self._require_ledger().next_game_over, self._send_game_over
         )
 
+    def _keep_credits_per_game(self, answer: dict[str, Any]) -> None:
+        """Keep what a game costs from the API's answer, for the games that end after it."""
+        per_game = answer.get("credits_per_game")
+        if wire.is_credits_per_game(per_game):
+            self._require_ledger().keep_credits_per_game(per_game)
+
     def _send_game_over(self, record: GameOver) -> float | None:
+        body: dict[str, Any] = {"machine_id": self.settings.machine_id}
+        if record.credits_per_game is not None:
+            # The API counts this game as it was counted here (wire: "What a game costs").
+            body["credits_per_game"] = record.credits_per_game
         answer = self._call(
             "/gameover",
-            {"machine_id": self.settings.machine_id},
+            body,
             log_ids={"game_over_id": record.id},
             # Unique even when the state file is made anew and the ids start over.
             idempotency_key=f"{self.settings.machine_id}-{record.ended_at}-{record.id}",
         )
+        if answer.ok:
+            self._keep_credits_per_game(answer.body)
         self._finish_game_over(record, answer)
         # Left queued after giving up: the next game over, or the next start, tries again.
         return None if answer.outcome in ("gave_up", "stopped") else 0

@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 CLIENT_ID = "mqtt_client_id"
-# What one game uses, as the API last said in answer to a heartbeat (1 until it says).
+# What one game uses, as the API last said in answer to a heartbeat or a game over (1 until
+# it says).
 CREDITS_PER_GAME = "credits_per_game"
 PULSE_KEY = "pulse_public_key"
 
@@ -36,14 +37,17 @@ CREATE TABLE IF NOT EXISTS counter (
     credits INTEGER NOT NULL CHECK (credits >= 0)
 );
 INSERT OR IGNORE INTO counter (id, credits) VALUES (1, 0);
+-- credits_per_game: what the game cost when it ended, told to the API with it (NULL in rows
+-- of a file older than the column: the API then counts with the machine's value).
 CREATE TABLE IF NOT EXISTS game_overs (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    ended_at    TEXT NOT NULL,
-    source      TEXT NOT NULL,
-    used_credit INTEGER NOT NULL,
-    status      TEXT NOT NULL DEFAULT 'pending',
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    sent_at     TEXT
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    ended_at         TEXT NOT NULL,
+    source           TEXT NOT NULL,
+    used_credit      INTEGER NOT NULL,
+    status           TEXT NOT NULL DEFAULT 'pending',
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    sent_at          TEXT,
+    credits_per_game INTEGER
 );
 -- One row per payment whose coins were all fired: POST .../credits/ack until answered.
 CREATE TABLE IF NOT EXISTS confirmations (
@@ -88,6 +92,7 @@ class GameOver:
     source: str
     used_credit: bool
     credits_left: int
+    credits_per_game: int | None = None  # what it cost here; None: not recorded (older file)
 
 
 class CabinetLedger:
@@ -103,6 +108,9 @@ class CabinetLedger:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(game_overs)")}
+            if "credits_per_game" not in columns:  # a file from before the column
+                self._db.execute("ALTER TABLE game_overs ADD COLUMN credits_per_game INTEGER")
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -242,7 +250,8 @@ class CabinetLedger:
         return 1 if row is None else int(row[0])
 
     def keep_credits_per_game(self, credits: int) -> None:
-        """Keep the credits one game uses, as the API said it (survives a restart)."""
+        """Keep the credits one game uses, as the API last said it in answer to a heartbeat or
+        a game over (survives a restart)."""
         with self._lock:
             self._db.execute(
                 "INSERT INTO kept (name, value) VALUES (?, ?)"
@@ -252,7 +261,7 @@ class CabinetLedger:
 
     def add_game_over(self, source: str) -> GameOver:
         """Use one game's credits when that many are left (else the game used none, as the
-        API counts it), and queue the game over for the API."""
+        API counts it), and queue the game over for the API with what the game cost."""
         ended_at = _now()
         per_game = self.credits_per_game()
         with self._transaction():
@@ -261,23 +270,27 @@ class CabinetLedger:
                 (per_game, per_game),
             ).rowcount
             cursor = self._db.execute(
-                "INSERT INTO game_overs (ended_at, source, used_credit) VALUES (?, ?, ?)",
-                (ended_at, source, used),
+                "INSERT INTO game_overs (ended_at, source, used_credit, credits_per_game)"
+                " VALUES (?, ?, ?, ?)",
+                (ended_at, source, used, per_game),
             )
             (left,) = self._db.execute("SELECT credits FROM counter WHERE id = 1").fetchone()
-        return GameOver(int(cursor.lastrowid or 0), ended_at, source, bool(used), int(left))
+        return GameOver(
+            int(cursor.lastrowid or 0), ended_at, source, bool(used), int(left), per_game
+        )
 
     def next_game_over(self) -> GameOver | None:
         """Return the oldest game over not yet sent (nor refused by the API), or None."""
         with self._lock:
             row = self._db.execute(
-                "SELECT id, ended_at, source, used_credit FROM game_overs"
+                "SELECT id, ended_at, source, used_credit, credits_per_game FROM game_overs"
                 " WHERE status = 'pending' ORDER BY id LIMIT 1"
             ).fetchone()
             (left,) = self._db.execute("SELECT credits FROM counter WHERE id = 1").fetchone()
         if row is None:
             return None
-        return GameOver(int(row[0]), row[1], row[2], bool(row[3]), int(left))
+        per_game = None if row[4] is None else int(row[4])
+        return GameOver(int(row[0]), row[1], row[2], bool(row[3]), int(left), per_game)
 
     def finish_game_over(self, game_over_id: int, *, status: str, attempts: int) -> None:
         """Mark a game over ``sent`` or ``rejected``, or add attempts to a ``pending`` one."""

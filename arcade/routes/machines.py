@@ -9,7 +9,7 @@ from arcade.errors import BadRequest, UnknownMachine
 from arcade.machines import check_machine_id, describe
 from arcade.routes import idempotency_key, json_body
 from arcade.services import services
-from arcade.wire import PAYMENT_ID_PATTERN
+from arcade.wire import CREDITS_PER_GAME_RULE, PAYMENT_ID_PATTERN, is_credits_per_game
 
 bp = Blueprint("machines", __name__)
 
@@ -18,12 +18,19 @@ MAX_REPORTED_CREDITS = 1_000_000
 
 @bp.post("/gameover")
 def gameover():
-    machine_id = check_machine_id(json_body().get("machine_id"))
+    """A game ended: ``{"machine_id", "credits_per_game"?}``, the latter what the game cost on
+    the cabinet (``arcade.wire``, "What a game costs"); the answer says what a game costs now."""
+    body = json_body()
+    machine_id = check_machine_id(body.get("machine_id"))
+    cost = body.get("credits_per_game")
+    if cost is not None and not is_credits_per_game(cost):
+        raise BadRequest(CREDITS_PER_GAME_RULE, code="invalid_credits_per_game")
     key = idempotency_key()
     svc = services()
     machine = svc.registry.authorise(machine_id, request.headers.get("Authorization"))
-    svc.ledger.game_over(machine_id, key=key, credits_per_game=machine.credits_per_game or 1)
-    return {"message": "Game over signal sent"}
+    configured = machine.credits_per_game or 1
+    svc.ledger.game_over(machine_id, key=key, credits_per_game=cost or configured)
+    return {"message": "Game over signal sent", "credits_per_game": configured}
 
 
 @bp.get("/machines/<machine_id>")
