@@ -22,7 +22,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from arcade.errors import BadRequest
-from arcade.wire import MAX_CREDITS, MAX_CREDITS_PER_GAME, is_credits_per_game
+from arcade.wire import CREDITS_PER_GAME_RULE, MAX_CREDITS, is_credits_per_game
 
 if TYPE_CHECKING:
     from arcade.store.base import PlanVersion, Store
@@ -301,10 +301,7 @@ def check_reachable(plan: Plan, max_quantity: int) -> None:
 def parse_credits_per_game(value: Any) -> int:
     """Return a machine's credits per game (1..MAX_CREDITS_PER_GAME); raise BadRequest."""
     if not is_credits_per_game(value):
-        raise BadRequest(
-            f"credits_per_game must be a whole number from 1 to {MAX_CREDITS_PER_GAME}",
-            code="invalid_credits_per_game",
-        )
+        raise BadRequest(CREDITS_PER_GAME_RULE, code="invalid_credits_per_game")
     return value
 
 
