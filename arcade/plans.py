@@ -269,6 +269,22 @@ class PlanService:
             self._sync_machine(machine, plan, report)
         return report
 
+    def welcome(self, machine: Machine) -> dict[str, Any] | None:
+        """Give a machine just registered the Payment Links of the plan in force (the default
+        plan's, unless it has its own); return what happened to them as ``save`` does, or None
+        when no plan is in force. Failures (the store's too: the machine is registered) are
+        listed under ``problems``, never raised; the player's page makes a missing link
+        later."""
+        try:
+            priced = plan_of(self.store, machine.machine_id)
+        except ArcadeError as exc:
+            return {"machines": 1, "made": 0, "updated": 0, "problems": [str(exc)]}
+        if priced is None:
+            return None
+        report: dict[str, Any] = {"machines": 1, "made": 0, "updated": 0}
+        self._sync_machine(machine, priced[1], report)
+        return report
+
     def _sync_machine(self, machine: Machine, plan: Plan, report: dict[str, Any]) -> None:
         """Bring one machine's links in line with ``plan``, the version now in force: each
         stored link at a bundle's price gets that bundle's text (and sells again if it was

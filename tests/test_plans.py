@@ -753,6 +753,43 @@ def test_under_a_plan_only_its_bundles_prices_make_links(app, client, register, 
     assert client.get(f"/machines/cab001/qr.png?price_id={five}").status_code == 200
 
 
+# --- machines registered under the default plan --------------------------------------------------
+def test_a_machine_registered_under_the_default_plan_gets_its_bundle_links_at_once(
+    app, client, stripe_standin
+):
+    """GIVEN a default plan WHEN a machine is registered by the admin API and by the CLI THEN
+    each gets its bundles' links at once (the answers say so) and its player's page offers
+    every bundle; WHEN Stripe fails meanwhile THEN the registration still answers its token
+    and lists the links not made."""
+    save_plan(client, PLAN, machine_id=None)
+    added = client.post("/machines", json={"machine_id": "cab001"}, headers=ADMIN)
+    assert added.status_code == 201 and added.json["token"].startswith("mt_")
+    assert added.json["links"] == {"machines": 1, "made": 2, "updated": 0}
+    assert len(app.extensions["arcade"].store.list_links("cab001")) == 2
+    for _ in range(2):  # the page needs no Stripe call: no minute's budget to wait for
+        page = client.get("/play/cab001").data.decode()
+        assert "not available right now" not in page and page.count("buy.stripe.com") == 2
+
+    result = app.test_cli_runner().invoke(args=["machines", "add", "cab002"])
+    assert result.exit_code == 0, result.output
+    assert "Its pricing plan's payment links: 2 made." in result.output
+    assert len(app.extensions["arcade"].store.list_links("cab002")) == 2
+
+    stripe_standin.fail_next(500, count=20, path="POST /v1/payment_links")
+    failed = client.post("/machines", json={"machine_id": "cab003"}, headers=ADMIN)
+    assert failed.status_code == 201 and failed.json["token"].startswith("mt_")
+    assert failed.json["links"]["made"] == 0 and len(failed.json["links"]["problems"]) == 2
+    assert client.get("/play/cab003").status_code == 200
+
+
+def test_a_machine_registered_without_any_plan_answers_as_before(app, client, stripe_standin):
+    """GIVEN no plan WHEN a machine is registered THEN the answer is its id and token only, and
+    Stripe is not asked."""
+    added = client.post("/machines", json={"machine_id": "cab001"}, headers=ADMIN)
+    assert set(added.json) == {"machine_id", "token"}
+    assert stripe_standin.requests == []
+
+
 # --- fixed-quantity links -----------------------------------------------------------------------
 def test_a_fixed_quantity_link_under_a_plan_says_what_the_player_gets_and_follows_each_version(
     app, client, cabinet, stripe_standin
