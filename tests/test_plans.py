@@ -8,6 +8,7 @@ operators, players and cabinets see.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -604,12 +605,13 @@ def stored_link(app, link_id: str):
 
 
 def test_a_plan_version_switches_off_the_links_it_no_longer_sells_and_on_those_it_sells_again(
-    app, client, cabinet, stripe_standin
+    app, client, cabinet, stripe_standin, caplog
 ):
     """GIVEN a machine's single-price link WHEN a plan of two bundles comes into force THEN
     that link is switched off at Stripe and retired; WHEN version 2 drops a bundle THEN its
     link is too; WHEN version 3 sells that bundle again THEN its link is switched on and sells,
     while the single-price link stays off. Each answer counts the links it retired."""
+    caplog.set_level(logging.INFO, logger="arcade.plans")
     single = client.post(
         "/create-payment-link", json={"machine_id": "cab001"}, headers=cabinet.auth
     ).json["payment_link_id"]
@@ -617,6 +619,13 @@ def test_a_plan_version_switches_off_the_links_it_no_longer_sells_and_on_those_i
     assert first["links"] == {"machines": 1, "made": 2, "updated": 0, "retired": 1}
     assert standin_link(stripe_standin, single)["active"] is False
     assert stored_link(app, single).retired_at is not None
+    [retired] = [r for r in caplog.records if r.getMessage() == "payment_link_retired"]
+    assert retired.fields == {
+        "machine_id": "cab001",
+        "payment_link_id": single,
+        "price_id": DEFAULT_PRICE,
+        "quantity": 0,
+    }
     one, five = bundle_link(app, first, 0), bundle_link(app, first, 1)
 
     kept = {"name": "1 game", "credits": 1, "price_id": one.price_id}
