@@ -57,20 +57,33 @@ def add_machine(
     """Register a machine and print its token (shown only this once)."""
     svc = services()
     try:
-        _, token = svc.registry.register(
+        machine, token = svc.registry.register(
             machine_id, name=name, price_id=price_id, credits_per_unit=credits_per_unit
         )
         public_key = svc.signer.public_key()
     except (StoreError, SettingsError) as exc:
         raise click.ClickException(str(exc)) from exc
+    # Under a plan its bundles' links are made now; failures are listed, never fatal.
+    links = svc.plans.welcome(machine)
+    for problem in (links or {}).get("problems", []):
+        click.echo(
+            f"Payment link not made yet (the player's page makes it later): {problem}", err=True
+        )
     if token_only:
         click.echo(token)
         return
     click.echo(f"Registered {machine_id}. Keep the token: it is not shown again.")
     click.echo(f"The cabinet checks coinpulses with the API's public key {public_key}")
-    click.echo(
-        json.dumps({"machine_id": machine_id, "token": token, "pulse_public_key": public_key})
-    )
+    if links is not None:
+        click.echo(f"Its pricing plan's payment links: {links['made']} made.")
+    shown: dict[str, Any] = {
+        "machine_id": machine_id,
+        "token": token,
+        "pulse_public_key": public_key,
+    }
+    if links is not None:
+        shown["links"] = links
+    click.echo(json.dumps(shown))
 
 
 @machines_cli.command("list")

@@ -48,22 +48,37 @@ class LinkService:
     def price_for(self, machine: Machine, requested: str | None) -> str:
         """Return the price to sell: the requested one if allowed, else the machine's.
 
-        A machine under a pricing plan sells its bundles' prices too, and by default its first
-        bundle's: a price outside its plan would buy nothing (SPEC "Pricing plans").
+        A machine under a pricing plan sells its bundles' prices only, by default its first
+        bundle's: its single price, the default price or any other buys nothing there (SPEC
+        "Pricing plans"). Raises BadRequest (``price_not_allowed``), ServiceUnavailable when
+        no price is set, StoreError.
         """
-        allowed = {p for p in (machine.price_id, self.default_price_id) if p}
+        return self._choose(machine, requested)[0]
+
+    def _choose(self, machine: Machine, requested: str | None) -> tuple[str, Plan | None]:
+        """Return the price to sell and the plan in force (None: single price); raises as
+        ``price_for``."""
         priced = plan_of(self.store, machine.machine_id)
-        plan_prices = [b.price_id for b in priced[1].bundles] if priced else []
-        if requested is not None:
-            if requested not in allowed and requested not in plan_prices:
+        if priced is not None:
+            plan = priced[1]
+            if requested is None:
+                return plan.bundles[0].price_id, plan
+            if plan.bundle_for(requested) is None:
                 raise BadRequest(
-                    "price_id must be the machine's price, the default price or a price of"
-                    " its pricing plan",
+                    f"machine {machine.machine_id} sells by its pricing plan's bundles: price_id"
+                    " must be the price of one of them"
+                    f" ({', '.join(b.price_id for b in plan.bundles)})",
                     code="price_not_allowed",
                 )
-            return requested
-        if plan_prices:
-            return plan_prices[0]
+            return requested, plan
+        allowed = {p for p in (machine.price_id, self.default_price_id) if p}
+        if requested is not None:
+            if requested not in allowed:
+                raise BadRequest(
+                    "price_id must be the machine's price or the default price",
+                    code="price_not_allowed",
+                )
+            return requested, None
         price_id = machine.price_id or self.default_price_id
         if not price_id:
             # Name every setting a new link lacks at once, not one per attempt.
@@ -72,7 +87,7 @@ class LinkService:
                 f"{' and '.join(missing)} not set (the machine has no price of its own)",
                 code="not_configured",
             )
-        return price_id
+        return price_id, None
 
     def link_for(
         self,
@@ -91,9 +106,12 @@ class LinkService:
         ask Stripe for any link of a machine once per ``ANONYMOUS_CALL_SECONDS``: anonymous
         traffic causes at most one Stripe call per machine a minute (SPEC "HTTP"). A cabinet
         asking with its token is not held back; a stored link costs no call at all.
-        Raises PaymentProviderError, TooManyRequests, ServiceUnavailable, BadRequest.
+        A link made at a bundle's price says what the player gets (``text``, by default the
+        bundle's offer), whether the player chooses the quantity or it is fixed.
+        Raises PaymentProviderError, TooManyRequests, ServiceUnavailable, BadRequest,
+        StoreError.
         """
-        chosen_price = self.price_for(machine, price_id)
+        chosen_price, plan = self._choose(machine, price_id)
         key = link_key(machine.machine_id, chosen_price, quantity or 0)
         stored = self.store.get_link(key)
         if stored is not None:
@@ -111,6 +129,9 @@ class LinkService:
                 )
             if anonymous:
                 self._take_anonymous_call(machine.machine_id)
+            bundle = plan.bundle_for(chosen_price) if plan is not None else None
+            if text is None and plan is not None and bundle is not None:
+                text = offer_text(plan, bundle, machine.timezone or "UTC")
             try:
                 return self._make(
                     machine,

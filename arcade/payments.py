@@ -205,15 +205,16 @@ class StripeGateway:
             active=bool(getattr(price, "active", True)),
         )
 
-    def set_link_text(self, link_id: str, text: str) -> None:
+    def set_link_text(self, link_id: str, text: str, *, active: bool | None = None) -> None:
         """Replace what a Payment Link's page tells the player above its pay button
-        (``custom_text.submit``). Raises PaymentProviderError."""
+        (``custom_text.submit``), and switch it on or off in the same call when ``active`` is
+        given. Raises PaymentProviderError."""
+        params: dict[str, Any] = {"custom_text": {"submit": {"message": text}}}
+        if active is not None:
+            params["active"] = active
         self._call(
             "payment_link_update",
-            lambda: self.client.v1.payment_links.update(
-                link_id,
-                {"custom_text": {"submit": {"message": text}}},  # type: ignore[typeddict-item]
-            ),
+            lambda: self.client.v1.payment_links.update(link_id, params),  # type: ignore[arg-type]
         )
 
     def create_payment_link(
@@ -281,7 +282,8 @@ class StripeGateway:
         return refund.id
 
     def set_link_active(self, link_id: str, active: bool) -> None:
-        """Switch a Payment Link on or off: an inactive link's page takes no money."""
+        """Switch a Payment Link on or off: an inactive link's page takes no money. Raises
+        PaymentProviderError."""
         self._call(
             "payment_link_update",
             lambda: self.client.v1.payment_links.update(link_id, {"active": active}),

@@ -38,7 +38,7 @@ from arcade.pricing import (
     parse_timezone,
     plan_of,
 )
-from arcade.store.base import ChangeRecord, Machine, PlanVersion, Store, link_key
+from arcade.store.base import ChangeRecord, Machine, PaymentLink, PlanVersion, Store, link_key
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +113,12 @@ class PlanService:
 
         Raises BadRequest for a plan that is not valid (each problem named), UnknownMachine,
         PaymentProviderError when Stripe failed while making a Price (nothing is stored then),
-        StoreError. A link Stripe failed to make or update is listed under
-        ``links.problems``: the version is stored, and the player's page makes the link
-        later.
+        StoreError. Every stored link of each machine the version prices whose price it does
+        not sell is switched off at Stripe and retired (``links.retired`` counts them; a
+        retired link at a price the version sells again is switched back on). A link Stripe
+        failed to make, update or switch off is listed under ``links.problems``: the version
+        is stored, the player's page makes a missing link later, and the next save tries
+        again to switch off a link that is still on.
         """
         self._owner_exists(owner)
         draft = parse_plan(body, max_quantity=self.max_quantity)
@@ -265,8 +268,9 @@ class PlanService:
         )
 
     def _sync_links(self, owner: str, plan: Plan) -> dict[str, Any]:
-        """Give every bundle of every machine the plan prices its Payment Link, and bring the
-        text of links made earlier up to date. Failures are listed, not raised."""
+        """Give every bundle of every machine the plan prices its Payment Link, bring the
+        text of links made earlier up to date, and retire the links whose price the plan does
+        not sell. Failures are listed, not raised."""
         if owner == DEFAULT_PLAN:
             machines = [
                 m
@@ -280,26 +284,108 @@ class PlanService:
             self._sync_machine(machine, plan, report)
         return report
 
+    def welcome(self, machine: Machine) -> dict[str, Any] | None:
+        """Give a machine just registered the Payment Links of the plan in force (the default
+        plan's, unless it has its own); return what happened to them as ``save`` does, or None
+        when no plan is in force. Failures (the store's too: the machine is registered) are
+        listed under ``problems``, never raised; the player's page makes a missing link
+        later."""
+        try:
+            priced = plan_of(self.store, machine.machine_id)
+        except ArcadeError as exc:
+            return {"machines": 1, "made": 0, "updated": 0, "problems": [str(exc)]}
+        if priced is None:
+            return None
+        report: dict[str, Any] = {"machines": 1, "made": 0, "updated": 0}
+        self._sync_machine(machine, priced[1], report)
+        return report
+
     def _sync_machine(self, machine: Machine, plan: Plan, report: dict[str, Any]) -> None:
-        for bundle in plan.bundles:
-            key = link_key(machine.machine_id, bundle.price_id, 0)
+        """Bring one machine's links in line with ``plan``, the version now in force: each
+        stored link at a bundle's price gets that bundle's text (and sells again if it was
+        retired), each other one is switched off at Stripe and retired, and each bundle
+        without a link of its own gets one. Failures are listed in ``report``."""
+        try:
+            stored = self.store.list_links(machine.machine_id)
+        except ArcadeError as exc:
+            self._problem(report, machine, None, exc)
+            return
+        for link in stored:
+            bundle = plan.bundle_for(link.price_id)
             try:
-                stored = self.store.get_link(key)
-                if stored is None:
-                    self.links.bundle_link(machine, plan, bundle)
-                    report["made"] = report.get("made", 0) + 1
+                if bundle is None:
+                    if link.retired_at is None:
+                        self._retire(machine, link)
+                        report["retired"] = report.get("retired", 0) + 1
                 else:
-                    text = offer_text(plan, bundle, machine.timezone or "UTC")
-                    self.gateway.set_link_text(stored.link_id, text)
+                    self._keep_selling(machine, plan, bundle, link)
                     report["updated"] = report.get("updated", 0) + 1
             except ArcadeError as exc:
-                problem = f"{machine.machine_id} {bundle.name}: {exc}"
-                report.setdefault("problems", []).append(problem)
-                log_event(
-                    logger,
-                    "plan_link_failed",
-                    level=logging.WARNING,
-                    machine_id=machine.machine_id,
-                    price_id=bundle.price_id,
-                    error=str(exc),
-                )
+                self._problem(report, machine, bundle, exc, link)
+        have = {link.key for link in stored}
+        for bundle in plan.bundles:
+            if link_key(machine.machine_id, bundle.price_id, 0) in have:
+                continue
+            try:
+                self.links.bundle_link(machine, plan, bundle)
+                report["made"] = report.get("made", 0) + 1
+            except ArcadeError as exc:
+                self._problem(report, machine, bundle, exc)
+
+    def _retire(self, machine: Machine, link: PaymentLink) -> None:
+        """Switch off at Stripe a link whose price buys nothing under the plan in force, then
+        mark it retired, so presence never switches it on again. Raises
+        PaymentProviderError (nothing is marked then: the next save tries again), StoreError.
+        """
+        self.gateway.set_link_active(link.link_id, False)
+        self.store.set_link_retired(link, iso(utc_now()))
+        log_event(
+            logger,
+            "payment_link_retired",
+            machine_id=machine.machine_id,
+            payment_link_id=link.link_id,
+            price_id=link.price_id,
+            quantity=link.quantity,
+        )
+
+    def _keep_selling(
+        self, machine: Machine, plan: Plan, bundle: Bundle, link: PaymentLink
+    ) -> None:
+        """Give a link at a bundle's price that bundle's text; a retired one sells again, and
+        is switched on at Stripe unless presence holds the machine's links off (its next good
+        heartbeat switches it on). Raises PaymentProviderError, StoreError."""
+        text = offer_text(plan, bundle, machine.timezone or "UTC")
+        revive = link.retired_at is not None and machine.links_active != 0
+        self.gateway.set_link_text(link.link_id, text, active=True if revive else None)
+        if link.retired_at is not None:
+            self.store.set_link_retired(link, None)
+            log_event(
+                logger,
+                "payment_link_restored",
+                machine_id=machine.machine_id,
+                payment_link_id=link.link_id,
+                price_id=link.price_id,
+                active=revive,
+            )
+
+    @staticmethod
+    def _problem(
+        report: dict[str, Any],
+        machine: Machine,
+        bundle: Bundle | None,
+        exc: ArcadeError,
+        link: PaymentLink | None = None,
+    ) -> None:
+        """List a link that could not be made, updated or retired, and log it."""
+        what = bundle.name if bundle is not None else link.link_id if link is not None else None
+        problem = f"{machine.machine_id} {what}: {exc}" if what else f"{machine.machine_id}: {exc}"
+        report.setdefault("problems", []).append(problem)
+        log_event(
+            logger,
+            "plan_link_failed",
+            level=logging.WARNING,
+            machine_id=machine.machine_id,
+            price_id=bundle.price_id if bundle is not None else link.price_id if link else None,
+            payment_link_id=link.link_id if link is not None else None,
+            error=str(exc),
+        )

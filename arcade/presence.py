@@ -6,7 +6,9 @@ heartbeat is younger than ``MACHINE_OFFLINE_AFTER_SECONDS`` and said MQTT was co
 ``offline`` after that, ``unknown`` if it never sent one (the reference's cabinets: for them
 nothing changes). While a heartbeating machine is offline nobody can pay for it: new links and
 QR codes answer 409, and its Stripe Payment Links are switched off, so a printed QR code takes
-no money; they are switched on again with its next good heartbeat.
+no money; they are switched on again with its next good heartbeat. A link retired by a plan
+version (its price buys nothing under the plan in force, ``PaymentLink.retired_at``) is left
+off either way: presence never switches it on.
 """
 
 from __future__ import annotations
@@ -82,8 +84,10 @@ class Presence:
         return changed
 
     def sync_links(self, machine: Machine) -> bool:
-        """Switch the machine's Payment Links off while it is offline and on while it is not;
-        return whether anything changed. Failures are logged and left for the next run."""
+        """Switch the machine's Payment Links off while it is offline and on while it is not
+        (retired links stay off: they are neither switched on nor, already off, switched off
+        again); return whether anything changed. Failures are logged and left for the next
+        run."""
         wanted = self.of(machine) != OFFLINE
         if machine.links_active is None and wanted:
             return False  # never switched off: nothing to do
@@ -91,7 +95,8 @@ class Presence:
             return False
         try:
             for link in self.store.list_links(machine.machine_id):
-                self.gateway.set_link_active(link.link_id, wanted)
+                if link.retired_at is None:
+                    self.gateway.set_link_active(link.link_id, wanted)
             self.store.set_links_active(machine.machine_id, wanted)
         except ArcadeError as exc:
             log_event(

@@ -8,6 +8,7 @@ operators, players and cabinets see.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -134,12 +135,12 @@ def test_a_plan_is_versioned_and_every_change_is_recorded_with_who_and_when(
         },
     )
     assert second["version"] == 2
-    assert second["links"] == {"machines": 1, "made": 1, "updated": 1}
+    # "5 games" is not sold by version 2: its link is switched off.
+    assert second["links"] == {"machines": 1, "made": 1, "updated": 1, "retired": 1}
     updates = stripe_standin.requests_to("POST", "/v1/payment_links/*")
-    assert (
-        updates[-1]
-        .params["custom_text"]["submit"]["message"]
-        .startswith("1 game: 2 credits for each one you buy.")
+    [texted] = [u for u in updates if "custom_text" in u.params]
+    assert texted.params["custom_text"]["submit"]["message"].startswith(
+        "1 game: 2 credits for each one you buy."
     )
     shown = client.get("/machines/cab001/plan", headers=ADMIN).json
     assert shown["current"]["version"] == 2
@@ -651,3 +652,228 @@ def test_an_operator_edits_plans_and_settings_on_the_dashboard(make_app):
     default_page = client.get("/admin/plans").data
     assert b"Version 1, in force since" in default_page and b"by admin session" in default_page
     assert b"4.00 USD" in default_page
+
+
+# --- links that no longer buy ----------------------------------------------------------------
+def standin_link(stripe_standin, link_id: str) -> dict[str, Any]:
+    return next(link for link in stripe_standin.payment_links if link["id"] == link_id)
+
+
+def stored_link(app, link_id: str):
+    return app.extensions["arcade"].store.get_link_by_id(link_id)
+
+
+def test_a_plan_version_switches_off_the_links_it_no_longer_sells_and_on_those_it_sells_again(
+    app, client, cabinet, stripe_standin, caplog
+):
+    """GIVEN a machine's single-price link WHEN a plan of two bundles comes into force THEN
+    that link is switched off at Stripe and retired; WHEN version 2 drops a bundle THEN its
+    link is too; WHEN version 3 sells that bundle again THEN its link is switched on and sells,
+    while the single-price link stays off. Each answer counts the links it retired."""
+    caplog.set_level(logging.INFO, logger="arcade.plans")
+    single = client.post(
+        "/create-payment-link", json={"machine_id": "cab001"}, headers=cabinet.auth
+    ).json["payment_link_id"]
+    first = save_plan(client, PLAN)
+    assert first["links"] == {"machines": 1, "made": 2, "updated": 0, "retired": 1}
+    assert standin_link(stripe_standin, single)["active"] is False
+    assert stored_link(app, single).retired_at is not None
+    [retired] = [r for r in caplog.records if r.getMessage() == "payment_link_retired"]
+    assert retired.fields == {
+        "machine_id": "cab001",
+        "payment_link_id": single,
+        "price_id": DEFAULT_PRICE,
+        "quantity": 0,
+    }
+    one, five = bundle_link(app, first, 0), bundle_link(app, first, 1)
+
+    kept = {"name": "1 game", "credits": 1, "price_id": one.price_id}
+    second = save_plan(client, {"bundles": [kept]})
+    assert second["links"] == {"machines": 1, "made": 0, "updated": 1, "retired": 1}
+    assert [standin_link(stripe_standin, i)["active"] for i in (single, one.link_id)] == [
+        False,
+        True,
+    ]
+    assert standin_link(stripe_standin, five.link_id)["active"] is False
+    assert stored_link(app, five.link_id).retired_at is not None
+
+    back = {"name": "5 games", "credits": 6, "price_id": five.price_id}
+    third = save_plan(client, {"bundles": [kept, back]})
+    assert third["links"] == {"machines": 1, "made": 0, "updated": 2}
+    assert standin_link(stripe_standin, five.link_id)["active"] is True
+    assert stored_link(app, five.link_id).retired_at is None
+    assert standin_link(stripe_standin, single)["active"] is False
+    assert len(stripe_standin.payment_links) == 3  # the bundle's own link is used again
+    assert pay_link(client, five, "cs_back", 1).status_code == 200
+    assert payment(client, "cs_back")["credits"] == 6
+
+
+def test_the_default_plan_retires_single_price_links_and_a_machine_plan_the_default_ones(
+    app, client, register, stripe_standin
+):
+    """GIVEN two machines, one with a single-price link WHEN the default plan comes into force
+    THEN that link is switched off; WHEN the other machine gets a plan of its own THEN the
+    default plan's links of that machine are switched off, the first machine's stay on."""
+    first, second = register("cab001"), register("cab002")
+    single = client.post(
+        "/create-payment-link", json={"machine_id": "cab001"}, headers=first.auth
+    ).json["payment_link_id"]
+    default = save_plan(client, PLAN, machine_id=None)
+    assert default["links"]["retired"] == 1
+    assert standin_link(stripe_standin, single)["active"] is False
+
+    own = save_plan(
+        client,
+        {"bundles": [{"name": "Big", "credits": 3, "amount": 300, "currency": "usd"}]},
+        second.machine_id,
+    )
+    assert own["links"] == {"machines": 1, "made": 1, "updated": 0, "retired": 2}
+    for index in (0, 1):
+        theirs = bundle_link(app, default, index, "cab002")
+        ours = bundle_link(app, default, index, "cab001")
+        assert standin_link(stripe_standin, theirs.link_id)["active"] is False
+        assert standin_link(stripe_standin, ours.link_id)["active"] is True
+
+
+def test_a_retired_link_stays_off_when_its_machine_goes_offline_and_online_again(
+    app, client, cabinet, stripe_standin
+):
+    """GIVEN a heartbeating machine whose single-price link a plan retired WHEN it goes offline
+    (the relay switches its links off) and comes back (its heartbeat switches them on) THEN
+    its bundle links follow, and the retired link is never switched on, nor asked again."""
+    beat = {"mqtt_connected": True, "credits_left": 0}
+    assert client.post("/machines/cab001/heartbeat", json=beat, headers=cabinet.auth)
+    single = client.post(
+        "/create-payment-link", json={"machine_id": "cab001"}, headers=cabinet.auth
+    ).json["payment_link_id"]
+    saved = save_plan(client, PLAN)
+    bundles = [bundle_link(app, saved, i).link_id for i in (0, 1)]
+    app.extensions["arcade"].store.record_heartbeat(
+        "cab001", at="2026-01-01T00:00:00.000000Z", mqtt_connected=True, credits_left=0
+    )
+    assert app.extensions["arcade"].relay()["links_switched"] == 1
+    assert [standin_link(stripe_standin, i)["active"] for i in (single, *bundles)] == [False] * 3
+
+    back = client.post("/machines/cab001/heartbeat", json=beat, headers=cabinet.auth)
+    assert back.json["presence"] == "online"
+    assert [standin_link(stripe_standin, i)["active"] for i in (single, *bundles)] == [
+        False,
+        True,
+        True,
+    ]
+    updates = stripe_standin.requests_to("POST", f"/v1/payment_links/{single}")
+    assert [u.params for u in updates] == [{"active": "false"}]  # retired once, then left be
+
+
+def test_a_link_stripe_would_not_switch_off_is_a_problem_of_the_save_and_the_next_save_retires_it(
+    app, client, cabinet, stripe_standin
+):
+    """GIVEN a single-price link WHEN a plan is saved while Stripe fails to switch it off THEN
+    the version is saved (201) and the answer names the link as a problem, not retired; the
+    next save switches it off."""
+    single = client.post(
+        "/create-payment-link", json={"machine_id": "cab001"}, headers=cabinet.auth
+    ).json["payment_link_id"]
+    stripe_standin.fail_next(500, count=5, path=f"POST /v1/payment_links/{single}")
+    saved = save_plan(client, PLAN)
+    assert saved["version"] == 1 and "retired" not in saved["links"]
+    [problem] = saved["links"]["problems"]
+    assert problem.startswith(f"cab001 {single}: Stripe")
+    assert standin_link(stripe_standin, single)["active"] is True
+    assert stored_link(app, single).retired_at is None
+
+    again = save_plan(client, PLAN)
+    assert again["links"]["retired"] == 1 and "problems" not in again["links"]
+    assert standin_link(stripe_standin, single)["active"] is False
+
+
+# --- links that would buy nothing are not handed out ---------------------------------------------
+def test_under_a_plan_only_its_bundles_prices_make_links(app, client, register, stripe_standin):
+    """GIVEN a machine with a price of its own under a plan WHEN a link or QR code is asked at
+    its own price or the default price THEN 400 price_not_allowed saying it sells by its
+    plan's bundles, and nothing is asked of Stripe; without price_id it is the first bundle's
+    link, and a bundle's price gets that bundle's link."""
+    stripe_standin.add_price("price_own", 200)
+    cabinet = register("cab001", price_id="price_own")
+    saved = save_plan(client, PLAN)
+    stripe_standin.reset_requests()
+    for price_id in ("price_own", DEFAULT_PRICE):
+        asked = client.post(
+            "/create-payment-link",
+            json={"machine_id": "cab001", "price_id": price_id},
+            headers=cabinet.auth,
+        )
+        assert (asked.status_code, asked.json["code"]) == (400, "price_not_allowed")
+        assert "machine cab001 sells by its pricing plan's bundles" in asked.json["error"]
+        png = client.get(f"/machines/cab001/qr.png?price_id={price_id}")
+        assert (png.status_code, png.json["code"]) == (400, "price_not_allowed")
+    assert stripe_standin.requests == []
+
+    first = client.post("/create-payment-link", json={"machine_id": "cab001"}, headers=cabinet.auth)
+    assert first.json["payment_link_id"] == bundle_link(app, saved, 0).link_id
+    five = saved["plan"]["bundles"][1]["price_id"]
+    chosen = client.post(
+        "/create-payment-link",
+        json={"machine_id": "cab001", "price_id": five},
+        headers=cabinet.auth,
+    )
+    assert chosen.json["payment_link_id"] == bundle_link(app, saved, 1).link_id
+    assert client.get(f"/machines/cab001/qr.png?price_id={five}").status_code == 200
+
+
+# --- machines registered under the default plan --------------------------------------------------
+def test_a_machine_registered_under_the_default_plan_gets_its_bundle_links_at_once(
+    app, client, stripe_standin
+):
+    """GIVEN a default plan WHEN a machine is registered by the admin API and by the CLI THEN
+    each gets its bundles' links at once (the answers say so) and its player's page offers
+    every bundle; WHEN Stripe fails meanwhile THEN the registration still answers its token
+    and lists the links not made."""
+    save_plan(client, PLAN, machine_id=None)
+    added = client.post("/machines", json={"machine_id": "cab001"}, headers=ADMIN)
+    assert added.status_code == 201 and added.json["token"].startswith("mt_")
+    assert added.json["links"] == {"machines": 1, "made": 2, "updated": 0}
+    assert len(app.extensions["arcade"].store.list_links("cab001")) == 2
+    for _ in range(2):  # the page needs no Stripe call: no minute's budget to wait for
+        page = client.get("/play/cab001").data.decode()
+        assert "not available right now" not in page and page.count("buy.stripe.com") == 2
+
+    result = app.test_cli_runner().invoke(args=["machines", "add", "cab002"])
+    assert result.exit_code == 0, result.output
+    assert "Its pricing plan's payment links: 2 made." in result.output
+    assert len(app.extensions["arcade"].store.list_links("cab002")) == 2
+
+    stripe_standin.fail_next(500, count=20, path="POST /v1/payment_links")
+    failed = client.post("/machines", json={"machine_id": "cab003"}, headers=ADMIN)
+    assert failed.status_code == 201 and failed.json["token"].startswith("mt_")
+    assert failed.json["links"]["made"] == 0 and len(failed.json["links"]["problems"]) == 2
+    assert client.get("/play/cab003").status_code == 200
+
+
+def test_a_machine_registered_without_any_plan_answers_as_before(app, client, stripe_standin):
+    """GIVEN no plan WHEN a machine is registered THEN the answer is its id and token only, and
+    Stripe is not asked."""
+    added = client.post("/machines", json={"machine_id": "cab001"}, headers=ADMIN)
+    assert set(added.json) == {"machine_id", "token"}
+    assert stripe_standin.requests == []
+
+
+# --- fixed-quantity links -----------------------------------------------------------------------
+def test_a_fixed_quantity_link_under_a_plan_says_what_the_player_gets_and_follows_each_version(
+    app, client, cabinet, stripe_standin
+):
+    """GIVEN a plan WHEN a link for 3 units is asked THEN its page states the bundle's offer
+    like the bundle's own link; WHEN a new version changes the bundle's credits THEN that
+    link's text is updated too."""
+    save_plan(client, PLAN)
+    three = client.post(
+        "/create-payment-link", json={"machine_id": "cab001", "quantity": 3}, headers=cabinet.auth
+    ).json["payment_link_id"]
+    text = standin_link(stripe_standin, three)["custom_text"]["submit"]["message"]
+    assert text.startswith("1 game: 1 credit for each one you buy. Buy 3 or more: +2 credits.")
+
+    edited = json.loads(json.dumps(PLAN))
+    edited["bundles"][0]["credits"] = 2
+    assert save_plan(client, edited)["links"]["updated"] == 3
+    text = standin_link(stripe_standin, three)["custom_text"]["submit"]["message"]
+    assert text.startswith("1 game: 2 credits for each one you buy.")

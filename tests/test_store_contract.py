@@ -304,6 +304,26 @@ def test_given_links_for_other_quantities_when_put_then_each_has_its_own_key(
     assert store.get_link(link_key("cab001", "price_123", 3)) == three
 
 
+def test_given_a_link_when_retired_and_restored_then_key_id_and_list_agree(
+    store: Store,
+) -> None:
+    """A retired link reads back retired by key, by Stripe id and in the machine's list; one
+    restored reads back selling again; a link not stored cannot be retired."""
+    link = store.put_link(make_link(quantity=0))
+
+    assert store.set_link_retired(link, T1)
+    retired = replace(link, retired_at=T1)
+    assert store.get_link(link.key) == retired
+    assert store.get_link_by_id(link.link_id) == retired
+    assert store.list_links("cab001") == [retired]
+
+    assert store.set_link_retired(link, None)
+    assert store.get_link(link.key) == link
+    assert store.get_link_by_id(link.link_id) == link
+    assert not store.set_link_retired(make_link(link_id="plink_missing", quantity=5), T1)
+    assert store.get_link(link_key("cab001", "price_123", 5)) is None
+
+
 def test_given_no_link_when_read_then_none(store: Store) -> None:
     """Unknown keys and ids read as None."""
     assert store.get_link(link_key("cab001", "price_123", 1)) is None

@@ -136,7 +136,13 @@ def register_machine():
             f"credits_per_unit must be a whole number from 1 to {MAX_CREDITS_PER_UNIT}",
             code="invalid_credits_per_unit",
         )
-    _, token = svc.registry.register(
+    machine, token = svc.registry.register(
         machine_id, name=name, price_id=price_id, credits_per_unit=credits_per_unit
     )
-    return {"machine_id": machine_id, "token": token}, 201
+    answer: dict[str, object] = {"machine_id": machine_id, "token": token}
+    # Under a plan its bundles' links are made now; Stripe's failures are listed, and the
+    # token (shown once) is answered whatever happened to them.
+    links = svc.plans.welcome(machine)
+    if links is not None:
+        answer["links"] = links
+    return answer, 201

@@ -63,6 +63,9 @@ class PaymentLink:
     unit_amount: int | None
     currency: str
     created_at: str
+    # When a plan version came into force under which its price buys nothing: switched off at
+    # Stripe then, and kept off (presence never switches it on). None: it sells.
+    retired_at: str | None = None
 
     @property
     def key(self) -> str:
@@ -317,6 +320,11 @@ class Store(ABC):
     @abstractmethod
     def list_links(self, machine_id: str) -> list[PaymentLink]:
         """Return the links stored for a machine (any order)."""
+
+    @abstractmethod
+    def set_link_retired(self, link: PaymentLink, retired_at: str | None) -> bool:
+        """Mark a stored link retired at ``retired_at`` (None: selling again), under its key
+        and its Stripe id alike; return False when no link is stored under its key."""
 
     # --- payments -------------------------------------------------------------------------
     @abstractmethod

@@ -435,6 +435,24 @@ class DynamoStore(Store):
         items = self._query_index(LINKS_OF + machine_id)
         return [PaymentLink(**_decode(item, PaymentLink)) for item in items]
 
+    def set_link_retired(self, link: PaymentLink, retired_at: str | None) -> bool:
+        """Set (or remove) ``retired_at`` on the link's key item and id item together, each
+        only if it exists; return False when either does not."""
+        update: dict[str, Any] = {"UpdateExpression": "REMOVE retired_at"}
+        if retired_at is not None:
+            update = {
+                "UpdateExpression": "SET retired_at = :at",
+                "ExpressionAttributeValues": {":at": {"S": retired_at}},
+            }
+        actions = [
+            {"Update": {"Key": key, "ConditionExpression": "attribute_exists(pk)"} | update}
+            for key in (
+                _key(f"LINK#{link.key}", LINK_SK),
+                _key(f"LINKID#{link.link_id}", LINK_SK),
+            )
+        ]
+        return self._transact_if(actions, "the payment link's retirement")
+
     # --- payments -------------------------------------------------------------------------
     def get_payment(self, payment_id: str) -> Payment | None:
         """Return the payment, or None."""

@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS payment_links (
     url TEXT NOT NULL,
     unit_amount INTEGER,
     currency TEXT NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    retired_at TEXT
 );
 CREATE TABLE IF NOT EXISTS payments (
     payment_id TEXT PRIMARY KEY,
@@ -361,6 +362,16 @@ class SqliteStore(Store):
         rows = self._query("SELECT * FROM payment_links WHERE machine_id = ?", (machine_id,))
         return [_link(row) for row in rows]
 
+    def set_link_retired(self, link: PaymentLink, retired_at: str | None) -> bool:
+        def write(conn: sqlite3.Connection) -> Any:
+            cur = conn.execute(
+                "UPDATE payment_links SET retired_at = ? WHERE link_key = ?",
+                (retired_at, link.key),
+            )
+            return cur.rowcount == 1
+
+        return self._write(write)
+
     # --- payments -------------------------------------------------------------------------
     def get_payment(self, payment_id: str) -> Payment | None:
         rows = self._query("SELECT * FROM payments WHERE payment_id = ?", (payment_id,))
@@ -642,6 +653,7 @@ ADDED_COLUMNS = {
     ("payments", "plan_version"): "INTEGER",
     ("revenue_entries", "bundle"): "TEXT",
     ("revenue_entries", "credits"): "INTEGER NOT NULL DEFAULT 0",
+    ("payment_links", "retired_at"): "TEXT",
 }
 # Made after the columns they index, which older files gain only above.
 INDEXES = (
