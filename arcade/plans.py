@@ -281,7 +281,15 @@ class PlanService:
             machines = [self._machine(owner)]
         report: dict[str, Any] = {"machines": len(machines), "made": 0, "updated": 0}
         for machine in machines:
-            self._sync_machine(machine, plan, report)
+            # Another save may have come in since this one stored its version: each machine is
+            # brought in line with the version in force now, never an older one, so two saves
+            # racing end with the links of the newest.
+            try:
+                priced = plan_of(self.store, machine.machine_id)
+            except ArcadeError as exc:
+                self._problem(report, machine, None, exc)
+                continue
+            self._sync_machine(machine, priced[1] if priced else plan, report)
         return report
 
     def welcome(self, machine: Machine) -> dict[str, Any] | None:
@@ -314,8 +322,7 @@ class PlanService:
             bundle = plan.bundle_for(link.price_id)
             try:
                 if bundle is None:
-                    if link.retired_at is None:
-                        self._retire(machine, link)
+                    if link.retired_at is None and self._retire(machine, link):
                         report["retired"] = report.get("retired", 0) + 1
                 else:
                     self._keep_selling(machine, plan, bundle, link)
@@ -332,13 +339,26 @@ class PlanService:
             except ArcadeError as exc:
                 self._problem(report, machine, bundle, exc)
 
-    def _retire(self, machine: Machine, link: PaymentLink) -> None:
-        """Switch off at Stripe a link whose price buys nothing under the plan in force, then
-        mark it retired, so presence never switches it on again. Raises
-        PaymentProviderError (nothing is marked then: the next save tries again), StoreError.
+    def _retire(self, machine: Machine, link: PaymentLink) -> bool:
+        """Mark retired a link whose price buys nothing under the plan in force, then switch it
+        off at Stripe; return whether it was retired.
+
+        Marked first, so presence (which leaves retired links alone, and looks again after
+        switching a link on) cannot switch it back on behind this; checked against the
+        version in force once more after marking, so a save that came in meanwhile and sells
+        the price again keeps it. Raises PaymentProviderError (the mark is taken back: the next
+        save tries again), StoreError.
         """
-        self.gateway.set_link_active(link.link_id, False)
         self.store.set_link_retired(link, iso(utc_now()))
+        priced = plan_of(self.store, machine.machine_id)
+        if priced is not None and priced[1].bundle_for(link.price_id) is not None:
+            self.store.set_link_retired(link, None)
+            return False
+        try:
+            self.gateway.set_link_active(link.link_id, False)
+        except ArcadeError:
+            self.store.set_link_retired(link, None)
+            raise
         log_event(
             logger,
             "payment_link_retired",
@@ -347,6 +367,7 @@ class PlanService:
             price_id=link.price_id,
             quantity=link.quantity,
         )
+        return True
 
     def _keep_selling(
         self, machine: Machine, plan: Plan, bundle: Bundle, link: PaymentLink

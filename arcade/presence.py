@@ -20,7 +20,7 @@ from arcade.clock import iso, parse_iso, utc_now
 from arcade.errors import ArcadeError, MachineOffline, UnknownMachine
 from arcade.logs import log_event
 from arcade.payments import StripeGateway
-from arcade.store.base import Machine, Store
+from arcade.store.base import Machine, PaymentLink, Store
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,8 @@ class Presence:
             for link in self.store.list_links(machine.machine_id):
                 if link.retired_at is None:
                     self.gateway.set_link_active(link.link_id, wanted)
+                    if wanted:
+                        self._unless_retired_meanwhile(link)
             self.store.set_links_active(machine.machine_id, wanted)
         except ArcadeError as exc:
             log_event(
@@ -116,3 +118,10 @@ class Presence:
             active=wanted,
         )
         return True
+
+    def _unless_retired_meanwhile(self, link: PaymentLink) -> None:
+        """Switch a link just switched on off again when a plan save retired it meanwhile (it
+        marks the link before switching it off, so one of the two always sees the other)."""
+        now = self.store.get_link(link.key)
+        if now is not None and now.retired_at is not None:
+            self.gateway.set_link_active(link.link_id, False)

@@ -765,6 +765,57 @@ def test_a_retired_link_stays_off_when_its_machine_goes_offline_and_online_again
     assert [u.params for u in updates] == [{"active": "false"}]  # retired once, then left be
 
 
+def test_a_heartbeat_that_read_the_links_before_a_save_retired_one_leaves_it_off(
+    app, client, cabinet, stripe_standin, monkeypatch
+):
+    """GIVEN an offline machine whose heartbeat read its links just before a plan save
+    retired one WHEN the heartbeat then switches the links it read back on THEN it sees the
+    link was retired meanwhile and switches it off again: a retired link never stays on."""
+    svc = app.extensions["arcade"]
+    beat = {"mqtt_connected": True, "credits_left": 0}
+    assert client.post("/machines/cab001/heartbeat", json=beat, headers=cabinet.auth)
+    single = client.post(
+        "/create-payment-link", json={"machine_id": "cab001"}, headers=cabinet.auth
+    ).json["payment_link_id"]
+    svc.store.record_heartbeat(
+        "cab001", at="2026-01-01T00:00:00.000000Z", mqtt_connected=True, credits_left=0
+    )
+    assert svc.relay()["links_switched"] == 1  # offline: the single-price link is off
+    read_before_the_save = svc.store.list_links("cab001")
+    save_plan(client, PLAN)  # retires the single-price link
+    assert stored_link(app, single).retired_at is not None
+    monkeypatch.setattr(svc.store, "list_links", lambda machine_id: read_before_the_save)
+
+    back = client.post("/machines/cab001/heartbeat", json=beat, headers=cabinet.auth)
+
+    assert back.json["presence"] == "online"
+    assert standin_link(stripe_standin, single)["active"] is False
+
+
+def test_a_save_that_finishes_after_a_newer_one_keeps_the_newer_versions_links(
+    app, client, cabinet, stripe_standin
+):
+    """GIVEN version 1 (two bundles), then version 2 (the second bundle only) whose save
+    retired the first bundle's link WHEN version 1's save finishes its link work last THEN it
+    works to the version in force, 2: the first bundle's link stays retired and off, the
+    second's stays on."""
+    from arcade.pricing import Plan
+
+    first = save_plan(client, PLAN)
+    save_plan(client, {"bundles": [PLAN["bundles"][1]]})
+    dropped, kept = bundle_link(app, first, 0), bundle_link(app, first, 1)
+    assert stored_link(app, dropped.link_id).retired_at is not None
+    store = app.extensions["arcade"].store
+    version_1 = next(v for v in store.list_plan_versions("cab001") if v.version == 1)
+
+    app.extensions["arcade"].plans._sync_links("cab001", Plan.from_json(version_1.plan))
+
+    assert stored_link(app, dropped.link_id).retired_at is not None
+    assert standin_link(stripe_standin, dropped.link_id)["active"] is False
+    assert stored_link(app, kept.link_id).retired_at is None
+    assert standin_link(stripe_standin, kept.link_id)["active"] is True
+
+
 def test_a_link_stripe_would_not_switch_off_is_a_problem_of_the_save_and_the_next_save_retires_it(
     app, client, cabinet, stripe_standin
 ):
