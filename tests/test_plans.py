@@ -619,10 +619,18 @@ def test_an_operator_edits_plans_and_settings_on_the_dashboard(make_app):
     client = app.test_client()
     login(client)
     csrf = csrf_of(client.get("/admin/plans").data)
+    before = client.get("/admin/machines/cab001").data.decode()
+    assert "Sells the default price (STRIPE_PRICE_ID), the default number of credit(s)" in before
+    assert 'href="/machines/cab001/qr.png" download' in before
     saved = client.post(
         "/admin/plans", data={"plan": json.dumps(PLAN), "csrf_token": csrf}, follow_redirects=True
     )
     assert b"Plan version 1 is in force: 2 bundles, 2 payment links made" in saved.data
+    page = client.get("/admin/machines/cab001").data.decode()
+    assert "Sells by the default pricing plan (version 1)." in page
+    # The QR code to print opens the player's page, which lists every bundle.
+    assert "http://localhost/play/cab001</p>" in page
+    assert 'href="/play/cab001/qr.png" download' in page
     settings = client.post(
         "/admin/machines/cab001/settings",
         data={"credits_per_game": "2", "timezone": "Europe/Paris", "csrf_token": csrf},

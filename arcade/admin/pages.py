@@ -78,17 +78,28 @@ def machine_page(svc: Any, machine_id: str) -> dict[str, Any] | None:
     page["plan"] = plan_page(svc, machine_id)
     page["play_url"] = url_for("play.player_page", machine_id=machine_id, _external=True)
     page["presence"] = svc.presence.of(machine)
-    try:
-        link = svc.links.link_for(machine)
-    except ArcadeError as exc:
-        message = exc.message if hasattr(exc, "message") else str(exc)
-        page["link_problem"] = f"No QR code: {message}."
+    priced = svc.plans.in_force(machine)
+    if priced is not None:
+        # Under a plan the QR code to print opens the player's page, which lists every bundle.
+        whose = "its own" if priced[0].owner == machine_id else "the default"
+        page["sells"] = f"Sells by {whose} pricing plan (version {priced[0].version})."
+        page["link_url"] = page["play_url"]
+        page["qr_endpoint"] = "play.player_page_qr"
     else:
+        price = machine.price_id or "the default price (STRIPE_PRICE_ID)"
+        per_unit = machine.credits_per_unit or "the default number of"
+        page["sells"] = f"Sells {price}, {per_unit} credit(s) per unit bought."
+        page["qr_endpoint"] = "links.qr_code"
+        try:
+            page["link_url"] = svc.links.link_for(machine).url
+        except ArcadeError as exc:
+            message = exc.message if hasattr(exc, "message") else str(exc)
+            page["link_problem"] = f"No QR code: {message}."
+    if page["link_url"]:
         from arcade import qr
 
-        page["link_url"] = link.url
-        svg = qr.render(link.url, "svg").decode()
-        # The qrcode library's own SVG of our link's URL: nothing in it comes from a request.
+        svg = qr.render(page["link_url"], "svg").decode()
+        # The qrcode library's own SVG of a URL of ours: nothing in it comes from a request.
         page["qr_svg"] = Markup(svg[svg.index("<svg") :])  # noqa: S704
     return page
 
