@@ -23,7 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.broker import TlsBroker, free_loopback_port  # noqa: E402
+from tests.support.broker import TlsBroker, free_loopback_port, held_loopback_port  # noqa: E402
 from tests.support.stripe_standin import StripeStandIn, checkout_session, event, sign_payload  # noqa: E402
 
 MACHINE = "demo01"
@@ -135,7 +135,9 @@ def play_with_broker(tmp: Path, processes: list[subprocess.Popen], broker: TlsBr
         stripe.add_price(PRICE, 50)
         say(f"  answering Stripe's API at {stripe.url}; one Price: {PRICE}, 0.50 USD per credit")
 
-        api_port = free_loopback_port()
+        # Held until the API listens on it (it may, with SO_REUSEADDR): no other program's
+        # connection can take it in between.
+        api_port, api_port_hold = held_loopback_port()
         env = {
             **os.environ,
             **broker.env(),
@@ -182,7 +184,11 @@ def play_with_broker(tmp: Path, processes: list[subprocess.Popen], broker: TlsBr
         )
         processes.append(api)
         threading.Thread(target=relay, args=(api, "api"), daemon=True).start()
-        wait_for(lambda: request(api_port, "GET", "/status")[0] == 200, "the API starting")
+        try:
+            wait_for(lambda: request(api_port, "GET", "/status")[0] == 200, "the API starting")
+        finally:
+            if api_port_hold is not None:
+                api_port_hold.close()
 
         step(5, f"Cabinet: python -m arcade.cabinet --machine {MACHINE}")
         cabinet_port = free_loopback_port()

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.broker import free_loopback_port
+from tests.support.broker import held_loopback_port
 from tests.support.stripe_standin import event, sign_payload
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +26,13 @@ class ApiProcess:
     """One `python app.py` with the given settings, on a port of its own."""
 
     def __init__(self, env: dict[str, str], log_path: Path, *, port: int | None = None):
-        self.port = port or free_loopback_port()
+        # A port of its own is held from now until close(): between choosing it and the
+        # server binding it (or while the process is killed and restarted on it), no other
+        # program's connection can take it.
+        self._port_hold = None
+        if port is None:
+            port, self._port_hold = held_loopback_port()
+        self.port = port
         self.env = {**os.environ, **env, "PORT": str(self.port), "HOST": "127.0.0.1"}
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
@@ -71,6 +77,9 @@ class ApiProcess:
 
     def close(self) -> None:
         self.kill()
+        if self._port_hold is not None:
+            self._port_hold.close()
+            self._port_hold = None
 
     def log_text(self) -> str:
         try:

@@ -80,6 +80,20 @@ def free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def held_loopback_port() -> tuple[int, socket.socket | None]:
+    """Return a free loopback port for a server to listen on and, where such a listener may
+    bind a held port (Linux, SO_REUSEADDR), the socket holding it.
+
+    While the holding socket is open no other program is given the port, not even for an
+    outgoing connection, so a server started on it a moment later cannot lose it; close the
+    socket when the server is done. Elsewhere the socket is None and the port merely free now.
+    """
+    if _listeners_share_reserved_ports():
+        held = _reserve_loopback_port()
+        return int(held.getsockname()[1]), held
+    return free_loopback_port(), None
+
+
 def _reserve_loopback_port(port: int = 0) -> socket.socket:
     """Bind a loopback port (a free one for 0) without listening, with SO_REUSEADDR.
 
