@@ -80,18 +80,18 @@ def free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def held_loopback_port() -> tuple[int, socket.socket | None]:
-    """Return a free loopback port for a server to listen on and, where such a listener may
-    bind a held port (Linux, SO_REUSEADDR), the socket holding it.
+def held_loopback_port(port: int = 0) -> tuple[int, socket.socket | None]:
+    """Return a loopback port for a server to listen on (``port``, or a free one for 0) and,
+    where such a listener may bind a held port (Linux, SO_REUSEADDR), the socket holding it.
 
     While the holding socket is open no other program is given the port, not even for an
     outgoing connection, so a server started on it a moment later cannot lose it; close the
     socket when the server is done. Elsewhere the socket is None and the port merely free now.
     """
     if _listeners_share_reserved_ports():
-        held = _reserve_loopback_port()
+        held = _reserve_loopback_port(port)
         return int(held.getsockname()[1]), held
-    return free_loopback_port(), None
+    return port or free_loopback_port(), None
 
 
 def _reserve_loopback_port(port: int = 0) -> socket.socket:
@@ -319,13 +319,10 @@ class TlsBroker:
     def _take_port(self, port: int = 0) -> None:
         """Hold ``port`` (a fresh one for 0) until close(), where listeners can share it."""
         self._release_port()
-        if _listeners_share_reserved_ports():
-            held = _reserve_loopback_port(port)
+        self.port, held = held_loopback_port(port)
+        if held is not None:
             # Closed by close(), or when the broker is collected without one.
             self._port_hold = weakref.finalize(self, held.close)
-            self.port = int(held.getsockname()[1])
-        else:
-            self.port = port or free_loopback_port()
         self.url = f"mqtts://{self.host}:{self.port}"
 
     def _release_port(self) -> None:
