@@ -60,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support.broker import Subscriber, TlsBroker, free_loopback_port  # noqa: E402
 from tests.support.lambda_events import make_v1_event  # noqa: E402
+from tests.support.processes import stop_process  # noqa: E402
 from tests.support.stripe_standin import StripeStandIn, checkout_session, event, sign_payload  # noqa: E402
 
 SECRET = "whsec_bench"
@@ -201,12 +202,7 @@ def start_http_floor(workdir: Path) -> tuple[subprocess.Popen, int]:
 
 
 def stop(server: subprocess.Popen) -> None:
-    server.terminate()
-    try:
-        server.wait(10)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait(5)
+    stop_process(server, timeout=10)
 
 
 # --- the client: the same for the product and the HTTP floor -----------------------------

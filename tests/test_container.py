@@ -39,6 +39,7 @@ import yaml
 from arcade.store.dynamodb import DynamoStore
 from tests.support.lambda_events import make_v1_event, make_v2_event
 from tests.support.lambda_runtime_standin import LambdaRuntimeStandIn, Outcome
+from tests.support.processes import stop_process
 from tests.support.stripe_standin import event as stripe_event
 from tests.support.stripe_standin import sign_payload
 
@@ -428,13 +429,7 @@ class LambdaFunction:
 
     def stop(self) -> None:
         """Stop the process (it is waiting for its next event) and the runtime API."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process, timeout=10)
         self.runtime_api.close()
 
 

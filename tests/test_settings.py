@@ -20,6 +20,7 @@ from arcade.errors import StoreError
 from arcade.logs import JsonLineFormatter
 from tests.support.app import ADMIN_KEY, signed_post
 from tests.support.broker import free_loopback_port
+from tests.support.processes import stop_process
 from tests.support.stripe_standin import checkout_session, event
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -559,12 +560,7 @@ def test_python_app_py_reports_problems_by_name_and_serves_status(tmp_path):
         assert status[1]["status"] == "up"
         assert any("STRIPE_API_KEY" in problem for problem in status[1]["problems"])
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process)
         if process.stderr is not None:
             process.stderr.close()
 

@@ -43,6 +43,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.support.processes import stop_process
+
 MOSQUITTO_CANDIDATES = (
     "/usr/sbin/mosquitto",
     "/usr/local/sbin/mosquitto",
@@ -470,17 +472,9 @@ class TlsBroker:
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
-        if process.poll() is None:
-            if self._frozen:
-                process.send_signal(signal.SIGCONT)
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-        else:
-            process.wait()
+        if process.poll() is None and self._frozen:
+            process.send_signal(signal.SIGCONT)
+        stop_process(process)
         self._frozen = False
         self._process = None
 
