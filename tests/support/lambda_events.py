@@ -52,15 +52,7 @@ def make_v1_event(
     path = base_path + path
     domain = custom_domain or f"{REST_API_ID}.execute-api.us-east-1.amazonaws.com"
     all_headers = _with_defaults(
-        [
-            ("Accept", "*/*"),
-            ("Host", domain),
-            ("User-Agent", USER_AGENT),
-            ("X-Amzn-Trace-Id", TRACE_ID),
-            ("X-Forwarded-For", SOURCE_IP),
-            ("X-Forwarded-Port", "443"),
-            ("X-Forwarded-Proto", "https"),
-        ],
+        _edge_headers(domain, lower=False),
         headers or [],
         body,
     )
@@ -143,15 +135,7 @@ def make_v2_event(
     if raw_query is None:
         raw_query = urlencode(query or [], quote_via=quote)
     all_headers = _with_defaults(
-        [
-            ("accept", "*/*"),
-            ("host", domain),
-            ("user-agent", USER_AGENT),
-            ("x-amzn-trace-id", TRACE_ID),
-            ("x-forwarded-for", SOURCE_IP),
-            ("x-forwarded-port", "443"),
-            ("x-forwarded-proto", "https"),
-        ],
+        _edge_headers(domain, lower=True),
         headers or [],
         body,
     )
@@ -207,15 +191,7 @@ def make_alb_event(
     """Return an ALB target group event, with multi-value headers on or off."""
     domain = "arcade-alb-1234567890.us-east-1.elb.amazonaws.com"
     all_headers = _with_defaults(
-        [
-            ("accept", "*/*"),
-            ("host", domain),
-            ("user-agent", USER_AGENT),
-            ("x-amzn-trace-id", TRACE_ID),
-            ("x-forwarded-for", SOURCE_IP),
-            ("x-forwarded-port", "443"),
-            ("x-forwarded-proto", "https"),
-        ],
+        _edge_headers(domain, lower=True),
         headers or [],
         body,
     )
@@ -236,6 +212,21 @@ def make_alb_event(
         event["queryStringParameters"] = {key: values[-1] for key, values in raw_query.items()}
         event["headers"] = {name: values[-1] for name, values in _group(all_headers).items()}
     return event
+
+
+def _edge_headers(domain: str, *, lower: bool) -> Pairs:
+    """Return the headers AWS's edge adds to every request for ``domain``: in lower case for
+    HTTP API, function URL and ALB events, as the client sent them for a REST API."""
+    headers = [
+        ("Accept", "*/*"),
+        ("Host", domain),
+        ("User-Agent", USER_AGENT),
+        ("X-Amzn-Trace-Id", TRACE_ID),
+        ("X-Forwarded-For", SOURCE_IP),
+        ("X-Forwarded-Port", "443"),
+        ("X-Forwarded-Proto", "https"),
+    ]
+    return [(name.lower(), value) for name, value in headers] if lower else headers
 
 
 def _with_defaults(defaults: Pairs, given: Pairs, body: bytes) -> Pairs:
