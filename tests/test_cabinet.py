@@ -16,7 +16,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from tests.support.app import ADMIN_KEY, TOPIC_PREFIX
 from tests.support.app import Cabinet as Machine
 from tests.support.broker import TlsBroker, free_loopback_port
 from tests.support.browser import PageServer
+from tests.support.http_server import LoopbackServer
 from tests.support.stripe_standin import checkout_session
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -348,11 +349,8 @@ class ApiStandIn:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,))
-        self._thread.start()
+        self._server = LoopbackServer(Handler, name="fake-api")
+        self.url = self._server.url
 
     def answer(self, path_end: str, *statuses: int) -> None:
         """Answer calls to paths ending in ``path_end`` with these statuses, the last repeated."""
@@ -380,9 +378,7 @@ class ApiStandIn:
         return calls
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._server.close()
 
 
 @pytest.fixture

@@ -28,15 +28,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from threading import Thread
 from typing import Any
 
 import pytest
 import yaml
 
 from arcade.store.dynamodb import DynamoStore
+from tests.support.http_server import LoopbackServer
 from tests.support.lambda_events import make_v1_event, make_v2_event
 from tests.support.lambda_runtime_standin import LambdaRuntimeStandIn, Outcome
 from tests.support.processes import stop_process
@@ -305,20 +305,14 @@ class DynamoTripwire:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 """Stay quiet."""
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._server = LoopbackServer(Handler, name="dynamodb-tripwire")
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._server.url
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._server.close()
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import stripe
+
+from tests.support.http_server import LoopbackServer
 
 API_KEY = "sk_test_standin"
 API_VERSION = stripe.api_version
@@ -662,8 +664,7 @@ class StripeStandIn:
         self._refunds: list[dict[str, Any]] = []
         self._failures: list[_Failure] = []
         self._requests: list[RecordedRequest] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer | None = None
 
     # life cycle
 
@@ -672,14 +673,14 @@ class StripeStandIn:
         """Return the base address to give stripe as ``base_addresses={"api": url}``."""
         if self._server is None:
             raise RuntimeError("the Stripe stand-in is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self._server.url
 
     @property
     def port(self) -> int:
         """Return the port the stand-in listens on."""
         if self._server is None:
             raise RuntimeError("the Stripe stand-in is not started")
-        return int(self._server.server_address[1])
+        return self._server.port
 
     def start(self) -> StripeStandIn:
         """Start serving in a daemon thread."""
@@ -690,29 +691,14 @@ class StripeStandIn:
             (_Handler,),
             {"standin": self, "protocol_version": "HTTP/1.1" if self.keep_alive else "HTTP/1.0"},
         )
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        server.daemon_threads = True
-        server.block_on_close = False
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="stripe-standin",
-            daemon=True,
-        )
-        self._thread.start()
+        self._server = LoopbackServer(handler, name="stripe-standin")
         return self
 
     def close(self) -> None:
         """Stop serving and release the port."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._server = self._thread = None
+        if self._server is not None:
+            self._server.close()
+            self._server = None
 
     def __enter__(self) -> StripeStandIn:
         return self.start()
