@@ -271,15 +271,8 @@ class PlanService:
         """Give every bundle of every machine the plan prices its Payment Link, bring the
         text of links made earlier up to date, and retire the links whose price the plan does
         not sell. Failures are listed, not raised."""
-        if owner == DEFAULT_PLAN:
-            machines = [
-                m
-                for m in self.store.list_machines()
-                if self.store.get_plan_version(m.machine_id) is None
-            ]
-        else:
-            machines = [self._machine(owner)]
-        report: dict[str, Any] = {"machines": len(machines), "made": 0, "updated": 0}
+        machines = self.store.list_machines() if owner == DEFAULT_PLAN else [self._machine(owner)]
+        report: dict[str, Any] = {"machines": 0, "made": 0, "updated": 0}
         for machine in machines:
             # Another save may have come in since this one stored its version: each machine is
             # brought in line with the version in force now, never an older one, so two saves
@@ -289,6 +282,9 @@ class PlanService:
             except ArcadeError as exc:
                 self._problem(report, machine, None, exc)
                 continue
+            if owner == DEFAULT_PLAN and priced is not None and priced[0].owner != DEFAULT_PLAN:
+                continue  # it sells by a plan of its own, which the default plan does not touch
+            report["machines"] += 1
             self._sync_machine(machine, priced[1] if priced else plan, report)
         return report
 
