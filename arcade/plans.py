@@ -370,20 +370,38 @@ class PlanService:
     ) -> None:
         """Give a link at a bundle's price that bundle's text; a retired one sells again, and
         is switched on at Stripe unless presence holds the machine's links off (its next good
-        heartbeat switches it on). Raises PaymentProviderError, StoreError."""
+        heartbeat switches it on). Raises PaymentProviderError, StoreError.
+
+        A link brought back is unmarked first and the version in force is read again once it
+        is on: a newer save that does not sell its price, racing this one, either sees it
+        unmarked and retires it, or is seen here and the link is retired again (the mirror of
+        ``_retire``).
+        """
         text = offer_text(plan, bundle, machine.timezone or "UTC")
-        revive = link.retired_at is not None and machine.links_active != 0
-        self.gateway.set_link_text(link.link_id, text, active=True if revive else None)
-        if link.retired_at is not None:
+        reviving = link.retired_at is not None
+        revive = reviving and machine.links_active != 0
+        if reviving:
             self.store.set_link_retired(link, None)
-            log_event(
-                logger,
-                "payment_link_restored",
-                machine_id=machine.machine_id,
-                payment_link_id=link.link_id,
-                price_id=link.price_id,
-                active=revive,
-            )
+        try:
+            self.gateway.set_link_text(link.link_id, text, active=True if revive else None)
+        except ArcadeError:
+            if reviving:
+                self.store.set_link_retired(link, link.retired_at)  # as it was
+            raise
+        if not reviving:
+            return
+        priced = plan_of(self.store, machine.machine_id)
+        if priced is None or priced[1].bundle_for(link.price_id) is None:
+            self._retire(machine, link)
+            return
+        log_event(
+            logger,
+            "payment_link_restored",
+            machine_id=machine.machine_id,
+            payment_link_id=link.link_id,
+            price_id=link.price_id,
+            active=revive,
+        )
 
     @staticmethod
     def _problem(

@@ -824,6 +824,39 @@ def test_a_save_that_finishes_after_a_newer_one_keeps_the_newer_versions_links(
     assert standin_link(stripe_standin, kept.link_id)["active"] is True
 
 
+def test_a_save_that_read_an_older_version_does_not_bring_back_a_link_a_newer_one_retired(
+    app, client, cabinet, stripe_standin, monkeypatch
+):
+    """GIVEN version 2 (the second bundle only) retired the first bundle's link WHEN a save
+    that read version 1 as in force (before version 2 was stored) brings that link back THEN
+    it reads the version in force again once the link is on, and retires it again: the link
+    ends off and retired, the second bundle's on."""
+    import arcade.plans
+    from arcade.pricing import Plan
+
+    first = save_plan(client, PLAN)
+    save_plan(client, {"bundles": [PLAN["bundles"][1]]})
+    dropped, kept = bundle_link(app, first, 0), bundle_link(app, first, 1)
+    store = app.extensions["arcade"].store
+    version_1 = next(v for v in store.list_plan_versions("cab001") if v.version == 1)
+    real_plan_of, reads = arcade.plans.plan_of, []
+
+    def read_before_version_2_was_stored(store_: object, machine_id: str, at=None):
+        reads.append(machine_id)
+        if len(reads) == 1:
+            return version_1, Plan.from_json(version_1.plan)
+        return real_plan_of(store_, machine_id, at)
+
+    monkeypatch.setattr(arcade.plans, "plan_of", read_before_version_2_was_stored)
+
+    app.extensions["arcade"].plans._sync_links("cab001", Plan.from_json(version_1.plan))
+
+    assert stored_link(app, dropped.link_id).retired_at is not None
+    assert standin_link(stripe_standin, dropped.link_id)["active"] is False
+    assert stored_link(app, kept.link_id).retired_at is None
+    assert standin_link(stripe_standin, kept.link_id)["active"] is True
+
+
 def test_a_link_stripe_would_not_switch_off_is_a_problem_of_the_save_and_the_next_save_retires_it(
     app, client, cabinet, stripe_standin
 ):
