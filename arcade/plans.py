@@ -330,10 +330,20 @@ class PlanService:
             if link_key(machine.machine_id, bundle.price_id, 0) in have:
                 continue
             try:
-                self.links.bundle_link(machine, plan, bundle)
+                made = self.links.bundle_link(machine, plan, bundle)
                 report["made"] = report.get("made", 0) + 1
+                # A newer version that does not sell this price may have come in meanwhile.
+                if not self._sold_now(machine, made.price_id) and self._retire(machine, made):
+                    report["retired"] = report.get("retired", 0) + 1
             except ArcadeError as exc:
                 self._problem(report, machine, bundle, exc)
+
+    def _sold_now(self, machine: Machine, price_id: str) -> bool:
+        """Tell whether the version in force for the machine now has a bundle at ``price_id``
+        (read afresh: a save racing this one may have stored a newer version). Raises
+        StoreError."""
+        priced = plan_of(self.store, machine.machine_id)
+        return priced is not None and priced[1].bundle_for(price_id) is not None
 
     def _retire(self, machine: Machine, link: PaymentLink) -> bool:
         """Mark retired a link whose price buys nothing under the plan in force, then switch it
@@ -346,8 +356,7 @@ class PlanService:
         save tries again), StoreError.
         """
         self.store.set_link_retired(link, iso(utc_now()))
-        priced = plan_of(self.store, machine.machine_id)
-        if priced is not None and priced[1].bundle_for(link.price_id) is not None:
+        if self._sold_now(machine, link.price_id):
             self.store.set_link_retired(link, None)
             return False
         try:
@@ -390,8 +399,7 @@ class PlanService:
             raise
         if not reviving:
             return
-        priced = plan_of(self.store, machine.machine_id)
-        if priced is None or priced[1].bundle_for(link.price_id) is None:
+        if not self._sold_now(machine, link.price_id):
             self._retire(machine, link)
             return
         log_event(

@@ -857,6 +857,40 @@ def test_a_save_that_read_an_older_version_does_not_bring_back_a_link_a_newer_on
     assert standin_link(stripe_standin, kept.link_id)["active"] is True
 
 
+def test_a_link_an_older_save_makes_for_a_price_the_newer_version_drops_ends_retired(
+    app, client, cabinet, stripe_standin, monkeypatch
+):
+    """GIVEN version 2 in force WHEN a save that read an older version as in force makes a
+    link for a bundle version 2 does not sell THEN, the link made, the version in force is
+    read again and the new link is retired and off at once."""
+    import arcade.links
+    import arcade.plans
+    from arcade.pricing import Bundle, Plan
+
+    save_plan(client, PLAN)
+    save_plan(client, {"bundles": [PLAN["bundles"][1]]})
+    stripe_standin.add_price("price_stale", 300)
+    store = app.extensions["arcade"].store
+    version_1 = next(v for v in store.list_plan_versions("cab001") if v.version == 1)
+    stale = Plan((Bundle("stale", "price_stale", 1, 300, "usd"),))
+    real_plan_of, reads = arcade.plans.plan_of, []
+
+    def read_before_version_2_was_stored(store_: object, machine_id: str, at=None):
+        reads.append(machine_id)
+        return (version_1, stale) if len(reads) == 1 else real_plan_of(store_, machine_id, at)
+
+    monkeypatch.setattr(arcade.plans, "plan_of", read_before_version_2_was_stored)
+    # The link service checked the price against the version it read, before 2 was stored.
+    monkeypatch.setattr(arcade.links, "plan_of", lambda *args, **kwargs: (version_1, stale))
+
+    report = app.extensions["arcade"].plans._sync_links("cab001", stale)
+
+    made = store.get_link(link_key("cab001", "price_stale", 0))
+    assert (report["made"], report["retired"]) == (1, 1)
+    assert made is not None and made.retired_at is not None
+    assert standin_link(stripe_standin, made.link_id)["active"] is False
+
+
 def test_a_link_stripe_would_not_switch_off_is_a_problem_of_the_save_and_the_next_save_retires_it(
     app, client, cabinet, stripe_standin
 ):
