@@ -64,6 +64,7 @@ from arcade.signing import PulseSigner
 from arcade.store.base import (
     GameOverKey,
     IntentRecord,
+    Lost,
     Machine,
     MachineState,
     Payment,
@@ -248,8 +249,8 @@ class Ledger:
         intent_id = session.payment_intent
         attribution: Attribution | None = None
         intent: IntentRecord | None = None
+        stored = self.store.get_payment(payment_id)
         for _ in range(WRITE_ATTEMPTS):
-            stored = self.store.get_payment(payment_id)
             if stored is not None and not moves_forward(stored, phase):
                 return self._existing(stored, ids)
             if attribution is None:
@@ -269,15 +270,21 @@ class Ledger:
             new = settle(new)
             if is_deliverable(new):
                 new = self._leased(new, now)
-            if self.store.commit_payment(
+            written = self.store.commit_payment(
                 new,
                 intent=pointer,
                 delta=_delta(stored, new),
                 entries=_entries(stored, new, refunded_at),
-            ):
+            )
+            if written is True:
                 break
-            if intent_id:  # the intent may have gained a refund meanwhile: read it this time
-                intent = self.store.get_intent(intent_id)
+            # Decide again from what won, as the refusal gave it; read only what it did not.
+            if written.payment is not None:
+                stored = written.payment
+            elif written.intent is None:
+                stored = self.store.get_payment(payment_id)
+            # The intent may have gained a refund meanwhile.
+            intent = written.intent or (self.store.get_intent(intent_id) if intent_id else None)
         else:
             raise StoreError("the payment kept changing while it was recorded; try again")
         payment = changed(new, version=new.version + 1)
@@ -380,9 +387,10 @@ class Ledger:
                 # Stripe with an error, and Stripe's retry of that delivery publishes it.
                 return self._log_outcome(ids, _outcome("delivery_in_progress", payment))
             claimed = self._leased(payment, now)
-            if self.store.commit_payment(claimed):
+            written = self.store.commit_payment(claimed)
+            if written is True:
                 return self._publish(changed(claimed, version=claimed.version + 1), ids)
-            payment = self._reread(payment)
+            payment = self._winner(written, payment)
         raise StoreError("the payment kept changing while its delivery was claimed; try again")
 
     def _publish(
@@ -462,15 +470,16 @@ class Ledger:
                     updated_at=now,
                 )
             )
-            if self.store.commit_payment(
+            written = self.store.commit_payment(
                 delivered,
                 delta=_delta(payment, delivered),
                 entries=_entries(payment, delivered, now),
                 open_session=session,
-            ):
+            )
+            if written is True:
                 session = None
                 break
-            payment = self._reread(payment)
+            payment = self._winner(written, payment)
         else:
             raise StoreError("the payment kept changing while it was marked delivered; try again")
         if session is not None:
@@ -598,7 +607,8 @@ class Ledger:
                 )
             )
             grant = self._leased(grant, now)
-            if self.store.commit_payment(grant, delta=_delta(None, grant)):
+            written = self.store.commit_payment(grant, delta=_delta(None, grant))
+            if written is True:
                 log_event(
                     logger,
                     "credits_granted",
@@ -611,7 +621,7 @@ class Ledger:
                 )
                 stored, fresh = changed(grant, version=1), True
             else:
-                stored = self._reread(grant)  # the same key, at the same moment
+                stored = self._winner(written, grant)  # the same key, at the same moment
         if (stored.machine_id, stored.credits, stored.note) != (machine_id, credits, reason):
             raise Conflict(
                 "this Idempotency-Key was used for another grant", code="idempotency_key_reused"
@@ -688,7 +698,8 @@ class Ledger:
                 stuck = (now - granted).total_seconds() >= UNDELIVERABLE_AFTER_SECONDS
                 if stuck and payment.delivery_alarm_at is None:
                     backed_off = changed(backed_off, delivery_alarm_at=iso(now))
-                if self.store.commit_payment(backed_off):
+                written = self.store.commit_payment(backed_off)
+                if written is True:
                     if backed_off.delivery_alarm_at != payment.delivery_alarm_at:
                         log_event(
                             logger,
@@ -700,7 +711,7 @@ class Ledger:
                             granted_at=payment.granted_at,
                         )
                     return
-                latest = self._reread(payment)
+                latest = self._winner(written, payment)
                 if latest.delivery_claimed_until != payment.delivery_claimed_until:
                     return  # someone else's lease now
                 payment = latest
@@ -755,6 +766,11 @@ class Ledger:
         """Return whether a grant we hold the lease of may still be published."""
         latest = self.store.get_payment(payment.payment_id)
         return latest is not None and is_deliverable(latest)
+
+    def _winner(self, lost: Lost, payment: Payment) -> Payment:
+        """Return the stored payment whose version beat ``payment``'s write: the one the
+        refusal carried, else (nothing came with it) as read now."""
+        return lost.payment if lost.payment is not None else self._reread(payment)
 
     def _reread(self, payment: Payment) -> Payment:
         latest = self.store.get_payment(payment.payment_id)

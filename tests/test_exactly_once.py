@@ -217,3 +217,42 @@ def test_a_malformed_idempotency_key_is_refused(client, cabinet):
 
     assert answer.status_code == 400
     assert answer.json["code"] == "invalid_idempotency_key"
+
+
+def test_a_delivery_that_loses_the_race_decides_from_the_winner_without_reading_again(
+    app, client, cabinet, subscribe, deliver, monkeypatch
+):
+    """GIVEN a delivery of an event WHEN another delivery of it is stored first, between this
+    one's read and its write THEN this one is answered from the payment that won, as the
+    refused write returned it: no second read, one grant, one coinpulse."""
+    session = checkout_session(
+        id="cs_lost", payment_link=our_link(client, cabinet), amount_subtotal=100
+    )
+    subscriber = subscribe(f"{TOPIC_PREFIX}/cab001/coinpulse")
+    store = app.extensions["arcade"].store
+    real_commit, real_get = store.commit_payment, store.get_payment
+    reads_after_the_race: list[str] = []
+    raced = threading.Event()
+
+    def commit_after_a_rival(*args, **kwargs):
+        if not raced.is_set():
+            raced.set()
+            rival = deliver("checkout.session.completed", session, event_id="evt_rival")
+            assert rival.json["result"] == "delivered"
+            reads_after_the_race.clear()
+        return real_commit(*args, **kwargs)
+
+    def counted_get(payment_id):
+        reads_after_the_race.append(payment_id)
+        return real_get(payment_id)
+
+    monkeypatch.setattr(store, "commit_payment", commit_after_a_rival)
+    monkeypatch.setattr(store, "get_payment", counted_get)
+
+    answer = deliver("checkout.session.completed", session, event_id="evt_loser")
+
+    assert answer.status_code == 200
+    assert answer.json["result"] == "already_delivered"
+    assert reads_after_the_race == []
+    assert len(subscriber.settle()) == 1
+    assert state_of(client, cabinet)["credits"]["granted"] == 2

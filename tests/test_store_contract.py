@@ -31,6 +31,7 @@ from arcade.payment_states import (
 from arcade.store.base import (
     GameOverKey,
     IntentRecord,
+    Lost,
     Machine,
     MachineState,
     Payment,
@@ -427,7 +428,8 @@ def test_given_a_stored_payment_when_committed_at_another_version_then_refused_a
         delta=GRANT,
     )
 
-    assert refused is False
+    assert not refused
+    assert refused == Lost(payment=payment)  # what won, from the refusal itself
     assert store.get_payment("cs_1") == payment
     assert store.get_intent("pi_cs_1") == intent
     assert store.get_machine_state("cab001") == state
@@ -437,7 +439,10 @@ def test_given_no_payment_when_committed_at_a_version_then_refused_and_nothing_i
     store: Store,
 ) -> None:
     """A payment that was never written cannot be replaced from a read that never happened."""
-    assert store.commit_payment(make_payment(version=1), delta=GRANT) is False
+    refused = store.commit_payment(make_payment(version=1), delta=GRANT)
+
+    assert not refused
+    assert refused == Lost()
 
     assert store.get_payment("cs_1") is None
     assert store.get_machine_state("cab001") == MachineState(machine_id="cab001")
@@ -454,7 +459,8 @@ def test_given_a_fresh_payment_and_a_stale_intent_when_committed_then_nothing_is
         make_payment(), intent=make_intent(amount_refunded=50), delta=GRANT
     )
 
-    assert refused is False
+    assert not refused
+    assert refused == Lost(intent=stored_intent)
     assert store.get_payment("cs_1") is None
     assert store.get_intent("pi_cs_1") == stored_intent
     assert store.get_machine_state("cab001") == MachineState(machine_id="cab001")
@@ -469,7 +475,8 @@ def test_given_a_stale_payment_and_a_fresh_intent_when_committed_then_nothing_is
 
     refused = store.commit_payment(make_payment(), intent=make_intent(), delta=GRANT)
 
-    assert refused is False
+    assert not refused
+    assert refused == Lost(payment=stored_payment)
     assert store.get_payment("cs_1") == stored_payment
     assert store.get_intent("pi_cs_1") is None
     assert store.get_machine_state("cab001") == MachineState(machine_id="cab001")
@@ -495,7 +502,9 @@ def test_given_a_stored_intent_when_committed_alone_at_its_version_then_it_moves
     later = replace(read, amount_refunded=120, updated_at=T2)
 
     assert store.commit_payment(None, intent=later) is True
-    assert store.commit_payment(None, intent=replace(read, amount_refunded=10)) is False
+    refused = store.commit_payment(None, intent=replace(read, amount_refunded=10))
+    assert not refused
+    assert refused == Lost(intent=written(later))
 
     assert store.get_intent("pi_cs_1") == written(later)
     assert store.get_intent("pi_cs_1").version == 2
@@ -644,8 +653,11 @@ def test_given_concurrent_commits_of_one_new_payment_then_exactly_one_counts(
     """Eight deliveries of the same event at once store it once and add its delta once."""
     results = run_together(lambda: store.commit_payment(make_payment(), delta=GRANT))
 
-    assert sorted(results) == [False] * (THREADS - 1) + [True]
+    assert sorted(bool(result) for result in results) == [False] * (THREADS - 1) + [True]
     assert store.get_payment("cs_1") == written(make_payment())
+    # Each loser is told what won, with no read of its own.
+    lost = [result for result in results if result is not True]
+    assert lost == [Lost(payment=written(make_payment()))] * (THREADS - 1)
     state = store.get_machine_state("cab001")
     assert (state.credits_granted, state.revenue) == (2, {"usd": 200})
 
@@ -1278,13 +1290,17 @@ def test_given_dynamodb_when_a_first_writer_wins_then_the_loser_reads_nothing_ag
     dynamodb_table: str, dynamodb_client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """ALL_OLD: a refused conditional write brings back the item that won, so losing a race
-    for a link key or a kept value costs no second read (a DynamoDB request count)."""
+    for a link key, a kept value or a payment's version costs no second read (a DynamoDB
+    request count)."""
     from arcade.store.dynamodb import DynamoStore
 
     store = DynamoStore(dynamodb_table, client=dynamodb_client)
     store.create_table()
     first = store.put_link(make_link(link_id="plink_first"))
     store.put_value_if_absent("key", "first")
+    commit_ok(store, make_payment(phase=PENDING_PAYMENT))
+    commit_ok(store, None, intent=make_intent())
+    payment, intent = store.get_payment("cs_1"), store.get_intent("pi_cs_1")
     calls: list[str] = []
     client = store.client
     for operation in ("get_item", "query", "put_item", "transact_write_items"):
@@ -1300,7 +1316,16 @@ def test_given_dynamodb_when_a_first_writer_wins_then_the_loser_reads_nothing_ag
 
     assert store.put_link(make_link(link_id="plink_other")) == first
     assert store.put_value_if_absent("key", "second") == "first"
-    assert calls == ["transact_write_items", "put_item"]
+    assert store.commit_payment(make_payment()) == Lost(payment=payment)
+    assert store.commit_payment(make_payment(), delta=GRANT) == Lost(payment=payment)
+    assert store.commit_payment(None, intent=make_intent()) == Lost(intent=intent)
+    assert calls == [
+        "transact_write_items",
+        "put_item",
+        "put_item",
+        "transact_write_items",
+        "put_item",
+    ]
 
 
 def test_given_intents_when_unmatched_are_listed_then_only_those_without_a_session(

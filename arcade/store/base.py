@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 R = TypeVar("R")
 
@@ -148,6 +148,23 @@ class SessionStart:
     machine_id: str
     session_id: str
     started_at: str
+
+
+@dataclass(frozen=True)
+class Lost:
+    """A versioned write that lost: another writer's version is stored (``commit_payment``).
+
+    ``payment`` and ``intent`` are what is stored now of the record whose version moved (None
+    for a record that was not the cause, or that is not stored at all), taken from the refusal
+    itself, so deciding again costs no second read. False in a boolean test, as a refused
+    write is.
+    """
+
+    payment: Payment | None = None
+    intent: IntentRecord | None = None
+
+    def __bool__(self) -> bool:
+        return False
 
 
 @dataclass(frozen=True)
@@ -344,7 +361,7 @@ class Store(ABC):
         delta: StateDelta | None = None,
         entries: Sequence[RevenueEntry] = (),
         open_session: SessionStart | None = None,
-    ) -> bool:
+    ) -> Literal[True] | Lost:
         """Write a payment, its PaymentIntent record, a machine-state delta, revenue entries
         and the opening of a play session, all or nothing.
 
@@ -355,8 +372,10 @@ class Store(ABC):
         id is already stored is a write that already happened and is kept as it is.
         ``open_session`` sets the machine's session id and start when it has no session open
         (the state's version moves on then), with no condition on the state: a machine with a
-        session open keeps it. Returns False, writing nothing, when a version moved: read again
-        and decide again. No rule about payments lives here.
+        session open keeps it. Returns True once written; when a version moved, writes nothing
+        and returns a ``Lost`` carrying the stored record that won (SQLite reads it in the same
+        transaction, DynamoDB takes it from the refusal with ``ALL_OLD``): decide again from
+        it. No rule about payments lives here.
         """
 
     @abstractmethod

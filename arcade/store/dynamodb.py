@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from arcade.errors import MachineExists, StoreError, UnknownMachine
 from arcade.logs import log_event
@@ -23,6 +23,7 @@ from arcade.store.base import (
     ChangeRecord,
     GameOverKey,
     IntentRecord,
+    Lost,
     Machine,
     MachineState,
     Payment,
@@ -206,13 +207,20 @@ class DynamoStore(Store):
         A transaction cancelled by a conflict or throttling is tried again after a short
         pause; any other cancellation raises StoreError.
         """
+        return self._transact_or_refusal(actions, what) is None
+
+    def _transact_or_refusal(
+        self, actions: list[dict[str, Any]], what: str
+    ) -> _TransactionCancelled | None:
+        """Write ``actions`` all or nothing; return None once written, or the cancellation
+        when one of their conditions failed (its reasons and ``ALL_OLD`` items, by action)."""
         for _ in range(ATTEMPTS):
             try:
                 self._transact(*actions)
-                return True
+                return None
             except _TransactionCancelled as exc:
                 if "ConditionalCheckFailed" in exc.reasons:
-                    return False
+                    return exc
                 _pause_or_raise(exc)
         raise StoreError(f"the store kept refusing {what}; try again")
 
@@ -474,15 +482,19 @@ class DynamoStore(Store):
         delta: StateDelta | None = None,
         entries: Sequence[RevenueEntry] = (),
         open_session: SessionStart | None = None,
-    ) -> bool:
+    ) -> Literal[True] | Lost:
         """Put the payment and the intent if their versions hold, ADD the delta, open the
         session and put the revenue entries, in one go (one Update for the machine state: a
-        transaction may touch an item once)."""
+        transaction may touch an item once). A refused put returns what won (``ALL_OLD``)."""
         actions: list[dict[str, Any]] = []
+        versioned: list[type] = []  # the record type of each versioned put, by action
         if payment is not None:
             actions.append(_put_versioned(_payment_item(payment), payment.version))
+            versioned.append(Payment)
         if intent is not None:
             actions.append(_put_versioned(_intent_item(intent), intent.version))
+            versioned.append(IntentRecord)
+        intent_id = intent.payment_intent if intent is not None else None
         if delta or open_session is not None:
             machine_id = delta.machine_id if delta else open_session.machine_id  # type: ignore[union-attr]
             actions.append(_update_state(machine_id, delta or None, open_session))
@@ -492,10 +504,20 @@ class DynamoStore(Store):
         if len(actions) == 1 and "Put" in actions[0]:
             try:
                 self._call("put_item", **actions[0]["Put"])
-            except _ConditionFailed:
-                return False
+            except _ConditionFailed as refused:
+                return _lost({versioned[0]: refused.item}, intent_id)
             return True
-        return self._transact_if(actions, "the payment")
+        refusal = self._transact_or_refusal(actions, "the payment")
+        if refusal is None:
+            return True
+        return _lost(
+            {
+                kind: refusal.item(index)
+                for index, kind in enumerate(versioned)
+                if refusal.reason(index) == "ConditionalCheckFailed"
+            },
+            intent_id,
+        )
 
     def _query_index(self, partition: str, **options: Any) -> list[Item]:
         """Return every item of one by_machine partition, following the pages."""
@@ -958,17 +980,33 @@ def _game_over_item(record: GameOverKey) -> Item:
 
 
 def _put_versioned(item: Item, version: int) -> dict[str, Any]:
-    """Return a Put of ``item`` at ``version + 1``, only if the stored version is ``version``."""
+    """Return a Put of ``item`` at ``version + 1``, only if the stored version is ``version``;
+    a refusal carries the stored item (ALL_OLD)."""
     item = item | {"version": _number(version + 1)}
     condition = "attribute_not_exists(#version)" if version == 0 else "#version = :read"
     put: dict[str, Any] = {
         "Item": item,
         "ConditionExpression": condition,
         "ExpressionAttributeNames": {"#version": "version"},
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
     }
     if version:
         put["ExpressionAttributeValues"] = {":read": _number(version)}
     return {"Put": put}
+
+
+def _lost(stored: dict[type, Item | None], intent_id: str | None) -> Lost:
+    """Return the Lost of a refused commit from the items that won, by record type (an older
+    intent item holds no ``payment_intent``: its key is ``intent_id``)."""
+    payment, intent = stored.get(Payment), stored.get(IntentRecord)
+    return Lost(
+        payment=Payment(**_decode(payment, Payment)) if payment else None,
+        intent=(
+            IntentRecord(**(_decode(intent, IntentRecord) | {"payment_intent": intent_id}))
+            if intent
+            else None
+        ),
+    )
 
 
 def _update_state(

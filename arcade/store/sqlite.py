@@ -9,13 +9,14 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import fields
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from arcade.errors import MachineExists, StoreError, UnknownMachine
 from arcade.store.base import (
     ChangeRecord,
     GameOverKey,
     IntentRecord,
+    Lost,
     Machine,
     MachineState,
     Payment,
@@ -389,18 +390,20 @@ class SqliteStore(Store):
         delta: StateDelta | None = None,
         entries: Sequence[RevenueEntry] = (),
         open_session: SessionStart | None = None,
-    ) -> bool:
+    ) -> Literal[True] | Lost:
         def write(conn: sqlite3.Connection) -> Any:
             # Each record is written only if its version is the one read: one statement that
             # both checks and writes, so a race costs no extra read.
             if payment is not None and not _put_versioned(
                 conn, "payments", "payment_id", PAYMENT_COLUMNS, payment
             ):
-                raise _VersionMoved
+                row = _read_row(conn, "payments", "payment_id", payment.payment_id)
+                raise _VersionMoved(Lost(payment=Payment(**row) if row else None))
             if intent is not None and not _put_versioned(
                 conn, "intents", "payment_intent", INTENT_COLUMNS, intent
             ):
-                raise _VersionMoved
+                row = _read_row(conn, "intents", "payment_intent", intent.payment_intent)
+                raise _VersionMoved(Lost(intent=IntentRecord(**row) if row else None))
             if delta:
                 conn.execute(
                     "INSERT INTO machine_states (machine_id, credits_granted, revenue, version)"
@@ -435,8 +438,8 @@ class SqliteStore(Store):
 
         try:
             return self._write(write)
-        except _VersionMoved:
-            return False
+        except _VersionMoved as moved:
+            return moved.lost
 
     def list_payments(self, machine_id: str, limit: int = 20) -> list[Payment]:
         rows = self._query(
@@ -704,7 +707,20 @@ def _link(row: sqlite3.Row) -> PaymentLink:
 
 
 class _VersionMoved(Exception):
-    """A versioned write found another version stored: nothing of the transaction is kept."""
+    """A versioned write found another version stored: nothing of the transaction is kept.
+
+    ``lost`` carries the stored record, read inside the transaction before it rolls back.
+    """
+
+    def __init__(self, lost: Lost) -> None:
+        super().__init__("a version moved")
+        self.lost = lost
+
+
+def _read_row(conn: sqlite3.Connection, table: str, key: str, value: str) -> dict[str, Any] | None:
+    """Return one stored row as a dict, or None (table and key are our own constants)."""
+    row = conn.execute(f"SELECT * FROM {table} WHERE {key} = ?", (value,)).fetchone()  # noqa: S608
+    return dict(row) if row is not None else None
 
 
 def _put_versioned(
