@@ -378,7 +378,7 @@ def test_given_a_machine_with_payments_when_removed_then_it_is_gone_and_payments
     assert store.get_machine("cab001") is None
     assert store.list_machines() == []
     assert store.get_payment("cs_1") == written(make_payment())
-    assert [p.payment_id for p in store.list_payments("cab001")] == ["cs_1"]
+    assert _ids(store.query_payments(PaymentQuery(machine_id="cab001"))) == ["cs_1"]
 
 
 def test_given_no_machine_when_removed_then_unknown_machine(store: Store) -> None:
@@ -851,14 +851,26 @@ def test_given_payments_of_two_machines_when_listed_then_newest_first_limited_an
     )
     commit_ok(store, stray)
 
-    newest = store.list_payments("cab001", limit=3)
+    newest, more = store.query_payments(PaymentQuery(machine_id="cab001", limit=3))
 
     assert [p.payment_id for p in newest] == ["cs_pending", "cs_4", "cs_3"]
+    assert more is True
     assert newest[1] == written(make_payment(payment_id="cs_4", created_at=times[4]))
-    assert len(store.list_payments("cab001")) == 6
-    assert [p.payment_id for p in store.list_payments("cab002")] == ["cs_other"]
-    assert store.list_payments("cab003") == []
+    assert len(store.query_payments(PaymentQuery(machine_id="cab001", limit=20))[0]) == 6
+    assert _ids(store.query_payments(PaymentQuery(machine_id="cab002"))) == ["cs_other"]
+    assert store.query_payments(PaymentQuery(machine_id="cab003")) == ([], False)
     assert store.get_payment("cs_stray") == written(stray)
+
+
+def test_given_a_machines_payments_made_at_one_instant_when_listed_then_by_id_descending(
+    store: Store, machine: Machine
+) -> None:
+    """Payments created at the same instant come by id descending, whatever order they were
+    written in, on every back end."""
+    for payment_id in ("cs_b", "cs_c", "cs_a"):
+        commit_ok(store, make_payment(payment_id=payment_id), delta=GRANT)
+
+    assert _ids(store.query_payments(PaymentQuery(machine_id="cab001"))) == ["cs_c", "cs_b", "cs_a"]
 
 
 # --- the outbox -------------------------------------------------------------------------------

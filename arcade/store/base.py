@@ -378,10 +378,6 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def list_payments(self, machine_id: str, limit: int = 20) -> list[Payment]:
-        """Return a machine's payments, newest first."""
-
-    @abstractmethod
     def query_payments(self, query: PaymentQuery) -> tuple[list[Payment], bool]:
         """Return up to ``query.limit`` payments matching it, newest first, and whether more
         follow (an index query, never a scan of every payment)."""

@@ -475,20 +475,6 @@ class DynamoStore(Store):
             params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return items
 
-    def list_payments(self, machine_id: str, limit: int = 20) -> list[Payment]:
-        """Return a machine's payments newest first, querying the by_machine index."""
-        if limit <= 0:
-            return []
-        answer = self._call(
-            "query",
-            IndexName=BY_MACHINE_INDEX,
-            KeyConditionExpression=f"{BY_MACHINE_PK} = :machine",
-            ExpressionAttributeValues={":machine": {"S": f"MACHINE#{machine_id}"}},
-            ScanIndexForward=False,
-            Limit=limit,
-        )
-        return [Payment(**_decode(item, Payment)) for item in answer.get("Items", [])]
-
     def query_payments(self, query: PaymentQuery) -> tuple[list[Payment], bool]:
         """Query the index that fits: by_machine for a machine, by_status for a status, else
         by_time; the time bounds and the page cursor are one condition on the sort key."""

@@ -401,14 +401,6 @@ class SqliteStore(Store):
         except _VersionMoved:
             return False
 
-    def list_payments(self, machine_id: str, limit: int = 20) -> list[Payment]:
-        rows = self._query(
-            "SELECT * FROM payments WHERE machine_id = ?"
-            " ORDER BY created_at DESC, rowid DESC LIMIT ?",
-            (machine_id, limit),
-        )
-        return [Payment(**dict(r)) for r in rows]
-
     def query_payments(self, query: PaymentQuery) -> tuple[list[Payment], bool]:
         # Each filter is a fixed clause with a bound parameter: nothing of the query's values
         # reaches the SQL text.
