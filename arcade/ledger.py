@@ -69,6 +69,7 @@ from arcade.store.base import (
     MachineState,
     Payment,
     PaymentLink,
+    PaymentQuery,
     PlanVersion,
     RevenueEntry,
     SessionStart,
@@ -1196,7 +1197,10 @@ class Ledger:
     def report(self, machine: Machine, *, payments: int = 20) -> dict[str, Any]:
         """Return what an operator or cabinet sees of a machine (SPEC "GET /machines/<id>")."""
         state = self.store.get_machine_state(machine.machine_id)
-        listed = self.store.list_payments(machine.machine_id, payments)
+        listed: list[Payment] = []
+        if payments > 0:  # the admin's machine page lists them itself and asks for none
+            query = PaymentQuery(machine_id=machine.machine_id, limit=payments)
+            listed = self.store.query_payments(query)[0]
         return {
             "machine_id": machine.machine_id,
             "name": machine.name,

@@ -87,7 +87,7 @@ class Registry:
     def rotate_token(self, machine_id: str) -> str:
         """Give a machine a new token; the old one stops working at once."""
         token = new_token()
-        self.store.set_token_hash(machine_id, hash_token(token))
+        self.store.update_machine(machine_id, token_hash=hash_token(token))
         return token
 
     def remove(self, machine_id: str) -> None:

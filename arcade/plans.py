@@ -165,7 +165,7 @@ class PlanService:
             else machine.credits_per_game
         )
         zone = parse_timezone(timezone) if timezone is not None else machine.timezone
-        self.store.set_machine_settings(machine_id, credits_per_game=per_game, timezone=zone)
+        self.store.update_machine(machine_id, credits_per_game=per_game, timezone=zone)
         what = {
             name: {"from": before, "to": after}
             for name, before, after in (

@@ -62,11 +62,11 @@ class Presence:
         Raises UnknownMachine or StoreError. A Stripe failure while switching links on is
         logged; the relay tries again.
         """
-        self.store.record_heartbeat(
+        self.store.update_machine(
             machine.machine_id,
-            at=iso(utc_now()),
-            mqtt_connected=mqtt_connected,
-            credits_left=credits_left,
+            last_seen=iso(utc_now()),
+            mqtt_connected=int(mqtt_connected),
+            credits_reported=credits_left,
         )
         current = self.store.get_machine(machine.machine_id)
         if current is None:
@@ -99,7 +99,7 @@ class Presence:
                     self.gateway.set_link_active(link.link_id, wanted)
                     if wanted:
                         self._unless_retired_meanwhile(link)
-            self.store.set_links_active(machine.machine_id, wanted)
+            self.store.update_machine(machine.machine_id, links_active=int(wanted))
         except ArcadeError as exc:
             log_event(
                 logger,

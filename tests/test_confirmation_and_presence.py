@@ -42,8 +42,8 @@ def age_delivery(app, payment_id: str, delivered_at: str = LONG_AGO) -> None:
 
 def go_silent(app, *, connected: bool = True, at: str = LONG_AGO) -> None:
     """Make cab001's last heartbeat an old one."""
-    app.extensions["arcade"].store.record_heartbeat(
-        "cab001", at=at, mqtt_connected=connected, credits_left=0
+    app.extensions["arcade"].store.update_machine(
+        "cab001", last_seen=at, mqtt_connected=int(connected), credits_reported=0
     )
 
 

@@ -29,6 +29,7 @@ from arcade.payment_states import (
     UNATTRIBUTED,
 )
 from arcade.store.base import (
+    UPDATABLE_MACHINE_FIELDS,
     GameOverKey,
     IntentRecord,
     Lost,
@@ -215,7 +216,7 @@ def test_given_a_machine_when_its_token_hash_is_set_then_only_the_hash_changes(
     store: Store, machine: Machine
 ) -> None:
     """Rotating the token replaces the hash and keeps every other field."""
-    store.set_token_hash("cab001", "new-hash")
+    store.update_machine("cab001", token_hash="new-hash")
 
     assert store.get_machine("cab001") == make_machine(token_hash="new-hash")
 
@@ -223,9 +224,148 @@ def test_given_a_machine_when_its_token_hash_is_set_then_only_the_hash_changes(
 def test_given_no_machine_when_its_token_hash_is_set_then_unknown_machine(store: Store) -> None:
     """Setting the hash of an unknown machine is refused and registers nothing."""
     with pytest.raises(UnknownMachine, match="^machine nobody is not registered$"):
-        store.set_token_hash("nobody", "hash")
+        store.update_machine("nobody", token_hash="hash")
 
     assert store.get_machine("nobody") is None
+
+
+# Each field update_machine may set, with a value unlike make_machine's.
+NEW_VALUES: dict[str, str | int] = {
+    "token_hash": "hash-rotated",
+    "created_at": T1,
+    "name": "Renamed",
+    "price_id": "price_456",
+    "credits_per_unit": 3,
+    "last_seen": T2,
+    "mqtt_connected": 1,
+    "credits_reported": 7,
+    "links_active": 0,
+    "credits_per_game": 2,
+    "timezone": "Europe/Paris",
+}
+
+
+def test_every_field_update_machine_may_set_is_listed_here() -> None:
+    """The tests below try each field a machine update may set: a new field joins them."""
+    assert set(NEW_VALUES) == UPDATABLE_MACHINE_FIELDS
+
+
+def test_given_a_machine_when_each_field_is_updated_then_only_that_field_changes(
+    store: Store, machine: Machine
+) -> None:
+    """One field at a time: it reads back as set, every other field as it was."""
+    expected = machine
+    for name, value in NEW_VALUES.items():
+        store.update_machine("cab001", **{name: value})
+        expected = replace(expected, **{name: value})
+
+        assert store.get_machine("cab001") == expected, name
+    assert store.list_machines() == [expected]
+
+
+def test_given_a_machine_when_several_fields_are_updated_at_once_then_all_change(
+    store: Store, machine: Machine
+) -> None:
+    """A heartbeat's three fields are written together; the others stay."""
+    store.update_machine("cab001", last_seen=T1, mqtt_connected=1, credits_reported=4)
+
+    assert store.get_machine("cab001") == replace(
+        machine, last_seen=T1, mqtt_connected=1, credits_reported=4
+    )
+
+
+def test_given_a_machine_when_optional_fields_are_set_to_none_then_they_are_cleared(
+    store: Store, machine: Machine
+) -> None:
+    """None clears a field, alone or beside fields given a value, and reads back as None."""
+    full = replace(machine, **NEW_VALUES)
+    store.update_machine("cab001", **NEW_VALUES)
+    assert store.get_machine("cab001") == full
+
+    store.update_machine("cab001", last_seen=T3, mqtt_connected=0, credits_reported=None)
+    assert store.get_machine("cab001") == replace(
+        full, last_seen=T3, mqtt_connected=0, credits_reported=None
+    )
+
+    optional = NEW_VALUES.keys() - {"token_hash", "created_at"}
+    store.update_machine("cab001", **dict.fromkeys(optional))
+    assert store.get_machine("cab001") == Machine(
+        machine_id="cab001", token_hash="hash-rotated", created_at=T1
+    )
+
+
+def test_given_a_heartbeat_when_an_older_one_is_stored_then_last_seen_goes_back(
+    store: Store, machine: Machine
+) -> None:
+    """The store puts no condition on the values: a later write wins, whatever it says."""
+    store.update_machine("cab001", last_seen=T2, mqtt_connected=1, credits_reported=1)
+    store.update_machine("cab001", last_seen=T0, mqtt_connected=0, credits_reported=2)
+
+    stored = store.get_machine("cab001")
+    assert (stored.last_seen, stored.mqtt_connected, stored.credits_reported) == (T0, 0, 2)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"token_hash": "hash"},
+        {"last_seen": T1, "mqtt_connected": 1, "credits_reported": None},
+        {"links_active": 0},
+        {"credits_per_game": 2, "timezone": "Europe/Paris"},
+        {"credits_per_game": None, "timezone": None},  # only clears: no value to write
+    ],
+)
+def test_given_no_machine_when_updated_then_unknown_machine_and_nothing_is_stored(
+    store: Store, changes: dict[str, Any]
+) -> None:
+    """An update never registers a machine, whatever it sets or clears."""
+    with pytest.raises(UnknownMachine, match="^machine nobody is not registered$"):
+        store.update_machine("nobody", **changes)
+
+    assert store.get_machine("nobody") is None
+    assert store.list_machines() == []
+
+
+def test_given_a_removed_machine_when_updated_then_unknown_machine_and_it_stays_gone(
+    store: Store, machine: Machine
+) -> None:
+    """A removed machine is unknown to an update, which does not bring it back."""
+    store.remove_machine("cab001")
+
+    for changes in (
+        {"token_hash": "hash"},
+        {"last_seen": T1, "mqtt_connected": 1, "credits_reported": 2},
+        {"links_active": 1},
+        {"credits_per_game": None, "timezone": None},
+    ):
+        with pytest.raises(UnknownMachine, match="^machine cab001 is not registered$"):
+            store.update_machine("cab001", **changes)
+
+    assert store.get_machine("cab001") is None
+    assert store.list_machines() == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({}, "at least one field"),
+        ({"machine_id": "cab002"}, "no field machine_id"),
+        ({"nickname": "x", "name": "y"}, "no field nickname"),
+        ({"mqtt_connected": True}, "mqtt_connected cannot be stored as bool"),
+        ({"credits_per_game": 1.5}, "credits_per_game cannot be stored as float"),
+        ({"token_hash": None}, "token_hash cannot be cleared"),
+        ({"created_at": None}, "created_at cannot be cleared"),
+    ],
+)
+def test_given_a_machine_when_updated_with_what_it_cannot_hold_then_type_error_and_no_write(
+    store: Store, machine: Machine, changes: dict[str, Any], message: str
+) -> None:
+    """No field, the key, a name that is no field, a bool, a float or clearing a field every
+    machine has is refused before anything is written."""
+    with pytest.raises(TypeError, match=message):
+        store.update_machine("cab001", **changes)
+
+    assert store.get_machine("cab001") == machine
 
 
 def test_given_a_machine_with_payments_when_removed_then_it_is_gone_and_payments_stay(
@@ -239,7 +379,7 @@ def test_given_a_machine_with_payments_when_removed_then_it_is_gone_and_payments
     assert store.get_machine("cab001") is None
     assert store.list_machines() == []
     assert store.get_payment("cs_1") == written(make_payment())
-    assert [p.payment_id for p in store.list_payments("cab001")] == ["cs_1"]
+    assert _ids(store.query_payments(PaymentQuery(machine_id="cab001"))) == ["cs_1"]
 
 
 def test_given_no_machine_when_removed_then_unknown_machine(store: Store) -> None:
@@ -723,14 +863,26 @@ def test_given_payments_of_two_machines_when_listed_then_newest_first_limited_an
     )
     commit_ok(store, stray)
 
-    newest = store.list_payments("cab001", limit=3)
+    newest, more = store.query_payments(PaymentQuery(machine_id="cab001", limit=3))
 
     assert [p.payment_id for p in newest] == ["cs_pending", "cs_4", "cs_3"]
+    assert more is True
     assert newest[1] == written(make_payment(payment_id="cs_4", created_at=times[4]))
-    assert len(store.list_payments("cab001")) == 6
-    assert [p.payment_id for p in store.list_payments("cab002")] == ["cs_other"]
-    assert store.list_payments("cab003") == []
+    assert len(store.query_payments(PaymentQuery(machine_id="cab001", limit=20))[0]) == 6
+    assert _ids(store.query_payments(PaymentQuery(machine_id="cab002"))) == ["cs_other"]
+    assert store.query_payments(PaymentQuery(machine_id="cab003")) == ([], False)
     assert store.get_payment("cs_stray") == written(stray)
+
+
+def test_given_a_machines_payments_made_at_one_instant_when_listed_then_by_id_descending(
+    store: Store, machine: Machine
+) -> None:
+    """Payments created at the same instant come by id descending, whatever order they were
+    written in, on every back end."""
+    for payment_id in ("cs_b", "cs_c", "cs_a"):
+        commit_ok(store, make_payment(payment_id=payment_id), delta=GRANT)
+
+    assert _ids(store.query_payments(PaymentQuery(machine_id="cab001"))) == ["cs_c", "cs_b", "cs_a"]
 
 
 # --- the outbox -------------------------------------------------------------------------------
@@ -1397,14 +1549,14 @@ def test_machine_settings_and_changes_are_kept(store: Store, machine: Machine) -
     THEN they read back, newest change first; an unknown machine is refused."""
     from arcade.store.base import ChangeRecord
 
-    store.set_machine_settings("cab001", credits_per_game=2, timezone="Europe/Paris")
+    store.update_machine("cab001", credits_per_game=2, timezone="Europe/Paris")
     stored = store.get_machine("cab001")
     assert (stored.credits_per_game, stored.timezone) == (2, "Europe/Paris")
-    store.set_machine_settings("cab001", credits_per_game=None, timezone=None)
+    store.update_machine("cab001", credits_per_game=None, timezone=None)
     stored = store.get_machine("cab001")
     assert (stored.credits_per_game, stored.timezone) == (None, None)
     with pytest.raises(UnknownMachine):
-        store.set_machine_settings("cab999", credits_per_game=2, timezone=None)
+        store.update_machine("cab999", credits_per_game=2, timezone=None)
     for n, at in enumerate(("2026-11-01T10:00:00.000000Z", "2026-11-01T11:00:00.000000Z")):
         store.record_change(ChangeRecord(f"c{n}", "cab001", at, "admin session", f'{{"n":{n}}}'))
     store.record_change(ChangeRecord("c9", "*", "2026-11-01T12:00:00.000000Z", "cli", "{}"))

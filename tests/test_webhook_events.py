@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from arcade.store.base import PaymentQuery
 from tests.support.app import DEFAULT_PRICE, TOPIC_PREFIX, WEBHOOK_SECRET, signed_post
 from tests.support.stripe_standin import charge, checkout_session, event, sign_payload
 
@@ -18,7 +19,8 @@ def our_link(client, cabinet) -> str:
 
 
 def payments_of(app, machine_id: str):
-    return app.extensions["arcade"].store.list_payments(machine_id)
+    query = PaymentQuery(machine_id=machine_id, limit=20)
+    return app.extensions["arcade"].store.query_payments(query)[0]
 
 
 def test_dashboard_link_counts_units_from_line_items(

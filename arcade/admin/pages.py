@@ -12,6 +12,7 @@ from markupsafe import Markup, escape
 from arcade.clock import utc_now
 from arcade.errors import ArcadeError, BadRequest
 from arcade.operators import money, zone
+from arcade.store.base import PaymentQuery
 
 CHART_DAYS = (7, 30, 90, 365)
 
@@ -39,7 +40,7 @@ def machine_rows(svc: Any) -> tuple[list[MachineRow], list[str]]:
     rows = []
     for machine in svc.store.list_machines():
         state = svc.store.get_machine_state(machine.machine_id)
-        last = svc.store.list_payments(machine.machine_id, 1)
+        last, _ = svc.store.query_payments(PaymentQuery(machine_id=machine.machine_id, limit=1))
         rows.append(
             MachineRow(
                 machine_id=machine.machine_id,

@@ -56,12 +56,14 @@ def machine_state(machine_id: str):
 def _removed_machine(machine_id: str) -> dict:
     """Return what is on record of a machine that is no longer registered, or raise NotFound
     when nothing is."""
-    from arcade.store.base import Machine
+    from arcade.store.base import Machine, PaymentQuery
 
     svc = services()
     state = svc.store.get_machine_state(machine_id)
-    if state.version == 0 and not svc.store.list_payments(machine_id, 1):
-        raise UnknownMachine(machine_id)
+    if state.version == 0:
+        some, _ = svc.store.query_payments(PaymentQuery(machine_id=machine_id, limit=1))
+        if not some:
+            raise UnknownMachine(machine_id)
     report = svc.ledger.report(Machine(machine_id=machine_id, token_hash="", created_at=""))
     return report | {"presence": "unknown", "last_seen": None, "registered": False}
 

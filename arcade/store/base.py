@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
 R = TypeVar("R")
@@ -49,6 +49,31 @@ class Machine:
     links_active: int | None = None  # 0 while its Stripe Payment Links are switched off
     credits_per_game: int | None = None  # credits one game over uses (None: 1)
     timezone: str | None = None  # IANA zone its happy hours are read in (None: UTC)
+
+
+# What Store.update_machine may set: every field of a machine but its key; those without a
+# default can be changed but never cleared.
+UPDATABLE_MACHINE_FIELDS = frozenset(f.name for f in fields(Machine)) - {"machine_id"}
+REQUIRED_MACHINE_FIELDS = frozenset(f.name for f in fields(Machine) if f.default is MISSING)
+
+
+def machine_changes(changes: dict[str, Any]) -> dict[str, str | int | None]:
+    """Return ``changes`` once checked as an update of a stored machine (``Store.update_machine``
+    calls it first): at least one name, each in UPDATABLE_MACHINE_FIELDS, each value text, a
+    whole number or None (never None for REQUIRED_MACHINE_FIELDS). Raises TypeError otherwise.
+    """
+    if not changes:
+        raise TypeError("a machine update needs at least one field")
+    unknown = changes.keys() - UPDATABLE_MACHINE_FIELDS
+    if unknown:
+        raise TypeError(f"a machine has no field {', '.join(sorted(unknown))} to update")
+    for name, value in changes.items():
+        if value is None and name in REQUIRED_MACHINE_FIELDS:
+            raise TypeError(f"a machine's {name} cannot be cleared")
+        # A bool would read back as 1 from SQLite but as True from DynamoDB: flags are 1 or 0.
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | str)):
+            raise TypeError(f"{name} cannot be stored as {type(value).__name__}")
+    return changes
 
 
 @dataclass(frozen=True)
@@ -298,24 +323,17 @@ class Store(ABC):
         """Return every machine, ordered by id (an operator command, never a request path)."""
 
     @abstractmethod
-    def set_token_hash(self, machine_id: str, token_hash: str) -> None:
-        """Replace a machine's token hash; raise UnknownMachine if absent."""
+    def update_machine(self, machine_id: str, /, **changes: str | int | None) -> None:
+        """Set the named fields of a stored machine to the values given, all in one write.
 
-    @abstractmethod
-    def record_heartbeat(
-        self, machine_id: str, *, at: str, mqtt_connected: bool, credits_left: int | None
-    ) -> None:
-        """Store a machine's last heartbeat; raise UnknownMachine if absent."""
-
-    @abstractmethod
-    def set_links_active(self, machine_id: str, active: bool) -> None:
-        """Record whether the machine's Payment Links are on; raise UnknownMachine."""
-
-    @abstractmethod
-    def set_machine_settings(
-        self, machine_id: str, *, credits_per_game: int | None, timezone: str | None
-    ) -> None:
-        """Store a machine's credits per game and time zone; raise UnknownMachine."""
+        Each name is a ``Machine`` field other than its key ``machine_id``; each value is text,
+        a whole number (flags as 1 or 0) or None, which clears the field. Fields not named keep
+        what they hold; no condition is put on the values stored (a ``last_seen`` may go back).
+        Raises UnknownMachine, writing nothing, when no machine is stored under ``machine_id``
+        (never registered, or removed); TypeError, before any write, for no change, a name that
+        is not such a field, another kind of value, or None for ``token_hash`` or
+        ``created_at`` (``machine_changes``).
+        """
 
     @abstractmethod
     def remove_machine(self, machine_id: str) -> None:
@@ -377,10 +395,6 @@ class Store(ABC):
         transaction, DynamoDB takes it from the refusal with ``ALL_OLD``): decide again from
         it. No rule about payments lives here.
         """
-
-    @abstractmethod
-    def list_payments(self, machine_id: str, limit: int = 20) -> list[Payment]:
-        """Return a machine's payments, newest first."""
 
     @abstractmethod
     def query_payments(self, query: PaymentQuery) -> tuple[list[Payment], bool]:

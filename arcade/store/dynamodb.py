@@ -34,6 +34,7 @@ from arcade.store.base import (
     SessionStart,
     StateDelta,
     Store,
+    machine_changes,
 )
 
 logger = logging.getLogger(__name__)
@@ -313,77 +314,31 @@ class DynamoStore(Store):
         """Return every machine ordered by id, querying the by_machine index (no scan)."""
         return [Machine(**_decode(item, Machine)) for item in self._query_index(ALL_MACHINES)]
 
-    def set_token_hash(self, machine_id: str, token_hash: str) -> None:
-        """Replace a machine's token hash; raise UnknownMachine if absent."""
-        try:
-            self._call(
-                "update_item",
-                Key=_machine_key(machine_id),
-                UpdateExpression="SET token_hash = :hash",
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues={":hash": {"S": token_hash}},
-            )
-        except _ConditionFailed as exc:
-            raise UnknownMachine(machine_id) from exc
-
-    def record_heartbeat(
-        self, machine_id: str, *, at: str, mqtt_connected: bool, credits_left: int | None
-    ) -> None:
-        """Store a machine's last heartbeat; raise UnknownMachine if absent."""
-        update = "SET last_seen = :at, mqtt_connected = :connected"
-        values: Item = {":at": {"S": at}, ":connected": _number(int(mqtt_connected))}
-        if credits_left is None:
-            update += " REMOVE credits_reported"
-        else:
-            update += ", credits_reported = :credits"
-            values[":credits"] = _number(credits_left)
-        self._update_machine(machine_id, update, values)
-
-    def set_links_active(self, machine_id: str, active: bool) -> None:
-        """Record whether the machine's Payment Links are on; raise UnknownMachine."""
-        self._update_machine(
-            machine_id, "SET links_active = :active", {":active": _number(int(active))}
-        )
-
-    def set_machine_settings(
-        self, machine_id: str, *, credits_per_game: int | None, timezone: str | None
-    ) -> None:
-        """Store a machine's credits per game and time zone; raise UnknownMachine."""
-        sets, removals, values = [], [], {}
-        for name, value in (("credits_per_game", credits_per_game), ("timezone", timezone)):
+    def update_machine(self, machine_id: str, /, **changes: str | int | None) -> None:
+        """One UpdateItem if ``attribute_exists(pk)``: SET the fields given a value, REMOVE
+        those given None (an item keeps no attribute for a field that is None, as _encode)."""
+        checked = machine_changes(changes)  # text and whole numbers only, as _encode allows
+        serializer, _ = _serializers()
+        sets, removals = [], []
+        values: Item = {}
+        for name, value in checked.items():
             if value is None:
-                removals.append(name)
+                removals.append(f"#{name}")
             else:
                 sets.append(f"#{name} = :{name}")
-                values[f":{name}"] = _number(value) if isinstance(value, int) else {"S": value}
-        update = ("SET " + ", ".join(sets)) if sets else ""
-        if removals:
-            update += " REMOVE " + ", ".join(f"#{name}" for name in removals)
+                values[f":{name}"] = serializer.serialize(value)
+        clauses = (("SET", sets), ("REMOVE", removals))
+        params: dict[str, Any] = {
+            "Key": _machine_key(machine_id),
+            "UpdateExpression": " ".join(f"{verb} {', '.join(x)}" for verb, x in clauses if x),
+            "ConditionExpression": "attribute_exists(pk)",
+            # Every name through a placeholder: some (timezone) are DynamoDB reserved words.
+            "ExpressionAttributeNames": {f"#{name}": name for name in checked},
+        }
+        if values:  # DynamoDB refuses an empty map of values (a change that only clears)
+            params["ExpressionAttributeValues"] = values
         try:
-            params: dict[str, Any] = {
-                "Key": _machine_key(machine_id),
-                "UpdateExpression": update.strip(),
-                "ConditionExpression": "attribute_exists(pk)",
-                "ExpressionAttributeNames": {
-                    "#credits_per_game": "credits_per_game",
-                    "#timezone": "timezone",
-                },
-            }
-            if values:
-                params["ExpressionAttributeValues"] = values
             self._call("update_item", **params)
-        except _ConditionFailed as exc:
-            raise UnknownMachine(machine_id) from exc
-
-    def _update_machine(self, machine_id: str, update: str, values: Item) -> None:
-        try:
-            self._call(
-                "update_item",
-                Key=_machine_key(machine_id),
-                UpdateExpression=update,
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues=values,
-            )
         except _ConditionFailed as exc:
             raise UnknownMachine(machine_id) from exc
 
@@ -541,20 +496,6 @@ class DynamoStore(Store):
                 break
             params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return items
-
-    def list_payments(self, machine_id: str, limit: int = 20) -> list[Payment]:
-        """Return a machine's payments newest first, querying the by_machine index."""
-        if limit <= 0:
-            return []
-        answer = self._call(
-            "query",
-            IndexName=BY_MACHINE_INDEX,
-            KeyConditionExpression=f"{BY_MACHINE_PK} = :machine",
-            ExpressionAttributeValues={":machine": {"S": f"MACHINE#{machine_id}"}},
-            ScanIndexForward=False,
-            Limit=limit,
-        )
-        return [Payment(**_decode(item, Payment)) for item in answer.get("Items", [])]
 
     def query_payments(self, query: PaymentQuery) -> tuple[list[Payment], bool]:
         """Query the index that fits: by_machine for a machine, by_status for a status, else

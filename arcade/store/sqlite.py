@@ -27,6 +27,7 @@ from arcade.store.base import (
     SessionStart,
     StateDelta,
     Store,
+    machine_changes,
 )
 
 T = TypeVar("T")
@@ -279,53 +280,15 @@ class SqliteStore(Store):
     def list_machines(self) -> list[Machine]:
         return [Machine(**dict(r)) for r in self._query("SELECT * FROM machines ORDER BY 1")]
 
-    def set_token_hash(self, machine_id: str, token_hash: str) -> None:
+    def update_machine(self, machine_id: str, /, **changes: str | int | None) -> None:
+        checked = machine_changes(changes)
+
         def write(conn: sqlite3.Connection) -> Any:
-            cur = conn.execute(
-                "UPDATE machines SET token_hash = ? WHERE machine_id = ?", (token_hash, machine_id)
-            )
-            if cur.rowcount == 0:
+            sql = _update_machine_sql(tuple(checked))
+            if conn.execute(sql, (*checked.values(), machine_id)).rowcount == 0:
                 raise UnknownMachine(machine_id)
 
-        return self._write(write)
-
-    def record_heartbeat(
-        self, machine_id: str, *, at: str, mqtt_connected: bool, credits_left: int | None
-    ) -> None:
-        def write(conn: sqlite3.Connection) -> Any:
-            cur = conn.execute(
-                "UPDATE machines SET last_seen = ?, mqtt_connected = ?, credits_reported = ?"
-                " WHERE machine_id = ?",
-                (at, int(mqtt_connected), credits_left, machine_id),
-            )
-            if cur.rowcount == 0:
-                raise UnknownMachine(machine_id)
-
-        return self._write(write)
-
-    def set_links_active(self, machine_id: str, active: bool) -> None:
-        def write(conn: sqlite3.Connection) -> Any:
-            cur = conn.execute(
-                "UPDATE machines SET links_active = ? WHERE machine_id = ?",
-                (int(active), machine_id),
-            )
-            if cur.rowcount == 0:
-                raise UnknownMachine(machine_id)
-
-        return self._write(write)
-
-    def set_machine_settings(
-        self, machine_id: str, *, credits_per_game: int | None, timezone: str | None
-    ) -> None:
-        def write(conn: sqlite3.Connection) -> Any:
-            cur = conn.execute(
-                "UPDATE machines SET credits_per_game = ?, timezone = ? WHERE machine_id = ?",
-                (credits_per_game, timezone, machine_id),
-            )
-            if cur.rowcount == 0:
-                raise UnknownMachine(machine_id)
-
-        return self._write(write)
+        self._write(write)
 
     def remove_machine(self, machine_id: str) -> None:
         def write(conn: sqlite3.Connection) -> Any:
@@ -440,14 +403,6 @@ class SqliteStore(Store):
             return self._write(write)
         except _VersionMoved as moved:
             return moved.lost
-
-    def list_payments(self, machine_id: str, limit: int = 20) -> list[Payment]:
-        rows = self._query(
-            "SELECT * FROM payments WHERE machine_id = ?"
-            " ORDER BY created_at DESC, rowid DESC LIMIT ?",
-            (machine_id, limit),
-        )
-        return [Payment(**dict(r)) for r in rows]
 
     def query_payments(self, query: PaymentQuery) -> tuple[list[Payment], bool]:
         # Each filter is a fixed clause with a bound parameter: nothing of the query's values
@@ -752,6 +707,13 @@ def _upsert_first_sql(table: str, key: str, columns: tuple[str, ...]) -> str:
 def _update_versioned_sql(table: str, key: str, columns: tuple[str, ...]) -> str:
     sets = ", ".join(f"{c} = ?" for c in columns)
     return f"UPDATE {table} SET {sets} WHERE {key} = ? AND version = ?"  # noqa: S608
+
+
+@functools.cache
+def _update_machine_sql(columns: tuple[str, ...]) -> str:
+    # The names passed machine_changes: each is a column of machines, never input.
+    sets = ", ".join(f"{c} = ?" for c in columns)
+    return f"UPDATE machines SET {sets} WHERE machine_id = ?"  # noqa: S608
 
 
 def _ensure_state(conn: sqlite3.Connection, machine_id: str | None) -> None:
