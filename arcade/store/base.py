@@ -3,13 +3,21 @@
 Back ends only store and fetch. Every rule about money lives in ``arcade.ledger``; the
 store's job is to make "first writer wins" and "only if nothing changed meanwhile" facts of
 the database (a unique key, a conditional write), never a check in this process's memory.
+
+Instants in records are timezone-aware ``datetime`` values (UTC as read back). The back ends
+alone write them as text, ``arcade.clock.iso`` (fixed width, so the text sorts in time order),
+and read them back with ``arcade.clock.parse_iso``; ``instant_fields`` tells them which fields
+of a record those are. Query bounds are written the same way, so stored text keeps one form.
 """
 
 from __future__ import annotations
 
+import functools
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 R = TypeVar("R")
@@ -30,6 +38,18 @@ def changed(record: R, **changes: Any) -> R:
     copy = object.__new__(type(record))
     object.__setattr__(copy, "__dict__", {**values, **changes})
     return copy
+
+
+@functools.cache
+def instant_fields(record_type: type) -> frozenset[str]:
+    """Return the names of a record type's fields that hold an instant (``datetime`` or
+    ``datetime | None``), read from its annotations once per type."""
+    hints = typing.get_type_hints(record_type)
+    return frozenset(
+        name
+        for name, hint in hints.items()
+        if hint is datetime or datetime in typing.get_args(hint)
+    )
 
 
 @dataclass(frozen=True)

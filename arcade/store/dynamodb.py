@@ -14,9 +14,11 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from arcade.clock import iso, parse_iso
 from arcade.errors import MachineExists, StoreError, UnknownMachine
 from arcade.logs import log_event
 from arcade.store.base import (
@@ -34,6 +36,7 @@ from arcade.store.base import (
     SessionStart,
     StateDelta,
     Store,
+    instant_fields,
 )
 
 logger = logging.getLogger(__name__)
@@ -895,12 +898,20 @@ def _serializers() -> tuple[Any, Any]:
 
 def _encode(record: Any) -> Item:
     """Return a dataclass's fields as DynamoDB attributes (boto3's TypeSerializer), leaving out
-    those that are None. Records hold only text and whole numbers; anything else is a bug."""
+    those that are None. An instant field (``instant_fields``) is stored as the text
+    ``arcade.clock.iso`` writes, so it sorts in time order in keys and conditions. Records hold
+    only text, whole numbers and instants; anything else is a bug (TypeError)."""
     serializer, _ = _serializers()
+    instants = instant_fields(type(record))
     item: Item = {}
     for field in fields(record):
         value = getattr(record, field.name)
         if value is None:
+            continue
+        if field.name in instants:
+            if not isinstance(value, datetime):
+                raise TypeError(f"{field.name} is an instant, not {type(value).__name__}")
+            item[field.name] = {"S": iso(value)}
             continue
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise TypeError(f"{field.name} cannot be stored as {type(value).__name__}")
@@ -910,12 +921,18 @@ def _encode(record: Any) -> Item:
 
 def _decode(item: Item, record_type: type) -> dict[str, Any]:
     """Return the attributes of an item that are fields of ``record_type``, as Python values
-    (boto3's TypeDeserializer; its Decimals become the whole numbers they were stored as)."""
+    (boto3's TypeDeserializer; its Decimals become the whole numbers they were stored as, and
+    an instant field's text the aware UTC datetime ``arcade.clock.parse_iso`` reads). Raises
+    ValueError for an instant that ``arcade.clock.iso`` did not write."""
     _, deserializer = _serializers()
+    instants = instant_fields(record_type)
     values: dict[str, Any] = {}
     for field in fields(record_type):
         value = item.get(field.name)
         if value is not None:
+            if field.name in instants:
+                values[field.name] = parse_iso(value["S"])
+                continue
             plain = deserializer.deserialize(value)
             values[field.name] = int(plain) if isinstance(plain, Decimal) else plain
         elif field.default is MISSING and field.default_factory is MISSING:

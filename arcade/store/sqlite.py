@@ -7,10 +7,12 @@ import functools
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
+from datetime import datetime
 from typing import Any, Literal, TypeVar
 
+from arcade.clock import iso, parse_iso
 from arcade.errors import MachineExists, StoreError, UnknownMachine
 from arcade.store.base import (
     ChangeRecord,
@@ -27,6 +29,7 @@ from arcade.store.base import (
     SessionStart,
     StateDelta,
     Store,
+    instant_fields,
 )
 
 T = TypeVar("T")
@@ -274,10 +277,10 @@ class SqliteStore(Store):
 
     def get_machine(self, machine_id: str) -> Machine | None:
         rows = self._query("SELECT * FROM machines WHERE machine_id = ?", (machine_id,))
-        return Machine(**dict(rows[0])) if rows else None
+        return _record(Machine, rows[0]) if rows else None
 
     def list_machines(self) -> list[Machine]:
-        return [Machine(**dict(r)) for r in self._query("SELECT * FROM machines ORDER BY 1")]
+        return [_record(Machine, r) for r in self._query("SELECT * FROM machines ORDER BY 1")]
 
     def set_token_hash(self, machine_id: str, token_hash: str) -> None:
         def write(conn: sqlite3.Connection) -> Any:
@@ -376,11 +379,11 @@ class SqliteStore(Store):
     # --- payments -------------------------------------------------------------------------
     def get_payment(self, payment_id: str) -> Payment | None:
         rows = self._query("SELECT * FROM payments WHERE payment_id = ?", (payment_id,))
-        return Payment(**dict(rows[0])) if rows else None
+        return _record(Payment, rows[0]) if rows else None
 
     def get_intent(self, payment_intent: str) -> IntentRecord | None:
         rows = self._query("SELECT * FROM intents WHERE payment_intent = ?", (payment_intent,))
-        return IntentRecord(**dict(rows[0])) if rows else None
+        return _record(IntentRecord, rows[0]) if rows else None
 
     def commit_payment(
         self,
@@ -398,12 +401,12 @@ class SqliteStore(Store):
                 conn, "payments", "payment_id", PAYMENT_COLUMNS, payment
             ):
                 row = _read_row(conn, "payments", "payment_id", payment.payment_id)
-                raise _VersionMoved(Lost(payment=Payment(**row) if row else None))
+                raise _VersionMoved(Lost(payment=_record(Payment, row) if row else None))
             if intent is not None and not _put_versioned(
                 conn, "intents", "payment_intent", INTENT_COLUMNS, intent
             ):
                 row = _read_row(conn, "intents", "payment_intent", intent.payment_intent)
-                raise _VersionMoved(Lost(intent=IntentRecord(**row) if row else None))
+                raise _VersionMoved(Lost(intent=_record(IntentRecord, row) if row else None))
             if delta:
                 conn.execute(
                     "INSERT INTO machine_states (machine_id, credits_granted, revenue, version)"
@@ -447,7 +450,7 @@ class SqliteStore(Store):
             " ORDER BY created_at DESC, rowid DESC LIMIT ?",
             (machine_id, limit),
         )
-        return [Payment(**dict(r)) for r in rows]
+        return [_record(Payment, r) for r in rows]
 
     def query_payments(self, query: PaymentQuery) -> tuple[list[Payment], bool]:
         # Each filter is a fixed clause with a bound parameter: nothing of the query's values
@@ -473,7 +476,7 @@ class SqliteStore(Store):
             " ORDER BY created_at DESC, payment_id DESC LIMIT ?",
             (*params, query.limit + 1),
         )
-        payments = [Payment(**dict(r)) for r in rows]
+        payments = [_record(Payment, r) for r in rows]
         return payments[: query.limit], len(payments) > query.limit
 
     def list_unmatched_intents(self, limit: int = 100) -> list[IntentRecord]:
@@ -482,14 +485,14 @@ class SqliteStore(Store):
             " ORDER BY updated_at DESC, payment_intent DESC LIMIT ?",
             (limit,),
         )
-        return [IntentRecord(**dict(r)) for r in rows]
+        return [_record(IntentRecord, r) for r in rows]
 
     def list_revenue(self, since: str, until: str) -> list[RevenueEntry]:
         rows = self._query(
             "SELECT * FROM revenue_entries WHERE at >= ? AND at < ? ORDER BY at, entry_id",
             (since, until),
         )
-        return [RevenueEntry(**dict(r)) for r in rows]
+        return [_record(RevenueEntry, r) for r in rows]
 
     def list_due(self, now: str, limit: int = 100) -> list[Payment]:
         rows = self._query(
@@ -497,7 +500,7 @@ class SqliteStore(Store):
             " ORDER BY due_at LIMIT ?",
             (now, limit),
         )
-        return [Payment(**dict(r)) for r in rows]
+        return [_record(Payment, r) for r in rows]
 
     # --- machine state --------------------------------------------------------------------
     def get_machine_state(self, machine_id: str) -> MachineState:
@@ -506,7 +509,7 @@ class SqliteStore(Store):
             return MachineState(machine_id=machine_id)
         row = {name: rows[0][name] for name in STATE_COLUMNS}
         row["revenue"] = json.loads(row["revenue"])
-        return MachineState(**row)
+        return _record(MachineState, row)
 
     def update_machine_state(
         self,
@@ -560,7 +563,7 @@ class SqliteStore(Store):
         rows = self._query(
             "SELECT * FROM game_over_keys WHERE machine_id = ? AND key = ?", (machine_id, key)
         )
-        return GameOverKey(**dict(rows[0])) if rows else None
+        return _record(GameOverKey, rows[0]) if rows else None
 
     def save_game_over_key(self, record: GameOverKey) -> None:
         def write(conn: sqlite3.Connection) -> Any:
@@ -589,14 +592,14 @@ class SqliteStore(Store):
                 " ORDER BY version DESC LIMIT 1",
                 (owner, at),
             )
-        return PlanVersion(**dict(rows[0])) if rows else None
+        return _record(PlanVersion, rows[0]) if rows else None
 
     def list_plan_versions(self, owner: str, limit: int = 50) -> list[PlanVersion]:
         rows = self._query(
             "SELECT * FROM plan_versions WHERE owner = ? ORDER BY version DESC LIMIT ?",
             (owner, limit),
         )
-        return [PlanVersion(**dict(r)) for r in rows]
+        return [_record(PlanVersion, r) for r in rows]
 
     def record_change(self, change: ChangeRecord) -> None:
         def write(conn: sqlite3.Connection) -> Any:
@@ -609,7 +612,7 @@ class SqliteStore(Store):
             "SELECT * FROM changes WHERE subject = ? ORDER BY at DESC, change_id DESC LIMIT ?",
             (subject, limit),
         )
-        return [ChangeRecord(**dict(r)) for r in rows]
+        return [_record(ChangeRecord, r) for r in rows]
 
     # --- values the service keeps for itself ------------------------------------------------
     def get_value(self, name: str) -> str | None:
@@ -697,13 +700,40 @@ def _insert_sql(table: str, columns: tuple[str, ...], verb: str = "") -> str:
     return f"INSERT {verb} INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
 
 
+@functools.cache
+def _columns(record_type: type) -> tuple[tuple[str, bool], ...]:
+    """Return a record type's fields in order, each with whether it holds an instant."""
+    instants = instant_fields(record_type)
+    return tuple((f.name, f.name in instants) for f in fields(record_type))
+
+
 def _values(record: object) -> tuple:
+    """Return a record's fields as column values, in field order: instants as their text."""
     values = record.__dict__
-    return tuple(values[f.name] for f in fields(record))  # type: ignore[arg-type]
+    return tuple(
+        _text(values[name]) if instant else values[name] for name, instant in _columns(type(record))
+    )
+
+
+def _text(moment: datetime | None) -> str | None:
+    """Return an instant as it is stored (``arcade.clock.iso``), or None (NULL)."""
+    return None if moment is None else iso(moment)
+
+
+def _record(record_type: type[T], row: sqlite3.Row | Mapping[str, Any]) -> T:
+    """Return the record a row holds (``row``'s keys are ``record_type``'s fields), its stored
+    instants read back as aware UTC datetimes. Raises ValueError for an instant that
+    ``arcade.clock.iso`` did not write."""
+    values = dict(row)
+    for name in instant_fields(record_type):
+        text = values.get(name)
+        if text is not None:
+            values[name] = parse_iso(text)
+    return record_type(**values)
 
 
 def _link(row: sqlite3.Row) -> PaymentLink:
-    return PaymentLink(**{c: row[c] for c in LINK_COLUMNS})
+    return _record(PaymentLink, {c: row[c] for c in LINK_COLUMNS})
 
 
 class _VersionMoved(Exception):
@@ -727,9 +757,11 @@ def _put_versioned(
     conn: sqlite3.Connection, table: str, key: str, columns: tuple[str, ...], record: Any
 ) -> bool:
     """Write ``record`` at its version + 1 if the stored version is still its version (0: none
-    stored, or a row written before versions existed); return whether it was written."""
+    stored, or a row written before versions existed); return whether it was written.
+    ``columns`` are the record's fields, in order (``PAYMENT_COLUMNS``, ``INTENT_COLUMNS``)."""
     values = tuple(
-        record.version + 1 if column == "version" else getattr(record, column) for column in columns
+        record.version + 1 if column == "version" else value
+        for column, value in zip(columns, _values(record), strict=True)
     )
     if record.version == 0:
         return conn.execute(_upsert_first_sql(table, key, columns), values).rowcount == 1
