@@ -5,6 +5,7 @@ the Stripe stand-in."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 
@@ -16,7 +17,7 @@ from tests.support.stripe_standin import charge, event
 pytestmark = pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
 
 COINPULSE = f"{TOPIC_PREFIX}/cab001/coinpulse"
-LONG_AGO = "2026-01-01T00:00:00.000000Z"
+LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def ack(shop, payment_id, *, machine_id: str = "cab001", headers=None):
@@ -34,13 +35,13 @@ def heartbeat(shop, *, connected: bool = True, credits_left: int | None = 0):
     return shop.client.post("/machines/cab001/heartbeat", json=body, headers=shop.auth)
 
 
-def age_delivery(app, payment_id: str, delivered_at: str = LONG_AGO) -> None:
+def age_delivery(app, payment_id: str, delivered_at: datetime = LONG_AGO) -> None:
     store = app.extensions["arcade"].store
     payment = store.get_payment(payment_id)
-    assert store.commit_payment(replace(payment, delivered_at=delivered_at))
+    assert store.commit_payment(replace(payment, delivered_at=iso(delivered_at)))
 
 
-def go_silent(app, *, connected: bool = True, at: str = LONG_AGO) -> None:
+def go_silent(app, *, connected: bool = True, at: datetime = LONG_AGO) -> None:
     """Make cab001's last heartbeat an old one."""
     app.extensions["arcade"].store.record_heartbeat(
         "cab001", at=at, mqtt_connected=connected, credits_left=0
@@ -235,7 +236,7 @@ def test_an_offline_machine_takes_no_payment_and_its_links_switch_off_then_on(
     app = build()
     shop = open_shop(app)
     heartbeat(shop)
-    go_silent(app, connected=silence["connected"], at=silence["at"] or iso(utc_now()))
+    go_silent(app, connected=silence["connected"], at=silence["at"] or utc_now())
 
     link = shop.client.post(
         "/create-payment-link", json={"machine_id": "cab001"}, headers=shop.auth

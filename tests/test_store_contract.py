@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from arcade.clock import parse_iso
 from arcade.errors import MachineExists, StoreError, UnknownMachine
 from arcade.payment_states import (
     DISPUTED,
@@ -89,7 +90,7 @@ def make_machine(*, machine_id: str = "cab001", **fields: Any) -> Machine:
     """Return a machine with every optional field set unless given."""
     values: dict[str, Any] = {
         "token_hash": f"hash-{machine_id}",
-        "created_at": T0,
+        "created_at": parse_iso(T0),
         "name": f"Cabinet {machine_id}",
         "price_id": "price_123",
         "credits_per_unit": 2,
@@ -169,7 +170,7 @@ def run_together(action: Callable[[], Any], times: int = THREADS) -> list[Any]:
 def test_given_a_new_machine_when_added_then_it_reads_back_equal(store: Store) -> None:
     """A machine, with or without its optional fields, reads back exactly as stored."""
     full = make_machine(machine_id="cab001")
-    bare = Machine(machine_id="cab002", token_hash="h", created_at=T0)
+    bare = Machine(machine_id="cab002", token_hash="h", created_at=parse_iso(T0))
 
     store.add_machine(full)
     store.add_machine(bare)

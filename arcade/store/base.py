@@ -58,12 +58,12 @@ class Machine:
 
     machine_id: str
     token_hash: str
-    created_at: str
+    created_at: datetime
     name: str | None = None
     price_id: str | None = None
     credits_per_unit: int | None = None
     # Presence, from the cabinet's heartbeats (None: it never sent one).
-    last_seen: str | None = None
+    last_seen: datetime | None = None
     mqtt_connected: int | None = None  # 1 or 0, as the last heartbeat said
     credits_reported: int | None = None  # credits left, as the cabinet counts them
     links_active: int | None = None  # 0 while its Stripe Payment Links are switched off
@@ -323,7 +323,7 @@ class Store(ABC):
 
     @abstractmethod
     def record_heartbeat(
-        self, machine_id: str, *, at: str, mqtt_connected: bool, credits_left: int | None
+        self, machine_id: str, *, at: datetime, mqtt_connected: bool, credits_left: int | None
     ) -> None:
         """Store a machine's last heartbeat; raise UnknownMachine if absent."""
 

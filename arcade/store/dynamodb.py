@@ -330,11 +330,11 @@ class DynamoStore(Store):
             raise UnknownMachine(machine_id) from exc
 
     def record_heartbeat(
-        self, machine_id: str, *, at: str, mqtt_connected: bool, credits_left: int | None
+        self, machine_id: str, *, at: datetime, mqtt_connected: bool, credits_left: int | None
     ) -> None:
         """Store a machine's last heartbeat; raise UnknownMachine if absent."""
         update = "SET last_seen = :at, mqtt_connected = :connected"
-        values: Item = {":at": {"S": at}, ":connected": _number(int(mqtt_connected))}
+        values: Item = {":at": {"S": iso(at)}, ":connected": _number(int(mqtt_connected))}
         if credits_left is None:
             update += " REMOVE credits_reported"
         else:

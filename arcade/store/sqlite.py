@@ -293,13 +293,13 @@ class SqliteStore(Store):
         return self._write(write)
 
     def record_heartbeat(
-        self, machine_id: str, *, at: str, mqtt_connected: bool, credits_left: int | None
+        self, machine_id: str, *, at: datetime, mqtt_connected: bool, credits_left: int | None
     ) -> None:
         def write(conn: sqlite3.Connection) -> Any:
             cur = conn.execute(
                 "UPDATE machines SET last_seen = ?, mqtt_connected = ?, credits_reported = ?"
                 " WHERE machine_id = ?",
-                (at, int(mqtt_connected), credits_left, machine_id),
+                (iso(at), int(mqtt_connected), credits_left, machine_id),
             )
             if cur.rowcount == 0:
                 raise UnknownMachine(machine_id)
