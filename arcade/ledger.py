@@ -980,7 +980,7 @@ class Ledger:
     def plan_in_force(self, machine: Machine, at: datetime) -> tuple[PlanVersion, Plan] | None:
         """Return the plan version that priced a machine's sales at ``at``: its own plan's, else
         the default plan's, or None when neither existed then (the single-price rules apply)."""
-        return plan_of(self.store, machine.machine_id, iso(at))
+        return plan_of(self.store, machine.machine_id, at)
 
     def _attribute_by_plan(
         self,

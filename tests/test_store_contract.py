@@ -106,7 +106,7 @@ def make_link(*, link_id: str = "plink_1", quantity: int = 1, **fields: Any) -> 
         "url": f"https://buy.stripe.com/{link_id}?client_reference_id=cab001",
         "unit_amount": 100,
         "currency": "usd",
-        "created_at": T0,
+        "created_at": parse_iso(T0),
     }
     return PaymentLink(link_id=link_id, quantity=quantity, **(values | fields))
 
@@ -313,8 +313,8 @@ def test_given_a_link_when_retired_and_restored_then_key_id_and_list_agree(
     restored reads back selling again; a link not stored cannot be retired."""
     link = store.put_link(make_link(quantity=0))
 
-    assert store.set_link_retired(link, T1)
-    retired = replace(link, retired_at=T1)
+    assert store.set_link_retired(link, parse_iso(T1))
+    retired = replace(link, retired_at=parse_iso(T1))
     assert store.get_link(link.key) == retired
     assert store.get_link_by_id(link.link_id) == retired
     assert store.list_links("cab001") == [retired]
@@ -322,7 +322,7 @@ def test_given_a_link_when_retired_and_restored_then_key_id_and_list_agree(
     assert store.set_link_retired(link, None)
     assert store.get_link(link.key) == link
     assert store.get_link_by_id(link.link_id) == link
-    assert not store.set_link_retired(make_link(link_id="plink_missing", quantity=5), T1)
+    assert not store.set_link_retired(make_link(link_id="plink_missing", quantity=5), parse_iso(T1))
     assert store.get_link(link_key("cab001", "price_123", 5)) is None
 
 
@@ -1356,9 +1356,10 @@ def test_given_intents_when_unmatched_are_listed_then_only_those_without_a_sessi
 
 # --- pricing plans, machine settings and the record of changes ---------------------------------
 def plan_version(owner: str, version: int, created_at: str, plan: str = '{"bundles":[]}'):
+    """Return a plan version that came into force at ``created_at`` (``iso`` text)."""
     from arcade.store.base import PlanVersion
 
-    return PlanVersion(owner, version, created_at, "cli", plan)
+    return PlanVersion(owner, version, parse_iso(created_at), "cli", plan)
 
 
 def test_a_plan_version_number_is_taken_once(store: Store) -> None:
@@ -1378,7 +1379,7 @@ def test_the_plan_version_in_force_at_an_instant_is_the_newest_made_by_then(stor
     for number, hour in ((1, 10), (2, 11), (3, 12)):
         store.put_plan_version(plan_version("cab001", number, f"2026-11-01T{hour}:00:00.000000Z"))
     found = {
-        instant: (store.get_plan_version("cab001", instant) or plan_version("", 0, "")).version
+        instant: getattr(store.get_plan_version("cab001", parse_iso(instant)), "version", 0)
         for instant in (
             "2026-11-01T09:59:59.999999Z",
             "2026-11-01T10:00:00.000000Z",
@@ -1407,8 +1408,12 @@ def test_machine_settings_and_changes_are_kept(store: Store, machine: Machine) -
     with pytest.raises(UnknownMachine):
         store.set_machine_settings("cab999", credits_per_game=2, timezone=None)
     for n, at in enumerate(("2026-11-01T10:00:00.000000Z", "2026-11-01T11:00:00.000000Z")):
-        store.record_change(ChangeRecord(f"c{n}", "cab001", at, "admin session", f'{{"n":{n}}}'))
-    store.record_change(ChangeRecord("c9", "*", "2026-11-01T12:00:00.000000Z", "cli", "{}"))
+        store.record_change(
+            ChangeRecord(f"c{n}", "cab001", parse_iso(at), "admin session", f'{{"n":{n}}}')
+        )
+    store.record_change(
+        ChangeRecord("c9", "*", parse_iso("2026-11-01T12:00:00.000000Z"), "cli", "{}")
+    )
     assert [c.change_id for c in store.list_changes("cab001")] == ["c1", "c0"]
     assert [c.change_id for c in store.list_changes("cab001", 1)] == ["c1"]
     assert [c.by for c in store.list_changes("*")] == ["cli"]

@@ -82,10 +82,10 @@ class PaymentLink:
     url: str
     unit_amount: int | None
     currency: str
-    created_at: str
+    created_at: datetime
     # When a plan version came into force under which its price buys nothing: switched off at
     # Stripe then, and kept off (presence never switches it on). None: it sells.
-    retired_at: str | None = None
+    retired_at: datetime | None = None
 
     @property
     def key(self) -> str:
@@ -215,13 +215,12 @@ class PlanVersion:
     default plan). Versions are never changed: an edit stores the next one.
 
     ``plan`` is the plan as ``arcade.pricing.Plan.to_json`` writes it; ``created_at`` is when it
-    came into force (``arcade.clock.iso``), and ``created_by`` who made it (``admin session``,
-    ``admin api``, ``cli``).
+    came into force, and ``created_by`` who made it (``admin session``, ``admin api``, ``cli``).
     """
 
     owner: str
     version: int
-    created_at: str
+    created_at: datetime
     created_by: str
     plan: str
 
@@ -230,13 +229,13 @@ class PlanVersion:
 class ChangeRecord:
     """An operator's change to a machine's settings or plan, kept for the record.
 
-    ``subject`` is the machine id (``*``: the default plan), ``by`` who made it, ``what`` a
-    JSON object saying what changed.
+    ``subject`` is the machine id (``*``: the default plan), ``at`` when it was made, ``by`` who
+    made it, ``what`` a JSON object saying what changed.
     """
 
     change_id: str
     subject: str
-    at: str
+    at: datetime
     by: str
     what: str
 
@@ -359,7 +358,7 @@ class Store(ABC):
         """Return the links stored for a machine (any order)."""
 
     @abstractmethod
-    def set_link_retired(self, link: PaymentLink, retired_at: str | None) -> bool:
+    def set_link_retired(self, link: PaymentLink, retired_at: datetime | None) -> bool:
         """Mark a stored link retired at ``retired_at`` (None: selling again), under its key
         and its Stripe id alike; return False when no link is stored under its key."""
 
@@ -459,7 +458,7 @@ class Store(ABC):
         whether it was stored (first writer wins: the loser reads again and numbers anew)."""
 
     @abstractmethod
-    def get_plan_version(self, owner: str, at: str | None = None) -> PlanVersion | None:
+    def get_plan_version(self, owner: str, at: datetime | None = None) -> PlanVersion | None:
         """Return the owner's newest plan version created at or before ``at`` (None: the
         newest of all), or None when there is none."""
 

@@ -446,14 +446,14 @@ class DynamoStore(Store):
         items = self._query_index(LINKS_OF + machine_id)
         return [PaymentLink(**_decode(item, PaymentLink)) for item in items]
 
-    def set_link_retired(self, link: PaymentLink, retired_at: str | None) -> bool:
+    def set_link_retired(self, link: PaymentLink, retired_at: datetime | None) -> bool:
         """Set (or remove) ``retired_at`` on the link's key item and id item together, each
         only if it exists; return False when either does not."""
         update: dict[str, Any] = {"UpdateExpression": "REMOVE retired_at"}
         if retired_at is not None:
             update = {
                 "UpdateExpression": "SET retired_at = :at",
-                "ExpressionAttributeValues": {":at": {"S": retired_at}},
+                "ExpressionAttributeValues": {":at": {"S": iso(retired_at)}},
             }
         actions = [
             {"Update": {"Key": key, "ConditionExpression": "attribute_exists(pk)"} | update}
@@ -765,7 +765,7 @@ class DynamoStore(Store):
             return False
         return True
 
-    def get_plan_version(self, owner: str, at: str | None = None) -> PlanVersion | None:
+    def get_plan_version(self, owner: str, at: datetime | None = None) -> PlanVersion | None:
         """Query the owner's partition newest version first; the first created at or before
         ``at`` is the one (versions come into force in number order, so this is usually the
         first item read)."""
@@ -780,7 +780,7 @@ class DynamoStore(Store):
         }
         if at is not None:
             params["FilterExpression"] = "created_at <= :at"
-            params["ExpressionAttributeValues"][":at"] = {"S": at}
+            params["ExpressionAttributeValues"][":at"] = {"S": iso(at)}
         params["Limit"] = 1 if at is None else 10
         items = self._query_pages(params, enough=1)
         return PlanVersion(**_decode(items[0], PlanVersion)) if items else None
@@ -802,7 +802,7 @@ class DynamoStore(Store):
     def record_change(self, change: ChangeRecord) -> None:
         """Put the change under its subject, in time order."""
         item = (
-            _key(CHANGES_PK + change.subject, f"{change.at}#{change.change_id}")
+            _key(CHANGES_PK + change.subject, f"{iso(change.at)}#{change.change_id}")
             | {"entity": {"S": "change"}}
             | _encode(change)
         )

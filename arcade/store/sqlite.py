@@ -366,11 +366,11 @@ class SqliteStore(Store):
         rows = self._query("SELECT * FROM payment_links WHERE machine_id = ?", (machine_id,))
         return [_link(row) for row in rows]
 
-    def set_link_retired(self, link: PaymentLink, retired_at: str | None) -> bool:
+    def set_link_retired(self, link: PaymentLink, retired_at: datetime | None) -> bool:
         def write(conn: sqlite3.Connection) -> Any:
             cur = conn.execute(
                 "UPDATE payment_links SET retired_at = ? WHERE link_key = ?",
-                (retired_at, link.key),
+                (_text(retired_at), link.key),
             )
             return cur.rowcount == 1
 
@@ -580,7 +580,7 @@ class SqliteStore(Store):
 
         return self._write(write)
 
-    def get_plan_version(self, owner: str, at: str | None = None) -> PlanVersion | None:
+    def get_plan_version(self, owner: str, at: datetime | None = None) -> PlanVersion | None:
         if at is None:
             rows = self._query(
                 "SELECT * FROM plan_versions WHERE owner = ? ORDER BY version DESC LIMIT 1",
@@ -590,7 +590,7 @@ class SqliteStore(Store):
             rows = self._query(
                 "SELECT * FROM plan_versions WHERE owner = ? AND created_at <= ?"
                 " ORDER BY version DESC LIMIT 1",
-                (owner, at),
+                (owner, iso(at)),
             )
         return _record(PlanVersion, rows[0]) if rows else None
 
