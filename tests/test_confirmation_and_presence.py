@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from arcade.clock import iso, utc_now
+from arcade.clock import utc_now
 from tests.support.app import TOPIC_PREFIX, signed_post
 from tests.support.stripe_standin import charge, event
 
@@ -18,6 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
 
 COINPULSE = f"{TOPIC_PREFIX}/cab001/coinpulse"
 LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)  # every due grant is due by then
 
 
 def ack(shop, payment_id, *, machine_id: str = "cab001", headers=None):
@@ -38,7 +39,7 @@ def heartbeat(shop, *, connected: bool = True, credits_left: int | None = 0):
 def age_delivery(app, payment_id: str, delivered_at: datetime = LONG_AGO) -> None:
     store = app.extensions["arcade"].store
     payment = store.get_payment(payment_id)
-    assert store.commit_payment(replace(payment, delivered_at=iso(delivered_at)))
+    assert store.commit_payment(replace(payment, delivered_at=delivered_at))
 
 
 def go_silent(app, *, connected: bool = True, at: datetime = LONG_AGO) -> None:
@@ -116,7 +117,7 @@ def test_a_confirmation_of_a_grant_not_yet_marked_delivered_delivers_it(
     answer = ack(shop, "cs_unmarked")
 
     assert answer.json["status"] == "credited"
-    assert shop.app.extensions["arcade"].store.list_due("9999") == []
+    assert shop.app.extensions["arcade"].store.list_due(FAR_FUTURE) == []
 
 
 @pytest.mark.parametrize(
@@ -168,7 +169,7 @@ def test_an_unconfirmed_payment_is_refunded_once_when_auto_refund_is_on(
     store = app.extensions["arcade"].store
     payment = store.get_payment("cs_ghost")
     assert payment.due_at is not None
-    assert store.commit_payment(replace(payment, due_at=iso(utc_now())))
+    assert store.commit_payment(replace(payment, due_at=utc_now()))
     svc = app.extensions["arcade"]
 
     first, second = svc.relay(), svc.relay()
@@ -194,7 +195,7 @@ def test_a_confirmed_payment_is_never_auto_refunded(build, open_shop, stripe_sta
 
     ack(shop, "cs_played")
 
-    assert app.extensions["arcade"].store.list_due("9999") == []
+    assert app.extensions["arcade"].store.list_due(FAR_FUTURE) == []
     assert app.extensions["arcade"].relay()["refunded"] == 0
     assert stripe_standin.refunds == []
 

@@ -206,7 +206,7 @@ def test_unconfirmed_lists_delivered_payments_the_cabinet_never_confirmed(app, c
     CONFIRM_WITHIN_SECONDS WHEN status=unconfirmed is listed THEN only the other is there."""
     from dataclasses import replace
 
-    from arcade.clock import iso, utc_now
+    from arcade.clock import utc_now
 
     shop = open_shop(app)
     assert shop.pay("cs_fired").status_code == 200
@@ -218,7 +218,7 @@ def test_unconfirmed_lists_delivered_payments_the_cabinet_never_confirmed(app, c
     store = app.extensions["arcade"].store
     for payment_id in ("cs_fired", "cs_silent"):
         payment = store.get_payment(payment_id)
-        long_ago = iso(utc_now() - timedelta(seconds=301))
+        long_ago = utc_now() - timedelta(seconds=301)
         assert store.commit_payment(replace(payment, delivered_at=long_ago))
 
     listed = client.get("/payments?status=unconfirmed", headers=ADMIN).json
@@ -688,7 +688,7 @@ def test_a_refund_kept_before_its_session_counts_on_the_day_it_was_made(client, 
     reported by day THEN the sale counts on the session's day and the refund on its own."""
     from dataclasses import replace
 
-    from arcade.clock import iso, utc_now
+    from arcade.clock import utc_now
     from tests.support.app import signed_post
     from tests.support.stripe_standin import event
 
@@ -700,7 +700,7 @@ def test_a_refund_kept_before_its_session_counts_on_the_day_it_was_made(client, 
     store = app.extensions["arcade"].store
     kept = store.get_intent("pi_cs_late")
     three_days_ago = utc_now() - timedelta(days=3)
-    assert store.commit_payment(None, intent=replace(kept, updated_at=iso(three_days_ago)))
+    assert store.commit_payment(None, intent=replace(kept, updated_at=three_days_ago))
     assert shop.pay("cs_late").status_code == 200
 
     rows = client.get("/reports/revenue", headers=ADMIN).json["rows"]

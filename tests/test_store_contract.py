@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
@@ -46,11 +47,11 @@ from arcade.store.base import (
 )
 
 THREADS = 8
-# Instants as the ledger writes them (``arcade.clock.iso``), the form game-over keys are kept in.
-T0 = "2026-11-22T10:00:00.000000Z"
-T1 = "2026-11-22T10:01:00.000000Z"
-T2 = "2026-11-22T10:02:00.000000Z"
-T3 = "2026-11-22T10:03:00.000000Z"
+# Instants as records hold them: aware datetimes, one minute apart.
+T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+T1 = datetime(2026, 11, 22, 10, 1, tzinfo=UTC)
+T2 = datetime(2026, 11, 22, 10, 2, tzinfo=UTC)
+T3 = datetime(2026, 11, 22, 10, 3, tzinfo=UTC)
 GRANT = StateDelta("cab001", 2, 200, "usd")  # what make_payment() adds to cab001 when granted
 
 Versioned = TypeVar("Versioned", Payment, IntentRecord)
@@ -90,7 +91,7 @@ def make_machine(*, machine_id: str = "cab001", **fields: Any) -> Machine:
     """Return a machine with every optional field set unless given."""
     values: dict[str, Any] = {
         "token_hash": f"hash-{machine_id}",
-        "created_at": parse_iso(T0),
+        "created_at": T0,
         "name": f"Cabinet {machine_id}",
         "price_id": "price_123",
         "credits_per_unit": 2,
@@ -106,7 +107,7 @@ def make_link(*, link_id: str = "plink_1", quantity: int = 1, **fields: Any) -> 
         "url": f"https://buy.stripe.com/{link_id}?client_reference_id=cab001",
         "unit_amount": 100,
         "currency": "usd",
-        "created_at": parse_iso(T0),
+        "created_at": T0,
     }
     return PaymentLink(link_id=link_id, quantity=quantity, **(values | fields))
 
@@ -170,7 +171,7 @@ def run_together(action: Callable[[], Any], times: int = THREADS) -> list[Any]:
 def test_given_a_new_machine_when_added_then_it_reads_back_equal(store: Store) -> None:
     """A machine, with or without its optional fields, reads back exactly as stored."""
     full = make_machine(machine_id="cab001")
-    bare = Machine(machine_id="cab002", token_hash="h", created_at=parse_iso(T0))
+    bare = Machine(machine_id="cab002", token_hash="h", created_at=T0)
 
     store.add_machine(full)
     store.add_machine(bare)
@@ -313,8 +314,8 @@ def test_given_a_link_when_retired_and_restored_then_key_id_and_list_agree(
     restored reads back selling again; a link not stored cannot be retired."""
     link = store.put_link(make_link(quantity=0))
 
-    assert store.set_link_retired(link, parse_iso(T1))
-    retired = replace(link, retired_at=parse_iso(T1))
+    assert store.set_link_retired(link, T1)
+    retired = replace(link, retired_at=T1)
     assert store.get_link(link.key) == retired
     assert store.get_link_by_id(link.link_id) == retired
     assert store.list_links("cab001") == [retired]
@@ -322,7 +323,7 @@ def test_given_a_link_when_retired_and_restored_then_key_id_and_list_agree(
     assert store.set_link_retired(link, None)
     assert store.get_link(link.key) == link
     assert store.get_link_by_id(link.link_id) == link
-    assert not store.set_link_retired(make_link(link_id="plink_missing", quantity=5), parse_iso(T1))
+    assert not store.set_link_retired(make_link(link_id="plink_missing", quantity=5), T1)
     assert store.get_link(link_key("cab001", "price_123", 5)) is None
 
 
@@ -692,7 +693,7 @@ def test_given_payments_of_two_machines_when_listed_then_newest_first_limited_an
 ) -> None:
     """A machine's page shows its own latest payments, newest first; a stray one is nowhere."""
     store.add_machine(make_machine(machine_id="cab002"))
-    times = [f"2026-11-22T10:0{minute}:00.000000Z" for minute in range(5)]
+    times = [T0 + timedelta(minutes=minute) for minute in range(5)]
     for number, created_at in enumerate(times):
         commit_ok(
             store, make_payment(payment_id=f"cs_{number}", created_at=created_at), delta=GRANT
@@ -700,13 +701,17 @@ def test_given_payments_of_two_machines_when_listed_then_newest_first_limited_an
     commit_ok(
         store,
         make_payment(
-            payment_id="cs_pending", phase=PENDING_PAYMENT, created_at="2026-11-22T11:00:00.000000Z"
+            payment_id="cs_pending",
+            phase=PENDING_PAYMENT,
+            created_at=parse_iso("2026-11-22T11:00:00.000000Z"),
         ),
     )
     commit_ok(
         store,
         make_payment(
-            payment_id="cs_other", machine_id="cab002", created_at="2026-11-22T12:00:00.000000Z"
+            payment_id="cs_other",
+            machine_id="cab002",
+            created_at=parse_iso("2026-11-22T12:00:00.000000Z"),
         ),
         delta=StateDelta("cab002", 2, 200, "usd"),
     )
@@ -720,7 +725,7 @@ def test_given_payments_of_two_machines_when_listed_then_newest_first_limited_an
         granted_at=None,
         delivery_claimed_until=None,
         reason="no machine",
-        created_at="2026-11-22T13:00:00.000000Z",
+        created_at=parse_iso("2026-11-22T13:00:00.000000Z"),
     )
     commit_ok(store, stray)
 
@@ -747,7 +752,7 @@ def test_given_payments_due_at_several_instants_when_listed_due_then_only_those_
 
     assert [p.payment_id for p in due] == ["cs_due_1", "cs_due_3", "cs_due_0"]
     assert [p.payment_id for p in store.list_due(T3, limit=2)] == ["cs_due_1", "cs_due_3"]
-    assert store.list_due("2026-11-22T09:00:00Z") == []
+    assert store.list_due(datetime(2026, 11, 22, 9, tzinfo=UTC)) == []
 
 
 def test_given_an_owed_payment_when_written_without_due_at_then_it_leaves_the_outbox(
@@ -883,7 +888,7 @@ def test_given_a_free_key_when_put_with_a_state_update_then_both_are_stored(
 
 @pytest.mark.parametrize("created_at", [T1, T2], ids=["before-expiry", "at-expiry"])
 def test_given_an_unexpired_key_when_put_again_then_refused_and_the_state_unchanged(
-    store: Store, created_at: str
+    store: Store, created_at: datetime
 ) -> None:
     """A repeated game over counts nothing while its key lives, through its last instant."""
     store.update_machine_state(
@@ -1214,7 +1219,7 @@ def test_given_a_payment_whose_status_changes_when_queried_by_status_then_only_t
     assert _ids(store.query_payments(PaymentQuery(status="delivered"))) == ["cs_1"]
 
 
-def _entry(entry_id: str, at: str, **fields: Any) -> RevenueEntry:
+def _entry(entry_id: str, at: datetime, **fields: Any) -> RevenueEntry:
     values: dict[str, Any] = {
         "machine_id": "cab001",
         "payment_id": entry_id.split("#")[0],
@@ -1243,7 +1248,9 @@ def test_given_revenue_entries_when_listed_then_those_in_the_window_oldest_first
     assert [(e.entry_id, e.gross, e.refunded) for e in store.list_revenue(T0, T3)] == [
         ("cs_1#1#sale", 200, 0)
     ]
-    assert [e.entry_id for e in store.list_revenue(T0, "2026-11-23T00:00:00.000000Z")] == [
+    assert [
+        e.entry_id for e in store.list_revenue(T0, parse_iso("2026-11-23T00:00:00.000000Z"))
+    ] == [
         "cs_1#1#sale",
         "cs_1#2#refund",
     ]

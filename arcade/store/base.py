@@ -108,27 +108,27 @@ class Payment:
 
     payment_id: str
     status: str
-    created_at: str
+    created_at: datetime
     machine_id: str | None = None
     credits: int = 0
     amount: int = 0
     currency: str = "usd"
     payment_intent: str | None = None
     amount_refunded: int = 0
-    granted_at: str | None = None
-    delivered_at: str | None = None
-    # Until this instant (ISO 8601 UTC) one request holds the right to publish the coinpulse.
-    delivery_claimed_until: str | None = None
-    updated_at: str | None = None
+    granted_at: datetime | None = None
+    delivered_at: datetime | None = None
+    # Until this instant one request holds the right to publish the coinpulse.
+    delivery_claimed_until: datetime | None = None
+    updated_at: datetime | None = None
     phase: str | None = None  # pending_payment | payment_failed | paid
     reason: str | None = None  # why a paid session bought nothing here (unattributed)
-    disputed_at: str | None = None
+    disputed_at: datetime | None = None
     # The transactional outbox: while set, the grant's coinpulse is owed, and the delivery
-    # relay publishes it once this instant (ISO 8601 UTC) has passed.
-    due_at: str | None = None
+    # relay publishes it once this instant has passed.
+    due_at: datetime | None = None
     delivery_attempts: int = 0
-    delivery_alarm_at: str | None = None  # when "undeliverable for an hour" was logged
-    credited_at: str | None = None  # when the cabinet confirmed it fired the coins
+    delivery_alarm_at: datetime | None = None  # when "undeliverable for an hour" was logged
+    credited_at: datetime | None = None  # when the cabinet confirmed it fired the coins
     note: str | None = None  # the operator's reason for a manual grant (``manual_…`` ids)
     bundle: str | None = None  # the pricing plan's bundle it bought (None: no plan)
     plan_version: int | None = None  # the plan version that credited it
@@ -143,8 +143,8 @@ class IntentRecord:
     payment_intent: str
     payment_id: str | None = None
     amount_refunded: int = 0
-    disputed_at: str | None = None
-    updated_at: str | None = None
+    disputed_at: datetime | None = None
+    updated_at: datetime | None = None
     version: int = 0
 
 
@@ -167,7 +167,7 @@ class SessionStart:
 
     machine_id: str
     session_id: str
-    started_at: str
+    started_at: datetime
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,7 @@ class RevenueEntry:
     """
 
     entry_id: str
-    at: str
+    at: datetime
     machine_id: str
     payment_id: str
     currency: str
@@ -244,7 +244,7 @@ class ChangeRecord:
 class PaymentQuery:
     """Which payments an operator asks for (SPEC "Operators": ``GET /payments``).
 
-    All times are ``arcade.clock.iso`` strings. ``since`` is inclusive and ``until`` exclusive,
+    All times are aware datetimes. ``since`` is inclusive and ``until`` exclusive,
     on ``created_at`` (the Checkout Session's creation). ``delivered_before`` keeps only
     payments delivered at or before that instant. ``after`` is the ``(created_at,
     payment_id)`` of the last payment of the previous page: the answer continues strictly
@@ -253,10 +253,10 @@ class PaymentQuery:
 
     status: str | None = None
     machine_id: str | None = None
-    since: str | None = None
-    until: str | None = None
-    delivered_before: str | None = None
-    after: tuple[str, str] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    delivered_before: datetime | None = None
+    after: tuple[datetime, str] | None = None
     limit: int = 50
 
 
@@ -264,14 +264,15 @@ class PaymentQuery:
 class GameOverKey:
     """A game over's Idempotency-Key, remembered per machine until ``expires_at``.
 
-    Times are written by ``arcade.clock.iso`` (``2026-11-22T10:00:00.000000Z``): they compare
-    in time order as strings, and DynamoDB derives its Time to Live from ``expires_at``.
+    The stores compare ``expires_at`` with a new key's ``created_at`` in their own text form
+    (``arcade.clock.iso``, which sorts in time order), and DynamoDB derives its Time to Live
+    from ``expires_at``.
     """
 
     machine_id: str
     key: str
-    created_at: str
-    expires_at: str
+    created_at: datetime
+    expires_at: datetime
     published: int = 0  # 1 once its gameover message was acknowledged by the broker
 
 
@@ -287,7 +288,7 @@ class MachineState:
     credits_used: int = 0
     games_without_credit: int = 0
     session_id: str | None = None
-    session_started_at: str | None = None
+    session_started_at: datetime | None = None
     revenue: dict[str, int] = field(default_factory=dict)
     version: int = 0
 
@@ -412,11 +413,11 @@ class Store(ABC):
         (a refund or dispute kept for later), most recently changed first."""
 
     @abstractmethod
-    def list_revenue(self, since: str, until: str) -> list[RevenueEntry]:
+    def list_revenue(self, since: datetime, until: datetime) -> list[RevenueEntry]:
         """Return every revenue entry with ``since <= at < until``, oldest first."""
 
     @abstractmethod
-    def list_due(self, now: str, limit: int = 100) -> list[Payment]:
+    def list_due(self, now: datetime, limit: int = 100) -> list[Payment]:
         """Return up to ``limit`` payments whose ``due_at`` is set and not after ``now``,
         earliest due first (the outbox entries to publish)."""
 

@@ -18,7 +18,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from arcade.clock import iso, parse_iso
+from arcade.clock import iso, iso_or_none, parse_iso
 from arcade.errors import MachineExists, StoreError, UnknownMachine
 from arcade.logs import log_event
 from arcade.store.base import (
@@ -573,21 +573,21 @@ class DynamoStore(Store):
         else:
             index, pk, sk = BY_TIME_INDEX, TIME_PK, TIME_SK
             values[":partition"] = {"S": ALL_PAYMENTS}
-        # Sort keys are "<created_at>#<payment_id>": created_at >= since is sk >= since, and
-        # created_at < until is sk < until (no sort key equals a bare instant).
-        upper = query.until
-        after = f"{query.after[0]}#{query.after[1]}" if query.after else None
+        # Sort keys are "<iso(created_at)>#<payment_id>": created_at >= since is sk >= iso(since),
+        # and created_at < until is sk < iso(until) (no sort key equals a bare instant).
+        since, upper = iso_or_none(query.since), iso_or_none(query.until)
+        after = f"{iso(query.after[0])}#{query.after[1]}" if query.after else None
         if after is not None and (upper is None or after < upper):
             upper = after
-        if query.since is not None and upper is not None and query.since > upper:
+        if since is not None and upper is not None and since > upper:
             return [], False  # DynamoDB refuses a BETWEEN whose bounds are the wrong way round
         condition = f"{pk} = :partition"
-        if query.since is not None and upper is not None:
+        if since is not None and upper is not None:
             condition += f" AND {sk} BETWEEN :lower AND :upper"
-            values[":lower"], values[":upper"] = {"S": query.since}, {"S": upper}
-        elif query.since is not None:
+            values[":lower"], values[":upper"] = {"S": since}, {"S": upper}
+        elif since is not None:
             condition += f" AND {sk} >= :lower"
-            values[":lower"] = {"S": query.since}
+            values[":lower"] = {"S": since}
         elif upper is not None:
             condition += f" AND {sk} <= :upper"
             values[":upper"] = {"S": upper}
@@ -601,7 +601,7 @@ class DynamoStore(Store):
             values[":status"] = {"S": query.status}
         if query.delivered_before is not None:
             filters.append("delivered_at <= :delivered_before")
-            values[":delivered_before"] = {"S": query.delivered_before}
+            values[":delivered_before"] = {"S": iso(query.delivered_before)}
         params: dict[str, Any] = {
             "IndexName": index,
             "KeyConditionExpression": condition,
@@ -632,7 +632,7 @@ class DynamoStore(Store):
         items = self._query_pages(params, enough=limit)[:limit]
         return [IntentRecord(**_decode(item, IntentRecord)) for item in items]
 
-    def list_revenue(self, since: str, until: str) -> list[RevenueEntry]:
+    def list_revenue(self, since: datetime, until: datetime) -> list[RevenueEntry]:
         """Return the revenue entries in ``[since, until)``, one Query on by_time."""
         if since >= until:
             return []  # DynamoDB refuses a BETWEEN whose bounds are the wrong way round
@@ -643,13 +643,13 @@ class DynamoStore(Store):
             ),
             "ExpressionAttributeValues": {
                 ":revenue": {"S": REVENUE},
-                ":lower": {"S": since},
-                ":upper": {"S": until},  # no sort key equals a bare instant: until stays out
+                ":lower": {"S": iso(since)},
+                ":upper": {"S": iso(until)},  # no sort key equals a bare instant: until stays out
             },
         }
         return [RevenueEntry(**_decode(item, RevenueEntry)) for item in self._query_pages(params)]
 
-    def list_due(self, now: str, limit: int = 100) -> list[Payment]:
+    def list_due(self, now: datetime, limit: int = 100) -> list[Payment]:
         """Return the outbox's payments due by ``now``, querying the sparse outbox index."""
         if limit <= 0:
             return []
@@ -657,7 +657,7 @@ class DynamoStore(Store):
             "query",
             IndexName=OUTBOX_INDEX,
             KeyConditionExpression=f"{OUTBOX_PK} = :outbox AND due_at <= :now",
-            ExpressionAttributeValues={":outbox": {"S": OUTBOX}, ":now": {"S": now}},
+            ExpressionAttributeValues={":outbox": {"S": OUTBOX}, ":now": {"S": iso(now)}},
             Limit=limit,
         )
         return [Payment(**_decode(item, Payment)) for item in answer.get("Items", [])]
@@ -699,8 +699,10 @@ class DynamoStore(Store):
             ":read": _number(state.version),
         }
         removals = []
-        for name in ("session_id", "session_started_at"):
-            value = getattr(state, name)
+        for name, value in (
+            ("session_id", state.session_id),
+            ("session_started_at", iso_or_none(state.session_started_at)),
+        ):
             if value is None:
                 removals.append(name)
             else:
@@ -726,7 +728,7 @@ class DynamoStore(Store):
                     "Put": {
                         "Item": _game_over_item(put_key),
                         "ConditionExpression": "attribute_not_exists(pk) OR expires_at < :now",
-                        "ExpressionAttributeValues": {":now": {"S": put_key.created_at}},
+                        "ExpressionAttributeValues": {":now": {"S": iso(put_key.created_at)}},
                     }
                 }
             )
@@ -943,13 +945,15 @@ def _decode(item: Item, record_type: type) -> dict[str, Any]:
 def _payment_item(payment: Payment) -> Item:
     """Return a payment's item, indexed under its machine newest first when it has one."""
     item = _payment_key(payment.payment_id) | {"entity": {"S": "payment"}} | _encode(payment)
+    # The sort keys begin with created_at as stored (iso text), so they sort in time order.
+    by_time = f"{item['created_at']['S']}#{payment.payment_id}"
     if payment.machine_id is not None:
         item[BY_MACHINE_PK] = {"S": f"MACHINE#{payment.machine_id}"}
-        item[BY_MACHINE_SK] = {"S": f"{payment.created_at}#{payment.payment_id}"}
+        item[BY_MACHINE_SK] = {"S": by_time}
     if payment.due_at is not None:
         item[OUTBOX_PK] = {"S": OUTBOX}
     item[TIME_PK] = {"S": ALL_PAYMENTS}
-    item[TIME_SK] = {"S": f"{payment.created_at}#{payment.payment_id}"}
+    item[TIME_SK] = {"S": by_time}
     item[STATUS_PK] = {"S": f"STATUS#{payment.status}"}
     return item
 
@@ -960,7 +964,7 @@ def _revenue_item(entry: RevenueEntry) -> Item:
         _key(f"REVENUE#{entry.entry_id}", REVENUE_SK)
         | {"entity": {"S": "revenue"}}
         | _encode(entry)
-        | {TIME_PK: {"S": REVENUE}, TIME_SK: {"S": f"{entry.at}#{entry.entry_id}"}}
+        | {TIME_PK: {"S": REVENUE}, TIME_SK: {"S": f"{iso(entry.at)}#{entry.entry_id}"}}
     )
 
 
@@ -975,7 +979,7 @@ def _intent_item(intent: IntentRecord) -> Item:
     item = _intent_key(intent.payment_intent) | {"entity": {"S": "intent"}} | _encode(intent)
     if intent.payment_id is None:
         item[STATUS_PK] = {"S": UNMATCHED_INTENTS}
-        item[TIME_SK] = {"S": f"{intent.updated_at or ''}#{intent.payment_intent}"}
+        item[TIME_SK] = {"S": f"{iso_or_none(intent.updated_at) or ''}#{intent.payment_intent}"}
     return item
 
 
@@ -986,9 +990,7 @@ def _game_over_key(machine_id: str, key: str) -> Item:
 
 def _game_over_item(record: GameOverKey) -> Item:
     """Return a game-over key's item, with the epoch seconds DynamoDB's TTL reads."""
-    from arcade.clock import parse_iso
-
-    expires = int(parse_iso(record.expires_at).timestamp())
+    expires = int(record.expires_at.timestamp())
     return (
         _game_over_key(record.machine_id, record.key)
         | {"entity": {"S": "game_over_key"}, EXPIRES_EPOCH: _number(expires)}
@@ -1047,7 +1049,7 @@ def _update_state(
             "session_started_at = if_not_exists(session_started_at, :started_at)",
         ]
         values[":session_id"] = {"S": open_session.session_id}
-        values[":started_at"] = {"S": open_session.started_at}
+        values[":started_at"] = {"S": iso(open_session.started_at)}
     return {
         "Update": {
             "Key": _state_key(machine_id),

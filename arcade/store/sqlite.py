@@ -12,7 +12,7 @@ from dataclasses import fields
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from arcade.clock import iso, parse_iso
+from arcade.clock import iso, iso_or_none, parse_iso
 from arcade.errors import MachineExists, StoreError, UnknownMachine
 from arcade.store.base import (
     ChangeRecord,
@@ -370,7 +370,7 @@ class SqliteStore(Store):
         def write(conn: sqlite3.Connection) -> Any:
             cur = conn.execute(
                 "UPDATE payment_links SET retired_at = ? WHERE link_key = ?",
-                (_text(retired_at), link.key),
+                (iso_or_none(retired_at), link.key),
             )
             return cur.rowcount == 1
 
@@ -435,7 +435,11 @@ class SqliteStore(Store):
                     " session_id = excluded.session_id,"
                     " session_started_at = excluded.session_started_at,"
                     " version = version + 1 WHERE machine_states.session_id IS NULL",
-                    (open_session.machine_id, open_session.session_id, open_session.started_at),
+                    (
+                        open_session.machine_id,
+                        open_session.session_id,
+                        iso(open_session.started_at),
+                    ),
                 )
             return True
 
@@ -454,22 +458,23 @@ class SqliteStore(Store):
 
     def query_payments(self, query: PaymentQuery) -> tuple[list[Payment], bool]:
         # Each filter is a fixed clause with a bound parameter: nothing of the query's values
-        # reaches the SQL text.
+        # reaches the SQL text. Instants are compared as the stored text, which sorts in time
+        # order, so the indexes on created_at serve the bounds and the cursor.
         clauses: list[str] = []
         params: list[Any] = []
         for clause, value in (
             ("status = ?", query.status),
             ("machine_id = ?", query.machine_id),
-            ("created_at >= ?", query.since),
-            ("created_at < ?", query.until),
-            ("delivered_at <= ?", query.delivered_before),
+            ("created_at >= ?", iso_or_none(query.since)),
+            ("created_at < ?", iso_or_none(query.until)),
+            ("delivered_at <= ?", iso_or_none(query.delivered_before)),
         ):
             if value is not None:
                 clauses.append(clause)
                 params.append(value)
         if query.after is not None:
             clauses.append("(created_at, payment_id) < (?, ?)")
-            params.extend(query.after)
+            params.extend((iso(query.after[0]), query.after[1]))
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._query(
             f"SELECT * FROM payments {where}"  # noqa: S608 - clauses are the constants above
@@ -487,18 +492,18 @@ class SqliteStore(Store):
         )
         return [_record(IntentRecord, r) for r in rows]
 
-    def list_revenue(self, since: str, until: str) -> list[RevenueEntry]:
+    def list_revenue(self, since: datetime, until: datetime) -> list[RevenueEntry]:
         rows = self._query(
             "SELECT * FROM revenue_entries WHERE at >= ? AND at < ? ORDER BY at, entry_id",
-            (since, until),
+            (iso(since), iso(until)),
         )
         return [_record(RevenueEntry, r) for r in rows]
 
-    def list_due(self, now: str, limit: int = 100) -> list[Payment]:
+    def list_due(self, now: datetime, limit: int = 100) -> list[Payment]:
         rows = self._query(
             "SELECT * FROM payments WHERE due_at IS NOT NULL AND due_at <= ?"
             " ORDER BY due_at LIMIT ?",
-            (now, limit),
+            (iso(now), limit),
         )
         return [_record(Payment, r) for r in rows]
 
@@ -518,13 +523,16 @@ class SqliteStore(Store):
         put_key: GameOverKey | None = None,
         delete_key: GameOverKey | None = None,
     ) -> bool:
+        # The new key's instant as stored: compared with stored expiries as text, in SQL too.
+        key_made = iso(put_key.created_at) if put_key is not None else None
+
         def write(conn: sqlite3.Connection) -> Any:
             if put_key is not None:
                 row = conn.execute(
                     "SELECT expires_at FROM game_over_keys WHERE machine_id = ? AND key = ?",
                     (put_key.machine_id, put_key.key),
                 ).fetchone()
-                if row is not None and row["expires_at"] >= put_key.created_at:
+                if row is not None and row["expires_at"] >= key_made:
                     return False
             _ensure_state(conn, state.machine_id)
             cur = conn.execute(
@@ -535,7 +543,7 @@ class SqliteStore(Store):
                     state.credits_used,
                     state.games_without_credit,
                     state.session_id,
-                    state.session_started_at,
+                    iso_or_none(state.session_started_at),
                     state.machine_id,
                     state.version,
                 ),
@@ -545,7 +553,7 @@ class SqliteStore(Store):
             if put_key is not None:
                 conn.execute(
                     "DELETE FROM game_over_keys WHERE machine_id = ? AND expires_at < ?",
-                    (put_key.machine_id, put_key.created_at),
+                    (put_key.machine_id, key_made),
                 )
                 conn.execute(
                     _insert_sql("game_over_keys", KEY_COLUMNS, "OR REPLACE"), _values(put_key)
@@ -711,13 +719,9 @@ def _values(record: object) -> tuple:
     """Return a record's fields as column values, in field order: instants as their text."""
     values = record.__dict__
     return tuple(
-        _text(values[name]) if instant else values[name] for name, instant in _columns(type(record))
+        iso_or_none(values[name]) if instant else values[name]
+        for name, instant in _columns(type(record))
     )
-
-
-def _text(moment: datetime | None) -> str | None:
-    """Return an instant as it is stored (``arcade.clock.iso``), or None (NULL)."""
-    return None if moment is None else iso(moment)
 
 
 def _record(record_type: type[T], row: sqlite3.Row | Mapping[str, Any]) -> T:
