@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -31,6 +32,7 @@ from arcade.payment_states import (
     UNATTRIBUTED,
 )
 from arcade.store.base import (
+    ChangeRecord,
     GameOverKey,
     IntentRecord,
     Lost,
@@ -39,10 +41,12 @@ from arcade.store.base import (
     Payment,
     PaymentLink,
     PaymentQuery,
+    PlanVersion,
     RevenueEntry,
     SessionStart,
     StateDelta,
     Store,
+    instant_fields,
     link_key,
 )
 
@@ -55,6 +59,7 @@ T3 = datetime(2026, 11, 22, 10, 3, tzinfo=UTC)
 GRANT = StateDelta("cab001", 2, 200, "usd")  # what make_payment() adds to cab001 when granted
 
 Versioned = TypeVar("Versioned", Payment, IntentRecord)
+Record = TypeVar("Record")
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -1424,3 +1429,181 @@ def test_machine_settings_and_changes_are_kept(store: Store, machine: Machine) -
     assert [c.change_id for c in store.list_changes("cab001")] == ["c1", "c0"]
     assert [c.change_id for c in store.list_changes("cab001", 1)] == ["c1"]
     assert [c.by for c in store.list_changes("*")] == ["cli"]
+
+
+# --- instants: midnight, daylight-saving changes and microseconds ------------------------------
+PARIS = ZoneInfo("Europe/Paris")
+# Instants given in the zone they were made in, stored in this scrambled order. In Paris the
+# clocks went forward at 02:00 on 2026-03-29 and back at 03:00 on 2026-10-25, so 02:15 of the
+# second pass (fold=1) is half an hour after 02:45 of the first; midnight in Paris is 23:00 UTC.
+MIXED = {
+    "midnight": datetime(2026, 11, 29, tzinfo=UTC),
+    "autumn_0215_winter": datetime(2026, 10, 25, 2, 15, tzinfo=PARIS, fold=1),  # 01:15Z
+    "midnight_after": datetime(2026, 11, 29, 0, 0, 0, 1, tzinfo=UTC),
+    "spring_after": datetime(2026, 3, 29, 3, 0, tzinfo=PARIS),  # 01:00Z
+    "paris_midnight_after": datetime(2026, 11, 29, 0, 0, 0, 1, tzinfo=PARIS),
+    "autumn_0245_summer": datetime(2026, 10, 25, 2, 45, tzinfo=PARIS, fold=0),  # 00:45Z
+    "midnight_before": datetime(2026, 11, 28, 23, 59, 59, 999999, tzinfo=UTC),
+    "spring_before": datetime(2026, 3, 29, 1, 59, 59, 999999, tzinfo=PARIS),  # 00:59:59.999999Z
+}
+# Their order in time, written out rather than computed: the text each store keeps must sort so.
+IN_TIME_ORDER = [
+    "spring_before",  # 2026-03-29T00:59:59.999999Z
+    "spring_after",  # 2026-03-29T01:00:00.000000Z
+    "autumn_0245_summer",  # 2026-10-25T00:45:00.000000Z
+    "autumn_0215_winter",  # 2026-10-25T01:15:00.000000Z
+    "paris_midnight_after",  # 2026-11-28T23:00:00.000001Z
+    "midnight_before",  # 2026-11-28T23:59:59.999999Z
+    "midnight",  # 2026-11-29T00:00:00.000000Z
+    "midnight_after",  # 2026-11-29T00:00:00.000001Z
+]
+
+
+def in_utc(record: Record) -> Record:
+    """Return ``record`` with every instant in UTC, as a store reads it back.
+
+    Records are compared in UTC because an instant in a daylight-saving fold never equals one
+    of another zone, even the same instant (PEP 495): 02:15+01:00 (fold=1) != 01:15+00:00.
+    """
+    return replace(
+        record,
+        **{
+            name: getattr(record, name).astimezone(UTC)
+            for name in instant_fields(type(record))
+            if getattr(record, name) is not None
+        },
+    )
+
+
+def assert_in_utc(record: Any) -> None:
+    """Insist that every instant a store read back is an aware UTC datetime."""
+    for name in instant_fields(type(record)):
+        value = getattr(record, name)
+        assert value is None or value.tzinfo is UTC, (name, value)
+
+
+def test_mixed_instants_read_back_equal_in_utc_and_every_listing_orders_them_by_time(
+    store: Store, machine: Machine
+) -> None:
+    """GIVEN payments, revenue entries, kept PaymentIntents and changes made at instants a
+    microsecond around midnight, on both sides of Paris's daylight-saving changes (given in
+    Paris time) WHEN stored THEN each reads back as the same instant in UTC, and every listing
+    of the store (by machine, by time, by status, the outbox, the revenue window, changes,
+    unmatched intents) orders them by time, bounds given in any zone included."""
+    for name, moment in MIXED.items():
+        payment = make_payment(
+            payment_id=f"cs_{name}",
+            created_at=moment,
+            granted_at=moment,
+            delivery_claimed_until=moment,
+            due_at=moment,
+            updated_at=moment,
+        )
+        commit_ok(store, payment, entries=[_entry(f"cs_{name}#1#sale", moment, gross=100)])
+        intent = make_intent(payment_intent=f"pi_kept_{name}", payment_id=None, updated_at=moment)
+        commit_ok(store, None, intent=intent)
+        store.record_change(ChangeRecord(f"c_{name}", "cab001", moment, "cli", "{}"))
+
+        stored = store.get_payment(f"cs_{name}")
+        assert stored == written(in_utc(payment))
+        assert_in_utc(stored)
+        assert store.get_intent(f"pi_kept_{name}") == written(in_utc(intent))
+
+    oldest_first = [f"cs_{name}" for name in IN_TIME_ORDER]
+    newest_first = oldest_first[::-1]
+    assert [p.payment_id for p in store.list_payments("cab001", limit=50)] == newest_first
+    for query in (
+        PaymentQuery(limit=50),
+        PaymentQuery(status=PENDING_DELIVERY, limit=50),
+        PaymentQuery(machine_id="cab001", limit=50),
+    ):
+        assert _ids(store.query_payments(query)) == newest_first, query
+        seen: list[str] = []
+        after = None
+        while True:  # pages of three, each continued after the last of the page before
+            page, more = store.query_payments(replace(query, limit=3, after=after))
+            seen += [p.payment_id for p in page]
+            if not more:
+                break
+            after = (page[-1].created_at, page[-1].payment_id)
+        assert seen == newest_first, query
+    # A window given in Paris time: [02:15 of its autumn's second pass, its midnight + 1 µs).
+    window = PaymentQuery(since=MIXED["autumn_0215_winter"], until=MIXED["paris_midnight_after"])
+    assert _ids(store.query_payments(window)) == ["cs_autumn_0215_winter"]
+    around_midnight = PaymentQuery(since=MIXED["midnight_before"], until=MIXED["midnight_after"])
+    assert _ids(store.query_payments(around_midnight)) == ["cs_midnight", "cs_midnight_before"]
+    # The outbox: due by 02:15 (fold=1) in Paris is due by 01:15 UTC, 02:45 (fold=0) included.
+    assert [p.payment_id for p in store.list_due(MIXED["autumn_0215_winter"])] == oldest_first[:4]
+    assert [p.payment_id for p in store.list_due(MIXED["midnight"])] == oldest_first[:7]
+    revenue = store.list_revenue(MIXED["spring_after"], MIXED["midnight"])
+    assert [e.payment_id for e in revenue] == oldest_first[1:6]
+    assert [e.at for e in revenue] == [MIXED[name].astimezone(UTC) for name in IN_TIME_ORDER[1:6]]
+    assert [c.change_id for c in store.list_changes("cab001")] == [
+        f"c_{name}" for name in reversed(IN_TIME_ORDER)
+    ]
+    assert [i.payment_intent for i in store.list_unmatched_intents()] == [
+        f"pi_kept_{name}" for name in reversed(IN_TIME_ORDER)
+    ]
+
+
+def test_the_plan_version_in_force_across_dst_changes_and_midnight_is_found_by_time(
+    store: Store,
+) -> None:
+    """GIVEN one plan version made at each mixed instant, in time order WHEN the version in
+    force is asked for at each instant (in its own zone) and a microsecond before it THEN it is
+    that version, and the one before it a microsecond earlier."""
+    for number, name in enumerate(IN_TIME_ORDER, start=1):
+        made = PlanVersion("cab001", number, MIXED[name], "cli", '{"bundles":[]}')
+        assert store.put_plan_version(made)
+        assert store.get_plan_version("cab001") == in_utc(made)
+
+    for number, name in enumerate(IN_TIME_ORDER, start=1):
+        # In UTC: arithmetic on a Paris time is wall-clock arithmetic, and 03:00 - 1 µs on the
+        # spring change is 02:59:59.999999, an hour that never was (read as 01:59:59.999999Z).
+        just_before = MIXED[name].astimezone(UTC) - timedelta(microseconds=1)
+        assert store.get_plan_version("cab001", MIXED[name]).version == number, name
+        in_force_before = store.get_plan_version("cab001", just_before)
+        assert getattr(in_force_before, "version", 0) == number - 1, name
+
+
+def test_records_made_in_a_dst_fold_read_back_in_utc_and_game_over_keys_expire_by_time(
+    store: Store,
+) -> None:
+    """GIVEN a machine, a link, a heartbeat, a play session and game-over keys whose instants
+    fall in Paris's autumn fold WHEN stored and read THEN each is the same instant in UTC; a
+    key that expired at 02:45 (first pass) is free at 02:15 (second pass, later in time), and
+    one that expires at 02:15 (second pass) is still taken at 02:45 (first pass)."""
+    first_pass, second_pass = MIXED["autumn_0245_summer"], MIXED["autumn_0215_winter"]
+    hour_before = first_pass.astimezone(UTC) - timedelta(hours=1)
+    machine = make_machine(created_at=second_pass)
+    store.add_machine(machine)
+    store.record_heartbeat("cab001", at=first_pass, mqtt_connected=True, credits_left=0)
+    link = store.put_link(make_link(created_at=first_pass))
+    assert store.set_link_retired(link, second_pass)
+    commit_ok(store, None, open_session=SessionStart("cab001", "s1", second_pass))
+
+    read = store.get_machine("cab001")
+    assert read == in_utc(
+        replace(machine, last_seen=first_pass, mqtt_connected=1, credits_reported=0)
+    )
+    assert_in_utc(read)
+    assert store.get_link(link.key) == in_utc(replace(link, retired_at=second_pass))
+    state = store.get_machine_state("cab001")
+    assert state.session_started_at == second_pass.astimezone(UTC)
+    assert_in_utc(state)
+
+    expired = make_key(key="k-expired", created_at=hour_before, expires_at=first_pass)
+    assert store.update_machine_state(state, put_key=expired)
+    state = store.get_machine_state("cab001")
+    assert store.get_game_over_key("cab001", "k-expired") == in_utc(expired)
+    renewed = make_key(key="k-expired", created_at=second_pass, expires_at=MIXED["midnight"])
+    assert store.update_machine_state(state, put_key=renewed) is True
+    state = store.get_machine_state("cab001")
+    assert store.get_game_over_key("cab001", "k-expired") == in_utc(renewed)
+
+    living = make_key(key="k-living", created_at=hour_before, expires_at=second_pass)
+    assert store.update_machine_state(state, put_key=living)
+    state = store.get_machine_state("cab001")
+    taken = make_key(key="k-living", created_at=first_pass, expires_at=MIXED["midnight"])
+    assert store.update_machine_state(state, put_key=taken) is False
+    assert store.get_game_over_key("cab001", "k-living") == in_utc(living)
