@@ -1,4 +1,9 @@
-"""Time as the ledger writes it: ISO 8601 UTC strings that sort in time order."""
+"""Time: aware UTC datetimes inside the code, and the one text form instants take outside it.
+
+Records hold ``datetime`` instants; the stores write them with ``iso`` (ISO 8601 UTC strings
+that sort in time order) and read them back with ``parse_iso``. What leaves the process (JSON
+answers, log lines, pages) writes instants with ``iso`` too, so the text is the same everywhere.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +19,17 @@ def iso(moment: datetime) -> str:
     """Return ``moment`` as ``2026-11-22T10:00:00.123456Z`` (fixed width, so it sorts).
 
     ``isoformat`` always writes four digits of year, where ``strftime("%Y")`` writes ``1`` for
-    the year 1 on Linux; it is also the faster of the two.
+    the year 1 on Linux; it is also the faster of the two. Raises ValueError for a naive
+    datetime: ``astimezone`` would take it for this machine's local time, silently.
     """
+    if moment.tzinfo is None:
+        raise ValueError(f"a naive datetime is no instant: {moment.isoformat()} has no zone")
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def iso_or_none(moment: datetime | None) -> str | None:
+    """Return ``iso(moment)``, or None for None (an optional instant on its way out)."""
+    return None if moment is None else iso(moment)
 
 
 def iso_seconds(moment: datetime) -> str:

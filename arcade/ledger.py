@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from arcade import wire
-from arcade.clock import from_unix, iso, iso_seconds, later, parse_iso, utc_now
+from arcade.clock import from_unix, iso, iso_or_none, iso_seconds, later, utc_now
 from arcade.errors import (
     NOT_REGISTERED,
     BrokerUnavailable,
@@ -260,12 +260,12 @@ class Ledger:
             new = self._session_payment(session, phase, attribution, stored, now)
             pointer = None
             # A refund kept on the intent before the session came counts on its own day.
-            refunded_at = iso(now)
+            refunded_at = now
             if intent_id and (stored is None or stored.payment_intent != intent_id):
                 known = intent or IntentRecord(intent_id)
                 if known.payment_id in (None, payment_id):
-                    new = with_intent_facts(new, known, iso(now))
-                    pointer = changed(known, payment_id=payment_id, updated_at=iso(now))
+                    new = with_intent_facts(new, known, now)
+                    pointer = changed(known, payment_id=payment_id, updated_at=now)
                     if known.amount_refunded and known.updated_at:
                         refunded_at = known.updated_at
             new = settle(new)
@@ -364,16 +364,16 @@ class Ledger:
             "plan_version": attribution.plan_version,
             "amount": session.amount_total,
             "currency": session.currency,
-            "updated_at": iso(now),
+            "updated_at": now,
         }
         if phase == PAID:
-            facts["granted_at"] = iso(now)
+            facts["granted_at"] = now
         if session.payment_intent:
             facts["payment_intent"] = session.payment_intent
         if stored is not None:
             return changed(stored, **facts)
         created = from_unix(session.created) if session.created is not None else now
-        return Payment(payment_id=session.id, status=phase, created_at=iso(created), **facts)
+        return Payment(payment_id=session.id, status=phase, created_at=created, **facts)
 
     # --- delivery ---------------------------------------------------------------------------
     def _deliver(self, payment: Payment, ids: dict[str, Any]) -> Outcome:
@@ -383,7 +383,7 @@ class Ledger:
                 return self._existing(payment, ids)
             now = utc_now()
             held = payment.delivery_claimed_until
-            if held is not None and held >= iso(now):
+            if held is not None and held >= now:
                 # Another request is publishing this grant right now. If it fails it answers
                 # Stripe with an error, and Stripe's retry of that delivery publishes it.
                 return self._log_outcome(ids, _outcome("delivery_in_progress", payment))
@@ -420,7 +420,7 @@ class Ledger:
             raise
         if per_game is None:
             per_game = _per_game(self.store.get_machine(machine_id))
-        self._mark_delivered(payment, iso(utc_now()), per_game)
+        self._mark_delivered(payment, utc_now(), per_game)
         return self._log_outcome(ids, _outcome("delivered", payment))
 
     def _pulse(self, payment: Payment) -> dict[str, Any]:
@@ -428,7 +428,7 @@ class Ledger:
 
         Ed25519 is deterministic: every copy of a grant carries the same signature.
         """
-        granted_at = parse_iso(payment.granted_at or payment.created_at)
+        granted_at = payment.granted_at or payment.created_at
         return self.signer.sign(
             wire.coinpulse(
                 machine_id=payment.machine_id or "",
@@ -440,7 +440,7 @@ class Ledger:
             )
         )
 
-    def _mark_delivered(self, payment: Payment, now: str, per_game: int) -> None:
+    def _mark_delivered(self, payment: Payment, now: datetime, per_game: int) -> None:
         """Record that the broker acknowledged the coinpulse (whatever happened meanwhile) and
         open a play session on its machine if none is open.
 
@@ -457,11 +457,7 @@ class Ledger:
                 break
             # A refund that came in while the pulse was in flight found the grant undelivered;
             # it was delivered after all, so its credits count again (see counted()).
-            deadline = (
-                iso(later(parse_iso(now), self.auto_refund_seconds))
-                if self.auto_refund_seconds
-                else None
-            )
+            deadline = later(now, self.auto_refund_seconds) if self.auto_refund_seconds else None
             delivered = settle(
                 changed(
                     payment,
@@ -516,7 +512,7 @@ class Ledger:
                     " its credits are not owed",
                     code="grant_cancelled",
                 )
-            now = iso(utc_now())
+            now = utc_now()
             credited = settle(
                 changed(
                     payment,
@@ -597,13 +593,13 @@ class Ledger:
                 Payment(
                     payment_id=payment_id,
                     status=PAID,
-                    created_at=iso(now),
+                    created_at=now,
                     machine_id=machine_id,
                     credits=credits,
                     amount=0,
                     phase=PAID,
-                    granted_at=iso(now),
-                    updated_at=iso(now),
+                    granted_at=now,
+                    updated_at=now,
                     note=reason,
                 )
             )
@@ -638,7 +634,7 @@ class Ledger:
         """Return True for a delivered grant not confirmed within CONFIRM_WITHIN_SECONDS."""
         if not is_awaiting_confirmation(payment) or payment.delivered_at is None:
             return False
-        since = utc_now() - parse_iso(payment.delivered_at)
+        since = utc_now() - payment.delivered_at
         return since.total_seconds() >= self.confirm_within_seconds
 
     def _refund_unconfirmed(self, payment: Payment) -> bool:
@@ -664,7 +660,7 @@ class Ledger:
                 log_event(logger, "unconfirmed_free_payment", level=logging.WARNING, **ids)
             done = changed(payment, due_at=None)
         except PaymentProviderError:
-            done = changed(payment, due_at=iso(later(utc_now(), MAX_BACKOFF_SECONDS)))
+            done = changed(payment, due_at=later(utc_now(), MAX_BACKOFF_SECONDS))
         # The refund is idempotent: should this write fail, trying again next run is harmless.
         with contextlib.suppress(StoreError):
             self.store.commit_payment(done)
@@ -673,7 +669,7 @@ class Ledger:
     def _leased(self, payment: Payment, now: datetime) -> Payment:
         """Return the payment with the delivery lease taken until the lease runs out; the
         relay looks at it again then, should its holder die."""
-        until = iso(later(now, self.lease_seconds))
+        until = later(now, self.lease_seconds)
         return changed(payment, delivery_claimed_until=until, due_at=until)
 
     def _back_off_quietly(self, payment: Payment) -> None:
@@ -692,13 +688,13 @@ class Ledger:
                 backed_off = changed(
                     payment,
                     delivery_claimed_until=None,
-                    due_at=iso(later(now, pause)),
+                    due_at=later(now, pause),
                     delivery_attempts=attempts,
                 )
-                granted = parse_iso(payment.granted_at or payment.created_at)
+                granted = payment.granted_at or payment.created_at
                 stuck = (now - granted).total_seconds() >= UNDELIVERABLE_AFTER_SECONDS
                 if stuck and payment.delivery_alarm_at is None:
-                    backed_off = changed(backed_off, delivery_alarm_at=iso(now))
+                    backed_off = changed(backed_off, delivery_alarm_at=now)
                 written = self.store.commit_payment(backed_off)
                 if written is True:
                     if backed_off.delivery_alarm_at != payment.delivery_alarm_at:
@@ -709,7 +705,7 @@ class Ledger:
                             payment_id=payment.payment_id,
                             machine_id=payment.machine_id,
                             attempts=attempts,
-                            granted_at=payment.granted_at,
+                            granted_at=iso_or_none(payment.granted_at),
                         )
                     return
                 latest = self._winner(written, payment)
@@ -735,7 +731,7 @@ class Ledger:
         too); a refusal of one grant does not. Raises StoreError when the store fails.
         """
         report = RelayReport()
-        for payment in self.store.list_due(iso(utc_now()), limit):
+        for payment in self.store.list_due(utc_now(), limit):
             report.due += 1
             if is_awaiting_confirmation(payment):
                 if self._refund_unconfirmed(payment):
@@ -814,8 +810,8 @@ class Ledger:
         intent_id: Any,
         kind: str,
         ids: dict[str, Any],
-        change_payment: Callable[[Payment, str], Payment],
-        change_intent: Callable[[IntentRecord, str], IntentRecord],
+        change_payment: Callable[[Payment, datetime], Payment],
+        change_intent: Callable[[IntentRecord, datetime], IntentRecord],
         **details: Any,
     ) -> Outcome:
         """Apply a refund or dispute to the PaymentIntent's payment, or keep it for later.
@@ -828,7 +824,7 @@ class Ledger:
                 ids, Outcome(f"{kind}_for_unknown_payment"), level=logging.WARNING, **details
             )
         for _ in range(WRITE_ATTEMPTS):
-            now = iso(utc_now())
+            now = utc_now()
             intent = self.store.get_intent(intent_id)
             stored = (
                 self.store.get_payment(intent.payment_id) if intent and intent.payment_id else None
@@ -981,7 +977,7 @@ class Ledger:
     def plan_in_force(self, machine: Machine, at: datetime) -> tuple[PlanVersion, Plan] | None:
         """Return the plan version that priced a machine's sales at ``at``: its own plan's, else
         the default plan's, or None when neither existed then (the single-price rules apply)."""
-        return plan_of(self.store, machine.machine_id, iso(at))
+        return plan_of(self.store, machine.machine_id, at)
 
     def _attribute_by_plan(
         self,
@@ -1053,15 +1049,15 @@ class Ledger:
             GameOverKey(
                 machine_id=machine_id,
                 key=key,
-                created_at=iso(now),
-                expires_at=iso(later(now, GAME_OVER_KEY_SECONDS)),
+                created_at=now,
+                expires_at=later(now, GAME_OVER_KEY_SECONDS),
             )
             if key is not None
             else None
         )
         for _ in range(WRITE_ATTEMPTS):
             before = self.store.get_machine_state(machine_id)
-            after = _after_game_over(before, iso(now), credits_per_game)
+            after = _after_game_over(before, now, credits_per_game)
             if self.store.update_machine_state(after, put_key=record):
                 break
             if record is not None:
@@ -1100,7 +1096,7 @@ class Ledger:
         log_event(logger, "game_over_repeated", machine_id=stored.machine_id, key=stored.key)
         if stored.published:
             return state
-        if utc_now() < later(parse_iso(stored.created_at), self.lease_seconds):
+        if utc_now() < later(stored.created_at, self.lease_seconds):
             raise GameOverInProgress(
                 "a game over with this Idempotency-Key is still being sent; retry in a moment"
             )
@@ -1178,7 +1174,7 @@ class Ledger:
             pass
         log_event(logger, "state_rebalance_failed", level=logging.WARNING, machine_id=machine_id)
 
-    def _open_session_if_idle(self, machine_id: str, now: str, per_game: int) -> None:
+    def _open_session_if_idle(self, machine_id: str, now: datetime, per_game: int) -> None:
         """Open a play session on a machine with none open once a full game's credits are left
         (a machine whose games cost several credits: one read, then a versioned write)."""
         try:
@@ -1212,7 +1208,7 @@ class Ledger:
             },
             "games_without_credit": state.games_without_credit,
             "credits_per_game": _per_game(machine),
-            "session": {"id": state.session_id, "started_at": state.session_started_at}
+            "session": {"id": state.session_id, "started_at": iso_or_none(state.session_started_at)}
             if state.session_id
             else None,
             "payments": [describe_payment(p) for p in listed],
@@ -1251,7 +1247,7 @@ def describe_payment(payment: Payment) -> dict[str, Any]:
         "amount_refunded": payment.amount_refunded,
         "currency": payment.currency,
         "status": payment.status,
-        "created_at": payment.created_at,
+        "created_at": iso(payment.created_at),
     }
     if payment.reason is not None or payment.note is not None:
         shown["reason"] = payment.reason or payment.note
@@ -1274,7 +1270,7 @@ def _delta(before: Payment | None, after: Payment) -> StateDelta | None:
     return StateDelta(after.machine_id, change.credits, change.revenue, after.currency)
 
 
-def _entries(before: Payment | None, after: Payment, refunded_at: str) -> list[RevenueEntry]:
+def _entries(before: Payment | None, after: Payment, refunded_at: datetime) -> list[RevenueEntry]:
     """Return the revenue journal's entries for the money a change moved.
 
     A sale counts on the day its Checkout Session was created, a refund at ``refunded_at``:
@@ -1305,7 +1301,7 @@ def _entries(before: Payment | None, after: Payment, refunded_at: str) -> list[R
     return entries
 
 
-def _after_game_over(state: MachineState, now: str, per_game: int = 1) -> MachineState:
+def _after_game_over(state: MachineState, now: datetime, per_game: int = 1) -> MachineState:
     """Use one game's credits (``per_game``) if that many are left, else count a game without
     credit; close the session, and open the next if another game's credits remain."""
     if state.credits_left >= per_game:

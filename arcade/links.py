@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator
 from time import monotonic
 
-from arcade.clock import iso, utc_now
+from arcade.clock import utc_now
 from arcade.errors import BadRequest, PaymentProviderError, ServiceUnavailable, TooManyRequests
 from arcade.logs import log_event
 from arcade.payments import StripeGateway
@@ -203,7 +203,7 @@ class LinkService:
                 url=f"{created.url}?client_reference_id={machine.machine_id}",
                 unit_amount=price.unit_amount,
                 currency=price.currency,
-                created_at=iso(utc_now()),
+                created_at=utc_now(),
             )
         )
         log_event(

@@ -33,7 +33,7 @@ def describe(machine: Machine) -> dict[str, object]:
         "credits_per_unit": machine.credits_per_unit,
         "credits_per_game": machine.credits_per_game or 1,
         "timezone": machine.timezone or "UTC",
-        "created_at": machine.created_at,
+        "created_at": iso(machine.created_at),
     }
 
 
@@ -76,7 +76,7 @@ class Registry:
         machine = Machine(
             machine_id=machine_id,
             token_hash=hash_token(token),
-            created_at=iso(utc_now()),
+            created_at=utc_now(),
             name=name,
             price_id=price_id,
             credits_per_unit=credits_per_unit,

@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
 from arcade import wire
-from arcade.clock import iso, parse_iso, utc_now
+from arcade.clock import iso, iso_or_none, parse_iso, utc_now
 from arcade.errors import (
     BadRequest,
     BrokerUnavailable,
@@ -113,8 +113,8 @@ def zone(name: str | None) -> tzinfo:
         ) from exc
 
 
-def instant(value: str | None, name: str, *, tz: tzinfo, end: bool = False) -> str | None:
-    """Return an ISO 8601 instant or date as the store's UTC string, or None when absent.
+def instant(value: str | None, name: str, *, tz: tzinfo, end: bool = False) -> datetime | None:
+    """Return an ISO 8601 instant or date as an aware UTC datetime, or None when absent.
 
     A date is the start of that day in ``tz``, or with ``end`` the start of the next day, so
     ``until=2026-11-29`` takes in all of the 29th. An instant without an offset is read in
@@ -122,6 +122,11 @@ def instant(value: str | None, name: str, *, tz: tzinfo, end: bool = False) -> s
     """
     if value is None or value == "":
         return None
+    return _instant(value, name, tz=tz, end=end)
+
+
+def _instant(value: str, name: str, *, tz: tzinfo, end: bool) -> datetime:
+    """Return what ``instant`` does for a value that is there."""
     text = value.strip()
     try:
         if len(text) == 10:
@@ -143,7 +148,7 @@ def instant(value: str | None, name: str, *, tz: tzinfo, end: bool = False) -> s
     # Money older than 1970 or past 9998 is a typing mistake.
     if not 1970 <= year <= 9998:
         raise BadRequest(f"{name} must be between 1970 and 9998", code=f"invalid_{name}")
-    return iso(moment)
+    return moment.astimezone(UTC)
 
 
 def page_size(value: Any) -> int:
@@ -163,12 +168,13 @@ def whole_number(text: str) -> int | None:
 
 
 def encode_cursor(payment: Payment) -> str:
-    """Return the opaque cursor that continues a listing after ``payment``."""
-    raw = json.dumps([payment.created_at, payment.payment_id], separators=(",", ":"))
+    """Return the opaque cursor that continues a listing after ``payment`` (its created_at as
+    ``iso`` text and its id, so cursors handed out before keep working)."""
+    raw = json.dumps([iso(payment.created_at), payment.payment_id], separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(value: str | None) -> tuple[str, str] | None:
+def decode_cursor(value: str | None) -> tuple[datetime, str] | None:
     """Return the ``(created_at, payment_id)`` a cursor holds; raise BadRequest."""
     if value is None or value == "":
         return None
@@ -177,12 +183,12 @@ def decode_cursor(value: str | None) -> tuple[str, str] | None:
         created_at, payment_id = json.loads(raw)
         if not isinstance(created_at, str) or not isinstance(payment_id, str):
             raise ValueError("not a pair of strings")
-        parse_iso(created_at)
+        after = parse_iso(created_at)
     except (ValueError, TypeError, RecursionError, binascii.Error, UnicodeDecodeError) as exc:
         raise BadRequest(
             "cursor must be a next_cursor from an earlier answer", code="invalid_cursor"
         ) from exc
-    return created_at, payment_id
+    return after, payment_id
 
 
 def manual_grant_request(credits: Any, reason: Any) -> tuple[int, str]:
@@ -245,14 +251,14 @@ class Operators:
         *,
         status: str | None = None,
         machine_id: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
         limit: int = DEFAULT_PAGE,
         cursor: str | None = None,
     ) -> dict[str, Any]:
         """Return ``{"payments": [...], "next_cursor": str | None}``, newest first.
 
-        ``since`` and ``until`` are store instants (``instant``); ``status`` one of
+        ``since`` and ``until`` are aware datetimes (``instant``); ``status`` one of
         ``LISTED_STATUSES``. Raises BadRequest for an unknown status or cursor, StoreError.
         """
         if status is not None and status not in LISTED_STATUSES:
@@ -262,8 +268,9 @@ class Operators:
         delivered_before = None
         if status == UNCONFIRMED:
             status = DELIVERED
-            cutoff = utc_now() - timedelta(seconds=self.svc.settings.confirm_within_seconds)
-            delivered_before = iso(cutoff)
+            delivered_before = utc_now() - timedelta(
+                seconds=self.svc.settings.confirm_within_seconds
+            )
         found, more = self.store.query_payments(
             PaymentQuery(
                 status=status,
@@ -288,8 +295,8 @@ class Operators:
             "machine_id": payment.machine_id,
             "reason": shown.get("reason"),
             "unconfirmed": self.ledger.is_unconfirmed(payment),
-            "delivered_at": payment.delivered_at,
-            "credited_at": payment.credited_at,
+            "delivered_at": iso_or_none(payment.delivered_at),
+            "credited_at": iso_or_none(payment.credited_at),
         }
 
     def payment(self, payment_id: str) -> Payment:
@@ -310,7 +317,7 @@ class Operators:
                     "payment_intent": intent.payment_intent,
                     "amount_refunded": intent.amount_refunded,
                     "disputed": intent.disputed_at is not None,
-                    "recorded_at": intent.updated_at,
+                    "recorded_at": iso_or_none(intent.updated_at),
                 }
                 for intent in self.store.list_unmatched_intents(limit)
             ]
@@ -337,11 +344,11 @@ class Operators:
         where = zone(tz)
         today = utc_now().astimezone(where).date()
         first_day = today - timedelta(days=DEFAULT_REPORT_DAYS - 1)
-        start = instant(since or first_day.isoformat(), "since", tz=where) or ""
-        end = instant(until or today.isoformat(), "until", tz=where, end=True) or ""
+        start = _instant(since or first_day.isoformat(), "since", tz=where, end=False)
+        end = _instant(until or today.isoformat(), "until", tz=where, end=True)
         if end <= start:
             raise BadRequest("until must be after since", code="invalid_until")
-        if parse_iso(end) - parse_iso(start) > timedelta(days=MAX_REPORT_DAYS):
+        if end - start > timedelta(days=MAX_REPORT_DAYS):
             raise BadRequest(
                 f"a report covers at most {MAX_REPORT_DAYS} days", code="invalid_since"
             )
@@ -350,7 +357,7 @@ class Operators:
         )
         for entry in self.store.list_revenue(start, end):
             if group == "day":
-                label = parse_iso(entry.at).astimezone(where).date().isoformat()
+                label = entry.at.astimezone(where).date().isoformat()
             elif group == "bundle":
                 label = entry.bundle or NO_BUNDLE
             else:
@@ -376,8 +383,8 @@ class Operators:
             for (label, currency), row in sorted(totals.items())
         ]
         return {
-            "since": start,
-            "until": end,
+            "since": iso(start),
+            "until": iso(end),
             "group": group,
             "tz": getattr(where, "key", "UTC"),
             "rows": rows,

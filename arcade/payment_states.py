@@ -14,6 +14,7 @@ a late, repeated or reordered event can neither count twice nor leave the books 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from arcade.store.base import IntentRecord, Payment, changed
 
@@ -188,7 +189,7 @@ def moves_forward(stored: Payment, phase: str) -> bool:
     return current == PENDING_PAYMENT and _PHASE_RANK[phase] > _PHASE_RANK[current]
 
 
-def with_refund(payment: Payment, amount_refunded: int, now: str) -> Payment:
+def with_refund(payment: Payment, amount_refunded: int, now: datetime) -> Payment:
     """Return the payment with Stripe's cumulative refunded amount: never lower than stored,
     never more than was paid."""
     if payment.amount:
@@ -198,14 +199,14 @@ def with_refund(payment: Payment, amount_refunded: int, now: str) -> Payment:
     return settle(changed(payment, amount_refunded=amount_refunded, updated_at=now))
 
 
-def with_dispute(payment: Payment, now: str) -> Payment:
+def with_dispute(payment: Payment, now: datetime) -> Payment:
     """Return the payment marked disputed (once)."""
     if payment.disputed_at is not None:
         return payment
     return settle(changed(payment, disputed_at=now, updated_at=now))
 
 
-def with_intent_facts(payment: Payment, intent: IntentRecord | None, now: str) -> Payment:
+def with_intent_facts(payment: Payment, intent: IntentRecord | None, now: datetime) -> Payment:
     """Return the payment with what its PaymentIntent's events said before it was recorded."""
     if intent is None:
         return payment

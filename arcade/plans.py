@@ -15,7 +15,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from arcade.clock import iso, parse_iso, utc_now
+from arcade.clock import iso, utc_now
 from arcade.errors import (
     ArcadeError,
     BadRequest,
@@ -59,7 +59,7 @@ def describe_version(version: PlanVersion) -> dict[str, Any]:
     return {
         "owner": owner_name(version.owner),
         "version": version.version,
-        "created_at": version.created_at,
+        "created_at": iso(version.created_at),
         "created_by": version.created_by,
         "plan": Plan.from_json(version.plan).as_dict(),
     }
@@ -67,7 +67,7 @@ def describe_version(version: PlanVersion) -> dict[str, Any]:
 
 def describe_change(change: ChangeRecord) -> dict[str, Any]:
     """Return a recorded change as operators see it."""
-    return {"at": change.at, "by": change.by, "what": json.loads(change.what)}
+    return {"at": iso(change.at), "by": change.by, "what": json.loads(change.what)}
 
 
 class PlanService:
@@ -244,11 +244,11 @@ class PlanService:
             latest = self.store.get_plan_version(owner)
             now = utc_now()
             if latest is not None:
-                now = max(now, parse_iso(latest.created_at) + timedelta(microseconds=1))
+                now = max(now, latest.created_at + timedelta(microseconds=1))
             version = PlanVersion(
                 owner=owner,
                 version=(latest.version if latest else 0) + 1,
-                created_at=iso(now),
+                created_at=now,
                 created_by=by,
                 plan=plan.to_json(),
             )
@@ -261,7 +261,7 @@ class PlanService:
             ChangeRecord(
                 change_id=uuid.uuid4().hex,
                 subject=subject,
-                at=iso(utc_now()),
+                at=utc_now(),
                 by=by,
                 what=json.dumps(what, sort_keys=True),
             )
@@ -355,7 +355,7 @@ class PlanService:
         the price again keeps it. Raises PaymentProviderError (the mark is taken back: the next
         save tries again), StoreError.
         """
-        self.store.set_link_retired(link, iso(utc_now()))
+        self.store.set_link_retired(link, utc_now())
         if self._sold_now(machine, link.price_id):
             self.store.set_link_retired(link, None)
             return False

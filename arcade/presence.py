@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from arcade.clock import iso, parse_iso, utc_now
+from arcade.clock import utc_now
 from arcade.errors import ArcadeError, MachineOffline, UnknownMachine
 from arcade.logs import log_event
 from arcade.payments import StripeGateway
@@ -31,7 +31,7 @@ def presence_of(machine: Machine, *, offline_after: int) -> str:
     """Return ``online``, ``offline`` or ``unknown`` for a machine now."""
     if machine.last_seen is None:
         return UNKNOWN
-    fresh = utc_now() - parse_iso(machine.last_seen) < timedelta(seconds=offline_after)
+    fresh = utc_now() - machine.last_seen < timedelta(seconds=offline_after)
     return ONLINE if fresh and machine.mqtt_connected else OFFLINE
 
 
@@ -64,7 +64,7 @@ class Presence:
         """
         self.store.update_machine(
             machine.machine_id,
-            last_seen=iso(utc_now()),
+            last_seen=utc_now(),
             mqtt_connected=int(mqtt_connected),
             credits_reported=credits_left,
         )

@@ -437,10 +437,10 @@ def _bad(message: str) -> BadRequest:
 
 
 def plan_of(
-    store: Store, machine_id: str, at: str | None = None
+    store: Store, machine_id: str, at: datetime | None = None
 ) -> tuple[PlanVersion, Plan] | None:
-    """Return the plan version that prices a machine's sales at ``at`` (an ``arcade.clock.iso``
-    instant; None: now): its own plan's, else the default plan's, or None when neither
+    """Return the plan version that prices a machine's sales at ``at`` (an aware datetime;
+    None: now): its own plan's, else the default plan's, or None when neither
     existed then, and the single-price rules apply. Raises StoreError."""
     for owner in (machine_id, DEFAULT_PLAN):
         version = store.get_plan_version(owner, at)

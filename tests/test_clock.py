@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from arcade.clock import iso, parse_iso
+from arcade.clock import iso, iso_or_none, parse_iso
 
 ZONES = st.sampled_from(
     ["UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]
@@ -55,3 +56,12 @@ def test_midnight_dst_and_microseconds_in_one_order():
     assert iso(first_0230) == "2026-10-25T00:30:00.000000Z"
     assert iso(second_0230) == "2026-10-25T01:30:00.000000Z"
     assert iso(datetime(1999, 1, 1, tzinfo=UTC)) < iso(datetime(2000, 1, 1, tzinfo=UTC))
+
+
+def test_a_naive_datetime_is_refused_and_none_stays_none():
+    """GIVEN a datetime without a zone WHEN written THEN ValueError (it would be read as this
+    machine's local time); an absent optional instant is written as None."""
+    with pytest.raises(ValueError, match="naive datetime"):
+        iso(datetime(2026, 11, 22, 10, 0))
+    assert iso_or_none(None) is None
+    assert iso_or_none(datetime(2026, 11, 22, 10, tzinfo=UTC)) == "2026-11-22T10:00:00.000000Z"

@@ -5,10 +5,11 @@ the Stripe stand-in."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 
-from arcade.clock import iso, utc_now
+from arcade.clock import utc_now
 from tests.support.app import TOPIC_PREFIX, signed_post
 from tests.support.stripe_standin import charge, event
 
@@ -16,7 +17,8 @@ from tests.support.stripe_standin import charge, event
 pytestmark = pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
 
 COINPULSE = f"{TOPIC_PREFIX}/cab001/coinpulse"
-LONG_AGO = "2026-01-01T00:00:00.000000Z"
+LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)  # every due grant is due by then
 
 
 def ack(shop, payment_id, *, machine_id: str = "cab001", headers=None):
@@ -34,13 +36,13 @@ def heartbeat(shop, *, connected: bool = True, credits_left: int | None = 0):
     return shop.client.post("/machines/cab001/heartbeat", json=body, headers=shop.auth)
 
 
-def age_delivery(app, payment_id: str, delivered_at: str = LONG_AGO) -> None:
+def age_delivery(app, payment_id: str, delivered_at: datetime = LONG_AGO) -> None:
     store = app.extensions["arcade"].store
     payment = store.get_payment(payment_id)
     assert store.commit_payment(replace(payment, delivered_at=delivered_at))
 
 
-def go_silent(app, *, connected: bool = True, at: str = LONG_AGO) -> None:
+def go_silent(app, *, connected: bool = True, at: datetime = LONG_AGO) -> None:
     """Make cab001's last heartbeat an old one."""
     app.extensions["arcade"].store.update_machine(
         "cab001", last_seen=at, mqtt_connected=int(connected), credits_reported=0
@@ -115,7 +117,7 @@ def test_a_confirmation_of_a_grant_not_yet_marked_delivered_delivers_it(
     answer = ack(shop, "cs_unmarked")
 
     assert answer.json["status"] == "credited"
-    assert shop.app.extensions["arcade"].store.list_due("9999") == []
+    assert shop.app.extensions["arcade"].store.list_due(FAR_FUTURE) == []
 
 
 @pytest.mark.parametrize(
@@ -167,7 +169,7 @@ def test_an_unconfirmed_payment_is_refunded_once_when_auto_refund_is_on(
     store = app.extensions["arcade"].store
     payment = store.get_payment("cs_ghost")
     assert payment.due_at is not None
-    assert store.commit_payment(replace(payment, due_at=iso(utc_now())))
+    assert store.commit_payment(replace(payment, due_at=utc_now()))
     svc = app.extensions["arcade"]
 
     first, second = svc.relay(), svc.relay()
@@ -193,7 +195,7 @@ def test_a_confirmed_payment_is_never_auto_refunded(build, open_shop, stripe_sta
 
     ack(shop, "cs_played")
 
-    assert app.extensions["arcade"].store.list_due("9999") == []
+    assert app.extensions["arcade"].store.list_due(FAR_FUTURE) == []
     assert app.extensions["arcade"].relay()["refunded"] == 0
     assert stripe_standin.refunds == []
 
@@ -235,7 +237,7 @@ def test_an_offline_machine_takes_no_payment_and_its_links_switch_off_then_on(
     app = build()
     shop = open_shop(app)
     heartbeat(shop)
-    go_silent(app, connected=silence["connected"], at=silence["at"] or iso(utc_now()))
+    go_silent(app, connected=silence["connected"], at=silence["at"] or utc_now())
 
     link = shop.client.post(
         "/create-payment-link", json={"machine_id": "cab001"}, headers=shop.auth

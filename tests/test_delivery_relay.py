@@ -12,11 +12,12 @@ import logging
 import threading
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from arcade.clock import iso, parse_iso, utc_now
+from arcade.clock import utc_now
 from arcade.config import Settings
 from arcade.errors import PublishRefused
 from arcade.mqtt import Publisher, delivery_lease_seconds, slowest_publish_seconds
@@ -51,7 +52,7 @@ def make_due(app, session_id: str) -> None:
     """Move a grant's next attempt to now, as if its pause had run out."""
     store = store_of(app)
     payment = store.get_payment(session_id)
-    assert store.commit_payment(replace(payment, due_at=iso(utc_now())))
+    assert store.commit_payment(replace(payment, due_at=utc_now()))
 
 
 def test_the_relay_publishes_a_grant_the_broker_missed_once(
@@ -89,7 +90,7 @@ def test_a_failed_attempt_waits_longer_each_time(build, fresh_broker, open_shop)
         report = ledger.relay()
         assert report.failed == 1 and report.stopped
         payment = store.get_payment("cs_outage")
-        pauses.append(round((parse_iso(payment.due_at) - started).total_seconds()))
+        pauses.append(round((payment.due_at - started).total_seconds()))
 
     assert pauses == [4, 8, 16]
     assert store.get_payment("cs_outage").status == "pending_delivery"
@@ -102,7 +103,7 @@ def test_a_grant_undeliverable_for_an_hour_is_reported_once(build, fresh_broker,
     outage(shop, fresh_broker)
     store = store_of(shop.app)
     old = store.get_payment("cs_outage")
-    assert store.commit_payment(replace(old, granted_at="2026-01-01T00:00:00.000000Z"))
+    assert store.commit_payment(replace(old, granted_at=datetime(2026, 1, 1, tzinfo=UTC)))
     fresh_broker.stop()
     caplog.set_level(logging.INFO)
 
@@ -112,6 +113,7 @@ def test_a_grant_undeliverable_for_an_hour_is_reported_once(build, fresh_broker,
 
     alarms = [r for r in caplog.records if r.getMessage() == "delivery_undeliverable"]
     assert len(alarms) == 1 and alarms[0].levelname == "ERROR"
+    assert alarms[0].fields["granted_at"] == "2026-01-01T00:00:00.000000Z"  # as iso() writes
 
 
 def test_a_relay_run_while_a_webhook_holds_the_lease_publishes_nothing(

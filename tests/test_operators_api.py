@@ -206,7 +206,7 @@ def test_unconfirmed_lists_delivered_payments_the_cabinet_never_confirmed(app, c
     CONFIRM_WITHIN_SECONDS WHEN status=unconfirmed is listed THEN only the other is there."""
     from dataclasses import replace
 
-    from arcade.clock import iso, utc_now
+    from arcade.clock import utc_now
 
     shop = open_shop(app)
     assert shop.pay("cs_fired").status_code == 200
@@ -218,13 +218,105 @@ def test_unconfirmed_lists_delivered_payments_the_cabinet_never_confirmed(app, c
     store = app.extensions["arcade"].store
     for payment_id in ("cs_fired", "cs_silent"):
         payment = store.get_payment(payment_id)
-        long_ago = iso(utc_now() - timedelta(seconds=301))
+        long_ago = utc_now() - timedelta(seconds=301)
         assert store.commit_payment(replace(payment, delivered_at=long_ago))
 
     listed = client.get("/payments?status=unconfirmed", headers=ADMIN).json
 
     assert ids(listed) == ["cs_silent"]
     assert listed["payments"][0]["unconfirmed"] is True
+
+
+def test_every_instant_leaves_as_the_text_iso_writes_on_either_store(build, open_shop):
+    """GIVEN a payment, its delivery and confirmation, a heartbeat, a play session, a refund
+    kept for an unknown PaymentIntent, a plan version and a recorded change, each at a known
+    instant (microseconds and midnight included) WHEN the operator's answers, the machine's
+    state and `flask machines list` show them THEN each instant is the text `arcade.clock.iso`
+    writes, as before records held datetimes, and a page's cursor holds that text too."""
+    import base64
+    from dataclasses import replace
+
+    from arcade.pricing import Bundle, Plan
+    from arcade.store.base import ChangeRecord, IntentRecord, Machine, PlanVersion
+    from tests.support.app import signed_post
+    from tests.support.stripe_standin import event
+
+    app = build()
+    shop = open_shop(app)
+    store = app.extensions["arcade"].store
+    created = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    for session_id, at in (("cs_text", created), ("cs_later", created + timedelta(minutes=1))):
+        session = checkout_session(
+            id=session_id,
+            payment_link=shop.link_id,
+            amount_subtotal=50,
+            payment_intent=f"pi_{session_id}",
+            created=int(at.timestamp()),
+        )
+        sent = event("checkout.session.completed", session)
+        assert signed_post(shop.client, sent).status_code == 200
+    delivered = datetime(2026, 11, 22, 10, 0, 1, 123456, tzinfo=UTC)
+    payment = store.get_payment("cs_text")
+    assert store.commit_payment(
+        replace(
+            payment,
+            status="credited",
+            delivered_at=delivered,
+            credited_at=delivered + timedelta(microseconds=1),
+        )
+    )
+    midnight = datetime(2026, 11, 23, tzinfo=UTC)
+    store.update_machine(
+        "cab001",
+        last_seen=midnight - timedelta(microseconds=1),
+        mqtt_connected=1,
+        credits_reported=0,
+    )
+    state = store.get_machine_state("cab001")
+    assert store.update_machine_state(state.with_changes(session_started_at=midnight))
+    kept = IntentRecord("pi_ghost", amount_refunded=50, updated_at=midnight)
+    assert store.commit_payment(None, intent=kept)
+    store.add_machine(Machine("cab009", "hash", created_at=midnight))
+    plan = Plan((Bundle("1 game", DEFAULT_PRICE, 1, 50, "usd"),)).to_json()
+    assert store.put_plan_version(PlanVersion("*", 1, delivered, "cli", plan))
+    store.record_change(ChangeRecord("c1", "*", delivered, "cli", "{}"))
+    client = shop.client
+
+    shown = client.get("/payments/cs_text", headers=ADMIN).json
+    listed = client.get("/payments?limit=1", headers=ADMIN).json
+    machine = client.get("/machines/cab001", headers=shop.auth).json
+    refunds = client.get("/refunds/unmatched", headers=ADMIN).json["refunds"]
+    report = client.get("/reports/revenue?since=2026-11-22&tz=Europe/Paris", headers=ADMIN).json
+    default_plan = client.get("/plans/default", headers=ADMIN).json
+    changes = client.get("/plans/default/changes", headers=ADMIN).json["changes"]
+    machines = app.test_cli_runner().invoke(args=["machines", "list"])
+
+    assert (shown["created_at"], shown["delivered_at"], shown["credited_at"]) == (
+        "2026-11-22T10:00:00.000000Z",
+        "2026-11-22T10:00:01.123456Z",
+        "2026-11-22T10:00:01.123457Z",
+    )
+    cursor = listed["next_cursor"]
+    assert base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)) == (
+        b'["2026-11-22T10:01:00.000000Z","cs_later"]'
+    )
+    assert client.get(f"/payments?cursor={cursor}", headers=ADMIN).json["payments"][0] == shown
+    assert machine["last_seen"] == "2026-11-22T23:59:59.999999Z"
+    assert machine["session"]["started_at"] == "2026-11-23T00:00:00.000000Z"
+    assert [p["created_at"] for p in machine["payments"]] == [
+        "2026-11-22T10:01:00.000000Z",
+        "2026-11-22T10:00:00.000000Z",
+    ]
+    assert [r["recorded_at"] for r in refunds] == ["2026-11-23T00:00:00.000000Z"]
+    assert (report["since"], report["tz"]) == ("2026-11-21T23:00:00.000000Z", "Europe/Paris")
+    assert default_plan["current"]["created_at"] == "2026-11-22T10:00:01.123456Z"
+    assert [v["created_at"] for v in default_plan["versions"]] == ["2026-11-22T10:00:01.123456Z"]
+    assert [c["at"] for c in changes] == ["2026-11-22T10:00:01.123456Z"]
+    assert machines.exit_code == 0, machines.output
+    listed_machines = [json.loads(line) for line in machines.output.splitlines()]
+    assert [m["created_at"] for m in listed_machines if m["machine_id"] == "cab009"] == [
+        "2026-11-23T00:00:00.000000Z"
+    ]
 
 
 def test_revenue_by_day_counts_sales_on_their_day_and_refunds_on_theirs(api, add_machine):
@@ -688,7 +780,7 @@ def test_a_refund_kept_before_its_session_counts_on_the_day_it_was_made(client, 
     reported by day THEN the sale counts on the session's day and the refund on its own."""
     from dataclasses import replace
 
-    from arcade.clock import iso, utc_now
+    from arcade.clock import utc_now
     from tests.support.app import signed_post
     from tests.support.stripe_standin import event
 
@@ -700,7 +792,7 @@ def test_a_refund_kept_before_its_session_counts_on_the_day_it_was_made(client, 
     store = app.extensions["arcade"].store
     kept = store.get_intent("pi_cs_late")
     three_days_ago = utc_now() - timedelta(days=3)
-    assert store.commit_payment(None, intent=replace(kept, updated_at=iso(three_days_ago)))
+    assert store.commit_payment(None, intent=replace(kept, updated_at=three_days_ago))
     assert shop.pay("cs_late").status_code == 200
 
     rows = client.get("/reports/revenue", headers=ADMIN).json["rows"]

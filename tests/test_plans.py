@@ -757,7 +757,7 @@ def test_a_retired_link_stays_off_when_its_machine_goes_offline_and_online_again
     saved = save_plan(client, PLAN)
     bundles = [bundle_link(app, saved, i).link_id for i in (0, 1)]
     app.extensions["arcade"].store.update_machine(
-        "cab001", last_seen="2026-01-01T00:00:00.000000Z", mqtt_connected=1, credits_reported=0
+        "cab001", last_seen=datetime(2026, 1, 1, tzinfo=UTC), mqtt_connected=1, credits_reported=0
     )
     assert app.extensions["arcade"].relay()["links_switched"] == 1
     assert [standin_link(stripe_standin, i)["active"] for i in (single, *bundles)] == [False] * 3
@@ -786,7 +786,7 @@ def test_a_heartbeat_that_read_the_links_before_a_save_retired_one_leaves_it_off
         "/create-payment-link", json={"machine_id": "cab001"}, headers=cabinet.auth
     ).json["payment_link_id"]
     svc.store.update_machine(
-        "cab001", last_seen="2026-01-01T00:00:00.000000Z", mqtt_connected=1, credits_reported=0
+        "cab001", last_seen=datetime(2026, 1, 1, tzinfo=UTC), mqtt_connected=1, credits_reported=0
     )
     assert svc.relay()["links_switched"] == 1  # offline: the single-price link is off
     read_before_the_save = svc.store.list_links("cab001")

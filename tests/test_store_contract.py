@@ -15,10 +15,13 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from arcade.clock import parse_iso
 from arcade.errors import MachineExists, StoreError, UnknownMachine
 from arcade.payment_states import (
     DISPUTED,
@@ -30,6 +33,7 @@ from arcade.payment_states import (
 )
 from arcade.store.base import (
     UPDATABLE_MACHINE_FIELDS,
+    ChangeRecord,
     GameOverKey,
     IntentRecord,
     Lost,
@@ -38,22 +42,25 @@ from arcade.store.base import (
     Payment,
     PaymentLink,
     PaymentQuery,
+    PlanVersion,
     RevenueEntry,
     SessionStart,
     StateDelta,
     Store,
+    instant_fields,
     link_key,
 )
 
 THREADS = 8
-# Instants as the ledger writes them (``arcade.clock.iso``), the form game-over keys are kept in.
-T0 = "2026-11-22T10:00:00.000000Z"
-T1 = "2026-11-22T10:01:00.000000Z"
-T2 = "2026-11-22T10:02:00.000000Z"
-T3 = "2026-11-22T10:03:00.000000Z"
+# Instants as records hold them: aware datetimes, one minute apart.
+T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+T1 = datetime(2026, 11, 22, 10, 1, tzinfo=UTC)
+T2 = datetime(2026, 11, 22, 10, 2, tzinfo=UTC)
+T3 = datetime(2026, 11, 22, 10, 3, tzinfo=UTC)
 GRANT = StateDelta("cab001", 2, 200, "usd")  # what make_payment() adds to cab001 when granted
 
 Versioned = TypeVar("Versioned", Payment, IntentRecord)
+Record = TypeVar("Record")
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -230,7 +237,7 @@ def test_given_no_machine_when_its_token_hash_is_set_then_unknown_machine(store:
 
 
 # Each field update_machine may set, with a value unlike make_machine's.
-NEW_VALUES: dict[str, str | int] = {
+NEW_VALUES: dict[str, str | int | datetime] = {
     "token_hash": "hash-rotated",
     "created_at": T1,
     "name": "Renamed",
@@ -355,13 +362,14 @@ def test_given_a_removed_machine_when_updated_then_unknown_machine_and_it_stays_
         ({"credits_per_game": 1.5}, "credits_per_game cannot be stored as float"),
         ({"token_hash": None}, "token_hash cannot be cleared"),
         ({"created_at": None}, "created_at cannot be cleared"),
+        ({"last_seen": "2026-11-01T10:00:00.000000Z"}, "last_seen is an instant"),
     ],
 )
 def test_given_a_machine_when_updated_with_what_it_cannot_hold_then_type_error_and_no_write(
     store: Store, machine: Machine, changes: dict[str, Any], message: str
 ) -> None:
-    """No field, the key, a name that is no field, a bool, a float or clearing a field every
-    machine has is refused before anything is written."""
+    """No field, the key, a name that is no field, a bool, a float, clearing a field every
+    machine has or an instant given as text is refused before anything is written."""
     with pytest.raises(TypeError, match=message):
         store.update_machine("cab001", **changes)
 
@@ -831,7 +839,7 @@ def test_given_payments_of_two_machines_when_listed_then_newest_first_limited_an
 ) -> None:
     """A machine's page shows its own latest payments, newest first; a stray one is nowhere."""
     store.add_machine(make_machine(machine_id="cab002"))
-    times = [f"2026-11-22T10:0{minute}:00.000000Z" for minute in range(5)]
+    times = [T0 + timedelta(minutes=minute) for minute in range(5)]
     for number, created_at in enumerate(times):
         commit_ok(
             store, make_payment(payment_id=f"cs_{number}", created_at=created_at), delta=GRANT
@@ -839,13 +847,17 @@ def test_given_payments_of_two_machines_when_listed_then_newest_first_limited_an
     commit_ok(
         store,
         make_payment(
-            payment_id="cs_pending", phase=PENDING_PAYMENT, created_at="2026-11-22T11:00:00.000000Z"
+            payment_id="cs_pending",
+            phase=PENDING_PAYMENT,
+            created_at=parse_iso("2026-11-22T11:00:00.000000Z"),
         ),
     )
     commit_ok(
         store,
         make_payment(
-            payment_id="cs_other", machine_id="cab002", created_at="2026-11-22T12:00:00.000000Z"
+            payment_id="cs_other",
+            machine_id="cab002",
+            created_at=parse_iso("2026-11-22T12:00:00.000000Z"),
         ),
         delta=StateDelta("cab002", 2, 200, "usd"),
     )
@@ -859,7 +871,7 @@ def test_given_payments_of_two_machines_when_listed_then_newest_first_limited_an
         granted_at=None,
         delivery_claimed_until=None,
         reason="no machine",
-        created_at="2026-11-22T13:00:00.000000Z",
+        created_at=parse_iso("2026-11-22T13:00:00.000000Z"),
     )
     commit_ok(store, stray)
 
@@ -898,7 +910,7 @@ def test_given_payments_due_at_several_instants_when_listed_due_then_only_those_
 
     assert [p.payment_id for p in due] == ["cs_due_1", "cs_due_3", "cs_due_0"]
     assert [p.payment_id for p in store.list_due(T3, limit=2)] == ["cs_due_1", "cs_due_3"]
-    assert store.list_due("2026-11-22T09:00:00Z") == []
+    assert store.list_due(datetime(2026, 11, 22, 9, tzinfo=UTC)) == []
 
 
 def test_given_an_owed_payment_when_written_without_due_at_then_it_leaves_the_outbox(
@@ -1034,7 +1046,7 @@ def test_given_a_free_key_when_put_with_a_state_update_then_both_are_stored(
 
 @pytest.mark.parametrize("created_at", [T1, T2], ids=["before-expiry", "at-expiry"])
 def test_given_an_unexpired_key_when_put_again_then_refused_and_the_state_unchanged(
-    store: Store, created_at: str
+    store: Store, created_at: datetime
 ) -> None:
     """A repeated game over counts nothing while its key lives, through its last instant."""
     store.update_machine_state(
@@ -1365,7 +1377,7 @@ def test_given_a_payment_whose_status_changes_when_queried_by_status_then_only_t
     assert _ids(store.query_payments(PaymentQuery(status="delivered"))) == ["cs_1"]
 
 
-def _entry(entry_id: str, at: str, **fields: Any) -> RevenueEntry:
+def _entry(entry_id: str, at: datetime, **fields: Any) -> RevenueEntry:
     values: dict[str, Any] = {
         "machine_id": "cab001",
         "payment_id": entry_id.split("#")[0],
@@ -1394,7 +1406,9 @@ def test_given_revenue_entries_when_listed_then_those_in_the_window_oldest_first
     assert [(e.entry_id, e.gross, e.refunded) for e in store.list_revenue(T0, T3)] == [
         ("cs_1#1#sale", 200, 0)
     ]
-    assert [e.entry_id for e in store.list_revenue(T0, "2026-11-23T00:00:00.000000Z")] == [
+    assert [
+        e.entry_id for e in store.list_revenue(T0, parse_iso("2026-11-23T00:00:00.000000Z"))
+    ] == [
         "cs_1#1#sale",
         "cs_1#2#refund",
     ]
@@ -1507,9 +1521,10 @@ def test_given_intents_when_unmatched_are_listed_then_only_those_without_a_sessi
 
 # --- pricing plans, machine settings and the record of changes ---------------------------------
 def plan_version(owner: str, version: int, created_at: str, plan: str = '{"bundles":[]}'):
+    """Return a plan version that came into force at ``created_at`` (``iso`` text)."""
     from arcade.store.base import PlanVersion
 
-    return PlanVersion(owner, version, created_at, "cli", plan)
+    return PlanVersion(owner, version, parse_iso(created_at), "cli", plan)
 
 
 def test_a_plan_version_number_is_taken_once(store: Store) -> None:
@@ -1529,7 +1544,7 @@ def test_the_plan_version_in_force_at_an_instant_is_the_newest_made_by_then(stor
     for number, hour in ((1, 10), (2, 11), (3, 12)):
         store.put_plan_version(plan_version("cab001", number, f"2026-11-01T{hour}:00:00.000000Z"))
     found = {
-        instant: (store.get_plan_version("cab001", instant) or plan_version("", 0, "")).version
+        instant: getattr(store.get_plan_version("cab001", parse_iso(instant)), "version", 0)
         for instant in (
             "2026-11-01T09:59:59.999999Z",
             "2026-11-01T10:00:00.000000Z",
@@ -1558,8 +1573,191 @@ def test_machine_settings_and_changes_are_kept(store: Store, machine: Machine) -
     with pytest.raises(UnknownMachine):
         store.update_machine("cab999", credits_per_game=2, timezone=None)
     for n, at in enumerate(("2026-11-01T10:00:00.000000Z", "2026-11-01T11:00:00.000000Z")):
-        store.record_change(ChangeRecord(f"c{n}", "cab001", at, "admin session", f'{{"n":{n}}}'))
-    store.record_change(ChangeRecord("c9", "*", "2026-11-01T12:00:00.000000Z", "cli", "{}"))
+        store.record_change(
+            ChangeRecord(f"c{n}", "cab001", parse_iso(at), "admin session", f'{{"n":{n}}}')
+        )
+    store.record_change(
+        ChangeRecord("c9", "*", parse_iso("2026-11-01T12:00:00.000000Z"), "cli", "{}")
+    )
     assert [c.change_id for c in store.list_changes("cab001")] == ["c1", "c0"]
     assert [c.change_id for c in store.list_changes("cab001", 1)] == ["c1"]
     assert [c.by for c in store.list_changes("*")] == ["cli"]
+
+
+# --- instants: midnight, daylight-saving changes and microseconds ------------------------------
+PARIS = ZoneInfo("Europe/Paris")
+# Instants given in the zone they were made in, stored in this scrambled order. In Paris the
+# clocks went forward at 02:00 on 2026-03-29 and back at 03:00 on 2026-10-25, so 02:15 of the
+# second pass (fold=1) is half an hour after 02:45 of the first; midnight in Paris is 23:00 UTC.
+MIXED = {
+    "midnight": datetime(2026, 11, 29, tzinfo=UTC),
+    "autumn_0215_winter": datetime(2026, 10, 25, 2, 15, tzinfo=PARIS, fold=1),  # 01:15Z
+    "midnight_after": datetime(2026, 11, 29, 0, 0, 0, 1, tzinfo=UTC),
+    "spring_after": datetime(2026, 3, 29, 3, 0, tzinfo=PARIS),  # 01:00Z
+    "paris_midnight_after": datetime(2026, 11, 29, 0, 0, 0, 1, tzinfo=PARIS),
+    "autumn_0245_summer": datetime(2026, 10, 25, 2, 45, tzinfo=PARIS, fold=0),  # 00:45Z
+    "midnight_before": datetime(2026, 11, 28, 23, 59, 59, 999999, tzinfo=UTC),
+    "spring_before": datetime(2026, 3, 29, 1, 59, 59, 999999, tzinfo=PARIS),  # 00:59:59.999999Z
+}
+# Their order in time, written out rather than computed: the text each store keeps must sort so.
+IN_TIME_ORDER = [
+    "spring_before",  # 2026-03-29T00:59:59.999999Z
+    "spring_after",  # 2026-03-29T01:00:00.000000Z
+    "autumn_0245_summer",  # 2026-10-25T00:45:00.000000Z
+    "autumn_0215_winter",  # 2026-10-25T01:15:00.000000Z
+    "paris_midnight_after",  # 2026-11-28T23:00:00.000001Z
+    "midnight_before",  # 2026-11-28T23:59:59.999999Z
+    "midnight",  # 2026-11-29T00:00:00.000000Z
+    "midnight_after",  # 2026-11-29T00:00:00.000001Z
+]
+
+
+def in_utc(record: Record) -> Record:
+    """Return ``record`` with every instant in UTC, as a store reads it back.
+
+    Records are compared in UTC because an instant in a daylight-saving fold never equals one
+    of another zone, even the same instant (PEP 495): 02:15+01:00 (fold=1) != 01:15+00:00.
+    """
+    return replace(
+        record,
+        **{
+            name: getattr(record, name).astimezone(UTC)
+            for name in instant_fields(type(record))
+            if getattr(record, name) is not None
+        },
+    )
+
+
+def assert_in_utc(record: Any) -> None:
+    """Insist that every instant a store read back is an aware UTC datetime."""
+    for name in instant_fields(type(record)):
+        value = getattr(record, name)
+        assert value is None or value.tzinfo is UTC, (name, value)
+
+
+def test_mixed_instants_read_back_equal_in_utc_and_every_listing_orders_them_by_time(
+    store: Store, machine: Machine
+) -> None:
+    """GIVEN payments, revenue entries, kept PaymentIntents and changes made at instants a
+    microsecond around midnight, on both sides of Paris's daylight-saving changes (given in
+    Paris time) WHEN stored THEN each reads back as the same instant in UTC, and every listing
+    of the store (by machine, by time, by status, the outbox, the revenue window, changes,
+    unmatched intents) orders them by time, bounds given in any zone included."""
+    for name, moment in MIXED.items():
+        payment = make_payment(
+            payment_id=f"cs_{name}",
+            created_at=moment,
+            granted_at=moment,
+            delivery_claimed_until=moment,
+            due_at=moment,
+            updated_at=moment,
+        )
+        commit_ok(store, payment, entries=[_entry(f"cs_{name}#1#sale", moment, gross=100)])
+        intent = make_intent(payment_intent=f"pi_kept_{name}", payment_id=None, updated_at=moment)
+        commit_ok(store, None, intent=intent)
+        store.record_change(ChangeRecord(f"c_{name}", "cab001", moment, "cli", "{}"))
+
+        stored = store.get_payment(f"cs_{name}")
+        assert stored == written(in_utc(payment))
+        assert_in_utc(stored)
+        assert store.get_intent(f"pi_kept_{name}") == written(in_utc(intent))
+
+    oldest_first = [f"cs_{name}" for name in IN_TIME_ORDER]
+    newest_first = oldest_first[::-1]
+    listed, _ = store.query_payments(PaymentQuery(machine_id="cab001", limit=50))
+    assert [p.payment_id for p in listed] == newest_first
+    for query in (
+        PaymentQuery(limit=50),
+        PaymentQuery(status=PENDING_DELIVERY, limit=50),
+        PaymentQuery(machine_id="cab001", limit=50),
+    ):
+        assert _ids(store.query_payments(query)) == newest_first, query
+        seen: list[str] = []
+        after = None
+        while True:  # pages of three, each continued after the last of the page before
+            page, more = store.query_payments(replace(query, limit=3, after=after))
+            seen += [p.payment_id for p in page]
+            if not more:
+                break
+            after = (page[-1].created_at, page[-1].payment_id)
+        assert seen == newest_first, query
+    # A window given in Paris time: [02:15 of its autumn's second pass, its midnight + 1 µs).
+    window = PaymentQuery(since=MIXED["autumn_0215_winter"], until=MIXED["paris_midnight_after"])
+    assert _ids(store.query_payments(window)) == ["cs_autumn_0215_winter"]
+    around_midnight = PaymentQuery(since=MIXED["midnight_before"], until=MIXED["midnight_after"])
+    assert _ids(store.query_payments(around_midnight)) == ["cs_midnight", "cs_midnight_before"]
+    # The outbox: due by 02:15 (fold=1) in Paris is due by 01:15 UTC, 02:45 (fold=0) included.
+    assert [p.payment_id for p in store.list_due(MIXED["autumn_0215_winter"])] == oldest_first[:4]
+    assert [p.payment_id for p in store.list_due(MIXED["midnight"])] == oldest_first[:7]
+    revenue = store.list_revenue(MIXED["spring_after"], MIXED["midnight"])
+    assert [e.payment_id for e in revenue] == oldest_first[1:6]
+    assert [e.at for e in revenue] == [MIXED[name].astimezone(UTC) for name in IN_TIME_ORDER[1:6]]
+    assert [c.change_id for c in store.list_changes("cab001")] == [
+        f"c_{name}" for name in reversed(IN_TIME_ORDER)
+    ]
+    assert [i.payment_intent for i in store.list_unmatched_intents()] == [
+        f"pi_kept_{name}" for name in reversed(IN_TIME_ORDER)
+    ]
+
+
+def test_the_plan_version_in_force_across_dst_changes_and_midnight_is_found_by_time(
+    store: Store,
+) -> None:
+    """GIVEN one plan version made at each mixed instant, in time order WHEN the version in
+    force is asked for at each instant (in its own zone) and a microsecond before it THEN it is
+    that version, and the one before it a microsecond earlier."""
+    for number, name in enumerate(IN_TIME_ORDER, start=1):
+        made = PlanVersion("cab001", number, MIXED[name], "cli", '{"bundles":[]}')
+        assert store.put_plan_version(made)
+        assert store.get_plan_version("cab001") == in_utc(made)
+
+    for number, name in enumerate(IN_TIME_ORDER, start=1):
+        # In UTC: arithmetic on a Paris time is wall-clock arithmetic, and 03:00 - 1 µs on the
+        # spring change is 02:59:59.999999, an hour that never was (read as 01:59:59.999999Z).
+        just_before = MIXED[name].astimezone(UTC) - timedelta(microseconds=1)
+        assert store.get_plan_version("cab001", MIXED[name]).version == number, name
+        in_force_before = store.get_plan_version("cab001", just_before)
+        assert getattr(in_force_before, "version", 0) == number - 1, name
+
+
+def test_records_made_in_a_dst_fold_read_back_in_utc_and_game_over_keys_expire_by_time(
+    store: Store,
+) -> None:
+    """GIVEN a machine, a link, a heartbeat, a play session and game-over keys whose instants
+    fall in Paris's autumn fold WHEN stored and read THEN each is the same instant in UTC; a
+    key that expired at 02:45 (first pass) is free at 02:15 (second pass, later in time), and
+    one that expires at 02:15 (second pass) is still taken at 02:45 (first pass)."""
+    first_pass, second_pass = MIXED["autumn_0245_summer"], MIXED["autumn_0215_winter"]
+    hour_before = first_pass.astimezone(UTC) - timedelta(hours=1)
+    machine = make_machine(created_at=second_pass)
+    store.add_machine(machine)
+    store.update_machine("cab001", last_seen=first_pass, mqtt_connected=1, credits_reported=0)
+    link = store.put_link(make_link(created_at=first_pass))
+    assert store.set_link_retired(link, second_pass)
+    commit_ok(store, None, open_session=SessionStart("cab001", "s1", second_pass))
+
+    read = store.get_machine("cab001")
+    assert read == in_utc(
+        replace(machine, last_seen=first_pass, mqtt_connected=1, credits_reported=0)
+    )
+    assert_in_utc(read)
+    assert store.get_link(link.key) == in_utc(replace(link, retired_at=second_pass))
+    state = store.get_machine_state("cab001")
+    assert state.session_started_at == second_pass.astimezone(UTC)
+    assert_in_utc(state)
+
+    expired = make_key(key="k-expired", created_at=hour_before, expires_at=first_pass)
+    assert store.update_machine_state(state, put_key=expired)
+    state = store.get_machine_state("cab001")
+    assert store.get_game_over_key("cab001", "k-expired") == in_utc(expired)
+    renewed = make_key(key="k-expired", created_at=second_pass, expires_at=MIXED["midnight"])
+    assert store.update_machine_state(state, put_key=renewed) is True
+    state = store.get_machine_state("cab001")
+    assert store.get_game_over_key("cab001", "k-expired") == in_utc(renewed)
+
+    living = make_key(key="k-living", created_at=hour_before, expires_at=second_pass)
+    assert store.update_machine_state(state, put_key=living)
+    state = store.get_machine_state("cab001")
+    taken = make_key(key="k-living", created_at=first_pass, expires_at=MIXED["midnight"])
+    assert store.update_machine_state(state, put_key=taken) is False
+    assert store.get_game_over_key("cab001", "k-living") == in_utc(living)

@@ -9,7 +9,7 @@ from typing import Any
 from flask import url_for
 from markupsafe import Markup, escape
 
-from arcade.clock import utc_now
+from arcade.clock import iso_or_none, utc_now
 from arcade.errors import ArcadeError, BadRequest
 from arcade.operators import money, zone
 from arcade.store.base import PaymentQuery
@@ -79,6 +79,7 @@ def machine_page(svc: Any, machine_id: str) -> dict[str, Any] | None:
     page["plan"] = plan_page(svc, machine_id)
     page["play_url"] = url_for("play.player_page", machine_id=machine_id, _external=True)
     page["presence"] = svc.presence.of(machine)
+    page["last_seen"] = iso_or_none(machine.last_seen)  # shown as the JSON API writes it
     priced = svc.plans.in_force(machine)
     if priced is not None:
         # Under a plan the QR code to print opens the player's page, which lists every bundle.

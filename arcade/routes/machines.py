@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
+from arcade.clock import from_unix, iso_or_none
 from arcade.config import MAX_CREDITS_PER_UNIT
 from arcade.errors import BadRequest, UnknownMachine
 from arcade.machines import check_machine_id, describe
@@ -48,7 +49,7 @@ def machine_state(machine_id: str):
         return _removed_machine(machine_id)
     report = svc.ledger.report(machine)
     report["presence"] = svc.presence.of(machine)
-    report["last_seen"] = machine.last_seen
+    report["last_seen"] = iso_or_none(machine.last_seen)
     report["registered"] = True
     return report
 
@@ -64,7 +65,9 @@ def _removed_machine(machine_id: str) -> dict:
         some, _ = svc.store.query_payments(PaymentQuery(machine_id=machine_id, limit=1))
         if not some:
             raise UnknownMachine(machine_id)
-    report = svc.ledger.report(Machine(machine_id=machine_id, token_hash="", created_at=""))
+    # The report reads the machine's id and settings only; its registration time is not shown.
+    unregistered = Machine(machine_id=machine_id, token_hash="", created_at=from_unix(0))
+    report = svc.ledger.report(unregistered)
     return report | {"presence": "unknown", "last_seen": None, "registered": False}
 
 

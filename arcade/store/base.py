@@ -3,13 +3,21 @@
 Back ends only store and fetch. Every rule about money lives in ``arcade.ledger``; the
 store's job is to make "first writer wins" and "only if nothing changed meanwhile" facts of
 the database (a unique key, a conditional write), never a check in this process's memory.
+
+Instants in records are timezone-aware ``datetime`` values (UTC as read back). The back ends
+alone write them as text, ``arcade.clock.iso`` (fixed width, so the text sorts in time order),
+and read them back with ``arcade.clock.parse_iso``; ``instant_fields`` tells them which fields
+of a record those are. Query bounds are written the same way, so stored text keeps one form.
 """
 
 from __future__ import annotations
 
+import functools
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field, fields
+from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 R = TypeVar("R")
@@ -32,18 +40,30 @@ def changed(record: R, **changes: Any) -> R:
     return copy
 
 
+@functools.cache
+def instant_fields(record_type: type) -> frozenset[str]:
+    """Return the names of a record type's fields that hold an instant (``datetime`` or
+    ``datetime | None``), read from its annotations once per type."""
+    hints = typing.get_type_hints(record_type)
+    return frozenset(
+        name
+        for name, hint in hints.items()
+        if hint is datetime or datetime in typing.get_args(hint)
+    )
+
+
 @dataclass(frozen=True)
 class Machine:
     """A registered cabinet."""
 
     machine_id: str
     token_hash: str
-    created_at: str
+    created_at: datetime
     name: str | None = None
     price_id: str | None = None
     credits_per_unit: int | None = None
     # Presence, from the cabinet's heartbeats (None: it never sent one).
-    last_seen: str | None = None
+    last_seen: datetime | None = None
     mqtt_connected: int | None = None  # 1 or 0, as the last heartbeat said
     credits_reported: int | None = None  # credits left, as the cabinet counts them
     links_active: int | None = None  # 0 while its Stripe Payment Links are switched off
@@ -59,21 +79,32 @@ REQUIRED_MACHINE_FIELDS = frozenset(f.name for f in fields(Machine) if f.default
 
 def machine_changes(changes: dict[str, Any]) -> dict[str, str | int | None]:
     """Return ``changes`` once checked as an update of a stored machine (``Store.update_machine``
-    calls it first): at least one name, each in UPDATABLE_MACHINE_FIELDS, each value text, a
-    whole number or None (never None for REQUIRED_MACHINE_FIELDS). Raises TypeError otherwise.
+    calls it first), its instants written as the stored text (``arcade.clock.iso``): at least
+    one name, each in UPDATABLE_MACHINE_FIELDS; an instant field an aware ``datetime`` or None,
+    any other text, a whole number or None (never None for REQUIRED_MACHINE_FIELDS). Raises
+    TypeError otherwise (ValueError for a datetime without a zone).
     """
+    from arcade.clock import iso
+
     if not changes:
         raise TypeError("a machine update needs at least one field")
     unknown = changes.keys() - UPDATABLE_MACHINE_FIELDS
     if unknown:
         raise TypeError(f"a machine has no field {', '.join(sorted(unknown))} to update")
+    instants = instant_fields(Machine)
+    checked: dict[str, str | int | None] = {}
     for name, value in changes.items():
         if value is None and name in REQUIRED_MACHINE_FIELDS:
             raise TypeError(f"a machine's {name} cannot be cleared")
+        if value is not None and name in instants:
+            if not isinstance(value, datetime):
+                raise TypeError(f"{name} is an instant: a datetime, not {type(value).__name__}")
+            value = iso(value)
         # A bool would read back as 1 from SQLite but as True from DynamoDB: flags are 1 or 0.
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | str)):
+        elif value is not None and (isinstance(value, bool) or not isinstance(value, int | str)):
             raise TypeError(f"{name} cannot be stored as {type(value).__name__}")
-    return changes
+        checked[name] = value
+    return checked
 
 
 @dataclass(frozen=True)
@@ -87,10 +118,10 @@ class PaymentLink:
     url: str
     unit_amount: int | None
     currency: str
-    created_at: str
+    created_at: datetime
     # When a plan version came into force under which its price buys nothing: switched off at
     # Stripe then, and kept off (presence never switches it on). None: it sells.
-    retired_at: str | None = None
+    retired_at: datetime | None = None
 
     @property
     def key(self) -> str:
@@ -113,27 +144,27 @@ class Payment:
 
     payment_id: str
     status: str
-    created_at: str
+    created_at: datetime
     machine_id: str | None = None
     credits: int = 0
     amount: int = 0
     currency: str = "usd"
     payment_intent: str | None = None
     amount_refunded: int = 0
-    granted_at: str | None = None
-    delivered_at: str | None = None
-    # Until this instant (ISO 8601 UTC) one request holds the right to publish the coinpulse.
-    delivery_claimed_until: str | None = None
-    updated_at: str | None = None
+    granted_at: datetime | None = None
+    delivered_at: datetime | None = None
+    # Until this instant one request holds the right to publish the coinpulse.
+    delivery_claimed_until: datetime | None = None
+    updated_at: datetime | None = None
     phase: str | None = None  # pending_payment | payment_failed | paid
     reason: str | None = None  # why a paid session bought nothing here (unattributed)
-    disputed_at: str | None = None
+    disputed_at: datetime | None = None
     # The transactional outbox: while set, the grant's coinpulse is owed, and the delivery
-    # relay publishes it once this instant (ISO 8601 UTC) has passed.
-    due_at: str | None = None
+    # relay publishes it once this instant has passed.
+    due_at: datetime | None = None
     delivery_attempts: int = 0
-    delivery_alarm_at: str | None = None  # when "undeliverable for an hour" was logged
-    credited_at: str | None = None  # when the cabinet confirmed it fired the coins
+    delivery_alarm_at: datetime | None = None  # when "undeliverable for an hour" was logged
+    credited_at: datetime | None = None  # when the cabinet confirmed it fired the coins
     note: str | None = None  # the operator's reason for a manual grant (``manual_…`` ids)
     bundle: str | None = None  # the pricing plan's bundle it bought (None: no plan)
     plan_version: int | None = None  # the plan version that credited it
@@ -148,8 +179,8 @@ class IntentRecord:
     payment_intent: str
     payment_id: str | None = None
     amount_refunded: int = 0
-    disputed_at: str | None = None
-    updated_at: str | None = None
+    disputed_at: datetime | None = None
+    updated_at: datetime | None = None
     version: int = 0
 
 
@@ -172,7 +203,7 @@ class SessionStart:
 
     machine_id: str
     session_id: str
-    started_at: str
+    started_at: datetime
 
 
 @dataclass(frozen=True)
@@ -204,7 +235,7 @@ class RevenueEntry:
     """
 
     entry_id: str
-    at: str
+    at: datetime
     machine_id: str
     payment_id: str
     currency: str
@@ -220,13 +251,12 @@ class PlanVersion:
     default plan). Versions are never changed: an edit stores the next one.
 
     ``plan`` is the plan as ``arcade.pricing.Plan.to_json`` writes it; ``created_at`` is when it
-    came into force (``arcade.clock.iso``), and ``created_by`` who made it (``admin session``,
-    ``admin api``, ``cli``).
+    came into force, and ``created_by`` who made it (``admin session``, ``admin api``, ``cli``).
     """
 
     owner: str
     version: int
-    created_at: str
+    created_at: datetime
     created_by: str
     plan: str
 
@@ -235,13 +265,13 @@ class PlanVersion:
 class ChangeRecord:
     """An operator's change to a machine's settings or plan, kept for the record.
 
-    ``subject`` is the machine id (``*``: the default plan), ``by`` who made it, ``what`` a
-    JSON object saying what changed.
+    ``subject`` is the machine id (``*``: the default plan), ``at`` when it was made, ``by`` who
+    made it, ``what`` a JSON object saying what changed.
     """
 
     change_id: str
     subject: str
-    at: str
+    at: datetime
     by: str
     what: str
 
@@ -250,7 +280,7 @@ class ChangeRecord:
 class PaymentQuery:
     """Which payments an operator asks for (SPEC "Operators": ``GET /payments``).
 
-    All times are ``arcade.clock.iso`` strings. ``since`` is inclusive and ``until`` exclusive,
+    All times are aware datetimes. ``since`` is inclusive and ``until`` exclusive,
     on ``created_at`` (the Checkout Session's creation). ``delivered_before`` keeps only
     payments delivered at or before that instant. ``after`` is the ``(created_at,
     payment_id)`` of the last payment of the previous page: the answer continues strictly
@@ -259,10 +289,10 @@ class PaymentQuery:
 
     status: str | None = None
     machine_id: str | None = None
-    since: str | None = None
-    until: str | None = None
-    delivered_before: str | None = None
-    after: tuple[str, str] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    delivered_before: datetime | None = None
+    after: tuple[datetime, str] | None = None
     limit: int = 50
 
 
@@ -270,14 +300,15 @@ class PaymentQuery:
 class GameOverKey:
     """A game over's Idempotency-Key, remembered per machine until ``expires_at``.
 
-    Times are written by ``arcade.clock.iso`` (``2026-11-22T10:00:00.000000Z``): they compare
-    in time order as strings, and DynamoDB derives its Time to Live from ``expires_at``.
+    The stores compare ``expires_at`` with a new key's ``created_at`` in their own text form
+    (``arcade.clock.iso``, which sorts in time order), and DynamoDB derives its Time to Live
+    from ``expires_at``.
     """
 
     machine_id: str
     key: str
-    created_at: str
-    expires_at: str
+    created_at: datetime
+    expires_at: datetime
     published: int = 0  # 1 once its gameover message was acknowledged by the broker
 
 
@@ -293,7 +324,7 @@ class MachineState:
     credits_used: int = 0
     games_without_credit: int = 0
     session_id: str | None = None
-    session_started_at: str | None = None
+    session_started_at: datetime | None = None
     revenue: dict[str, int] = field(default_factory=dict)
     version: int = 0
 
@@ -323,11 +354,12 @@ class Store(ABC):
         """Return every machine, ordered by id (an operator command, never a request path)."""
 
     @abstractmethod
-    def update_machine(self, machine_id: str, /, **changes: str | int | None) -> None:
+    def update_machine(self, machine_id: str, /, **changes: str | int | datetime | None) -> None:
         """Set the named fields of a stored machine to the values given, all in one write.
 
-        Each name is a ``Machine`` field other than its key ``machine_id``; each value is text,
-        a whole number (flags as 1 or 0) or None, which clears the field. Fields not named keep
+        Each name is a ``Machine`` field other than its key ``machine_id``; each value is an
+        aware datetime for an instant field, else text or a whole number (flags as 1 or 0), or
+        None, which clears the field. Fields not named keep
         what they hold; no condition is put on the values stored (a ``last_seen`` may go back).
         Raises UnknownMachine, writing nothing, when no machine is stored under ``machine_id``
         (never registered, or removed); TypeError, before any write, for no change, a name that
@@ -357,7 +389,7 @@ class Store(ABC):
         """Return the links stored for a machine (any order)."""
 
     @abstractmethod
-    def set_link_retired(self, link: PaymentLink, retired_at: str | None) -> bool:
+    def set_link_retired(self, link: PaymentLink, retired_at: datetime | None) -> bool:
         """Mark a stored link retired at ``retired_at`` (None: selling again), under its key
         and its Stripe id alike; return False when no link is stored under its key."""
 
@@ -407,11 +439,11 @@ class Store(ABC):
         (a refund or dispute kept for later), most recently changed first."""
 
     @abstractmethod
-    def list_revenue(self, since: str, until: str) -> list[RevenueEntry]:
+    def list_revenue(self, since: datetime, until: datetime) -> list[RevenueEntry]:
         """Return every revenue entry with ``since <= at < until``, oldest first."""
 
     @abstractmethod
-    def list_due(self, now: str, limit: int = 100) -> list[Payment]:
+    def list_due(self, now: datetime, limit: int = 100) -> list[Payment]:
         """Return up to ``limit`` payments whose ``due_at`` is set and not after ``now``,
         earliest due first (the outbox entries to publish)."""
 
@@ -453,7 +485,7 @@ class Store(ABC):
         whether it was stored (first writer wins: the loser reads again and numbers anew)."""
 
     @abstractmethod
-    def get_plan_version(self, owner: str, at: str | None = None) -> PlanVersion | None:
+    def get_plan_version(self, owner: str, at: datetime | None = None) -> PlanVersion | None:
         """Return the owner's newest plan version created at or before ``at`` (None: the
         newest of all), or None when there is none."""
 

@@ -14,9 +14,11 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from arcade.clock import iso, iso_or_none, parse_iso
 from arcade.errors import MachineExists, StoreError, UnknownMachine
 from arcade.logs import log_event
 from arcade.store.base import (
@@ -34,6 +36,7 @@ from arcade.store.base import (
     SessionStart,
     StateDelta,
     Store,
+    instant_fields,
     machine_changes,
 )
 
@@ -314,7 +317,7 @@ class DynamoStore(Store):
         """Return every machine ordered by id, querying the by_machine index (no scan)."""
         return [Machine(**_decode(item, Machine)) for item in self._query_index(ALL_MACHINES)]
 
-    def update_machine(self, machine_id: str, /, **changes: str | int | None) -> None:
+    def update_machine(self, machine_id: str, /, **changes: str | int | datetime | None) -> None:
         """One UpdateItem if ``attribute_exists(pk)``: SET the fields given a value, REMOVE
         those given None (an item keeps no attribute for a field that is None, as _encode)."""
         checked = machine_changes(changes)  # text and whole numbers only, as _encode allows
@@ -398,14 +401,14 @@ class DynamoStore(Store):
         items = self._query_index(LINKS_OF + machine_id)
         return [PaymentLink(**_decode(item, PaymentLink)) for item in items]
 
-    def set_link_retired(self, link: PaymentLink, retired_at: str | None) -> bool:
+    def set_link_retired(self, link: PaymentLink, retired_at: datetime | None) -> bool:
         """Set (or remove) ``retired_at`` on the link's key item and id item together, each
         only if it exists; return False when either does not."""
         update: dict[str, Any] = {"UpdateExpression": "REMOVE retired_at"}
         if retired_at is not None:
             update = {
                 "UpdateExpression": "SET retired_at = :at",
-                "ExpressionAttributeValues": {":at": {"S": retired_at}},
+                "ExpressionAttributeValues": {":at": {"S": iso(retired_at)}},
             }
         actions = [
             {"Update": {"Key": key, "ConditionExpression": "attribute_exists(pk)"} | update}
@@ -511,21 +514,21 @@ class DynamoStore(Store):
         else:
             index, pk, sk = BY_TIME_INDEX, TIME_PK, TIME_SK
             values[":partition"] = {"S": ALL_PAYMENTS}
-        # Sort keys are "<created_at>#<payment_id>": created_at >= since is sk >= since, and
-        # created_at < until is sk < until (no sort key equals a bare instant).
-        upper = query.until
-        after = f"{query.after[0]}#{query.after[1]}" if query.after else None
+        # Sort keys are "<iso(created_at)>#<payment_id>": created_at >= since is sk >= iso(since),
+        # and created_at < until is sk < iso(until) (no sort key equals a bare instant).
+        since, upper = iso_or_none(query.since), iso_or_none(query.until)
+        after = f"{iso(query.after[0])}#{query.after[1]}" if query.after else None
         if after is not None and (upper is None or after < upper):
             upper = after
-        if query.since is not None and upper is not None and query.since > upper:
+        if since is not None and upper is not None and since > upper:
             return [], False  # DynamoDB refuses a BETWEEN whose bounds are the wrong way round
         condition = f"{pk} = :partition"
-        if query.since is not None and upper is not None:
+        if since is not None and upper is not None:
             condition += f" AND {sk} BETWEEN :lower AND :upper"
-            values[":lower"], values[":upper"] = {"S": query.since}, {"S": upper}
-        elif query.since is not None:
+            values[":lower"], values[":upper"] = {"S": since}, {"S": upper}
+        elif since is not None:
             condition += f" AND {sk} >= :lower"
-            values[":lower"] = {"S": query.since}
+            values[":lower"] = {"S": since}
         elif upper is not None:
             condition += f" AND {sk} <= :upper"
             values[":upper"] = {"S": upper}
@@ -539,7 +542,7 @@ class DynamoStore(Store):
             values[":status"] = {"S": query.status}
         if query.delivered_before is not None:
             filters.append("delivered_at <= :delivered_before")
-            values[":delivered_before"] = {"S": query.delivered_before}
+            values[":delivered_before"] = {"S": iso(query.delivered_before)}
         params: dict[str, Any] = {
             "IndexName": index,
             "KeyConditionExpression": condition,
@@ -570,7 +573,7 @@ class DynamoStore(Store):
         items = self._query_pages(params, enough=limit)[:limit]
         return [IntentRecord(**_decode(item, IntentRecord)) for item in items]
 
-    def list_revenue(self, since: str, until: str) -> list[RevenueEntry]:
+    def list_revenue(self, since: datetime, until: datetime) -> list[RevenueEntry]:
         """Return the revenue entries in ``[since, until)``, one Query on by_time."""
         if since >= until:
             return []  # DynamoDB refuses a BETWEEN whose bounds are the wrong way round
@@ -581,13 +584,13 @@ class DynamoStore(Store):
             ),
             "ExpressionAttributeValues": {
                 ":revenue": {"S": REVENUE},
-                ":lower": {"S": since},
-                ":upper": {"S": until},  # no sort key equals a bare instant: until stays out
+                ":lower": {"S": iso(since)},
+                ":upper": {"S": iso(until)},  # no sort key equals a bare instant: until stays out
             },
         }
         return [RevenueEntry(**_decode(item, RevenueEntry)) for item in self._query_pages(params)]
 
-    def list_due(self, now: str, limit: int = 100) -> list[Payment]:
+    def list_due(self, now: datetime, limit: int = 100) -> list[Payment]:
         """Return the outbox's payments due by ``now``, querying the sparse outbox index."""
         if limit <= 0:
             return []
@@ -595,7 +598,7 @@ class DynamoStore(Store):
             "query",
             IndexName=OUTBOX_INDEX,
             KeyConditionExpression=f"{OUTBOX_PK} = :outbox AND due_at <= :now",
-            ExpressionAttributeValues={":outbox": {"S": OUTBOX}, ":now": {"S": now}},
+            ExpressionAttributeValues={":outbox": {"S": OUTBOX}, ":now": {"S": iso(now)}},
             Limit=limit,
         )
         return [Payment(**_decode(item, Payment)) for item in answer.get("Items", [])]
@@ -637,8 +640,10 @@ class DynamoStore(Store):
             ":read": _number(state.version),
         }
         removals = []
-        for name in ("session_id", "session_started_at"):
-            value = getattr(state, name)
+        for name, value in (
+            ("session_id", state.session_id),
+            ("session_started_at", iso_or_none(state.session_started_at)),
+        ):
             if value is None:
                 removals.append(name)
             else:
@@ -664,7 +669,7 @@ class DynamoStore(Store):
                     "Put": {
                         "Item": _game_over_item(put_key),
                         "ConditionExpression": "attribute_not_exists(pk) OR expires_at < :now",
-                        "ExpressionAttributeValues": {":now": {"S": put_key.created_at}},
+                        "ExpressionAttributeValues": {":now": {"S": iso(put_key.created_at)}},
                     }
                 }
             )
@@ -703,7 +708,7 @@ class DynamoStore(Store):
             return False
         return True
 
-    def get_plan_version(self, owner: str, at: str | None = None) -> PlanVersion | None:
+    def get_plan_version(self, owner: str, at: datetime | None = None) -> PlanVersion | None:
         """Query the owner's partition newest version first; the first created at or before
         ``at`` is the one (versions come into force in number order, so this is usually the
         first item read)."""
@@ -718,7 +723,7 @@ class DynamoStore(Store):
         }
         if at is not None:
             params["FilterExpression"] = "created_at <= :at"
-            params["ExpressionAttributeValues"][":at"] = {"S": at}
+            params["ExpressionAttributeValues"][":at"] = {"S": iso(at)}
         params["Limit"] = 1 if at is None else 10
         items = self._query_pages(params, enough=1)
         return PlanVersion(**_decode(items[0], PlanVersion)) if items else None
@@ -740,7 +745,7 @@ class DynamoStore(Store):
     def record_change(self, change: ChangeRecord) -> None:
         """Put the change under its subject, in time order."""
         item = (
-            _key(CHANGES_PK + change.subject, f"{change.at}#{change.change_id}")
+            _key(CHANGES_PK + change.subject, f"{iso(change.at)}#{change.change_id}")
             | {"entity": {"S": "change"}}
             | _encode(change)
         )
@@ -836,12 +841,20 @@ def _serializers() -> tuple[Any, Any]:
 
 def _encode(record: Any) -> Item:
     """Return a dataclass's fields as DynamoDB attributes (boto3's TypeSerializer), leaving out
-    those that are None. Records hold only text and whole numbers; anything else is a bug."""
+    those that are None. An instant field (``instant_fields``) is stored as the text
+    ``arcade.clock.iso`` writes, so it sorts in time order in keys and conditions. Records hold
+    only text, whole numbers and instants; anything else is a bug (TypeError)."""
     serializer, _ = _serializers()
+    instants = instant_fields(type(record))
     item: Item = {}
     for field in fields(record):
         value = getattr(record, field.name)
         if value is None:
+            continue
+        if field.name in instants:
+            if not isinstance(value, datetime):
+                raise TypeError(f"{field.name} is an instant, not {type(value).__name__}")
+            item[field.name] = {"S": iso(value)}
             continue
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise TypeError(f"{field.name} cannot be stored as {type(value).__name__}")
@@ -851,12 +864,18 @@ def _encode(record: Any) -> Item:
 
 def _decode(item: Item, record_type: type) -> dict[str, Any]:
     """Return the attributes of an item that are fields of ``record_type``, as Python values
-    (boto3's TypeDeserializer; its Decimals become the whole numbers they were stored as)."""
+    (boto3's TypeDeserializer; its Decimals become the whole numbers they were stored as, and
+    an instant field's text the aware UTC datetime ``arcade.clock.parse_iso`` reads). Raises
+    ValueError for an instant that ``arcade.clock.iso`` did not write."""
     _, deserializer = _serializers()
+    instants = instant_fields(record_type)
     values: dict[str, Any] = {}
     for field in fields(record_type):
         value = item.get(field.name)
         if value is not None:
+            if field.name in instants:
+                values[field.name] = parse_iso(value["S"])
+                continue
             plain = deserializer.deserialize(value)
             values[field.name] = int(plain) if isinstance(plain, Decimal) else plain
         elif field.default is MISSING and field.default_factory is MISSING:
@@ -867,13 +886,15 @@ def _decode(item: Item, record_type: type) -> dict[str, Any]:
 def _payment_item(payment: Payment) -> Item:
     """Return a payment's item, indexed under its machine newest first when it has one."""
     item = _payment_key(payment.payment_id) | {"entity": {"S": "payment"}} | _encode(payment)
+    # The sort keys begin with created_at as stored (iso text), so they sort in time order.
+    by_time = f"{item['created_at']['S']}#{payment.payment_id}"
     if payment.machine_id is not None:
         item[BY_MACHINE_PK] = {"S": f"MACHINE#{payment.machine_id}"}
-        item[BY_MACHINE_SK] = {"S": f"{payment.created_at}#{payment.payment_id}"}
+        item[BY_MACHINE_SK] = {"S": by_time}
     if payment.due_at is not None:
         item[OUTBOX_PK] = {"S": OUTBOX}
     item[TIME_PK] = {"S": ALL_PAYMENTS}
-    item[TIME_SK] = {"S": f"{payment.created_at}#{payment.payment_id}"}
+    item[TIME_SK] = {"S": by_time}
     item[STATUS_PK] = {"S": f"STATUS#{payment.status}"}
     return item
 
@@ -884,7 +905,7 @@ def _revenue_item(entry: RevenueEntry) -> Item:
         _key(f"REVENUE#{entry.entry_id}", REVENUE_SK)
         | {"entity": {"S": "revenue"}}
         | _encode(entry)
-        | {TIME_PK: {"S": REVENUE}, TIME_SK: {"S": f"{entry.at}#{entry.entry_id}"}}
+        | {TIME_PK: {"S": REVENUE}, TIME_SK: {"S": f"{iso(entry.at)}#{entry.entry_id}"}}
     )
 
 
@@ -899,7 +920,7 @@ def _intent_item(intent: IntentRecord) -> Item:
     item = _intent_key(intent.payment_intent) | {"entity": {"S": "intent"}} | _encode(intent)
     if intent.payment_id is None:
         item[STATUS_PK] = {"S": UNMATCHED_INTENTS}
-        item[TIME_SK] = {"S": f"{intent.updated_at or ''}#{intent.payment_intent}"}
+        item[TIME_SK] = {"S": f"{iso_or_none(intent.updated_at) or ''}#{intent.payment_intent}"}
     return item
 
 
@@ -910,9 +931,7 @@ def _game_over_key(machine_id: str, key: str) -> Item:
 
 def _game_over_item(record: GameOverKey) -> Item:
     """Return a game-over key's item, with the epoch seconds DynamoDB's TTL reads."""
-    from arcade.clock import parse_iso
-
-    expires = int(parse_iso(record.expires_at).timestamp())
+    expires = int(record.expires_at.timestamp())
     return (
         _game_over_key(record.machine_id, record.key)
         | {"entity": {"S": "game_over_key"}, EXPIRES_EPOCH: _number(expires)}
@@ -971,7 +990,7 @@ def _update_state(
             "session_started_at = if_not_exists(session_started_at, :started_at)",
         ]
         values[":session_id"] = {"S": open_session.session_id}
-        values[":started_at"] = {"S": open_session.started_at}
+        values[":started_at"] = {"S": iso(open_session.started_at)}
     return {
         "Update": {
             "Key": _state_key(machine_id),

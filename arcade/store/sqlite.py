@@ -7,10 +7,12 @@ import functools
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
+from datetime import datetime
 from typing import Any, Literal, TypeVar
 
+from arcade.clock import iso, iso_or_none, parse_iso
 from arcade.errors import MachineExists, StoreError, UnknownMachine
 from arcade.store.base import (
     ChangeRecord,
@@ -27,6 +29,7 @@ from arcade.store.base import (
     SessionStart,
     StateDelta,
     Store,
+    instant_fields,
     machine_changes,
 )
 
@@ -275,12 +278,12 @@ class SqliteStore(Store):
 
     def get_machine(self, machine_id: str) -> Machine | None:
         rows = self._query("SELECT * FROM machines WHERE machine_id = ?", (machine_id,))
-        return Machine(**dict(rows[0])) if rows else None
+        return _record(Machine, rows[0]) if rows else None
 
     def list_machines(self) -> list[Machine]:
-        return [Machine(**dict(r)) for r in self._query("SELECT * FROM machines ORDER BY 1")]
+        return [_record(Machine, r) for r in self._query("SELECT * FROM machines ORDER BY 1")]
 
-    def update_machine(self, machine_id: str, /, **changes: str | int | None) -> None:
+    def update_machine(self, machine_id: str, /, **changes: str | int | datetime | None) -> None:
         checked = machine_changes(changes)
 
         def write(conn: sqlite3.Connection) -> Any:
@@ -326,11 +329,11 @@ class SqliteStore(Store):
         rows = self._query("SELECT * FROM payment_links WHERE machine_id = ?", (machine_id,))
         return [_link(row) for row in rows]
 
-    def set_link_retired(self, link: PaymentLink, retired_at: str | None) -> bool:
+    def set_link_retired(self, link: PaymentLink, retired_at: datetime | None) -> bool:
         def write(conn: sqlite3.Connection) -> Any:
             cur = conn.execute(
                 "UPDATE payment_links SET retired_at = ? WHERE link_key = ?",
-                (retired_at, link.key),
+                (iso_or_none(retired_at), link.key),
             )
             return cur.rowcount == 1
 
@@ -339,11 +342,11 @@ class SqliteStore(Store):
     # --- payments -------------------------------------------------------------------------
     def get_payment(self, payment_id: str) -> Payment | None:
         rows = self._query("SELECT * FROM payments WHERE payment_id = ?", (payment_id,))
-        return Payment(**dict(rows[0])) if rows else None
+        return _record(Payment, rows[0]) if rows else None
 
     def get_intent(self, payment_intent: str) -> IntentRecord | None:
         rows = self._query("SELECT * FROM intents WHERE payment_intent = ?", (payment_intent,))
-        return IntentRecord(**dict(rows[0])) if rows else None
+        return _record(IntentRecord, rows[0]) if rows else None
 
     def commit_payment(
         self,
@@ -361,12 +364,12 @@ class SqliteStore(Store):
                 conn, "payments", "payment_id", PAYMENT_COLUMNS, payment
             ):
                 row = _read_row(conn, "payments", "payment_id", payment.payment_id)
-                raise _VersionMoved(Lost(payment=Payment(**row) if row else None))
+                raise _VersionMoved(Lost(payment=_record(Payment, row) if row else None))
             if intent is not None and not _put_versioned(
                 conn, "intents", "payment_intent", INTENT_COLUMNS, intent
             ):
                 row = _read_row(conn, "intents", "payment_intent", intent.payment_intent)
-                raise _VersionMoved(Lost(intent=IntentRecord(**row) if row else None))
+                raise _VersionMoved(Lost(intent=_record(IntentRecord, row) if row else None))
             if delta:
                 conn.execute(
                     "INSERT INTO machine_states (machine_id, credits_granted, revenue, version)"
@@ -395,7 +398,11 @@ class SqliteStore(Store):
                     " session_id = excluded.session_id,"
                     " session_started_at = excluded.session_started_at,"
                     " version = version + 1 WHERE machine_states.session_id IS NULL",
-                    (open_session.machine_id, open_session.session_id, open_session.started_at),
+                    (
+                        open_session.machine_id,
+                        open_session.session_id,
+                        iso(open_session.started_at),
+                    ),
                 )
             return True
 
@@ -406,29 +413,30 @@ class SqliteStore(Store):
 
     def query_payments(self, query: PaymentQuery) -> tuple[list[Payment], bool]:
         # Each filter is a fixed clause with a bound parameter: nothing of the query's values
-        # reaches the SQL text.
+        # reaches the SQL text. Instants are compared as the stored text, which sorts in time
+        # order, so the indexes on created_at serve the bounds and the cursor.
         clauses: list[str] = []
         params: list[Any] = []
         for clause, value in (
             ("status = ?", query.status),
             ("machine_id = ?", query.machine_id),
-            ("created_at >= ?", query.since),
-            ("created_at < ?", query.until),
-            ("delivered_at <= ?", query.delivered_before),
+            ("created_at >= ?", iso_or_none(query.since)),
+            ("created_at < ?", iso_or_none(query.until)),
+            ("delivered_at <= ?", iso_or_none(query.delivered_before)),
         ):
             if value is not None:
                 clauses.append(clause)
                 params.append(value)
         if query.after is not None:
             clauses.append("(created_at, payment_id) < (?, ?)")
-            params.extend(query.after)
+            params.extend((iso(query.after[0]), query.after[1]))
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._query(
             f"SELECT * FROM payments {where}"  # noqa: S608 - clauses are the constants above
             " ORDER BY created_at DESC, payment_id DESC LIMIT ?",
             (*params, query.limit + 1),
         )
-        payments = [Payment(**dict(r)) for r in rows]
+        payments = [_record(Payment, r) for r in rows]
         return payments[: query.limit], len(payments) > query.limit
 
     def list_unmatched_intents(self, limit: int = 100) -> list[IntentRecord]:
@@ -437,22 +445,22 @@ class SqliteStore(Store):
             " ORDER BY updated_at DESC, payment_intent DESC LIMIT ?",
             (limit,),
         )
-        return [IntentRecord(**dict(r)) for r in rows]
+        return [_record(IntentRecord, r) for r in rows]
 
-    def list_revenue(self, since: str, until: str) -> list[RevenueEntry]:
+    def list_revenue(self, since: datetime, until: datetime) -> list[RevenueEntry]:
         rows = self._query(
             "SELECT * FROM revenue_entries WHERE at >= ? AND at < ? ORDER BY at, entry_id",
-            (since, until),
+            (iso(since), iso(until)),
         )
-        return [RevenueEntry(**dict(r)) for r in rows]
+        return [_record(RevenueEntry, r) for r in rows]
 
-    def list_due(self, now: str, limit: int = 100) -> list[Payment]:
+    def list_due(self, now: datetime, limit: int = 100) -> list[Payment]:
         rows = self._query(
             "SELECT * FROM payments WHERE due_at IS NOT NULL AND due_at <= ?"
             " ORDER BY due_at LIMIT ?",
-            (now, limit),
+            (iso(now), limit),
         )
-        return [Payment(**dict(r)) for r in rows]
+        return [_record(Payment, r) for r in rows]
 
     # --- machine state --------------------------------------------------------------------
     def get_machine_state(self, machine_id: str) -> MachineState:
@@ -461,7 +469,7 @@ class SqliteStore(Store):
             return MachineState(machine_id=machine_id)
         row = {name: rows[0][name] for name in STATE_COLUMNS}
         row["revenue"] = json.loads(row["revenue"])
-        return MachineState(**row)
+        return _record(MachineState, row)
 
     def update_machine_state(
         self,
@@ -470,13 +478,16 @@ class SqliteStore(Store):
         put_key: GameOverKey | None = None,
         delete_key: GameOverKey | None = None,
     ) -> bool:
+        # The new key's instant as stored: compared with stored expiries as text, in SQL too.
+        key_made = iso(put_key.created_at) if put_key is not None else None
+
         def write(conn: sqlite3.Connection) -> Any:
             if put_key is not None:
                 row = conn.execute(
                     "SELECT expires_at FROM game_over_keys WHERE machine_id = ? AND key = ?",
                     (put_key.machine_id, put_key.key),
                 ).fetchone()
-                if row is not None and row["expires_at"] >= put_key.created_at:
+                if row is not None and row["expires_at"] >= key_made:
                     return False
             _ensure_state(conn, state.machine_id)
             cur = conn.execute(
@@ -487,7 +498,7 @@ class SqliteStore(Store):
                     state.credits_used,
                     state.games_without_credit,
                     state.session_id,
-                    state.session_started_at,
+                    iso_or_none(state.session_started_at),
                     state.machine_id,
                     state.version,
                 ),
@@ -497,7 +508,7 @@ class SqliteStore(Store):
             if put_key is not None:
                 conn.execute(
                     "DELETE FROM game_over_keys WHERE machine_id = ? AND expires_at < ?",
-                    (put_key.machine_id, put_key.created_at),
+                    (put_key.machine_id, key_made),
                 )
                 conn.execute(
                     _insert_sql("game_over_keys", KEY_COLUMNS, "OR REPLACE"), _values(put_key)
@@ -515,7 +526,7 @@ class SqliteStore(Store):
         rows = self._query(
             "SELECT * FROM game_over_keys WHERE machine_id = ? AND key = ?", (machine_id, key)
         )
-        return GameOverKey(**dict(rows[0])) if rows else None
+        return _record(GameOverKey, rows[0]) if rows else None
 
     def save_game_over_key(self, record: GameOverKey) -> None:
         def write(conn: sqlite3.Connection) -> Any:
@@ -532,7 +543,7 @@ class SqliteStore(Store):
 
         return self._write(write)
 
-    def get_plan_version(self, owner: str, at: str | None = None) -> PlanVersion | None:
+    def get_plan_version(self, owner: str, at: datetime | None = None) -> PlanVersion | None:
         if at is None:
             rows = self._query(
                 "SELECT * FROM plan_versions WHERE owner = ? ORDER BY version DESC LIMIT 1",
@@ -542,16 +553,16 @@ class SqliteStore(Store):
             rows = self._query(
                 "SELECT * FROM plan_versions WHERE owner = ? AND created_at <= ?"
                 " ORDER BY version DESC LIMIT 1",
-                (owner, at),
+                (owner, iso(at)),
             )
-        return PlanVersion(**dict(rows[0])) if rows else None
+        return _record(PlanVersion, rows[0]) if rows else None
 
     def list_plan_versions(self, owner: str, limit: int = 50) -> list[PlanVersion]:
         rows = self._query(
             "SELECT * FROM plan_versions WHERE owner = ? ORDER BY version DESC LIMIT ?",
             (owner, limit),
         )
-        return [PlanVersion(**dict(r)) for r in rows]
+        return [_record(PlanVersion, r) for r in rows]
 
     def record_change(self, change: ChangeRecord) -> None:
         def write(conn: sqlite3.Connection) -> Any:
@@ -564,7 +575,7 @@ class SqliteStore(Store):
             "SELECT * FROM changes WHERE subject = ? ORDER BY at DESC, change_id DESC LIMIT ?",
             (subject, limit),
         )
-        return [ChangeRecord(**dict(r)) for r in rows]
+        return [_record(ChangeRecord, r) for r in rows]
 
     # --- values the service keeps for itself ------------------------------------------------
     def get_value(self, name: str) -> str | None:
@@ -652,13 +663,36 @@ def _insert_sql(table: str, columns: tuple[str, ...], verb: str = "") -> str:
     return f"INSERT {verb} INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
 
 
+@functools.cache
+def _columns(record_type: type) -> tuple[tuple[str, bool], ...]:
+    """Return a record type's fields in order, each with whether it holds an instant."""
+    instants = instant_fields(record_type)
+    return tuple((f.name, f.name in instants) for f in fields(record_type))
+
+
 def _values(record: object) -> tuple:
+    """Return a record's fields as column values, in field order: instants as their text."""
     values = record.__dict__
-    return tuple(values[f.name] for f in fields(record))  # type: ignore[arg-type]
+    return tuple(
+        iso_or_none(values[name]) if instant else values[name]
+        for name, instant in _columns(type(record))
+    )
+
+
+def _record(record_type: type[T], row: sqlite3.Row | Mapping[str, Any]) -> T:
+    """Return the record a row holds (``row``'s keys are ``record_type``'s fields), its stored
+    instants read back as aware UTC datetimes. Raises ValueError for an instant that
+    ``arcade.clock.iso`` did not write."""
+    values = dict(row)
+    for name in instant_fields(record_type):
+        text = values.get(name)
+        if text is not None:
+            values[name] = parse_iso(text)
+    return record_type(**values)
 
 
 def _link(row: sqlite3.Row) -> PaymentLink:
-    return PaymentLink(**{c: row[c] for c in LINK_COLUMNS})
+    return _record(PaymentLink, {c: row[c] for c in LINK_COLUMNS})
 
 
 class _VersionMoved(Exception):
@@ -682,9 +716,11 @@ def _put_versioned(
     conn: sqlite3.Connection, table: str, key: str, columns: tuple[str, ...], record: Any
 ) -> bool:
     """Write ``record`` at its version + 1 if the stored version is still its version (0: none
-    stored, or a row written before versions existed); return whether it was written."""
+    stored, or a row written before versions existed); return whether it was written.
+    ``columns`` are the record's fields, in order (``PAYMENT_COLUMNS``, ``INTENT_COLUMNS``)."""
     values = tuple(
-        record.version + 1 if column == "version" else getattr(record, column) for column in columns
+        record.version + 1 if column == "version" else value
+        for column, value in zip(columns, _values(record), strict=True)
     )
     if record.version == 0:
         return conn.execute(_upsert_first_sql(table, key, columns), values).rowcount == 1
