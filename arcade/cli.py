@@ -393,7 +393,7 @@ MACHINE_OPTION = click.option(
 
 @plans_cli.command("show")
 @MACHINE_OPTION
-@click.option("--json", "as_json", is_flag=True, help="Print what the HTTP API answers.")
+@JSON_OPTION
 def show_plan(machine_id: str | None, as_json: bool) -> None:
     """Print a plan's current version and its versions."""
     from arcade.operators import money
@@ -428,7 +428,7 @@ def show_plan(machine_id: str | None, as_json: bool) -> None:
 @plans_cli.command("set")
 @click.argument("plan_file", type=click.File("rb"))
 @MACHINE_OPTION
-@click.option("--json", "as_json", is_flag=True, help="Print what the HTTP API answers.")
+@JSON_OPTION
 def set_plan(plan_file: Any, machine_id: str | None, as_json: bool) -> None:
     """Store PLAN_FILE (JSON; - reads stdin) as the plan's next version.
 

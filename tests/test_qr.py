@@ -383,3 +383,16 @@ def test_after_the_minute_an_anonymous_request_may_make_the_next_link(
 
     assert later.status_code == 200
     assert len(stripe_standin.requests_to("POST", "/v1/payment_links")) == 2
+
+
+@pytest.mark.parametrize("path", ["/machines/cab001/qr.gif", "/play/cab001/qr.gif"])
+def test_both_qr_doors_refuse_an_unknown_format_in_the_same_words(client, cabinet, path):
+    """GIVEN the link's QR code and the player page's WHEN asked for a GIF THEN each answers the
+    same 400 sentence, naming the two formats there are."""
+    answer = client.get(path)
+
+    assert answer.status_code == 400
+    assert answer.json == {
+        "error": "the QR code comes as qr.png or qr.svg",
+        "code": "invalid_format",
+    }

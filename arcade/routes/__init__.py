@@ -24,6 +24,16 @@ def idempotency_key() -> str | None:
     return key
 
 
+def qr_kind(kind: str) -> str:
+    """Return ``kind`` when a QR code is made in it (``arcade.qr.MEDIA_TYPES``); raise
+    BadRequest naming the two there are."""
+    from arcade import qr
+
+    if kind not in qr.MEDIA_TYPES:
+        raise BadRequest("the QR code comes as qr.png or qr.svg", code="invalid_format")
+    return kind
+
+
 def json_body() -> dict[str, Any]:
     """Return the request's JSON object, or raise BadRequest in plain words.
 

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, request
 from arcade import qr
 from arcade.errors import BadRequest
 from arcade.machines import check_machine_id
-from arcade.routes import json_body
+from arcade.routes import json_body, qr_kind
 from arcade.services import Services, services
 
 bp = Blueprint("links", __name__)
@@ -49,8 +49,7 @@ def create_payment_link():
 @bp.get("/machines/<machine_id>/qr.<kind>")
 def qr_code(machine_id: str, kind: str):
     check_machine_id(machine_id)
-    if kind not in qr.MEDIA_TYPES:
-        raise BadRequest("the QR code comes as qr.png or qr.svg", code="invalid_format")
+    qr_kind(kind)
     svc = services()
     price_id, quantity = _link_choice(
         svc, request.args.get("price_id"), _query_number(request.args.get("quantity"))

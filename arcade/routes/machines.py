@@ -10,7 +10,7 @@ from arcade.errors import BadRequest, UnknownMachine
 from arcade.machines import check_machine_id, describe
 from arcade.routes import idempotency_key, json_body
 from arcade.services import services
-from arcade.wire import CREDITS_PER_GAME_RULE, PAYMENT_ID_PATTERN, is_credits_per_game
+from arcade.wire import PAYMENT_ID_PATTERN
 
 bp = Blueprint("machines", __name__)
 
@@ -24,8 +24,10 @@ def gameover():
     body = json_body()
     machine_id = check_machine_id(body.get("machine_id"))
     cost = body.get("credits_per_game")
-    if cost is not None and not is_credits_per_game(cost):
-        raise BadRequest(CREDITS_PER_GAME_RULE, code="invalid_credits_per_game")
+    if cost is not None:
+        from arcade.pricing import parse_credits_per_game
+
+        parse_credits_per_game(cost)
     key = idempotency_key()
     svc = services()
     machine = svc.registry.authorise(machine_id, request.headers.get("Authorization"))

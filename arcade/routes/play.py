@@ -21,6 +21,7 @@ from arcade.errors import (
     PaymentProviderError,
     SettingsError,
 )
+from arcade.routes import qr_kind
 from arcade.services import Services, services
 from arcade.wire import is_valid_machine_id
 
@@ -59,12 +60,10 @@ def player_page(machine_id: str):
 @bp.get("/play/<machine_id>/qr.<kind>")
 def player_page_qr(machine_id: str, kind: str):
     """The QR code of the machine's player page, for the cabinet or a printed card."""
-    from arcade.errors import BadRequest
     from arcade.machines import check_machine_id
 
     check_machine_id(machine_id)
-    if kind not in qr.MEDIA_TYPES:
-        raise BadRequest("the QR code comes as qr.png or qr.svg", code="invalid_format")
+    qr_kind(kind)
     services().registry.get(machine_id)
     url = f"{request.url_root.rstrip('/')}/play/{machine_id}"
     tag = qr.etag(url, kind)
