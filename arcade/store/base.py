@@ -15,10 +15,20 @@ from __future__ import annotations
 import functools
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal, TypeVar
+
+from arcade.errors import StoreError
+from arcade.store.primitives import (
+    ABSENT,
+    Index,
+    Kind,
+    Operation,
+    Put,
+    Refused,
+)
 
 R = TypeVar("R")
 
@@ -337,8 +347,96 @@ class MachineState:
         return changed(self, **changes)
 
 
+@dataclass(frozen=True)
+class KeptValue:
+    """A value the service keeps for itself under a name (a signing key, a setting)."""
+
+    name: str
+    value: str
+
+
+# The kinds of record the store keeps, as ``arcade.store.primitives`` describes them: each back
+# end maps a kind and its indexes onto its own layout. Instants in sort fields sort in time
+# order because the back ends store them as ``arcade.clock.iso`` text.
+VALUE = Kind("value", KeptValue, key=("name",))
+PLAN_VERSION = Kind(
+    "plan_version",
+    PlanVersion,
+    key=("owner", "version"),
+    indexes={"by_owner": Index(partition=("owner",), sort=("version",))},
+)
+CHANGE = Kind(
+    "change",
+    ChangeRecord,
+    key=("change_id",),
+    indexes={"by_subject": Index(partition=("subject",), sort=("at", "change_id"))},
+)
+GAME_OVER_KEY = Kind("game_over_key", GameOverKey, key=("machine_id", "key"))
+MACHINE = Kind(
+    "machine", Machine, key=("machine_id",), indexes={"all": Index(sort=("machine_id",))}
+)
+# A link's key is its ``key`` property (machine, price, quantity); its Stripe id is unique too.
+LINK = Kind(
+    "link",
+    PaymentLink,
+    key=("key",),
+    unique=("link_id",),
+    indexes={
+        "by_id": Index(partition=("link_id",)),
+        "by_machine": Index(partition=("machine_id",)),
+    },
+)
+
+
 class Store(ABC):
-    """Persistence for machines, payment links, payments and machine state."""
+    """Persistence for machines, payment links, payments and machine state.
+
+    The record-named methods are written once here, on three primitives each back end
+    provides (``_get``, ``_query``, ``_write``; ``arcade.store.primitives``). The back ends
+    keep no rule of their own: they store, fetch, and enforce the storage guards they are given.
+    """
+
+    # --- the primitives each back end provides --------------------------------------------
+    @abstractmethod
+    def _get(self, kind: Kind, key: tuple[Any, ...]) -> Any | None:
+        """Return the record of ``kind`` stored under ``key`` (values in ``kind.key`` order),
+        read strongly consistent, or None. Raises StoreError when the store cannot be read."""
+
+    @abstractmethod
+    def _query(
+        self,
+        kind: Kind,
+        index: str,
+        equals: Mapping[str, Any],
+        *,
+        at_least: Mapping[str, Any] | None = None,
+        below: Mapping[str, Any] | None = None,
+        at_most: Mapping[str, Any] | None = None,
+        after: tuple[Any, ...] | None = None,
+        newest_first: bool = False,
+        limit: int | None = None,
+    ) -> tuple[list[Any], bool]:
+        """Return records of ``kind`` read through its index ``index``, and whether more follow.
+
+        ``equals`` holds a value for each of the index's partition fields (None: the field is
+        not set), and may hold other fields to keep only records with those values. The bounds
+        keep records whose field is ``>=`` (``at_least``), ``<`` (``below``) or ``<=``
+        (``at_most``) the value given; a record without the field is never kept by a bound.
+        ``after`` is the sort fields' values of the last record of a previous page: the answer
+        continues strictly after it. Records come in the order of the index's sort fields,
+        descending with ``newest_first``; at most ``limit`` of them (a positive number; None:
+        all). Raises StoreError when the store cannot be read.
+        """
+
+    @abstractmethod
+    def _write(self, *operations: Operation) -> Literal[True] | Refused:
+        """Apply ``operations`` all or nothing, in order; return True once they are written.
+
+        When a condition is false nothing is written, and the answer is a ``Refused`` carrying
+        what is stored under the key of the operation refused (read with the refusal, no
+        second read). Raises StoreError when the store refuses the write otherwise, or when
+        a Put would give a unique field (``Kind.unique``) a value another key holds.
+        """
 
     # --- machines -------------------------------------------------------------------------
     @abstractmethod
@@ -502,18 +600,26 @@ class Store(ABC):
         """Return up to ``limit`` changes of one subject, newest first."""
 
     # --- values the service keeps for itself ------------------------------------------------
-    @abstractmethod
     def get_value(self, name: str) -> str | None:
         """Return a value stored under ``name``, or None."""
+        kept = self._get(VALUE, (name,))
+        return None if kept is None else kept.value
 
-    @abstractmethod
     def put_value(self, name: str, value: str) -> None:
         """Store ``value`` under ``name``, replacing any stored one."""
+        self._write(Put(VALUE, KeptValue(name, value)))
 
-    @abstractmethod
     def put_value_if_absent(self, name: str, value: str) -> str:
         """Store ``value`` under ``name`` unless one is there; return the stored one (first
-        writer wins, so processes racing to create a value all end up with the same)."""
+        writer wins, so processes racing to create a value all end up with the same). Raises
+        StoreError when the value that won is gone by the time it is read."""
+        written = self._write(Put(VALUE, KeptValue(name, value), ABSENT))
+        if written:
+            return value
+        (kept,) = written.stored
+        if kept is None:
+            raise StoreError(f"the value {name!r} vanished while it was written")
+        return kept.value
 
     def maintain(self) -> None:  # noqa: B027 - optional hook, most back ends need nothing
         """Do housekeeping off the request path (run by the background thread of app.py)."""

@@ -7,13 +7,14 @@ that never touches the store does not pay for them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import random
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import MISSING, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -22,6 +23,8 @@ from arcade.clock import iso, iso_or_none, parse_iso
 from arcade.errors import MachineExists, StoreError, UnknownMachine
 from arcade.logs import log_event
 from arcade.store.base import (
+    CHANGE,
+    PLAN_VERSION,
     ChangeRecord,
     GameOverKey,
     IntentRecord,
@@ -38,6 +41,15 @@ from arcade.store.base import (
     Store,
     instant_fields,
     machine_changes,
+)
+from arcade.store.primitives import (
+    ABSENT,
+    Condition,
+    Delete,
+    Kind,
+    Operation,
+    Put,
+    Refused,
 )
 
 logger = logging.getLogger(__name__)
@@ -192,7 +204,7 @@ class DynamoStore(Store):
             _log_failure(operation, type(exc).__name__)
             raise StoreError("the store could not be reached") from exc
 
-    def _get(self, key: Item) -> Item | None:
+    def _get_item(self, key: Item) -> Item | None:
         """Read one item with a strongly consistent read."""
         answer = self._call("get_item", Key=key, ConsistentRead=True)
         return answer.get("Item")
@@ -294,6 +306,151 @@ class DynamoStore(Store):
             time.sleep(1)
         raise StoreError(f"the DynamoDB table {self.table_name!r} did not become active")
 
+    # --- the primitives -------------------------------------------------------------------
+    def _get(self, kind: Kind, key: tuple[Any, ...]) -> Any | None:
+        ids = dict(zip(kind.key, key, strict=True))
+        item = self._get_item(LAYOUTS[kind.name].key(ids))
+        return None if item is None else _record_of(kind, item, ids)
+
+    def _query(
+        self,
+        kind: Kind,
+        index: str,
+        equals: Mapping[str, Any],
+        *,
+        at_least: Mapping[str, Any] | None = None,
+        below: Mapping[str, Any] | None = None,
+        at_most: Mapping[str, Any] | None = None,
+        after: tuple[Any, ...] | None = None,
+        newest_first: bool = False,
+        limit: int | None = None,
+    ) -> tuple[list[Any], bool]:
+        """One Query on the table or the GSI the kind's index is laid out on (never a Scan):
+        the partition from ``equals``, bounds on the first sort field and the cursor as the
+        key condition, everything else as a filter. A unique field is read by its own key."""
+        where = LAYOUTS[kind.name].indexes[index]
+        if where.by_key is not None:
+            item = self._get_item(where.by_key(equals))
+            return ([] if item is None else [_record_of(kind, item, {})]), False
+        fields_of = kind.indexes[index]
+        names: dict[str, str] = {}
+        values: Item = {":partition": {"S": where.partition(equals)}}
+        filters: list[str] = []
+
+        def placeholder(name: str, value: Any) -> tuple[str, str]:
+            names[f"#f{len(names)}"] = name
+            values[f":v{len(values)}"] = _attribute(value)
+            return f"#f{len(names) - 1}", f":v{len(values) - 1}"
+
+        for name, value in equals.items():
+            if name in fields_of.partition:
+                continue
+            if value is None:
+                attribute, _ = placeholder(name, "")
+                values.popitem()
+                filters.append(f"attribute_not_exists({attribute})")
+            else:
+                filters.append("{} = {}".format(*placeholder(name, value)))
+        # Bounds on the first sort field are compared with the sort key, which begins with
+        # that field's stored text; the rest, and an exclusive bound, are filters as well.
+        lower = upper = None
+        lead = fields_of.sort[0] if fields_of.sort else None
+        for operator, bounds in ((">=", at_least), ("<", below), ("<=", at_most)):
+            for name, value in (bounds or {}).items():
+                if name != lead or where.sort is None:
+                    filters.append(
+                        f"{placeholder(name, value)[0]} {operator} {placeholder(name, value)[1]}"
+                    )
+                    continue
+                text = where.sort((value,))
+                if operator == ">=":
+                    lower = text if lower is None else max(lower, text)
+                else:
+                    upper = text if upper is None else min(upper, text)
+                    if operator == "<":
+                        values[":below"] = {"S": text}
+                        filters.append(f"{where.sk} < :below")
+        if after is not None and where.sort is not None:
+            text = where.sort(after)
+            values[":after"] = {"S": text}
+            if newest_first:
+                upper = text if upper is None else min(upper, text)
+                filters.append(f"{where.sk} < :after")
+            else:
+                lower = text if lower is None else max(lower, text)
+                filters.append(f"{where.sk} > :after")
+        if lower is not None and upper is not None and lower > upper:
+            return [], False  # DynamoDB refuses a BETWEEN whose bounds are the wrong way round
+        condition = f"{where.pk} = :partition"
+        if lower is not None and upper is not None:
+            condition += f" AND {where.sk} BETWEEN :lower AND :upper"
+            values[":lower"], values[":upper"] = {"S": lower}, {"S": upper}
+        elif lower is not None:
+            condition += f" AND {where.sk} >= :lower"
+            values[":lower"] = {"S": lower}
+        elif upper is not None:
+            condition += f" AND {where.sk} <= :upper"
+            values[":upper"] = {"S": upper}
+        params: dict[str, Any] = {
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": not newest_first,
+        }
+        if where.index is None:
+            params["ConsistentRead"] = True  # the table reads consistently; an index cannot
+        else:
+            params["IndexName"] = where.index
+        if filters:
+            params["FilterExpression"] = " AND ".join(filters)
+        if names:
+            params["ExpressionAttributeNames"] = names
+        wanted = None if limit is None else limit + 1  # one more says whether more follow
+        if wanted is not None:
+            # A filter applies after Limit: pages are followed until enough are found.
+            params["Limit"] = max(wanted, 10) if filters else wanted
+        items = self._query_pages(params, enough=wanted)
+        records = [_record_of(kind, item, {}) for item in items[:wanted]]
+        if limit is None:
+            return records, False
+        return records[:limit], len(records) > limit
+
+    def _write(self, *operations: Operation) -> Literal[True] | Refused:
+        """One PutItem, UpdateItem or DeleteItem for one item; a transaction otherwise (a
+        kind kept under several keys, or several operations). A refused condition returns the
+        stored record that won when the write was ``ABSENT`` (``ALL_OLD``)."""
+        actions: list[dict[str, Any]] = []
+        owner: list[tuple[int, bool]] = []  # by action: its operation, and whether it is a copy
+        for position, operation in enumerate(operations):
+            for copy, action in enumerate(_actions(operation)):
+                actions.append(action)
+                owner.append((position, copy > 0))
+        if len(actions) == 1:
+            ((verb, body),) = actions[0].items()
+            try:
+                if verb == "Put":
+                    self._call("put_item", **body)
+                elif verb == "Update":
+                    self._call("update_item", **body)
+                else:
+                    self._call("delete_item", **body)
+            except _ConditionFailed as refused:
+                return _refused(operations, {0: refused.item})
+            return True
+        refusal = self._transact_or_refusal(actions, "the write")
+        if refusal is None:
+            return True
+        stored: dict[int, Item | None] = {}
+        for index, (position, copy) in enumerate(owner):
+            if refusal.reason(index) != "ConditionalCheckFailed":
+                continue
+            if copy and isinstance(operations[position], Put):
+                raise StoreError(
+                    f"that {operations[position].kind.name} is already stored under another key"
+                )
+            if not copy or position not in stored:
+                stored[position] = refusal.item(index)
+        return _refused(operations, stored)
+
     # --- machines -------------------------------------------------------------------------
     def add_machine(self, machine: Machine) -> None:
         """Store a new machine; raise MachineExists if the id is taken."""
@@ -310,7 +467,7 @@ class DynamoStore(Store):
 
     def get_machine(self, machine_id: str) -> Machine | None:
         """Return the machine, or None."""
-        item = self._get(_machine_key(machine_id))
+        item = self._get_item(_machine_key(machine_id))
         return None if item is None else Machine(**_decode(item, Machine))
 
     def list_machines(self) -> list[Machine]:
@@ -359,12 +516,12 @@ class DynamoStore(Store):
     # --- payment links --------------------------------------------------------------------
     def get_link(self, key: str) -> PaymentLink | None:
         """Return the link stored under ``link_key(...)``, or None."""
-        item = self._get(_key(f"LINK#{key}", LINK_SK))
+        item = self._get_item(_key(f"LINK#{key}", LINK_SK))
         return None if item is None else PaymentLink(**_decode(item, PaymentLink))
 
     def get_link_by_id(self, link_id: str) -> PaymentLink | None:
         """Return the link with this Stripe id (``plink_…``), or None."""
-        item = self._get(_key(f"LINKID#{link_id}", LINK_SK))
+        item = self._get_item(_key(f"LINKID#{link_id}", LINK_SK))
         return None if item is None else PaymentLink(**_decode(item, PaymentLink))
 
     def put_link(self, link: PaymentLink) -> PaymentLink:
@@ -422,12 +579,12 @@ class DynamoStore(Store):
     # --- payments -------------------------------------------------------------------------
     def get_payment(self, payment_id: str) -> Payment | None:
         """Return the payment, or None."""
-        item = self._get(_payment_key(payment_id))
+        item = self._get_item(_payment_key(payment_id))
         return None if item is None else Payment(**_decode(item, Payment))
 
     def get_intent(self, payment_intent: str) -> IntentRecord | None:
         """Return the PaymentIntent's item (older ones hold only ``payment_id``), or None."""
-        item = self._get(_intent_key(payment_intent))
+        item = self._get_item(_intent_key(payment_intent))
         if item is None:
             return None
         return IntentRecord(**(_decode(item, IntentRecord) | {"payment_intent": payment_intent}))
@@ -606,7 +763,7 @@ class DynamoStore(Store):
     # --- machine state --------------------------------------------------------------------
     def get_machine_state(self, machine_id: str) -> MachineState:
         """Return the machine's state (zeros and version 0 when nothing was stored yet)."""
-        item = self._get(_state_key(machine_id))
+        item = self._get_item(_state_key(machine_id))
         if item is None:
             return MachineState(machine_id=machine_id)
         values = _decode(item, MachineState)
@@ -687,7 +844,7 @@ class DynamoStore(Store):
 
     def get_game_over_key(self, machine_id: str, key: str) -> GameOverKey | None:
         """Return the stored game-over key (expired or not), or None."""
-        item = self._get(_game_over_key(machine_id, key))
+        item = self._get_item(_game_over_key(machine_id, key))
         return None if item is None else GameOverKey(**_decode(item, GameOverKey))
 
     def save_game_over_key(self, record: GameOverKey) -> None:
@@ -764,32 +921,233 @@ class DynamoStore(Store):
         )
         return [ChangeRecord(**_decode(item, ChangeRecord)) for item in answer.get("Items", [])]
 
-    # --- values the service keeps for itself ------------------------------------------------
-    def get_value(self, name: str) -> str | None:
-        """Return a value stored under ``name``, or None."""
-        item = self._get(_key(f"VALUE#{name}", VALUE_SK))
-        return None if item is None else item["value"]["S"]
 
-    def put_value(self, name: str, value: str) -> None:
-        """Put the value, replacing any stored one."""
-        item = _key(f"VALUE#{name}", VALUE_SK) | {"entity": {"S": "value"}, "value": {"S": value}}
-        self._call("put_item", Item=item)
+# --- the layout of each kind ------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)  # one per index, compared by identity
+class _Where:
+    """Where an index of a kind is read: the table (``index`` None) or a GSI, its partition
+    attribute and the partition's value from the fields given, its sort attribute and the sort
+    key's text from sort field values (the first few of them, for a bound). ``by_key``: the
+    index is a unique field, read by the key of the item kept under it."""
 
-    def put_value_if_absent(self, name: str, value: str) -> str:
-        """Put the value only if absent (first writer wins); return the stored one."""
-        item = _key(f"VALUE#{name}", VALUE_SK) | {"entity": {"S": "value"}, "value": {"S": value}}
-        try:
-            self._call(
-                "put_item",
-                Item=item,
-                ConditionExpression="attribute_not_exists(pk)",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+    index: str | None = None
+    pk: str = "pk"
+    partition: Callable[[Mapping[str, Any]], str] = str
+    sk: str = "sk"
+    sort: Callable[[tuple[Any, ...]], str] | None = None
+    by_key: Callable[[Mapping[str, Any]], Item] | None = None
+
+
+@dataclass(frozen=True, eq=False)  # one per kind, compared by identity
+class _Layout:
+    """A kind's items: the key of its main item from the key fields (``Kind.ids_of``), the
+    main item of a record, the copies kept under its unique fields (written and changed with
+    it, in one transaction) and their keys, and where each of its indexes is read."""
+
+    key: Callable[[Mapping[str, Any]], Item]
+    item: Callable[[Any], Item]
+    copies: Callable[[Any], list[Item]] = lambda record: []
+    copy_keys: Callable[[Mapping[str, Any]], list[Item]] = lambda ids: []
+    indexes: Mapping[str, _Where] = dataclasses.field(default_factory=dict)
+
+
+def _value_key(ids: Mapping[str, Any]) -> Item:
+    return _key(f"VALUE#{ids['name']}", VALUE_SK)
+
+
+def _plan_key(ids: Mapping[str, Any]) -> Item:
+    return _key(PLAN_PK + ids["owner"], f"{PLAN_SK}{ids['version']:010d}")
+
+
+def _change_key(ids: Mapping[str, Any]) -> Item:
+    return _key(CHANGES_PK + ids["subject"], f"{iso(ids['at'])}#{ids['change_id']}")
+
+
+def _link_key(ids: Mapping[str, Any]) -> Item:
+    return _key(f"LINK#{ids['key']}", LINK_SK)
+
+
+def _link_id_key(ids: Mapping[str, Any]) -> Item:
+    return _key(f"LINKID#{ids['link_id']}", LINK_SK)
+
+
+def _machine_item(machine: Machine) -> Item:
+    """Return a machine's item, in the by_machine index under ALL_MACHINES ordered by id."""
+    return (
+        _machine_key(machine.machine_id)
+        | {"entity": {"S": "machine"}}
+        | _encode(machine)
+        | {BY_MACHINE_PK: {"S": ALL_MACHINES}, BY_MACHINE_SK: {"S": machine.machine_id}}
+    )
+
+
+def _link_item(link: PaymentLink) -> Item:
+    """Return a link's item under its key, in the by_machine index under LINKS#<machine>."""
+    return (
+        _link_key({"key": link.key})
+        | {"entity": {"S": "link"}}
+        | _encode(link)
+        | {BY_MACHINE_PK: {"S": LINKS_OF + link.machine_id}, BY_MACHINE_SK: {"S": link.key}}
+    )
+
+
+def _sort_text(values: tuple[Any, ...]) -> str:
+    """Return a sort key made of field values: their stored text joined by '#'."""
+    return "#".join(iso(v) if isinstance(v, datetime) else str(v) for v in values)
+
+
+LAYOUTS: dict[str, _Layout] = {
+    "value": _Layout(
+        key=_value_key,
+        item=lambda kept: (
+            _value_key({"name": kept.name}) | {"entity": {"S": "value"}, "value": {"S": kept.value}}
+        ),
+    ),
+    "plan_version": _Layout(
+        key=_plan_key,
+        item=lambda plan: (
+            _plan_key(PLAN_VERSION.ids_of(plan)) | {"entity": {"S": "plan_version"}} | _encode(plan)
+        ),
+        indexes={
+            "by_owner": _Where(
+                partition=lambda equals: PLAN_PK + equals["owner"],
+                sort=lambda values: f"{PLAN_SK}{values[0]:010d}",
             )
-        except _ConditionFailed as lost:
-            if lost.item is None or "value" not in lost.item:
-                raise StoreError(f"the value {name!r} vanished while it was written") from None
-            return lost.item["value"]["S"]
-        return value
+        },
+    ),
+    "change": _Layout(
+        key=_change_key,
+        item=lambda change: (
+            _change_key(CHANGE.ids_of(change)) | {"entity": {"S": "change"}} | _encode(change)
+        ),
+        indexes={
+            "by_subject": _Where(
+                partition=lambda equals: CHANGES_PK + equals["subject"], sort=_sort_text
+            )
+        },
+    ),
+    "game_over_key": _Layout(
+        key=lambda ids: _game_over_key(ids["machine_id"], ids["key"]),
+        item=lambda record: _game_over_item(record),
+    ),
+    "machine": _Layout(
+        key=lambda ids: _machine_key(ids["machine_id"]),
+        item=lambda machine: _machine_item(machine),
+        indexes={
+            "all": _Where(
+                index=BY_MACHINE_INDEX,
+                pk=BY_MACHINE_PK,
+                partition=lambda equals: ALL_MACHINES,
+                sk=BY_MACHINE_SK,
+                sort=_sort_text,
+            )
+        },
+    ),
+    # A link is kept under its key and under its Stripe id, written and changed together.
+    "link": _Layout(
+        key=_link_key,
+        item=lambda link: _link_item(link),
+        copies=lambda link: [
+            _link_id_key({"link_id": link.link_id}) | {"entity": {"S": "link"}} | _encode(link)
+        ],
+        copy_keys=lambda ids: [_link_id_key(ids)],
+        indexes={
+            "by_id": _Where(by_key=_link_id_key),
+            "by_machine": _Where(
+                index=BY_MACHINE_INDEX,
+                pk=BY_MACHINE_PK,
+                partition=lambda equals: LINKS_OF + equals["machine_id"],
+                sk=BY_MACHINE_SK,
+            ),
+        },
+    ),
+}
+
+
+def _attribute(value: Any) -> dict[str, Any]:
+    """Return a record value as a DynamoDB attribute: an instant as its text, the rest through
+    boto3's TypeSerializer."""
+    if isinstance(value, datetime):
+        return {"S": iso(value)}
+    serializer, _ = _serializers()
+    return serializer.serialize(value)
+
+
+def _record_of(kind: Kind, item: Item, ids: Mapping[str, Any]) -> Any:
+    """Return the record an item holds; key fields it lacks (older items) come from ``ids``."""
+    values = _decode(item, kind.record)
+    for name in kind.key:
+        if name in ids and name in kind.record.__dataclass_fields__ and values.get(name) is None:
+            values[name] = ids[name]
+    return kind.record(**values)
+
+
+def _condition(condition: Condition) -> dict[str, Any]:
+    """Return the ConditionExpression of a storage guard (none for no condition); an ABSENT
+    refusal carries the item that holds the key (ALL_OLD)."""
+    if condition is None:
+        return {}
+    if condition is ABSENT:
+        return {
+            "ConditionExpression": "attribute_not_exists(pk)",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    return {"ConditionExpression": "attribute_exists(pk)"}
+
+
+def _actions(operation: Operation) -> list[dict[str, Any]]:
+    """Return the actions of one operation: on its main item, then on its copies."""
+    layout = LAYOUTS[operation.kind.name]
+    if isinstance(operation, Put):
+        guard = _condition(operation.condition)
+        items = [layout.item(operation.record), *layout.copies(operation.record)]
+        # Only the main item's refusal carries what won; a copy's means a unique field clash.
+        return [
+            {"Put": {"Item": item} | (guard if i == 0 else _without_old(guard))}
+            for i, item in enumerate(items)
+        ]
+    keys = [layout.key(operation.ids), *layout.copy_keys(operation.ids)]
+    guard = _condition(operation.condition)
+    if isinstance(operation, Delete):
+        return [{"Delete": {"Key": key} | guard} for key in keys]
+    sets, removals = [], []
+    names: dict[str, str] = {}
+    values: Item = {}
+    for name, value in operation.set.items():
+        # Every name through a placeholder: some (timezone) are DynamoDB reserved words.
+        names[f"#{name}"] = name
+        if value is None:  # an item keeps no attribute for a field that is None (_encode)
+            removals.append(f"#{name}")
+        else:
+            sets.append(f"#{name} = :{name}")
+            values[f":{name}"] = _attribute(value)
+    clauses = (("SET", sets), ("REMOVE", removals))
+    update: dict[str, Any] = {
+        "UpdateExpression": " ".join(f"{verb} {', '.join(x)}" for verb, x in clauses if x),
+        "ExpressionAttributeNames": names,
+    }
+    if values:  # DynamoDB refuses an empty map of values (a change that only clears)
+        update["ExpressionAttributeValues"] = values
+    return [{"Update": {"Key": key} | update | guard} for key in keys]
+
+
+def _without_old(guard: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in guard.items() if k != "ReturnValuesOnConditionCheckFailure"}
+
+
+def _refused(operations: Sequence[Operation], stored: Mapping[int, Item | None]) -> Refused:
+    """Return the Refused of a write from the items that won, by operation."""
+    records: list[Any] = [None] * len(operations)
+    for position, item in stored.items():
+        operation = operations[position]
+        if item is not None:
+            ids = (
+                operation.kind.ids_of(operation.record)
+                if isinstance(operation, Put)
+                else operation.ids
+            )
+            records[position] = _record_of(operation.kind, item, ids)
+    return Refused(tuple(records))
 
 
 # --- helpers --------------------------------------------------------------------------------
