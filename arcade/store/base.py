@@ -365,10 +365,11 @@ PLAN_VERSION = Kind(
     key=("owner", "version"),
     indexes={"by_owner": Index(partition=("owner",), sort=("version",))},
 )
+# A change is kept under its subject and instant too (DynamoDB's key holds all three).
 CHANGE = Kind(
     "change",
     ChangeRecord,
-    key=("change_id",),
+    key=("subject", "at", "change_id"),
     indexes={"by_subject": Index(partition=("subject",), sort=("at", "change_id"))},
 )
 GAME_OVER_KEY = Kind("game_over_key", GameOverKey, key=("machine_id", "key"))
@@ -568,36 +569,50 @@ class Store(ABC):
         credits_granted or revenue: those move only with payments.
         """
 
-    @abstractmethod
     def get_game_over_key(self, machine_id: str, key: str) -> GameOverKey | None:
         """Return the stored game-over key (expired or not), or None."""
+        return self._get(GAME_OVER_KEY, (machine_id, key))
 
-    @abstractmethod
     def save_game_over_key(self, record: GameOverKey) -> None:
         """Store a game-over key as it is, replacing any stored one."""
+        self._write(Put(GAME_OVER_KEY, record))
 
     # --- pricing plans and the record of changes -----------------------------------------
-    @abstractmethod
     def put_plan_version(self, plan: PlanVersion) -> bool:
         """Store a plan version unless that owner already has one with that number; return
         whether it was stored (first writer wins: the loser reads again and numbers anew)."""
+        return bool(self._write(Put(PLAN_VERSION, plan, ABSENT)))
 
-    @abstractmethod
     def get_plan_version(self, owner: str, at: datetime | None = None) -> PlanVersion | None:
         """Return the owner's newest plan version created at or before ``at`` (None: the
         newest of all), or None when there is none."""
+        found, _ = self._query(
+            PLAN_VERSION,
+            "by_owner",
+            {"owner": owner},
+            at_most=None if at is None else {"created_at": at},
+            newest_first=True,
+            limit=1,
+        )
+        return found[0] if found else None
 
-    @abstractmethod
     def list_plan_versions(self, owner: str, limit: int = 50) -> list[PlanVersion]:
         """Return up to ``limit`` of the owner's plan versions, newest first."""
+        if limit <= 0:
+            return []
+        query = {"owner": owner}
+        return self._query(PLAN_VERSION, "by_owner", query, newest_first=True, limit=limit)[0]
 
-    @abstractmethod
     def record_change(self, change: ChangeRecord) -> None:
         """Keep a change for the record."""
+        self._write(Put(CHANGE, change))
 
-    @abstractmethod
     def list_changes(self, subject: str, limit: int = 50) -> list[ChangeRecord]:
         """Return up to ``limit`` changes of one subject, newest first."""
+        if limit <= 0:
+            return []
+        query = {"subject": subject}
+        return self._query(CHANGE, "by_subject", query, newest_first=True, limit=limit)[0]
 
     # --- values the service keeps for itself ------------------------------------------------
     def get_value(self, name: str) -> str | None:

@@ -25,7 +25,6 @@ from arcade.logs import log_event
 from arcade.store.base import (
     CHANGE,
     PLAN_VERSION,
-    ChangeRecord,
     GameOverKey,
     IntentRecord,
     Lost,
@@ -34,7 +33,6 @@ from arcade.store.base import (
     Payment,
     PaymentLink,
     PaymentQuery,
-    PlanVersion,
     RevenueEntry,
     SessionStart,
     StateDelta,
@@ -337,17 +335,18 @@ class DynamoStore(Store):
         values: Item = {":partition": {"S": where.partition(equals)}}
         filters: list[str] = []
 
-        def placeholder(name: str, value: Any) -> tuple[str, str]:
-            names[f"#f{len(names)}"] = name
-            values[f":v{len(values)}"] = _attribute(value)
-            return f"#f{len(names) - 1}", f":v{len(values) - 1}"
+        def placeholder(name: str, value: Any = None) -> tuple[str, str]:
+            number = len(names)
+            names[f"#f{number}"] = name
+            if value is not None:
+                values[f":v{number}"] = _attribute(value)
+            return f"#f{number}", f":v{number}"
 
         for name, value in equals.items():
             if name in fields_of.partition:
                 continue
             if value is None:
-                attribute, _ = placeholder(name, "")
-                values.popitem()
+                attribute, _ = placeholder(name)
                 filters.append(f"attribute_not_exists({attribute})")
             else:
                 filters.append("{} = {}".format(*placeholder(name, value)))
@@ -358,9 +357,8 @@ class DynamoStore(Store):
         for operator, bounds in ((">=", at_least), ("<", below), ("<=", at_most)):
             for name, value in (bounds or {}).items():
                 if name != lead or where.sort is None:
-                    filters.append(
-                        f"{placeholder(name, value)[0]} {operator} {placeholder(name, value)[1]}"
-                    )
+                    attribute, value_mark = placeholder(name, value)
+                    filters.append(f"{attribute} {operator} {value_mark}")
                     continue
                 text = where.sort((value,))
                 if operator == ">=":
@@ -841,85 +839,6 @@ class DynamoStore(Store):
         except _ConditionFailed:
             return False
         return True
-
-    def get_game_over_key(self, machine_id: str, key: str) -> GameOverKey | None:
-        """Return the stored game-over key (expired or not), or None."""
-        item = self._get_item(_game_over_key(machine_id, key))
-        return None if item is None else GameOverKey(**_decode(item, GameOverKey))
-
-    def save_game_over_key(self, record: GameOverKey) -> None:
-        """Store a game-over key as it is."""
-        self._call("put_item", Item=_game_over_item(record))
-
-    # --- pricing plans and the record of changes -----------------------------------------
-    def put_plan_version(self, plan: PlanVersion) -> bool:
-        """Put the version if its number is free in the owner's partition (first wins)."""
-        item = (
-            _key(PLAN_PK + plan.owner, f"{PLAN_SK}{plan.version:010d}")
-            | {"entity": {"S": "plan_version"}}
-            | _encode(plan)
-        )
-        try:
-            self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)")
-        except _ConditionFailed:
-            return False
-        return True
-
-    def get_plan_version(self, owner: str, at: datetime | None = None) -> PlanVersion | None:
-        """Query the owner's partition newest version first; the first created at or before
-        ``at`` is the one (versions come into force in number order, so this is usually the
-        first item read)."""
-        params: dict[str, Any] = {
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :version)",
-            "ExpressionAttributeValues": {
-                ":pk": {"S": PLAN_PK + owner},
-                ":version": {"S": PLAN_SK},
-            },
-            "ScanIndexForward": False,
-            "ConsistentRead": True,
-        }
-        if at is not None:
-            params["FilterExpression"] = "created_at <= :at"
-            params["ExpressionAttributeValues"][":at"] = {"S": iso(at)}
-        params["Limit"] = 1 if at is None else 10
-        items = self._query_pages(params, enough=1)
-        return PlanVersion(**_decode(items[0], PlanVersion)) if items else None
-
-    def list_plan_versions(self, owner: str, limit: int = 50) -> list[PlanVersion]:
-        """Query the owner's partition, newest version first."""
-        if limit <= 0:
-            return []
-        answer = self._call(
-            "query",
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :version)",
-            ExpressionAttributeValues={":pk": {"S": PLAN_PK + owner}, ":version": {"S": PLAN_SK}},
-            ScanIndexForward=False,
-            ConsistentRead=True,
-            Limit=limit,
-        )
-        return [PlanVersion(**_decode(item, PlanVersion)) for item in answer.get("Items", [])]
-
-    def record_change(self, change: ChangeRecord) -> None:
-        """Put the change under its subject, in time order."""
-        item = (
-            _key(CHANGES_PK + change.subject, f"{iso(change.at)}#{change.change_id}")
-            | {"entity": {"S": "change"}}
-            | _encode(change)
-        )
-        self._call("put_item", Item=item)
-
-    def list_changes(self, subject: str, limit: int = 50) -> list[ChangeRecord]:
-        """Query the subject's partition, newest first."""
-        if limit <= 0:
-            return []
-        answer = self._call(
-            "query",
-            KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": {"S": CHANGES_PK + subject}},
-            ScanIndexForward=False,
-            Limit=limit,
-        )
-        return [ChangeRecord(**_decode(item, ChangeRecord)) for item in answer.get("Items", [])]
 
 
 # --- the layout of each kind ------------------------------------------------------------------

@@ -15,7 +15,6 @@ from typing import Any, Literal, TypeVar
 from arcade.clock import iso, iso_or_none, parse_iso
 from arcade.errors import MachineExists, StoreError, UnknownMachine
 from arcade.store.base import (
-    ChangeRecord,
     GameOverKey,
     IntentRecord,
     Lost,
@@ -24,7 +23,6 @@ from arcade.store.base import (
     Payment,
     PaymentLink,
     PaymentQuery,
-    PlanVersion,
     RevenueEntry,
     SessionStart,
     StateDelta,
@@ -159,8 +157,6 @@ STATE_COLUMNS = tuple(f.name for f in fields(MachineState))
 INTENT_COLUMNS = tuple(f.name for f in fields(IntentRecord))
 KEY_COLUMNS = tuple(f.name for f in fields(GameOverKey))
 ENTRY_COLUMNS = tuple(f.name for f in fields(RevenueEntry))
-PLAN_COLUMNS = tuple(f.name for f in fields(PlanVersion))
-CHANGE_COLUMNS = tuple(f.name for f in fields(ChangeRecord))
 
 
 class SqliteStore(Store):
@@ -595,61 +591,6 @@ class SqliteStore(Store):
             return True
 
         return self._transaction(write)
-
-    def get_game_over_key(self, machine_id: str, key: str) -> GameOverKey | None:
-        rows = self._rows(
-            "SELECT * FROM game_over_keys WHERE machine_id = ? AND key = ?", (machine_id, key)
-        )
-        return _record(GameOverKey, rows[0]) if rows else None
-
-    def save_game_over_key(self, record: GameOverKey) -> None:
-        def write(conn: sqlite3.Connection) -> Any:
-            conn.execute(_insert_sql("game_over_keys", KEY_COLUMNS, "OR REPLACE"), _values(record))
-
-        return self._transaction(write)
-
-    # --- pricing plans and the record of changes -----------------------------------------
-    def put_plan_version(self, plan: PlanVersion) -> bool:
-        def write(conn: sqlite3.Connection) -> Any:
-            sql = _insert_sql("plan_versions", PLAN_COLUMNS, "OR IGNORE")
-            cur = conn.execute(sql, _values(plan))
-            return cur.rowcount == 1
-
-        return self._transaction(write)
-
-    def get_plan_version(self, owner: str, at: datetime | None = None) -> PlanVersion | None:
-        if at is None:
-            rows = self._rows(
-                "SELECT * FROM plan_versions WHERE owner = ? ORDER BY version DESC LIMIT 1",
-                (owner,),
-            )
-        else:
-            rows = self._rows(
-                "SELECT * FROM plan_versions WHERE owner = ? AND created_at <= ?"
-                " ORDER BY version DESC LIMIT 1",
-                (owner, iso(at)),
-            )
-        return _record(PlanVersion, rows[0]) if rows else None
-
-    def list_plan_versions(self, owner: str, limit: int = 50) -> list[PlanVersion]:
-        rows = self._rows(
-            "SELECT * FROM plan_versions WHERE owner = ? ORDER BY version DESC LIMIT ?",
-            (owner, limit),
-        )
-        return [_record(PlanVersion, r) for r in rows]
-
-    def record_change(self, change: ChangeRecord) -> None:
-        def write(conn: sqlite3.Connection) -> Any:
-            conn.execute(_insert_sql("changes", CHANGE_COLUMNS, "OR IGNORE"), _values(change))
-
-        self._transaction(write)
-
-    def list_changes(self, subject: str, limit: int = 50) -> list[ChangeRecord]:
-        rows = self._rows(
-            "SELECT * FROM changes WHERE subject = ? ORDER BY at DESC, change_id DESC LIMIT ?",
-            (subject, limit),
-        )
-        return [_record(ChangeRecord, r) for r in rows]
 
 
 # --- the layout of each kind ------------------------------------------------------------------
