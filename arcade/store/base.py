@@ -20,14 +20,17 @@ from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from arcade.errors import StoreError
+from arcade.errors import MachineExists, StoreError, UnknownMachine
 from arcade.store.primitives import (
     ABSENT,
+    EXISTS,
+    Delete,
     Index,
     Kind,
     Operation,
     Put,
     Refused,
+    Update,
 )
 
 R = TypeVar("R")
@@ -440,19 +443,19 @@ class Store(ABC):
         """
 
     # --- machines -------------------------------------------------------------------------
-    @abstractmethod
     def add_machine(self, machine: Machine) -> None:
         """Store a new machine; raise MachineExists if the id is taken."""
+        if not self._write(Put(MACHINE, machine, ABSENT)):
+            raise MachineExists(machine.machine_id)
 
-    @abstractmethod
     def get_machine(self, machine_id: str) -> Machine | None:
         """Return the machine, or None."""
+        return self._get(MACHINE, (machine_id,))
 
-    @abstractmethod
     def list_machines(self) -> list[Machine]:
         """Return every machine, ordered by id (an operator command, never a request path)."""
+        return self._query(MACHINE, "all", {})[0]
 
-    @abstractmethod
     def update_machine(self, machine_id: str, /, **changes: str | int | datetime | None) -> None:
         """Set the named fields of a stored machine to the values given, all in one write.
 
@@ -465,32 +468,45 @@ class Store(ABC):
         is not such a field, another kind of value, or None for ``token_hash`` or
         ``created_at`` (``machine_changes``).
         """
+        machine_changes(changes)  # checked first: nothing is written for a bad change
+        if not self._write(Update(MACHINE, {"machine_id": machine_id}, changes, EXISTS)):
+            raise UnknownMachine(machine_id)
 
-    @abstractmethod
     def remove_machine(self, machine_id: str) -> None:
         """Delete a machine (its payments stay); raise UnknownMachine if absent."""
+        if not self._write(Delete(MACHINE, {"machine_id": machine_id}, EXISTS)):
+            raise UnknownMachine(machine_id)
 
     # --- payment links --------------------------------------------------------------------
-    @abstractmethod
     def get_link(self, key: str) -> PaymentLink | None:
         """Return the link stored under ``link_key(...)``, or None."""
+        return self._get(LINK, (key,))
 
-    @abstractmethod
     def get_link_by_id(self, link_id: str) -> PaymentLink | None:
         """Return the link with this Stripe id (``plink_…``), or None."""
+        found, _ = self._query(LINK, "by_id", {"link_id": link_id}, limit=1)
+        return found[0] if found else None
 
-    @abstractmethod
     def put_link(self, link: PaymentLink) -> PaymentLink:
-        """Store a link unless one exists under its key; return the stored one (first wins)."""
+        """Store a link unless one exists under its key; return the stored one (first wins).
+        Raises StoreError when its Stripe id is stored under another key."""
+        written = self._write(Put(LINK, link, ABSENT))
+        if written:
+            return link
+        (stored,) = written.stored
+        if stored is None:
+            raise StoreError(f"payment link {link.link_id!r} vanished while it was written")
+        return stored
 
-    @abstractmethod
     def list_links(self, machine_id: str) -> list[PaymentLink]:
         """Return the links stored for a machine (any order)."""
+        return self._query(LINK, "by_machine", {"machine_id": machine_id})[0]
 
-    @abstractmethod
     def set_link_retired(self, link: PaymentLink, retired_at: datetime | None) -> bool:
         """Mark a stored link retired at ``retired_at`` (None: selling again), under its key
         and its Stripe id alike; return False when no link is stored under its key."""
+        retire = Update(LINK, LINK.ids_of(link), {"retired_at": retired_at}, EXISTS)
+        return bool(self._write(retire))
 
     # --- payments -------------------------------------------------------------------------
     @abstractmethod

@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from arcade.clock import iso, iso_or_none, parse_iso
-from arcade.errors import MachineExists, StoreError, UnknownMachine
+from arcade.errors import StoreError
 from arcade.logs import log_event
 from arcade.store.base import (
     CHANGE,
@@ -38,7 +38,6 @@ from arcade.store.base import (
     StateDelta,
     Store,
     instant_fields,
-    machine_changes,
 )
 from arcade.store.primitives import (
     ABSENT,
@@ -449,131 +448,6 @@ class DynamoStore(Store):
                 stored[position] = refusal.item(index)
         return _refused(operations, stored)
 
-    # --- machines -------------------------------------------------------------------------
-    def add_machine(self, machine: Machine) -> None:
-        """Store a new machine; raise MachineExists if the id is taken."""
-        item = (
-            _machine_key(machine.machine_id)
-            | {"entity": {"S": "machine"}}
-            | _encode(machine)
-            | {BY_MACHINE_PK: {"S": ALL_MACHINES}, BY_MACHINE_SK: {"S": machine.machine_id}}
-        )
-        try:
-            self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)")
-        except _ConditionFailed as exc:
-            raise MachineExists(machine.machine_id) from exc
-
-    def get_machine(self, machine_id: str) -> Machine | None:
-        """Return the machine, or None."""
-        item = self._get_item(_machine_key(machine_id))
-        return None if item is None else Machine(**_decode(item, Machine))
-
-    def list_machines(self) -> list[Machine]:
-        """Return every machine ordered by id, querying the by_machine index (no scan)."""
-        return [Machine(**_decode(item, Machine)) for item in self._query_index(ALL_MACHINES)]
-
-    def update_machine(self, machine_id: str, /, **changes: str | int | datetime | None) -> None:
-        """One UpdateItem if ``attribute_exists(pk)``: SET the fields given a value, REMOVE
-        those given None (an item keeps no attribute for a field that is None, as _encode)."""
-        checked = machine_changes(changes)  # text and whole numbers only, as _encode allows
-        serializer, _ = _serializers()
-        sets, removals = [], []
-        values: Item = {}
-        for name, value in checked.items():
-            if value is None:
-                removals.append(f"#{name}")
-            else:
-                sets.append(f"#{name} = :{name}")
-                values[f":{name}"] = serializer.serialize(value)
-        clauses = (("SET", sets), ("REMOVE", removals))
-        params: dict[str, Any] = {
-            "Key": _machine_key(machine_id),
-            "UpdateExpression": " ".join(f"{verb} {', '.join(x)}" for verb, x in clauses if x),
-            "ConditionExpression": "attribute_exists(pk)",
-            # Every name through a placeholder: some (timezone) are DynamoDB reserved words.
-            "ExpressionAttributeNames": {f"#{name}": name for name in checked},
-        }
-        if values:  # DynamoDB refuses an empty map of values (a change that only clears)
-            params["ExpressionAttributeValues"] = values
-        try:
-            self._call("update_item", **params)
-        except _ConditionFailed as exc:
-            raise UnknownMachine(machine_id) from exc
-
-    def remove_machine(self, machine_id: str) -> None:
-        """Delete a machine item (its payments and state stay); raise UnknownMachine if absent."""
-        try:
-            self._call(
-                "delete_item",
-                Key=_machine_key(machine_id),
-                ConditionExpression="attribute_exists(pk)",
-            )
-        except _ConditionFailed as exc:
-            raise UnknownMachine(machine_id) from exc
-
-    # --- payment links --------------------------------------------------------------------
-    def get_link(self, key: str) -> PaymentLink | None:
-        """Return the link stored under ``link_key(...)``, or None."""
-        item = self._get_item(_key(f"LINK#{key}", LINK_SK))
-        return None if item is None else PaymentLink(**_decode(item, PaymentLink))
-
-    def get_link_by_id(self, link_id: str) -> PaymentLink | None:
-        """Return the link with this Stripe id (``plink_…``), or None."""
-        item = self._get_item(_key(f"LINKID#{link_id}", LINK_SK))
-        return None if item is None else PaymentLink(**_decode(item, PaymentLink))
-
-    def put_link(self, link: PaymentLink) -> PaymentLink:
-        """Store a link under its key and its id together unless the key is taken; return it."""
-        attributes = {"entity": {"S": "link"}} | _encode(link)
-        by_machine = {
-            BY_MACHINE_PK: {"S": LINKS_OF + link.machine_id},
-            BY_MACHINE_SK: {"S": link.key},
-        }
-        for _ in range(ATTEMPTS):
-            try:
-                self._transact(
-                    _put_new(
-                        _key(f"LINK#{link.key}", LINK_SK) | attributes | by_machine,
-                        return_old=True,
-                    ),
-                    _put_new(_key(f"LINKID#{link.link_id}", LINK_SK) | attributes),
-                )
-                return link
-            except _TransactionCancelled as exc:
-                stored = exc.item(0)  # the link that won the key, sent back with the refusal
-                if stored is not None:
-                    return PaymentLink(**_decode(stored, PaymentLink))
-                if exc.reason(1) == "ConditionalCheckFailed":
-                    raise StoreError(
-                        f"payment link {link.link_id!r} is already stored under another key"
-                    ) from exc
-                _pause_or_raise(exc)
-        raise StoreError("the store kept refusing the payment link; try again")
-
-    def list_links(self, machine_id: str) -> list[PaymentLink]:
-        """Return a machine's links, querying the by_machine index (links stored before the
-        index held them are found by key only)."""
-        items = self._query_index(LINKS_OF + machine_id)
-        return [PaymentLink(**_decode(item, PaymentLink)) for item in items]
-
-    def set_link_retired(self, link: PaymentLink, retired_at: datetime | None) -> bool:
-        """Set (or remove) ``retired_at`` on the link's key item and id item together, each
-        only if it exists; return False when either does not."""
-        update: dict[str, Any] = {"UpdateExpression": "REMOVE retired_at"}
-        if retired_at is not None:
-            update = {
-                "UpdateExpression": "SET retired_at = :at",
-                "ExpressionAttributeValues": {":at": {"S": iso(retired_at)}},
-            }
-        actions = [
-            {"Update": {"Key": key, "ConditionExpression": "attribute_exists(pk)"} | update}
-            for key in (
-                _key(f"LINK#{link.key}", LINK_SK),
-                _key(f"LINKID#{link.link_id}", LINK_SK),
-            )
-        ]
-        return self._transact_if(actions, "the payment link's retirement")
-
     # --- payments -------------------------------------------------------------------------
     def get_payment(self, payment_id: str) -> Payment | None:
         """Return the payment, or None."""
@@ -630,17 +504,6 @@ class DynamoStore(Store):
                 if refusal.reason(index) == "ConditionalCheckFailed"
             },
             intent_id,
-        )
-
-    def _query_index(self, partition: str, **options: Any) -> list[Item]:
-        """Return every item of one by_machine partition, following the pages."""
-        return self._query_pages(
-            {
-                "IndexName": BY_MACHINE_INDEX,
-                "KeyConditionExpression": f"{BY_MACHINE_PK} = :partition",
-                "ExpressionAttributeValues": {":partition": {"S": partition}},
-                **options,
-            }
         )
 
     def _query_pages(self, params: dict[str, Any], *, enough: int | None = None) -> list[Item]:
@@ -1276,15 +1139,6 @@ def _update_state(
             "ExpressionAttributeValues": values,
         }
     }
-
-
-def _put_new(item: Item, *, return_old: bool = False) -> dict[str, Any]:
-    """Return a transaction Put that succeeds only when no item has the key yet; with
-    ``return_old`` a refusal carries the item that has it (ALL_OLD)."""
-    put: dict[str, Any] = {"Item": item, "ConditionExpression": "attribute_not_exists(pk)"}
-    if return_old:
-        put["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
-    return {"Put": put}
 
 
 def _pause_or_raise(exc: _TransactionCancelled) -> None:

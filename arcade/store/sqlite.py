@@ -13,22 +13,19 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from arcade.clock import iso, iso_or_none, parse_iso
-from arcade.errors import MachineExists, StoreError, UnknownMachine
+from arcade.errors import StoreError
 from arcade.store.base import (
     GameOverKey,
     IntentRecord,
     Lost,
-    Machine,
     MachineState,
     Payment,
-    PaymentLink,
     PaymentQuery,
     RevenueEntry,
     SessionStart,
     StateDelta,
     Store,
     instant_fields,
-    machine_changes,
 )
 from arcade.store.primitives import ABSENT, EXISTS, Kind, Operation, Put, Refused, Update
 
@@ -151,8 +148,6 @@ CREATE TABLE IF NOT EXISTS game_over_keys (
 """
 
 PAYMENT_COLUMNS = tuple(f.name for f in fields(Payment))
-MACHINE_COLUMNS = tuple(f.name for f in fields(Machine))
-LINK_COLUMNS = tuple(f.name for f in fields(PaymentLink))
 STATE_COLUMNS = tuple(f.name for f in fields(MachineState))
 INTENT_COLUMNS = tuple(f.name for f in fields(IntentRecord))
 KEY_COLUMNS = tuple(f.name for f in fields(GameOverKey))
@@ -332,82 +327,6 @@ class SqliteStore(Store):
             return self._transaction(write)
         except _Refusal as refusal:
             return refusal.refused
-
-    # --- machines -------------------------------------------------------------------------
-    def add_machine(self, machine: Machine) -> None:
-        try:
-
-            def write(conn: sqlite3.Connection) -> Any:
-                conn.execute(_insert_sql("machines", MACHINE_COLUMNS), _values(machine))
-
-            return self._transaction(write)
-        except StoreError as exc:
-            if isinstance(exc.__cause__, sqlite3.IntegrityError):
-                raise MachineExists(machine.machine_id) from exc
-            raise
-
-    def get_machine(self, machine_id: str) -> Machine | None:
-        rows = self._rows("SELECT * FROM machines WHERE machine_id = ?", (machine_id,))
-        return _record(Machine, rows[0]) if rows else None
-
-    def list_machines(self) -> list[Machine]:
-        return [_record(Machine, r) for r in self._rows("SELECT * FROM machines ORDER BY 1")]
-
-    def update_machine(self, machine_id: str, /, **changes: str | int | datetime | None) -> None:
-        checked = machine_changes(changes)
-
-        def write(conn: sqlite3.Connection) -> Any:
-            sql = _update_machine_sql(tuple(checked))
-            if conn.execute(sql, (*checked.values(), machine_id)).rowcount == 0:
-                raise UnknownMachine(machine_id)
-
-        self._transaction(write)
-
-    def remove_machine(self, machine_id: str) -> None:
-        def write(conn: sqlite3.Connection) -> Any:
-            cur = conn.execute("DELETE FROM machines WHERE machine_id = ?", (machine_id,))
-            if cur.rowcount == 0:
-                raise UnknownMachine(machine_id)
-
-        return self._transaction(write)
-
-    # --- payment links --------------------------------------------------------------------
-    def get_link(self, key: str) -> PaymentLink | None:
-        rows = self._rows("SELECT * FROM payment_links WHERE link_key = ?", (key,))
-        return _link(rows[0]) if rows else None
-
-    def get_link_by_id(self, link_id: str) -> PaymentLink | None:
-        rows = self._rows("SELECT * FROM payment_links WHERE link_id = ?", (link_id,))
-        return _link(rows[0]) if rows else None
-
-    def put_link(self, link: PaymentLink) -> PaymentLink:
-        def write(conn: sqlite3.Connection) -> Any:
-            conn.execute(
-                _insert_sql("payment_links", ("link_key", *LINK_COLUMNS), "OR IGNORE"),
-                (link.key, *_values(link)),
-            )
-            row = conn.execute(
-                "SELECT * FROM payment_links WHERE link_key = ?", (link.key,)
-            ).fetchone()
-            if row is None:  # the Stripe link id is already stored under another key
-                raise StoreError("that payment link is already stored for another machine")
-            return _link(row)
-
-        return self._transaction(write)
-
-    def list_links(self, machine_id: str) -> list[PaymentLink]:
-        rows = self._rows("SELECT * FROM payment_links WHERE machine_id = ?", (machine_id,))
-        return [_link(row) for row in rows]
-
-    def set_link_retired(self, link: PaymentLink, retired_at: datetime | None) -> bool:
-        def write(conn: sqlite3.Connection) -> Any:
-            cur = conn.execute(
-                "UPDATE payment_links SET retired_at = ? WHERE link_key = ?",
-                (iso_or_none(retired_at), link.key),
-            )
-            return cur.rowcount == 1
-
-        return self._transaction(write)
 
     # --- payments -------------------------------------------------------------------------
     def get_payment(self, payment_id: str) -> Payment | None:
@@ -791,10 +710,6 @@ def _record(record_type: type[T], row: sqlite3.Row | Mapping[str, Any]) -> T:
     return record_type(**values)
 
 
-def _link(row: sqlite3.Row) -> PaymentLink:
-    return _record(PaymentLink, {c: row[c] for c in LINK_COLUMNS})
-
-
 class _VersionMoved(Exception):
     """A versioned write found another version stored: nothing of the transaction is kept.
 
@@ -843,13 +758,6 @@ def _upsert_first_sql(table: str, key: str, columns: tuple[str, ...]) -> str:
 def _update_versioned_sql(table: str, key: str, columns: tuple[str, ...]) -> str:
     sets = ", ".join(f"{c} = ?" for c in columns)
     return f"UPDATE {table} SET {sets} WHERE {key} = ? AND version = ?"  # noqa: S608
-
-
-@functools.cache
-def _update_machine_sql(columns: tuple[str, ...]) -> str:
-    # The names passed machine_changes: each is a column of machines, never input.
-    sets = ", ".join(f"{c} = ?" for c in columns)
-    return f"UPDATE machines SET {sets} WHERE machine_id = ?"  # noqa: S608
 
 
 def _ensure_state(conn: sqlite3.Connection, machine_id: str | None) -> None:
