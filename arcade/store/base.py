@@ -392,6 +392,33 @@ LINK = Kind(
 )
 
 
+# A payment reads by machine, by status or all of them newest first, and by its due instant.
+PAYMENT = Kind(
+    "payment",
+    Payment,
+    key=("payment_id",),
+    indexes={
+        "by_machine": Index(partition=("machine_id",), sort=("created_at", "payment_id")),
+        "by_status": Index(partition=("status",), sort=("created_at", "payment_id")),
+        "by_time": Index(sort=("created_at", "payment_id")),
+        "due": Index(sort=("due_at",)),
+    },
+)
+# The PaymentIntents whose Checkout Session is not on record (payment_id None) read by change.
+INTENT = Kind(
+    "intent",
+    IntentRecord,
+    key=("payment_intent",),
+    indexes={"unmatched": Index(partition=("payment_id",), sort=("updated_at", "payment_intent"))},
+)
+REVENUE = Kind(
+    "revenue",
+    RevenueEntry,
+    key=("entry_id",),
+    indexes={"by_time": Index(sort=("at", "entry_id"))},
+)
+
+
 class Store(ABC):
     """Persistence for machines, payment links, payments and machine state.
 
@@ -509,13 +536,13 @@ class Store(ABC):
         return bool(self._write(retire))
 
     # --- payments -------------------------------------------------------------------------
-    @abstractmethod
     def get_payment(self, payment_id: str) -> Payment | None:
         """Return the payment, or None."""
+        return self._get(PAYMENT, (payment_id,))
 
-    @abstractmethod
     def get_intent(self, payment_intent: str) -> IntentRecord | None:
         """Return what is stored of a PaymentIntent, or None."""
+        return self._get(INTENT, (payment_intent,))
 
     @abstractmethod
     def commit_payment(
@@ -543,24 +570,53 @@ class Store(ABC):
         it. No rule about payments lives here.
         """
 
-    @abstractmethod
     def query_payments(self, query: PaymentQuery) -> tuple[list[Payment], bool]:
         """Return up to ``query.limit`` payments matching it, newest first, and whether more
         follow (an index query, never a scan of every payment)."""
+        # The index that fits: a machine's payments, a status's, else all of them.
+        if query.machine_id is not None:
+            index = "by_machine"
+        elif query.status is not None:
+            index = "by_status"
+        else:
+            index = "by_time"
+        equals = {
+            name: value
+            for name, value in (("machine_id", query.machine_id), ("status", query.status))
+            if value is not None
+        }
+        return self._query(
+            PAYMENT,
+            index,
+            equals,
+            at_least=None if query.since is None else {"created_at": query.since},
+            below=None if query.until is None else {"created_at": query.until},
+            at_most=(
+                None if query.delivered_before is None else {"delivered_at": query.delivered_before}
+            ),
+            after=query.after,
+            newest_first=True,
+            limit=query.limit,
+        )
 
-    @abstractmethod
     def list_unmatched_intents(self, limit: int = 100) -> list[IntentRecord]:
         """Return up to ``limit`` PaymentIntent records whose Checkout Session is not on record
         (a refund or dispute kept for later), most recently changed first."""
+        if limit <= 0:
+            return []
+        unmatched = {"payment_id": None}
+        return self._query(INTENT, "unmatched", unmatched, newest_first=True, limit=limit)[0]
 
-    @abstractmethod
     def list_revenue(self, since: datetime, until: datetime) -> list[RevenueEntry]:
         """Return every revenue entry with ``since <= at < until``, oldest first."""
+        return self._query(REVENUE, "by_time", {}, at_least={"at": since}, below={"at": until})[0]
 
-    @abstractmethod
     def list_due(self, now: datetime, limit: int = 100) -> list[Payment]:
         """Return up to ``limit`` payments whose ``due_at`` is set and not after ``now``,
         earliest due first (the outbox entries to publish)."""
+        if limit <= 0:
+            return []
+        return self._query(PAYMENT, "due", {}, at_most={"due_at": now}, limit=limit)[0]
 
     # --- machine state --------------------------------------------------------------------
     @abstractmethod

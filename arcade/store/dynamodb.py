@@ -32,7 +32,6 @@ from arcade.store.base import (
     MachineState,
     Payment,
     PaymentLink,
-    PaymentQuery,
     RevenueEntry,
     SessionStart,
     StateDelta,
@@ -449,18 +448,6 @@ class DynamoStore(Store):
         return _refused(operations, stored)
 
     # --- payments -------------------------------------------------------------------------
-    def get_payment(self, payment_id: str) -> Payment | None:
-        """Return the payment, or None."""
-        item = self._get_item(_payment_key(payment_id))
-        return None if item is None else Payment(**_decode(item, Payment))
-
-    def get_intent(self, payment_intent: str) -> IntentRecord | None:
-        """Return the PaymentIntent's item (older ones hold only ``payment_id``), or None."""
-        item = self._get_item(_intent_key(payment_intent))
-        if item is None:
-            return None
-        return IntentRecord(**(_decode(item, IntentRecord) | {"payment_intent": payment_intent}))
-
     def commit_payment(
         self,
         payment: Payment | None,
@@ -517,109 +504,6 @@ class DynamoStore(Store):
                 break
             params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return items
-
-    def query_payments(self, query: PaymentQuery) -> tuple[list[Payment], bool]:
-        """Query the index that fits: by_machine for a machine, by_status for a status, else
-        by_time; the time bounds and the page cursor are one condition on the sort key."""
-        names: dict[str, str] = {}
-        values: Item = {}
-        if query.machine_id is not None:
-            index, pk, sk = BY_MACHINE_INDEX, BY_MACHINE_PK, BY_MACHINE_SK
-            values[":partition"] = {"S": f"MACHINE#{query.machine_id}"}
-        elif query.status is not None:
-            index, pk, sk = BY_STATUS_INDEX, STATUS_PK, TIME_SK
-            values[":partition"] = {"S": f"STATUS#{query.status}"}
-        else:
-            index, pk, sk = BY_TIME_INDEX, TIME_PK, TIME_SK
-            values[":partition"] = {"S": ALL_PAYMENTS}
-        # Sort keys are "<iso(created_at)>#<payment_id>": created_at >= since is sk >= iso(since),
-        # and created_at < until is sk < iso(until) (no sort key equals a bare instant).
-        since, upper = iso_or_none(query.since), iso_or_none(query.until)
-        after = f"{iso(query.after[0])}#{query.after[1]}" if query.after else None
-        if after is not None and (upper is None or after < upper):
-            upper = after
-        if since is not None and upper is not None and since > upper:
-            return [], False  # DynamoDB refuses a BETWEEN whose bounds are the wrong way round
-        condition = f"{pk} = :partition"
-        if since is not None and upper is not None:
-            condition += f" AND {sk} BETWEEN :lower AND :upper"
-            values[":lower"], values[":upper"] = {"S": since}, {"S": upper}
-        elif since is not None:
-            condition += f" AND {sk} >= :lower"
-            values[":lower"] = {"S": since}
-        elif upper is not None:
-            condition += f" AND {sk} <= :upper"
-            values[":upper"] = {"S": upper}
-        filters = []
-        if after is not None:  # BETWEEN and <= include the previous page's last payment
-            filters.append(f"{sk} <> :after")
-            values[":after"] = {"S": after}
-        if query.machine_id is not None and query.status is not None:
-            filters.append("#status = :status")
-            names["#status"] = "status"
-            values[":status"] = {"S": query.status}
-        if query.delivered_before is not None:
-            filters.append("delivered_at <= :delivered_before")
-            values[":delivered_before"] = {"S": iso(query.delivered_before)}
-        params: dict[str, Any] = {
-            "IndexName": index,
-            "KeyConditionExpression": condition,
-            "ExpressionAttributeValues": values,
-            "ScanIndexForward": False,
-            "Limit": query.limit + 1,
-        }
-        if filters:
-            params["FilterExpression"] = " AND ".join(filters)
-        if names:
-            params["ExpressionAttributeNames"] = names
-        # A filter applies after Limit, so pages are followed until one more than asked is
-        # found (that one only says that more follow).
-        items = self._query_pages(params, enough=query.limit + 1)
-        payments = [Payment(**_decode(item, Payment)) for item in items[: query.limit + 1]]
-        return payments[: query.limit], len(payments) > query.limit
-
-    def list_unmatched_intents(self, limit: int = 100) -> list[IntentRecord]:
-        """Return the PaymentIntents still waiting for their session, newest change first (one
-        Query on by_status)."""
-        params = {
-            "IndexName": BY_STATUS_INDEX,
-            "KeyConditionExpression": f"{STATUS_PK} = :unmatched",
-            "ExpressionAttributeValues": {":unmatched": {"S": UNMATCHED_INTENTS}},
-            "ScanIndexForward": False,
-            "Limit": limit,
-        }
-        items = self._query_pages(params, enough=limit)[:limit]
-        return [IntentRecord(**_decode(item, IntentRecord)) for item in items]
-
-    def list_revenue(self, since: datetime, until: datetime) -> list[RevenueEntry]:
-        """Return the revenue entries in ``[since, until)``, one Query on by_time."""
-        if since >= until:
-            return []  # DynamoDB refuses a BETWEEN whose bounds are the wrong way round
-        params: dict[str, Any] = {
-            "IndexName": BY_TIME_INDEX,
-            "KeyConditionExpression": (
-                f"{TIME_PK} = :revenue AND {TIME_SK} BETWEEN :lower AND :upper"
-            ),
-            "ExpressionAttributeValues": {
-                ":revenue": {"S": REVENUE},
-                ":lower": {"S": iso(since)},
-                ":upper": {"S": iso(until)},  # no sort key equals a bare instant: until stays out
-            },
-        }
-        return [RevenueEntry(**_decode(item, RevenueEntry)) for item in self._query_pages(params)]
-
-    def list_due(self, now: datetime, limit: int = 100) -> list[Payment]:
-        """Return the outbox's payments due by ``now``, querying the sparse outbox index."""
-        if limit <= 0:
-            return []
-        answer = self._call(
-            "query",
-            IndexName=OUTBOX_INDEX,
-            KeyConditionExpression=f"{OUTBOX_PK} = :outbox AND due_at <= :now",
-            ExpressionAttributeValues={":outbox": {"S": OUTBOX}, ":now": {"S": iso(now)}},
-            Limit=limit,
-        )
-        return [Payment(**_decode(item, Payment)) for item in answer.get("Items", [])]
 
     # --- machine state --------------------------------------------------------------------
     def get_machine_state(self, machine_id: str) -> MachineState:
@@ -841,6 +725,68 @@ LAYOUTS: dict[str, _Layout] = {
                 partition=lambda equals: LINKS_OF + equals["machine_id"],
                 sk=BY_MACHINE_SK,
             ),
+        },
+    ),
+    "payment": _Layout(
+        key=lambda ids: _payment_key(ids["payment_id"]),
+        item=lambda payment: _payment_item(payment),
+        indexes={
+            "by_machine": _Where(
+                index=BY_MACHINE_INDEX,
+                pk=BY_MACHINE_PK,
+                partition=lambda equals: f"MACHINE#{equals['machine_id']}",
+                sk=BY_MACHINE_SK,
+                sort=_sort_text,
+            ),
+            "by_status": _Where(
+                index=BY_STATUS_INDEX,
+                pk=STATUS_PK,
+                partition=lambda equals: f"STATUS#{equals['status']}",
+                sk=TIME_SK,
+                sort=_sort_text,
+            ),
+            "by_time": _Where(
+                index=BY_TIME_INDEX,
+                pk=TIME_PK,
+                partition=lambda equals: ALL_PAYMENTS,
+                sk=TIME_SK,
+                sort=_sort_text,
+            ),
+            # The sparse outbox index holds only the payments whose due_at is set.
+            "due": _Where(
+                index=OUTBOX_INDEX,
+                pk=OUTBOX_PK,
+                partition=lambda equals: OUTBOX,
+                sk="due_at",
+                sort=_sort_text,
+            ),
+        },
+    ),
+    "intent": _Layout(
+        key=lambda ids: _intent_key(ids["payment_intent"]),
+        item=lambda intent: _intent_item(intent),
+        indexes={
+            # Only the intents whose payment_id is not set sit in this partition.
+            "unmatched": _Where(
+                index=BY_STATUS_INDEX,
+                pk=STATUS_PK,
+                partition=lambda equals: UNMATCHED_INTENTS,
+                sk=TIME_SK,
+                sort=_sort_text,
+            )
+        },
+    ),
+    "revenue": _Layout(
+        key=lambda ids: _key(f"REVENUE#{ids['entry_id']}", REVENUE_SK),
+        item=lambda entry: _revenue_item(entry),
+        indexes={
+            "by_time": _Where(
+                index=BY_TIME_INDEX,
+                pk=TIME_PK,
+                partition=lambda equals: REVENUE,
+                sk=TIME_SK,
+                sort=_sort_text,
+            )
         },
     ),
 }

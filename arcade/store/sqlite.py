@@ -20,7 +20,6 @@ from arcade.store.base import (
     Lost,
     MachineState,
     Payment,
-    PaymentQuery,
     RevenueEntry,
     SessionStart,
     StateDelta,
@@ -329,14 +328,6 @@ class SqliteStore(Store):
             return refusal.refused
 
     # --- payments -------------------------------------------------------------------------
-    def get_payment(self, payment_id: str) -> Payment | None:
-        rows = self._rows("SELECT * FROM payments WHERE payment_id = ?", (payment_id,))
-        return _record(Payment, rows[0]) if rows else None
-
-    def get_intent(self, payment_intent: str) -> IntentRecord | None:
-        rows = self._rows("SELECT * FROM intents WHERE payment_intent = ?", (payment_intent,))
-        return _record(IntentRecord, rows[0]) if rows else None
-
     def commit_payment(
         self,
         payment: Payment | None,
@@ -399,57 +390,6 @@ class SqliteStore(Store):
             return self._transaction(write)
         except _VersionMoved as moved:
             return moved.lost
-
-    def query_payments(self, query: PaymentQuery) -> tuple[list[Payment], bool]:
-        # Each filter is a fixed clause with a bound parameter: nothing of the query's values
-        # reaches the SQL text. Instants are compared as the stored text, which sorts in time
-        # order, so the indexes on created_at serve the bounds and the cursor.
-        clauses: list[str] = []
-        params: list[Any] = []
-        for clause, value in (
-            ("status = ?", query.status),
-            ("machine_id = ?", query.machine_id),
-            ("created_at >= ?", iso_or_none(query.since)),
-            ("created_at < ?", iso_or_none(query.until)),
-            ("delivered_at <= ?", iso_or_none(query.delivered_before)),
-        ):
-            if value is not None:
-                clauses.append(clause)
-                params.append(value)
-        if query.after is not None:
-            clauses.append("(created_at, payment_id) < (?, ?)")
-            params.extend((iso(query.after[0]), query.after[1]))
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._rows(
-            f"SELECT * FROM payments {where}"  # noqa: S608 - clauses are the constants above
-            " ORDER BY created_at DESC, payment_id DESC LIMIT ?",
-            (*params, query.limit + 1),
-        )
-        payments = [_record(Payment, r) for r in rows]
-        return payments[: query.limit], len(payments) > query.limit
-
-    def list_unmatched_intents(self, limit: int = 100) -> list[IntentRecord]:
-        rows = self._rows(
-            "SELECT * FROM intents WHERE payment_id IS NULL"
-            " ORDER BY updated_at DESC, payment_intent DESC LIMIT ?",
-            (limit,),
-        )
-        return [_record(IntentRecord, r) for r in rows]
-
-    def list_revenue(self, since: datetime, until: datetime) -> list[RevenueEntry]:
-        rows = self._rows(
-            "SELECT * FROM revenue_entries WHERE at >= ? AND at < ? ORDER BY at, entry_id",
-            (iso(since), iso(until)),
-        )
-        return [_record(RevenueEntry, r) for r in rows]
-
-    def list_due(self, now: datetime, limit: int = 100) -> list[Payment]:
-        rows = self._rows(
-            "SELECT * FROM payments WHERE due_at IS NOT NULL AND due_at <= ?"
-            " ORDER BY due_at LIMIT ?",
-            (iso(now), limit),
-        )
-        return [_record(Payment, r) for r in rows]
 
     # --- machine state --------------------------------------------------------------------
     def get_machine_state(self, machine_id: str) -> MachineState:
@@ -531,6 +471,9 @@ TABLES = {
     "game_over_key": _Table("game_over_keys"),
     "machine": _Table("machines"),
     "link": _Table("payment_links", {"key": "link_key"}),
+    "payment": _Table("payments"),
+    "intent": _Table("intents"),
+    "revenue": _Table("revenue_entries"),
 }
 
 
