@@ -15,10 +15,23 @@ from __future__ import annotations
 import functools
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal, TypeVar
+
+from arcade.errors import MachineExists, StoreError, UnknownMachine
+from arcade.store.primitives import (
+    ABSENT,
+    EXISTS,
+    Delete,
+    Index,
+    Kind,
+    Operation,
+    Put,
+    Refused,
+    Update,
+)
 
 R = TypeVar("R")
 
@@ -337,23 +350,139 @@ class MachineState:
         return changed(self, **changes)
 
 
+@dataclass(frozen=True)
+class KeptValue:
+    """A value the service keeps for itself under a name (a signing key, a setting)."""
+
+    name: str
+    value: str
+
+
+# The kinds of record the store keeps, as ``arcade.store.primitives`` describes them: each back
+# end maps a kind and its indexes onto its own layout. Instants in sort fields sort in time
+# order because the back ends store them as ``arcade.clock.iso`` text.
+VALUE = Kind("value", KeptValue, key=("name",))
+PLAN_VERSION = Kind(
+    "plan_version",
+    PlanVersion,
+    key=("owner", "version"),
+    indexes={"by_owner": Index(partition=("owner",), sort=("version",))},
+)
+# A change is kept under its subject and instant too (DynamoDB's key holds all three).
+CHANGE = Kind(
+    "change",
+    ChangeRecord,
+    key=("subject", "at", "change_id"),
+    indexes={"by_subject": Index(partition=("subject",), sort=("at", "change_id"))},
+)
+GAME_OVER_KEY = Kind("game_over_key", GameOverKey, key=("machine_id", "key"))
+MACHINE = Kind(
+    "machine", Machine, key=("machine_id",), indexes={"all": Index(sort=("machine_id",))}
+)
+# A link's key is its ``key`` property (machine, price, quantity); its Stripe id is unique too.
+LINK = Kind(
+    "link",
+    PaymentLink,
+    key=("key",),
+    unique=("link_id",),
+    indexes={
+        "by_id": Index(partition=("link_id",)),
+        "by_machine": Index(partition=("machine_id",)),
+    },
+)
+
+
+# A payment reads by machine, by status or all of them newest first, and by its due instant.
+PAYMENT = Kind(
+    "payment",
+    Payment,
+    key=("payment_id",),
+    indexes={
+        "by_machine": Index(partition=("machine_id",), sort=("created_at", "payment_id")),
+        "by_status": Index(partition=("status",), sort=("created_at", "payment_id")),
+        "by_time": Index(sort=("created_at", "payment_id")),
+        "due": Index(sort=("due_at",)),
+    },
+)
+# The PaymentIntents whose Checkout Session is not on record (payment_id None) read by change.
+INTENT = Kind(
+    "intent",
+    IntentRecord,
+    key=("payment_intent",),
+    indexes={"unmatched": Index(partition=("payment_id",), sort=("updated_at", "payment_intent"))},
+)
+REVENUE = Kind(
+    "revenue",
+    RevenueEntry,
+    key=("entry_id",),
+    indexes={"by_time": Index(sort=("at", "entry_id"))},
+)
+
+
 class Store(ABC):
-    """Persistence for machines, payment links, payments and machine state."""
+    """Persistence for machines, payment links, payments and machine state.
+
+    The record-named methods are written once here, on three primitives each back end
+    provides (``_get``, ``_query``, ``_write``; ``arcade.store.primitives``). The back ends
+    keep no rule of their own: they store, fetch, and enforce the storage guards they are given.
+    """
+
+    # --- the primitives each back end provides --------------------------------------------
+    @abstractmethod
+    def _get(self, kind: Kind, key: tuple[Any, ...]) -> Any | None:
+        """Return the record of ``kind`` stored under ``key`` (values in ``kind.key`` order),
+        read strongly consistent, or None. Raises StoreError when the store cannot be read."""
+
+    @abstractmethod
+    def _query(
+        self,
+        kind: Kind,
+        index: str,
+        equals: Mapping[str, Any],
+        *,
+        at_least: Mapping[str, Any] | None = None,
+        below: Mapping[str, Any] | None = None,
+        at_most: Mapping[str, Any] | None = None,
+        after: tuple[Any, ...] | None = None,
+        newest_first: bool = False,
+        limit: int | None = None,
+    ) -> tuple[list[Any], bool]:
+        """Return records of ``kind`` read through its index ``index``, and whether more follow.
+
+        ``equals`` holds a value for each of the index's partition fields (None: the field is
+        not set), and may hold other fields to keep only records with those values. The bounds
+        keep records whose field is ``>=`` (``at_least``), ``<`` (``below``) or ``<=``
+        (``at_most``) the value given; a record without the field is never kept by a bound.
+        ``after`` is the sort fields' values of the last record of a previous page: the answer
+        continues strictly after it. Records come in the order of the index's sort fields,
+        descending with ``newest_first``; at most ``limit`` of them (a positive number; None:
+        all). Raises StoreError when the store cannot be read.
+        """
+
+    @abstractmethod
+    def _write(self, *operations: Operation) -> Literal[True] | Refused:
+        """Apply ``operations`` all or nothing, in order; return True once they are written.
+
+        When a condition is false nothing is written, and the answer is a ``Refused`` carrying
+        what is stored under the key of the operation refused (read with the refusal, no
+        second read). Raises StoreError when the store refuses the write otherwise, or when
+        a Put would give a unique field (``Kind.unique``) a value another key holds.
+        """
 
     # --- machines -------------------------------------------------------------------------
-    @abstractmethod
     def add_machine(self, machine: Machine) -> None:
         """Store a new machine; raise MachineExists if the id is taken."""
+        if not self._write(Put(MACHINE, machine, ABSENT)):
+            raise MachineExists(machine.machine_id)
 
-    @abstractmethod
     def get_machine(self, machine_id: str) -> Machine | None:
         """Return the machine, or None."""
+        return self._get(MACHINE, (machine_id,))
 
-    @abstractmethod
     def list_machines(self) -> list[Machine]:
         """Return every machine, ordered by id (an operator command, never a request path)."""
+        return self._query(MACHINE, "all", {})[0]
 
-    @abstractmethod
     def update_machine(self, machine_id: str, /, **changes: str | int | datetime | None) -> None:
         """Set the named fields of a stored machine to the values given, all in one write.
 
@@ -366,41 +495,54 @@ class Store(ABC):
         is not such a field, another kind of value, or None for ``token_hash`` or
         ``created_at`` (``machine_changes``).
         """
+        machine_changes(changes)  # checked first: nothing is written for a bad change
+        if not self._write(Update(MACHINE, {"machine_id": machine_id}, changes, EXISTS)):
+            raise UnknownMachine(machine_id)
 
-    @abstractmethod
     def remove_machine(self, machine_id: str) -> None:
         """Delete a machine (its payments stay); raise UnknownMachine if absent."""
+        if not self._write(Delete(MACHINE, {"machine_id": machine_id}, EXISTS)):
+            raise UnknownMachine(machine_id)
 
     # --- payment links --------------------------------------------------------------------
-    @abstractmethod
     def get_link(self, key: str) -> PaymentLink | None:
         """Return the link stored under ``link_key(...)``, or None."""
+        return self._get(LINK, (key,))
 
-    @abstractmethod
     def get_link_by_id(self, link_id: str) -> PaymentLink | None:
         """Return the link with this Stripe id (``plink_…``), or None."""
+        found, _ = self._query(LINK, "by_id", {"link_id": link_id}, limit=1)
+        return found[0] if found else None
 
-    @abstractmethod
     def put_link(self, link: PaymentLink) -> PaymentLink:
-        """Store a link unless one exists under its key; return the stored one (first wins)."""
+        """Store a link unless one exists under its key; return the stored one (first wins).
+        Raises StoreError when its Stripe id is stored under another key."""
+        written = self._write(Put(LINK, link, ABSENT))
+        if written:
+            return link
+        (stored,) = written.stored
+        if stored is None:
+            raise StoreError(f"payment link {link.link_id!r} vanished while it was written")
+        return stored
 
-    @abstractmethod
     def list_links(self, machine_id: str) -> list[PaymentLink]:
         """Return the links stored for a machine (any order)."""
+        return self._query(LINK, "by_machine", {"machine_id": machine_id})[0]
 
-    @abstractmethod
     def set_link_retired(self, link: PaymentLink, retired_at: datetime | None) -> bool:
         """Mark a stored link retired at ``retired_at`` (None: selling again), under its key
         and its Stripe id alike; return False when no link is stored under its key."""
+        retire = Update(LINK, LINK.ids_of(link), {"retired_at": retired_at}, EXISTS)
+        return bool(self._write(retire))
 
     # --- payments -------------------------------------------------------------------------
-    @abstractmethod
     def get_payment(self, payment_id: str) -> Payment | None:
         """Return the payment, or None."""
+        return self._get(PAYMENT, (payment_id,))
 
-    @abstractmethod
     def get_intent(self, payment_intent: str) -> IntentRecord | None:
         """Return what is stored of a PaymentIntent, or None."""
+        return self._get(INTENT, (payment_intent,))
 
     @abstractmethod
     def commit_payment(
@@ -428,24 +570,53 @@ class Store(ABC):
         it. No rule about payments lives here.
         """
 
-    @abstractmethod
     def query_payments(self, query: PaymentQuery) -> tuple[list[Payment], bool]:
         """Return up to ``query.limit`` payments matching it, newest first, and whether more
         follow (an index query, never a scan of every payment)."""
+        # The index that fits: a machine's payments, a status's, else all of them.
+        if query.machine_id is not None:
+            index = "by_machine"
+        elif query.status is not None:
+            index = "by_status"
+        else:
+            index = "by_time"
+        equals = {
+            name: value
+            for name, value in (("machine_id", query.machine_id), ("status", query.status))
+            if value is not None
+        }
+        return self._query(
+            PAYMENT,
+            index,
+            equals,
+            at_least=None if query.since is None else {"created_at": query.since},
+            below=None if query.until is None else {"created_at": query.until},
+            at_most=(
+                None if query.delivered_before is None else {"delivered_at": query.delivered_before}
+            ),
+            after=query.after,
+            newest_first=True,
+            limit=query.limit,
+        )
 
-    @abstractmethod
     def list_unmatched_intents(self, limit: int = 100) -> list[IntentRecord]:
         """Return up to ``limit`` PaymentIntent records whose Checkout Session is not on record
         (a refund or dispute kept for later), most recently changed first."""
+        if limit <= 0:
+            return []
+        unmatched = {"payment_id": None}
+        return self._query(INTENT, "unmatched", unmatched, newest_first=True, limit=limit)[0]
 
-    @abstractmethod
     def list_revenue(self, since: datetime, until: datetime) -> list[RevenueEntry]:
         """Return every revenue entry with ``since <= at < until``, oldest first."""
+        return self._query(REVENUE, "by_time", {}, at_least={"at": since}, below={"at": until})[0]
 
-    @abstractmethod
     def list_due(self, now: datetime, limit: int = 100) -> list[Payment]:
         """Return up to ``limit`` payments whose ``due_at`` is set and not after ``now``,
         earliest due first (the outbox entries to publish)."""
+        if limit <= 0:
+            return []
+        return self._query(PAYMENT, "due", {}, at_most={"due_at": now}, limit=limit)[0]
 
     # --- machine state --------------------------------------------------------------------
     @abstractmethod
@@ -470,50 +641,72 @@ class Store(ABC):
         credits_granted or revenue: those move only with payments.
         """
 
-    @abstractmethod
     def get_game_over_key(self, machine_id: str, key: str) -> GameOverKey | None:
         """Return the stored game-over key (expired or not), or None."""
+        return self._get(GAME_OVER_KEY, (machine_id, key))
 
-    @abstractmethod
     def save_game_over_key(self, record: GameOverKey) -> None:
         """Store a game-over key as it is, replacing any stored one."""
+        self._write(Put(GAME_OVER_KEY, record))
 
     # --- pricing plans and the record of changes -----------------------------------------
-    @abstractmethod
     def put_plan_version(self, plan: PlanVersion) -> bool:
         """Store a plan version unless that owner already has one with that number; return
         whether it was stored (first writer wins: the loser reads again and numbers anew)."""
+        return bool(self._write(Put(PLAN_VERSION, plan, ABSENT)))
 
-    @abstractmethod
     def get_plan_version(self, owner: str, at: datetime | None = None) -> PlanVersion | None:
         """Return the owner's newest plan version created at or before ``at`` (None: the
         newest of all), or None when there is none."""
+        found, _ = self._query(
+            PLAN_VERSION,
+            "by_owner",
+            {"owner": owner},
+            at_most=None if at is None else {"created_at": at},
+            newest_first=True,
+            limit=1,
+        )
+        return found[0] if found else None
 
-    @abstractmethod
     def list_plan_versions(self, owner: str, limit: int = 50) -> list[PlanVersion]:
         """Return up to ``limit`` of the owner's plan versions, newest first."""
+        if limit <= 0:
+            return []
+        query = {"owner": owner}
+        return self._query(PLAN_VERSION, "by_owner", query, newest_first=True, limit=limit)[0]
 
-    @abstractmethod
     def record_change(self, change: ChangeRecord) -> None:
         """Keep a change for the record."""
+        self._write(Put(CHANGE, change))
 
-    @abstractmethod
     def list_changes(self, subject: str, limit: int = 50) -> list[ChangeRecord]:
         """Return up to ``limit`` changes of one subject, newest first."""
+        if limit <= 0:
+            return []
+        query = {"subject": subject}
+        return self._query(CHANGE, "by_subject", query, newest_first=True, limit=limit)[0]
 
     # --- values the service keeps for itself ------------------------------------------------
-    @abstractmethod
     def get_value(self, name: str) -> str | None:
         """Return a value stored under ``name``, or None."""
+        kept = self._get(VALUE, (name,))
+        return None if kept is None else kept.value
 
-    @abstractmethod
     def put_value(self, name: str, value: str) -> None:
         """Store ``value`` under ``name``, replacing any stored one."""
+        self._write(Put(VALUE, KeptValue(name, value)))
 
-    @abstractmethod
     def put_value_if_absent(self, name: str, value: str) -> str:
         """Store ``value`` under ``name`` unless one is there; return the stored one (first
-        writer wins, so processes racing to create a value all end up with the same)."""
+        writer wins, so processes racing to create a value all end up with the same). Raises
+        StoreError when the value that won is gone by the time it is read."""
+        written = self._write(Put(VALUE, KeptValue(name, value), ABSENT))
+        if written:
+            return value
+        (kept,) = written.stored
+        if kept is None:
+            raise StoreError(f"the value {name!r} vanished while it was written")
+        return kept.value
 
     def maintain(self) -> None:  # noqa: B027 - optional hook, most back ends need nothing
         """Do housekeeping off the request path (run by the background thread of app.py)."""

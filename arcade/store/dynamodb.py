@@ -7,22 +7,24 @@ that never touches the store does not pay for them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import random
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import MISSING, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
 from arcade.clock import iso, iso_or_none, parse_iso
-from arcade.errors import MachineExists, StoreError, UnknownMachine
+from arcade.errors import StoreError
 from arcade.logs import log_event
 from arcade.store.base import (
-    ChangeRecord,
+    CHANGE,
+    PLAN_VERSION,
     GameOverKey,
     IntentRecord,
     Lost,
@@ -30,14 +32,20 @@ from arcade.store.base import (
     MachineState,
     Payment,
     PaymentLink,
-    PaymentQuery,
-    PlanVersion,
     RevenueEntry,
     SessionStart,
     StateDelta,
     Store,
     instant_fields,
-    machine_changes,
+)
+from arcade.store.primitives import (
+    ABSENT,
+    Condition,
+    Delete,
+    Kind,
+    Operation,
+    Put,
+    Refused,
 )
 
 logger = logging.getLogger(__name__)
@@ -192,7 +200,7 @@ class DynamoStore(Store):
             _log_failure(operation, type(exc).__name__)
             raise StoreError("the store could not be reached") from exc
 
-    def _get(self, key: Item) -> Item | None:
+    def _get_item(self, key: Item) -> Item | None:
         """Read one item with a strongly consistent read."""
         answer = self._call("get_item", Key=key, ConsistentRead=True)
         return answer.get("Item")
@@ -294,144 +302,152 @@ class DynamoStore(Store):
             time.sleep(1)
         raise StoreError(f"the DynamoDB table {self.table_name!r} did not become active")
 
-    # --- machines -------------------------------------------------------------------------
-    def add_machine(self, machine: Machine) -> None:
-        """Store a new machine; raise MachineExists if the id is taken."""
-        item = (
-            _machine_key(machine.machine_id)
-            | {"entity": {"S": "machine"}}
-            | _encode(machine)
-            | {BY_MACHINE_PK: {"S": ALL_MACHINES}, BY_MACHINE_SK: {"S": machine.machine_id}}
-        )
-        try:
-            self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)")
-        except _ConditionFailed as exc:
-            raise MachineExists(machine.machine_id) from exc
+    # --- the primitives -------------------------------------------------------------------
+    def _get(self, kind: Kind, key: tuple[Any, ...]) -> Any | None:
+        ids = dict(zip(kind.key, key, strict=True))
+        item = self._get_item(LAYOUTS[kind.name].key(ids))
+        return None if item is None else _record_of(kind, item, ids)
 
-    def get_machine(self, machine_id: str) -> Machine | None:
-        """Return the machine, or None."""
-        item = self._get(_machine_key(machine_id))
-        return None if item is None else Machine(**_decode(item, Machine))
+    def _query(
+        self,
+        kind: Kind,
+        index: str,
+        equals: Mapping[str, Any],
+        *,
+        at_least: Mapping[str, Any] | None = None,
+        below: Mapping[str, Any] | None = None,
+        at_most: Mapping[str, Any] | None = None,
+        after: tuple[Any, ...] | None = None,
+        newest_first: bool = False,
+        limit: int | None = None,
+    ) -> tuple[list[Any], bool]:
+        """One Query on the table or the GSI the kind's index is laid out on (never a Scan):
+        the partition from ``equals``, bounds on the first sort field and the cursor as the
+        key condition, everything else as a filter. A unique field is read by its own key."""
+        where = LAYOUTS[kind.name].indexes[index]
+        if where.by_key is not None:
+            item = self._get_item(where.by_key(equals))
+            return ([] if item is None else [_record_of(kind, item, {})]), False
+        fields_of = kind.indexes[index]
+        names: dict[str, str] = {}
+        values: Item = {":partition": {"S": where.partition(equals)}}
+        filters: list[str] = []
 
-    def list_machines(self) -> list[Machine]:
-        """Return every machine ordered by id, querying the by_machine index (no scan)."""
-        return [Machine(**_decode(item, Machine)) for item in self._query_index(ALL_MACHINES)]
+        def placeholder(name: str, value: Any = None) -> tuple[str, str]:
+            number = len(names)
+            names[f"#f{number}"] = name
+            if value is not None:
+                values[f":v{number}"] = _attribute(value)
+            return f"#f{number}", f":v{number}"
 
-    def update_machine(self, machine_id: str, /, **changes: str | int | datetime | None) -> None:
-        """One UpdateItem if ``attribute_exists(pk)``: SET the fields given a value, REMOVE
-        those given None (an item keeps no attribute for a field that is None, as _encode)."""
-        checked = machine_changes(changes)  # text and whole numbers only, as _encode allows
-        serializer, _ = _serializers()
-        sets, removals = [], []
-        values: Item = {}
-        for name, value in checked.items():
+        for name, value in equals.items():
+            if name in fields_of.partition:
+                continue
             if value is None:
-                removals.append(f"#{name}")
+                attribute, _ = placeholder(name)
+                filters.append(f"attribute_not_exists({attribute})")
             else:
-                sets.append(f"#{name} = :{name}")
-                values[f":{name}"] = serializer.serialize(value)
-        clauses = (("SET", sets), ("REMOVE", removals))
+                filters.append("{} = {}".format(*placeholder(name, value)))
+        # Bounds on the first sort field are compared with the sort key, which begins with
+        # that field's stored text; the rest, and an exclusive bound, are filters as well.
+        lower = upper = None
+        lead = fields_of.sort[0] if fields_of.sort else None
+        for operator, bounds in ((">=", at_least), ("<", below), ("<=", at_most)):
+            for name, value in (bounds or {}).items():
+                if name != lead or where.sort is None:
+                    attribute, value_mark = placeholder(name, value)
+                    filters.append(f"{attribute} {operator} {value_mark}")
+                    continue
+                text = where.sort((value,))
+                if operator == ">=":
+                    lower = text if lower is None else max(lower, text)
+                else:
+                    upper = text if upper is None else min(upper, text)
+                    if operator == "<":
+                        values[":below"] = {"S": text}
+                        filters.append(f"{where.sk} < :below")
+        if after is not None and where.sort is not None:
+            text = where.sort(after)
+            values[":after"] = {"S": text}
+            if newest_first:
+                upper = text if upper is None else min(upper, text)
+                filters.append(f"{where.sk} < :after")
+            else:
+                lower = text if lower is None else max(lower, text)
+                filters.append(f"{where.sk} > :after")
+        if lower is not None and upper is not None and lower > upper:
+            return [], False  # DynamoDB refuses a BETWEEN whose bounds are the wrong way round
+        condition = f"{where.pk} = :partition"
+        if lower is not None and upper is not None:
+            condition += f" AND {where.sk} BETWEEN :lower AND :upper"
+            values[":lower"], values[":upper"] = {"S": lower}, {"S": upper}
+        elif lower is not None:
+            condition += f" AND {where.sk} >= :lower"
+            values[":lower"] = {"S": lower}
+        elif upper is not None:
+            condition += f" AND {where.sk} <= :upper"
+            values[":upper"] = {"S": upper}
         params: dict[str, Any] = {
-            "Key": _machine_key(machine_id),
-            "UpdateExpression": " ".join(f"{verb} {', '.join(x)}" for verb, x in clauses if x),
-            "ConditionExpression": "attribute_exists(pk)",
-            # Every name through a placeholder: some (timezone) are DynamoDB reserved words.
-            "ExpressionAttributeNames": {f"#{name}": name for name in checked},
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": not newest_first,
         }
-        if values:  # DynamoDB refuses an empty map of values (a change that only clears)
-            params["ExpressionAttributeValues"] = values
-        try:
-            self._call("update_item", **params)
-        except _ConditionFailed as exc:
-            raise UnknownMachine(machine_id) from exc
+        if where.index is None:
+            params["ConsistentRead"] = True  # the table reads consistently; an index cannot
+        else:
+            params["IndexName"] = where.index
+        if filters:
+            params["FilterExpression"] = " AND ".join(filters)
+        if names:
+            params["ExpressionAttributeNames"] = names
+        wanted = None if limit is None else limit + 1  # one more says whether more follow
+        if wanted is not None:
+            # A filter applies after Limit: pages are followed until enough are found.
+            params["Limit"] = max(wanted, 10) if filters else wanted
+        items = self._query_pages(params, enough=wanted)
+        records = [_record_of(kind, item, {}) for item in items[:wanted]]
+        if limit is None:
+            return records, False
+        return records[:limit], len(records) > limit
 
-    def remove_machine(self, machine_id: str) -> None:
-        """Delete a machine item (its payments and state stay); raise UnknownMachine if absent."""
-        try:
-            self._call(
-                "delete_item",
-                Key=_machine_key(machine_id),
-                ConditionExpression="attribute_exists(pk)",
-            )
-        except _ConditionFailed as exc:
-            raise UnknownMachine(machine_id) from exc
-
-    # --- payment links --------------------------------------------------------------------
-    def get_link(self, key: str) -> PaymentLink | None:
-        """Return the link stored under ``link_key(...)``, or None."""
-        item = self._get(_key(f"LINK#{key}", LINK_SK))
-        return None if item is None else PaymentLink(**_decode(item, PaymentLink))
-
-    def get_link_by_id(self, link_id: str) -> PaymentLink | None:
-        """Return the link with this Stripe id (``plink_…``), or None."""
-        item = self._get(_key(f"LINKID#{link_id}", LINK_SK))
-        return None if item is None else PaymentLink(**_decode(item, PaymentLink))
-
-    def put_link(self, link: PaymentLink) -> PaymentLink:
-        """Store a link under its key and its id together unless the key is taken; return it."""
-        attributes = {"entity": {"S": "link"}} | _encode(link)
-        by_machine = {
-            BY_MACHINE_PK: {"S": LINKS_OF + link.machine_id},
-            BY_MACHINE_SK: {"S": link.key},
-        }
-        for _ in range(ATTEMPTS):
+    def _write(self, *operations: Operation) -> Literal[True] | Refused:
+        """One PutItem, UpdateItem or DeleteItem for one item; a transaction otherwise (a
+        kind kept under several keys, or several operations). A refused condition returns the
+        stored record that won when the write was ``ABSENT`` (``ALL_OLD``)."""
+        actions: list[dict[str, Any]] = []
+        owner: list[tuple[int, bool]] = []  # by action: its operation, and whether it is a copy
+        for position, operation in enumerate(operations):
+            for copy, action in enumerate(_actions(operation)):
+                actions.append(action)
+                owner.append((position, copy > 0))
+        if len(actions) == 1:
+            ((verb, body),) = actions[0].items()
             try:
-                self._transact(
-                    _put_new(
-                        _key(f"LINK#{link.key}", LINK_SK) | attributes | by_machine,
-                        return_old=True,
-                    ),
-                    _put_new(_key(f"LINKID#{link.link_id}", LINK_SK) | attributes),
+                if verb == "Put":
+                    self._call("put_item", **body)
+                elif verb == "Update":
+                    self._call("update_item", **body)
+                else:
+                    self._call("delete_item", **body)
+            except _ConditionFailed as refused:
+                return _refused(operations, {0: refused.item})
+            return True
+        refusal = self._transact_or_refusal(actions, "the write")
+        if refusal is None:
+            return True
+        stored: dict[int, Item | None] = {}
+        for index, (position, copy) in enumerate(owner):
+            if refusal.reason(index) != "ConditionalCheckFailed":
+                continue
+            if copy and isinstance(operations[position], Put):
+                raise StoreError(
+                    f"that {operations[position].kind.name} is already stored under another key"
                 )
-                return link
-            except _TransactionCancelled as exc:
-                stored = exc.item(0)  # the link that won the key, sent back with the refusal
-                if stored is not None:
-                    return PaymentLink(**_decode(stored, PaymentLink))
-                if exc.reason(1) == "ConditionalCheckFailed":
-                    raise StoreError(
-                        f"payment link {link.link_id!r} is already stored under another key"
-                    ) from exc
-                _pause_or_raise(exc)
-        raise StoreError("the store kept refusing the payment link; try again")
-
-    def list_links(self, machine_id: str) -> list[PaymentLink]:
-        """Return a machine's links, querying the by_machine index (links stored before the
-        index held them are found by key only)."""
-        items = self._query_index(LINKS_OF + machine_id)
-        return [PaymentLink(**_decode(item, PaymentLink)) for item in items]
-
-    def set_link_retired(self, link: PaymentLink, retired_at: datetime | None) -> bool:
-        """Set (or remove) ``retired_at`` on the link's key item and id item together, each
-        only if it exists; return False when either does not."""
-        update: dict[str, Any] = {"UpdateExpression": "REMOVE retired_at"}
-        if retired_at is not None:
-            update = {
-                "UpdateExpression": "SET retired_at = :at",
-                "ExpressionAttributeValues": {":at": {"S": iso(retired_at)}},
-            }
-        actions = [
-            {"Update": {"Key": key, "ConditionExpression": "attribute_exists(pk)"} | update}
-            for key in (
-                _key(f"LINK#{link.key}", LINK_SK),
-                _key(f"LINKID#{link.link_id}", LINK_SK),
-            )
-        ]
-        return self._transact_if(actions, "the payment link's retirement")
+            if not copy or position not in stored:
+                stored[position] = refusal.item(index)
+        return _refused(operations, stored)
 
     # --- payments -------------------------------------------------------------------------
-    def get_payment(self, payment_id: str) -> Payment | None:
-        """Return the payment, or None."""
-        item = self._get(_payment_key(payment_id))
-        return None if item is None else Payment(**_decode(item, Payment))
-
-    def get_intent(self, payment_intent: str) -> IntentRecord | None:
-        """Return the PaymentIntent's item (older ones hold only ``payment_id``), or None."""
-        item = self._get(_intent_key(payment_intent))
-        if item is None:
-            return None
-        return IntentRecord(**(_decode(item, IntentRecord) | {"payment_intent": payment_intent}))
-
     def commit_payment(
         self,
         payment: Payment | None,
@@ -477,17 +493,6 @@ class DynamoStore(Store):
             intent_id,
         )
 
-    def _query_index(self, partition: str, **options: Any) -> list[Item]:
-        """Return every item of one by_machine partition, following the pages."""
-        return self._query_pages(
-            {
-                "IndexName": BY_MACHINE_INDEX,
-                "KeyConditionExpression": f"{BY_MACHINE_PK} = :partition",
-                "ExpressionAttributeValues": {":partition": {"S": partition}},
-                **options,
-            }
-        )
-
     def _query_pages(self, params: dict[str, Any], *, enough: int | None = None) -> list[Item]:
         """Run a Query, following its pages until the last, or until ``enough`` items came."""
         params = dict(params)
@@ -500,113 +505,10 @@ class DynamoStore(Store):
             params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return items
 
-    def query_payments(self, query: PaymentQuery) -> tuple[list[Payment], bool]:
-        """Query the index that fits: by_machine for a machine, by_status for a status, else
-        by_time; the time bounds and the page cursor are one condition on the sort key."""
-        names: dict[str, str] = {}
-        values: Item = {}
-        if query.machine_id is not None:
-            index, pk, sk = BY_MACHINE_INDEX, BY_MACHINE_PK, BY_MACHINE_SK
-            values[":partition"] = {"S": f"MACHINE#{query.machine_id}"}
-        elif query.status is not None:
-            index, pk, sk = BY_STATUS_INDEX, STATUS_PK, TIME_SK
-            values[":partition"] = {"S": f"STATUS#{query.status}"}
-        else:
-            index, pk, sk = BY_TIME_INDEX, TIME_PK, TIME_SK
-            values[":partition"] = {"S": ALL_PAYMENTS}
-        # Sort keys are "<iso(created_at)>#<payment_id>": created_at >= since is sk >= iso(since),
-        # and created_at < until is sk < iso(until) (no sort key equals a bare instant).
-        since, upper = iso_or_none(query.since), iso_or_none(query.until)
-        after = f"{iso(query.after[0])}#{query.after[1]}" if query.after else None
-        if after is not None and (upper is None or after < upper):
-            upper = after
-        if since is not None and upper is not None and since > upper:
-            return [], False  # DynamoDB refuses a BETWEEN whose bounds are the wrong way round
-        condition = f"{pk} = :partition"
-        if since is not None and upper is not None:
-            condition += f" AND {sk} BETWEEN :lower AND :upper"
-            values[":lower"], values[":upper"] = {"S": since}, {"S": upper}
-        elif since is not None:
-            condition += f" AND {sk} >= :lower"
-            values[":lower"] = {"S": since}
-        elif upper is not None:
-            condition += f" AND {sk} <= :upper"
-            values[":upper"] = {"S": upper}
-        filters = []
-        if after is not None:  # BETWEEN and <= include the previous page's last payment
-            filters.append(f"{sk} <> :after")
-            values[":after"] = {"S": after}
-        if query.machine_id is not None and query.status is not None:
-            filters.append("#status = :status")
-            names["#status"] = "status"
-            values[":status"] = {"S": query.status}
-        if query.delivered_before is not None:
-            filters.append("delivered_at <= :delivered_before")
-            values[":delivered_before"] = {"S": iso(query.delivered_before)}
-        params: dict[str, Any] = {
-            "IndexName": index,
-            "KeyConditionExpression": condition,
-            "ExpressionAttributeValues": values,
-            "ScanIndexForward": False,
-            "Limit": query.limit + 1,
-        }
-        if filters:
-            params["FilterExpression"] = " AND ".join(filters)
-        if names:
-            params["ExpressionAttributeNames"] = names
-        # A filter applies after Limit, so pages are followed until one more than asked is
-        # found (that one only says that more follow).
-        items = self._query_pages(params, enough=query.limit + 1)
-        payments = [Payment(**_decode(item, Payment)) for item in items[: query.limit + 1]]
-        return payments[: query.limit], len(payments) > query.limit
-
-    def list_unmatched_intents(self, limit: int = 100) -> list[IntentRecord]:
-        """Return the PaymentIntents still waiting for their session, newest change first (one
-        Query on by_status)."""
-        params = {
-            "IndexName": BY_STATUS_INDEX,
-            "KeyConditionExpression": f"{STATUS_PK} = :unmatched",
-            "ExpressionAttributeValues": {":unmatched": {"S": UNMATCHED_INTENTS}},
-            "ScanIndexForward": False,
-            "Limit": limit,
-        }
-        items = self._query_pages(params, enough=limit)[:limit]
-        return [IntentRecord(**_decode(item, IntentRecord)) for item in items]
-
-    def list_revenue(self, since: datetime, until: datetime) -> list[RevenueEntry]:
-        """Return the revenue entries in ``[since, until)``, one Query on by_time."""
-        if since >= until:
-            return []  # DynamoDB refuses a BETWEEN whose bounds are the wrong way round
-        params: dict[str, Any] = {
-            "IndexName": BY_TIME_INDEX,
-            "KeyConditionExpression": (
-                f"{TIME_PK} = :revenue AND {TIME_SK} BETWEEN :lower AND :upper"
-            ),
-            "ExpressionAttributeValues": {
-                ":revenue": {"S": REVENUE},
-                ":lower": {"S": iso(since)},
-                ":upper": {"S": iso(until)},  # no sort key equals a bare instant: until stays out
-            },
-        }
-        return [RevenueEntry(**_decode(item, RevenueEntry)) for item in self._query_pages(params)]
-
-    def list_due(self, now: datetime, limit: int = 100) -> list[Payment]:
-        """Return the outbox's payments due by ``now``, querying the sparse outbox index."""
-        if limit <= 0:
-            return []
-        answer = self._call(
-            "query",
-            IndexName=OUTBOX_INDEX,
-            KeyConditionExpression=f"{OUTBOX_PK} = :outbox AND due_at <= :now",
-            ExpressionAttributeValues={":outbox": {"S": OUTBOX}, ":now": {"S": iso(now)}},
-            Limit=limit,
-        )
-        return [Payment(**_decode(item, Payment)) for item in answer.get("Items", [])]
-
     # --- machine state --------------------------------------------------------------------
     def get_machine_state(self, machine_id: str) -> MachineState:
         """Return the machine's state (zeros and version 0 when nothing was stored yet)."""
-        item = self._get(_state_key(machine_id))
+        item = self._get_item(_state_key(machine_id))
         if item is None:
             return MachineState(machine_id=machine_id)
         values = _decode(item, MachineState)
@@ -685,111 +587,295 @@ class DynamoStore(Store):
             return False
         return True
 
-    def get_game_over_key(self, machine_id: str, key: str) -> GameOverKey | None:
-        """Return the stored game-over key (expired or not), or None."""
-        item = self._get(_game_over_key(machine_id, key))
-        return None if item is None else GameOverKey(**_decode(item, GameOverKey))
 
-    def save_game_over_key(self, record: GameOverKey) -> None:
-        """Store a game-over key as it is."""
-        self._call("put_item", Item=_game_over_item(record))
+# --- the layout of each kind ------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)  # one per index, compared by identity
+class _Where:
+    """Where an index of a kind is read: the table (``index`` None) or a GSI, its partition
+    attribute and the partition's value from the fields given, its sort attribute and the sort
+    key's text from sort field values (the first few of them, for a bound). ``by_key``: the
+    index is a unique field, read by the key of the item kept under it."""
 
-    # --- pricing plans and the record of changes -----------------------------------------
-    def put_plan_version(self, plan: PlanVersion) -> bool:
-        """Put the version if its number is free in the owner's partition (first wins)."""
-        item = (
-            _key(PLAN_PK + plan.owner, f"{PLAN_SK}{plan.version:010d}")
-            | {"entity": {"S": "plan_version"}}
-            | _encode(plan)
-        )
-        try:
-            self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)")
-        except _ConditionFailed:
-            return False
-        return True
+    index: str | None = None
+    pk: str = "pk"
+    partition: Callable[[Mapping[str, Any]], str] = str
+    sk: str = "sk"
+    sort: Callable[[tuple[Any, ...]], str] | None = None
+    by_key: Callable[[Mapping[str, Any]], Item] | None = None
 
-    def get_plan_version(self, owner: str, at: datetime | None = None) -> PlanVersion | None:
-        """Query the owner's partition newest version first; the first created at or before
-        ``at`` is the one (versions come into force in number order, so this is usually the
-        first item read)."""
-        params: dict[str, Any] = {
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :version)",
-            "ExpressionAttributeValues": {
-                ":pk": {"S": PLAN_PK + owner},
-                ":version": {"S": PLAN_SK},
-            },
-            "ScanIndexForward": False,
-            "ConsistentRead": True,
-        }
-        if at is not None:
-            params["FilterExpression"] = "created_at <= :at"
-            params["ExpressionAttributeValues"][":at"] = {"S": iso(at)}
-        params["Limit"] = 1 if at is None else 10
-        items = self._query_pages(params, enough=1)
-        return PlanVersion(**_decode(items[0], PlanVersion)) if items else None
 
-    def list_plan_versions(self, owner: str, limit: int = 50) -> list[PlanVersion]:
-        """Query the owner's partition, newest version first."""
-        if limit <= 0:
-            return []
-        answer = self._call(
-            "query",
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :version)",
-            ExpressionAttributeValues={":pk": {"S": PLAN_PK + owner}, ":version": {"S": PLAN_SK}},
-            ScanIndexForward=False,
-            ConsistentRead=True,
-            Limit=limit,
-        )
-        return [PlanVersion(**_decode(item, PlanVersion)) for item in answer.get("Items", [])]
+@dataclass(frozen=True, eq=False)  # one per kind, compared by identity
+class _Layout:
+    """A kind's items: the key of its main item from the key fields (``Kind.ids_of``), the
+    main item of a record, the copies kept under its unique fields (written and changed with
+    it, in one transaction) and their keys, and where each of its indexes is read."""
 
-    def record_change(self, change: ChangeRecord) -> None:
-        """Put the change under its subject, in time order."""
-        item = (
-            _key(CHANGES_PK + change.subject, f"{iso(change.at)}#{change.change_id}")
-            | {"entity": {"S": "change"}}
-            | _encode(change)
-        )
-        self._call("put_item", Item=item)
+    key: Callable[[Mapping[str, Any]], Item]
+    item: Callable[[Any], Item]
+    copies: Callable[[Any], list[Item]] = lambda record: []
+    copy_keys: Callable[[Mapping[str, Any]], list[Item]] = lambda ids: []
+    indexes: Mapping[str, _Where] = dataclasses.field(default_factory=dict)
 
-    def list_changes(self, subject: str, limit: int = 50) -> list[ChangeRecord]:
-        """Query the subject's partition, newest first."""
-        if limit <= 0:
-            return []
-        answer = self._call(
-            "query",
-            KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": {"S": CHANGES_PK + subject}},
-            ScanIndexForward=False,
-            Limit=limit,
-        )
-        return [ChangeRecord(**_decode(item, ChangeRecord)) for item in answer.get("Items", [])]
 
-    # --- values the service keeps for itself ------------------------------------------------
-    def get_value(self, name: str) -> str | None:
-        """Return a value stored under ``name``, or None."""
-        item = self._get(_key(f"VALUE#{name}", VALUE_SK))
-        return None if item is None else item["value"]["S"]
+def _value_key(ids: Mapping[str, Any]) -> Item:
+    return _key(f"VALUE#{ids['name']}", VALUE_SK)
 
-    def put_value(self, name: str, value: str) -> None:
-        """Put the value, replacing any stored one."""
-        item = _key(f"VALUE#{name}", VALUE_SK) | {"entity": {"S": "value"}, "value": {"S": value}}
-        self._call("put_item", Item=item)
 
-    def put_value_if_absent(self, name: str, value: str) -> str:
-        """Put the value only if absent (first writer wins); return the stored one."""
-        item = _key(f"VALUE#{name}", VALUE_SK) | {"entity": {"S": "value"}, "value": {"S": value}}
-        try:
-            self._call(
-                "put_item",
-                Item=item,
-                ConditionExpression="attribute_not_exists(pk)",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+def _plan_key(ids: Mapping[str, Any]) -> Item:
+    return _key(PLAN_PK + ids["owner"], f"{PLAN_SK}{ids['version']:010d}")
+
+
+def _change_key(ids: Mapping[str, Any]) -> Item:
+    return _key(CHANGES_PK + ids["subject"], f"{iso(ids['at'])}#{ids['change_id']}")
+
+
+def _link_key(ids: Mapping[str, Any]) -> Item:
+    return _key(f"LINK#{ids['key']}", LINK_SK)
+
+
+def _link_id_key(ids: Mapping[str, Any]) -> Item:
+    return _key(f"LINKID#{ids['link_id']}", LINK_SK)
+
+
+def _machine_item(machine: Machine) -> Item:
+    """Return a machine's item, in the by_machine index under ALL_MACHINES ordered by id."""
+    return (
+        _machine_key(machine.machine_id)
+        | {"entity": {"S": "machine"}}
+        | _encode(machine)
+        | {BY_MACHINE_PK: {"S": ALL_MACHINES}, BY_MACHINE_SK: {"S": machine.machine_id}}
+    )
+
+
+def _link_item(link: PaymentLink) -> Item:
+    """Return a link's item under its key, in the by_machine index under LINKS#<machine>."""
+    return (
+        _link_key({"key": link.key})
+        | {"entity": {"S": "link"}}
+        | _encode(link)
+        | {BY_MACHINE_PK: {"S": LINKS_OF + link.machine_id}, BY_MACHINE_SK: {"S": link.key}}
+    )
+
+
+def _sort_text(values: tuple[Any, ...]) -> str:
+    """Return a sort key made of field values: their stored text joined by '#'."""
+    return "#".join(iso(v) if isinstance(v, datetime) else str(v) for v in values)
+
+
+LAYOUTS: dict[str, _Layout] = {
+    "value": _Layout(
+        key=_value_key,
+        item=lambda kept: (
+            _value_key({"name": kept.name}) | {"entity": {"S": "value"}, "value": {"S": kept.value}}
+        ),
+    ),
+    "plan_version": _Layout(
+        key=_plan_key,
+        item=lambda plan: (
+            _plan_key(PLAN_VERSION.ids_of(plan)) | {"entity": {"S": "plan_version"}} | _encode(plan)
+        ),
+        indexes={
+            "by_owner": _Where(
+                partition=lambda equals: PLAN_PK + equals["owner"],
+                sort=lambda values: f"{PLAN_SK}{values[0]:010d}",
             )
-        except _ConditionFailed as lost:
-            if lost.item is None or "value" not in lost.item:
-                raise StoreError(f"the value {name!r} vanished while it was written") from None
-            return lost.item["value"]["S"]
-        return value
+        },
+    ),
+    "change": _Layout(
+        key=_change_key,
+        item=lambda change: (
+            _change_key(CHANGE.ids_of(change)) | {"entity": {"S": "change"}} | _encode(change)
+        ),
+        indexes={
+            "by_subject": _Where(
+                partition=lambda equals: CHANGES_PK + equals["subject"], sort=_sort_text
+            )
+        },
+    ),
+    "game_over_key": _Layout(
+        key=lambda ids: _game_over_key(ids["machine_id"], ids["key"]),
+        item=lambda record: _game_over_item(record),
+    ),
+    "machine": _Layout(
+        key=lambda ids: _machine_key(ids["machine_id"]),
+        item=lambda machine: _machine_item(machine),
+        indexes={
+            "all": _Where(
+                index=BY_MACHINE_INDEX,
+                pk=BY_MACHINE_PK,
+                partition=lambda equals: ALL_MACHINES,
+                sk=BY_MACHINE_SK,
+                sort=_sort_text,
+            )
+        },
+    ),
+    # A link is kept under its key and under its Stripe id, written and changed together.
+    "link": _Layout(
+        key=_link_key,
+        item=lambda link: _link_item(link),
+        copies=lambda link: [
+            _link_id_key({"link_id": link.link_id}) | {"entity": {"S": "link"}} | _encode(link)
+        ],
+        copy_keys=lambda ids: [_link_id_key(ids)],
+        indexes={
+            "by_id": _Where(by_key=_link_id_key),
+            "by_machine": _Where(
+                index=BY_MACHINE_INDEX,
+                pk=BY_MACHINE_PK,
+                partition=lambda equals: LINKS_OF + equals["machine_id"],
+                sk=BY_MACHINE_SK,
+            ),
+        },
+    ),
+    "payment": _Layout(
+        key=lambda ids: _payment_key(ids["payment_id"]),
+        item=lambda payment: _payment_item(payment),
+        indexes={
+            "by_machine": _Where(
+                index=BY_MACHINE_INDEX,
+                pk=BY_MACHINE_PK,
+                partition=lambda equals: f"MACHINE#{equals['machine_id']}",
+                sk=BY_MACHINE_SK,
+                sort=_sort_text,
+            ),
+            "by_status": _Where(
+                index=BY_STATUS_INDEX,
+                pk=STATUS_PK,
+                partition=lambda equals: f"STATUS#{equals['status']}",
+                sk=TIME_SK,
+                sort=_sort_text,
+            ),
+            "by_time": _Where(
+                index=BY_TIME_INDEX,
+                pk=TIME_PK,
+                partition=lambda equals: ALL_PAYMENTS,
+                sk=TIME_SK,
+                sort=_sort_text,
+            ),
+            # The sparse outbox index holds only the payments whose due_at is set.
+            "due": _Where(
+                index=OUTBOX_INDEX,
+                pk=OUTBOX_PK,
+                partition=lambda equals: OUTBOX,
+                sk="due_at",
+                sort=_sort_text,
+            ),
+        },
+    ),
+    "intent": _Layout(
+        key=lambda ids: _intent_key(ids["payment_intent"]),
+        item=lambda intent: _intent_item(intent),
+        indexes={
+            # Only the intents whose payment_id is not set sit in this partition.
+            "unmatched": _Where(
+                index=BY_STATUS_INDEX,
+                pk=STATUS_PK,
+                partition=lambda equals: UNMATCHED_INTENTS,
+                sk=TIME_SK,
+                sort=_sort_text,
+            )
+        },
+    ),
+    "revenue": _Layout(
+        key=lambda ids: _key(f"REVENUE#{ids['entry_id']}", REVENUE_SK),
+        item=lambda entry: _revenue_item(entry),
+        indexes={
+            "by_time": _Where(
+                index=BY_TIME_INDEX,
+                pk=TIME_PK,
+                partition=lambda equals: REVENUE,
+                sk=TIME_SK,
+                sort=_sort_text,
+            )
+        },
+    ),
+}
+
+
+def _attribute(value: Any) -> dict[str, Any]:
+    """Return a record value as a DynamoDB attribute: an instant as its text, the rest through
+    boto3's TypeSerializer."""
+    if isinstance(value, datetime):
+        return {"S": iso(value)}
+    serializer, _ = _serializers()
+    return serializer.serialize(value)
+
+
+def _record_of(kind: Kind, item: Item, ids: Mapping[str, Any]) -> Any:
+    """Return the record an item holds; key fields it lacks (older items) come from ``ids``."""
+    values = _decode(item, kind.record)
+    for name in kind.key:
+        if name in ids and name in kind.record.__dataclass_fields__ and values.get(name) is None:
+            values[name] = ids[name]
+    return kind.record(**values)
+
+
+def _condition(condition: Condition) -> dict[str, Any]:
+    """Return the ConditionExpression of a storage guard (none for no condition); an ABSENT
+    refusal carries the item that holds the key (ALL_OLD)."""
+    if condition is None:
+        return {}
+    if condition is ABSENT:
+        return {
+            "ConditionExpression": "attribute_not_exists(pk)",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    return {"ConditionExpression": "attribute_exists(pk)"}
+
+
+def _actions(operation: Operation) -> list[dict[str, Any]]:
+    """Return the actions of one operation: on its main item, then on its copies."""
+    layout = LAYOUTS[operation.kind.name]
+    if isinstance(operation, Put):
+        guard = _condition(operation.condition)
+        items = [layout.item(operation.record), *layout.copies(operation.record)]
+        # Only the main item's refusal carries what won; a copy's means a unique field clash.
+        return [
+            {"Put": {"Item": item} | (guard if i == 0 else _without_old(guard))}
+            for i, item in enumerate(items)
+        ]
+    keys = [layout.key(operation.ids), *layout.copy_keys(operation.ids)]
+    guard = _condition(operation.condition)
+    if isinstance(operation, Delete):
+        return [{"Delete": {"Key": key} | guard} for key in keys]
+    sets, removals = [], []
+    names: dict[str, str] = {}
+    values: Item = {}
+    for name, value in operation.set.items():
+        # Every name through a placeholder: some (timezone) are DynamoDB reserved words.
+        names[f"#{name}"] = name
+        if value is None:  # an item keeps no attribute for a field that is None (_encode)
+            removals.append(f"#{name}")
+        else:
+            sets.append(f"#{name} = :{name}")
+            values[f":{name}"] = _attribute(value)
+    clauses = (("SET", sets), ("REMOVE", removals))
+    update: dict[str, Any] = {
+        "UpdateExpression": " ".join(f"{verb} {', '.join(x)}" for verb, x in clauses if x),
+        "ExpressionAttributeNames": names,
+    }
+    if values:  # DynamoDB refuses an empty map of values (a change that only clears)
+        update["ExpressionAttributeValues"] = values
+    return [{"Update": {"Key": key} | update | guard} for key in keys]
+
+
+def _without_old(guard: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in guard.items() if k != "ReturnValuesOnConditionCheckFailure"}
+
+
+def _refused(operations: Sequence[Operation], stored: Mapping[int, Item | None]) -> Refused:
+    """Return the Refused of a write from the items that won, by operation."""
+    records: list[Any] = [None] * len(operations)
+    for position, item in stored.items():
+        operation = operations[position]
+        if item is not None:
+            ids = (
+                operation.kind.ids_of(operation.record)
+                if isinstance(operation, Put)
+                else operation.ids
+            )
+            records[position] = _record_of(operation.kind, item, ids)
+    return Refused(tuple(records))
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -999,15 +1085,6 @@ def _update_state(
             "ExpressionAttributeValues": values,
         }
     }
-
-
-def _put_new(item: Item, *, return_old: bool = False) -> dict[str, Any]:
-    """Return a transaction Put that succeeds only when no item has the key yet; with
-    ``return_old`` a refusal carries the item that has it (ALL_OLD)."""
-    put: dict[str, Any] = {"Item": item, "ConditionExpression": "attribute_not_exists(pk)"}
-    if return_old:
-        put["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
-    return {"Put": put}
 
 
 def _pause_or_raise(exc: _TransactionCancelled) -> None:

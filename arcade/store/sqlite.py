@@ -8,30 +8,25 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from arcade.clock import iso, iso_or_none, parse_iso
-from arcade.errors import MachineExists, StoreError, UnknownMachine
+from arcade.errors import StoreError
 from arcade.store.base import (
-    ChangeRecord,
     GameOverKey,
     IntentRecord,
     Lost,
-    Machine,
     MachineState,
     Payment,
-    PaymentLink,
-    PaymentQuery,
-    PlanVersion,
     RevenueEntry,
     SessionStart,
     StateDelta,
     Store,
     instant_fields,
-    machine_changes,
 )
+from arcade.store.primitives import ABSENT, EXISTS, Kind, Operation, Put, Refused, Update
 
 T = TypeVar("T")
 
@@ -152,14 +147,10 @@ CREATE TABLE IF NOT EXISTS game_over_keys (
 """
 
 PAYMENT_COLUMNS = tuple(f.name for f in fields(Payment))
-MACHINE_COLUMNS = tuple(f.name for f in fields(Machine))
-LINK_COLUMNS = tuple(f.name for f in fields(PaymentLink))
 STATE_COLUMNS = tuple(f.name for f in fields(MachineState))
 INTENT_COLUMNS = tuple(f.name for f in fields(IntentRecord))
 KEY_COLUMNS = tuple(f.name for f in fields(GameOverKey))
 ENTRY_COLUMNS = tuple(f.name for f in fields(RevenueEntry))
-PLAN_COLUMNS = tuple(f.name for f in fields(PlanVersion))
-CHANGE_COLUMNS = tuple(f.name for f in fields(ChangeRecord))
 
 
 class SqliteStore(Store):
@@ -196,7 +187,7 @@ class SqliteStore(Store):
             self._conn = conn
         return self._conn
 
-    def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+    def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body`` in one immediate transaction and return what it returns.
 
         A connection that fails (a file made read-only, a full disk, an I/O error) is dropped
@@ -222,7 +213,7 @@ class SqliteStore(Store):
                         raise StoreError("the SQLite store refused the write") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+    def _rows(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         for attempt in (1, 2):  # a failed connection is dropped and read through a fresh one
             with self._lock:
                 try:
@@ -263,91 +254,80 @@ class SqliteStore(Store):
                 self._conn.close()
                 self._conn = None
 
-    # --- machines -------------------------------------------------------------------------
-    def add_machine(self, machine: Machine) -> None:
+    # --- the primitives -------------------------------------------------------------------
+    def _get(self, kind: Kind, key: tuple[Any, ...]) -> Any | None:
+        table = TABLES[kind.name]
+        rows = self._rows(_select_sql(table, kind.key), tuple(_cell(v) for v in key))
+        return _from_row(kind, rows[0]) if rows else None
+
+    def _query(
+        self,
+        kind: Kind,
+        index: str,
+        equals: Mapping[str, Any],
+        *,
+        at_least: Mapping[str, Any] | None = None,
+        below: Mapping[str, Any] | None = None,
+        at_most: Mapping[str, Any] | None = None,
+        after: tuple[Any, ...] | None = None,
+        newest_first: bool = False,
+        limit: int | None = None,
+    ) -> tuple[list[Any], bool]:
+        # Every name in the statement is a field of the kind, mapped to its column; every value
+        # is a bound parameter. Instants are compared as their stored text, which sorts in time
+        # order, so the tables' indexes serve the bounds and the cursor.
+        table = TABLES[kind.name]
+        sort = kind.indexes[index].sort
+        clauses: list[str] = []
+        params: list[Any] = []
+        for name, value in equals.items():
+            if value is None:
+                clauses.append(f"{table.column(name)} IS NULL")
+            else:
+                clauses.append(f"{table.column(name)} = ?")
+                params.append(_cell(value))
+        for operator, bounds in ((">=", at_least), ("<", below), ("<=", at_most)):
+            for name, value in (bounds or {}).items():
+                clauses.append(f"{table.column(name)} {operator} ?")
+                params.append(_cell(value))
+        if after is not None:
+            columns = ", ".join(table.column(name) for name in sort)
+            marks = ", ".join("?" for _ in sort)
+            clauses.append(f"({columns}) {'<' if newest_first else '>'} ({marks})")
+            params.extend(_cell(value) for value in after)
+        sql = f"SELECT * FROM {table.name}"  # noqa: S608 - names are our constants
+        if clauses:
+            sql += f" WHERE {' AND '.join(clauses)}"
+        if sort:
+            order = " DESC" if newest_first else ""
+            sql += " ORDER BY " + ", ".join(f"{table.column(name)}{order}" for name in sort)
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit + 1)  # one more than asked says whether more follow
+        records = [_from_row(kind, row) for row in self._rows(sql, tuple(params))]
+        if limit is None:
+            return records, False
+        return records[:limit], len(records) > limit
+
+    def _write(self, *operations: Operation) -> Literal[True] | Refused:
+        def write(conn: sqlite3.Connection) -> Any:
+            for position, operation in enumerate(operations):
+                if not _apply(conn, operation):
+                    # Read what holds the key inside the transaction, before it rolls back.
+                    stored = None
+                    if not isinstance(operation, Put) or operation.condition is ABSENT:
+                        stored = _read(conn, operation)
+                    refused = [None] * len(operations)
+                    refused[position] = stored
+                    raise _Refusal(Refused(tuple(refused)))
+            return True
+
         try:
-
-            def write(conn: sqlite3.Connection) -> Any:
-                conn.execute(_insert_sql("machines", MACHINE_COLUMNS), _values(machine))
-
-            return self._write(write)
-        except StoreError as exc:
-            if isinstance(exc.__cause__, sqlite3.IntegrityError):
-                raise MachineExists(machine.machine_id) from exc
-            raise
-
-    def get_machine(self, machine_id: str) -> Machine | None:
-        rows = self._query("SELECT * FROM machines WHERE machine_id = ?", (machine_id,))
-        return _record(Machine, rows[0]) if rows else None
-
-    def list_machines(self) -> list[Machine]:
-        return [_record(Machine, r) for r in self._query("SELECT * FROM machines ORDER BY 1")]
-
-    def update_machine(self, machine_id: str, /, **changes: str | int | datetime | None) -> None:
-        checked = machine_changes(changes)
-
-        def write(conn: sqlite3.Connection) -> Any:
-            sql = _update_machine_sql(tuple(checked))
-            if conn.execute(sql, (*checked.values(), machine_id)).rowcount == 0:
-                raise UnknownMachine(machine_id)
-
-        self._write(write)
-
-    def remove_machine(self, machine_id: str) -> None:
-        def write(conn: sqlite3.Connection) -> Any:
-            cur = conn.execute("DELETE FROM machines WHERE machine_id = ?", (machine_id,))
-            if cur.rowcount == 0:
-                raise UnknownMachine(machine_id)
-
-        return self._write(write)
-
-    # --- payment links --------------------------------------------------------------------
-    def get_link(self, key: str) -> PaymentLink | None:
-        rows = self._query("SELECT * FROM payment_links WHERE link_key = ?", (key,))
-        return _link(rows[0]) if rows else None
-
-    def get_link_by_id(self, link_id: str) -> PaymentLink | None:
-        rows = self._query("SELECT * FROM payment_links WHERE link_id = ?", (link_id,))
-        return _link(rows[0]) if rows else None
-
-    def put_link(self, link: PaymentLink) -> PaymentLink:
-        def write(conn: sqlite3.Connection) -> Any:
-            conn.execute(
-                _insert_sql("payment_links", ("link_key", *LINK_COLUMNS), "OR IGNORE"),
-                (link.key, *_values(link)),
-            )
-            row = conn.execute(
-                "SELECT * FROM payment_links WHERE link_key = ?", (link.key,)
-            ).fetchone()
-            if row is None:  # the Stripe link id is already stored under another key
-                raise StoreError("that payment link is already stored for another machine")
-            return _link(row)
-
-        return self._write(write)
-
-    def list_links(self, machine_id: str) -> list[PaymentLink]:
-        rows = self._query("SELECT * FROM payment_links WHERE machine_id = ?", (machine_id,))
-        return [_link(row) for row in rows]
-
-    def set_link_retired(self, link: PaymentLink, retired_at: datetime | None) -> bool:
-        def write(conn: sqlite3.Connection) -> Any:
-            cur = conn.execute(
-                "UPDATE payment_links SET retired_at = ? WHERE link_key = ?",
-                (iso_or_none(retired_at), link.key),
-            )
-            return cur.rowcount == 1
-
-        return self._write(write)
+            return self._transaction(write)
+        except _Refusal as refusal:
+            return refusal.refused
 
     # --- payments -------------------------------------------------------------------------
-    def get_payment(self, payment_id: str) -> Payment | None:
-        rows = self._query("SELECT * FROM payments WHERE payment_id = ?", (payment_id,))
-        return _record(Payment, rows[0]) if rows else None
-
-    def get_intent(self, payment_intent: str) -> IntentRecord | None:
-        rows = self._query("SELECT * FROM intents WHERE payment_intent = ?", (payment_intent,))
-        return _record(IntentRecord, rows[0]) if rows else None
-
     def commit_payment(
         self,
         payment: Payment | None,
@@ -407,64 +387,13 @@ class SqliteStore(Store):
             return True
 
         try:
-            return self._write(write)
+            return self._transaction(write)
         except _VersionMoved as moved:
             return moved.lost
 
-    def query_payments(self, query: PaymentQuery) -> tuple[list[Payment], bool]:
-        # Each filter is a fixed clause with a bound parameter: nothing of the query's values
-        # reaches the SQL text. Instants are compared as the stored text, which sorts in time
-        # order, so the indexes on created_at serve the bounds and the cursor.
-        clauses: list[str] = []
-        params: list[Any] = []
-        for clause, value in (
-            ("status = ?", query.status),
-            ("machine_id = ?", query.machine_id),
-            ("created_at >= ?", iso_or_none(query.since)),
-            ("created_at < ?", iso_or_none(query.until)),
-            ("delivered_at <= ?", iso_or_none(query.delivered_before)),
-        ):
-            if value is not None:
-                clauses.append(clause)
-                params.append(value)
-        if query.after is not None:
-            clauses.append("(created_at, payment_id) < (?, ?)")
-            params.extend((iso(query.after[0]), query.after[1]))
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._query(
-            f"SELECT * FROM payments {where}"  # noqa: S608 - clauses are the constants above
-            " ORDER BY created_at DESC, payment_id DESC LIMIT ?",
-            (*params, query.limit + 1),
-        )
-        payments = [_record(Payment, r) for r in rows]
-        return payments[: query.limit], len(payments) > query.limit
-
-    def list_unmatched_intents(self, limit: int = 100) -> list[IntentRecord]:
-        rows = self._query(
-            "SELECT * FROM intents WHERE payment_id IS NULL"
-            " ORDER BY updated_at DESC, payment_intent DESC LIMIT ?",
-            (limit,),
-        )
-        return [_record(IntentRecord, r) for r in rows]
-
-    def list_revenue(self, since: datetime, until: datetime) -> list[RevenueEntry]:
-        rows = self._query(
-            "SELECT * FROM revenue_entries WHERE at >= ? AND at < ? ORDER BY at, entry_id",
-            (iso(since), iso(until)),
-        )
-        return [_record(RevenueEntry, r) for r in rows]
-
-    def list_due(self, now: datetime, limit: int = 100) -> list[Payment]:
-        rows = self._query(
-            "SELECT * FROM payments WHERE due_at IS NOT NULL AND due_at <= ?"
-            " ORDER BY due_at LIMIT ?",
-            (iso(now), limit),
-        )
-        return [_record(Payment, r) for r in rows]
-
     # --- machine state --------------------------------------------------------------------
     def get_machine_state(self, machine_id: str) -> MachineState:
-        rows = self._query("SELECT * FROM machine_states WHERE machine_id = ?", (machine_id,))
+        rows = self._rows("SELECT * FROM machine_states WHERE machine_id = ?", (machine_id,))
         if not rows:
             return MachineState(machine_id=machine_id)
         row = {name: rows[0][name] for name in STATE_COLUMNS}
@@ -520,85 +449,118 @@ class SqliteStore(Store):
                 )
             return True
 
-        return self._write(write)
+        return self._transaction(write)
 
-    def get_game_over_key(self, machine_id: str, key: str) -> GameOverKey | None:
-        rows = self._query(
-            "SELECT * FROM game_over_keys WHERE machine_id = ? AND key = ?", (machine_id, key)
-        )
-        return _record(GameOverKey, rows[0]) if rows else None
 
-    def save_game_over_key(self, record: GameOverKey) -> None:
-        def write(conn: sqlite3.Connection) -> Any:
-            conn.execute(_insert_sql("game_over_keys", KEY_COLUMNS, "OR REPLACE"), _values(record))
+# --- the layout of each kind ------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)  # one per kind, compared and cached by identity
+class _Table:
+    """Where a kind is stored: its table, and the columns named otherwise than their field."""
 
-        return self._write(write)
+    name: str
+    renamed: Mapping[str, str] = field(default_factory=dict)
 
-    # --- pricing plans and the record of changes -----------------------------------------
-    def put_plan_version(self, plan: PlanVersion) -> bool:
-        def write(conn: sqlite3.Connection) -> Any:
-            sql = _insert_sql("plan_versions", PLAN_COLUMNS, "OR IGNORE")
-            cur = conn.execute(sql, _values(plan))
-            return cur.rowcount == 1
+    def column(self, name: str) -> str:
+        return self.renamed.get(name, name)
 
-        return self._write(write)
 
-    def get_plan_version(self, owner: str, at: datetime | None = None) -> PlanVersion | None:
-        if at is None:
-            rows = self._query(
-                "SELECT * FROM plan_versions WHERE owner = ? ORDER BY version DESC LIMIT 1",
-                (owner,),
-            )
-        else:
-            rows = self._query(
-                "SELECT * FROM plan_versions WHERE owner = ? AND created_at <= ?"
-                " ORDER BY version DESC LIMIT 1",
-                (owner, iso(at)),
-            )
-        return _record(PlanVersion, rows[0]) if rows else None
+TABLES = {
+    "value": _Table("kept_values"),
+    "plan_version": _Table("plan_versions"),
+    "change": _Table("changes"),
+    "game_over_key": _Table("game_over_keys"),
+    "machine": _Table("machines"),
+    "link": _Table("payment_links", {"key": "link_key"}),
+    "payment": _Table("payments"),
+    "intent": _Table("intents"),
+    "revenue": _Table("revenue_entries"),
+}
 
-    def list_plan_versions(self, owner: str, limit: int = 50) -> list[PlanVersion]:
-        rows = self._query(
-            "SELECT * FROM plan_versions WHERE owner = ? ORDER BY version DESC LIMIT ?",
-            (owner, limit),
-        )
-        return [_record(PlanVersion, r) for r in rows]
 
-    def record_change(self, change: ChangeRecord) -> None:
-        def write(conn: sqlite3.Connection) -> Any:
-            conn.execute(_insert_sql("changes", CHANGE_COLUMNS, "OR IGNORE"), _values(change))
+def _cell(value: Any) -> Any:
+    """Return a value as a column holds it: an instant as its text."""
+    return iso(value) if isinstance(value, datetime) else value
 
-        self._write(write)
 
-    def list_changes(self, subject: str, limit: int = 50) -> list[ChangeRecord]:
-        rows = self._query(
-            "SELECT * FROM changes WHERE subject = ? ORDER BY at DESC, change_id DESC LIMIT ?",
-            (subject, limit),
-        )
-        return [_record(ChangeRecord, r) for r in rows]
+@functools.cache
+def _stored_fields(kind: Kind) -> tuple[str, ...]:
+    """Return the names a kind's rows hold: its key (a property, for links) and its fields."""
+    return tuple(dict.fromkeys((*kind.key, *(f.name for f in fields(kind.record)))))
 
-    # --- values the service keeps for itself ------------------------------------------------
-    def get_value(self, name: str) -> str | None:
-        rows = self._query("SELECT value FROM kept_values WHERE name = ?", (name,))
-        return rows[0]["value"] if rows else None
 
-    def put_value(self, name: str, value: str) -> None:
-        def write(conn: sqlite3.Connection) -> Any:
-            conn.execute(
-                "INSERT OR REPLACE INTO kept_values (name, value) VALUES (?, ?)", (name, value)
-            )
+def _from_row(kind: Kind, row: sqlite3.Row) -> Any:
+    """Return the record a row of ``kind``'s table holds."""
+    table = TABLES[kind.name]
+    return _record(kind.record, {f.name: row[table.column(f.name)] for f in fields(kind.record)})
 
-        self._write(write)
 
-    def put_value_if_absent(self, name: str, value: str) -> str:
-        def write(conn: sqlite3.Connection) -> Any:
-            conn.execute(
-                "INSERT OR IGNORE INTO kept_values (name, value) VALUES (?, ?)", (name, value)
-            )
-            row = conn.execute("SELECT value FROM kept_values WHERE name = ?", (name,)).fetchone()
-            return row["value"]
+@functools.cache
+def _select_sql(table: _Table, key: tuple[str, ...]) -> str:
+    where = " AND ".join(f"{table.column(name)} = ?" for name in key)
+    return f"SELECT * FROM {table.name} WHERE {where}"  # noqa: S608 - our constants
 
-        return self._write(write)
+
+@functools.cache
+def _update_sql(table: _Table, key: tuple[str, ...], names: tuple[str, ...]) -> str:
+    sets = ", ".join(f"{table.column(name)} = ?" for name in names)
+    where = " AND ".join(f"{table.column(name)} = ?" for name in key)
+    return f"UPDATE {table.name} SET {sets} WHERE {where}"  # noqa: S608 - our constants
+
+
+@functools.cache
+def _delete_sql(table: _Table, key: tuple[str, ...]) -> str:
+    where = " AND ".join(f"{table.column(name)} = ?" for name in key)
+    return f"DELETE FROM {table.name} WHERE {where}"  # noqa: S608 - our constants
+
+
+def _apply(conn: sqlite3.Connection, operation: Operation) -> bool:
+    """Apply one operation; return False when its condition is false (nothing written)."""
+    table = TABLES[operation.kind.name]
+    key = operation.kind.key
+    if isinstance(operation, Put):
+        names = _stored_fields(operation.kind)
+        columns = tuple(table.column(name) for name in names)
+        values = tuple(_cell(getattr(operation.record, name)) for name in names)
+        if operation.condition is None:
+            conn.execute(_insert_sql(table.name, columns, "OR REPLACE"), values)
+            return True
+        if operation.condition is not ABSENT:
+            raise ValueError(f"a Put is written if absent or always, not {operation.condition}")
+        if conn.execute(_insert_sql(table.name, columns, "OR IGNORE"), values).rowcount == 1:
+            return True
+        if _read(conn, operation) is None:  # a unique field is held under another key
+            raise StoreError(f"that {operation.kind.name} is already stored under another key")
+        return False
+    ids = tuple(_cell(operation.ids[name]) for name in key)
+    if isinstance(operation, Update):
+        names = tuple(operation.set)
+        sql = _update_sql(table, key, names)
+        values = tuple(_cell(operation.set[name]) for name in names)
+        cur = conn.execute(sql, (*values, *ids))
+    else:
+        cur = conn.execute(_delete_sql(table, key), ids)
+    return operation.condition is not EXISTS or cur.rowcount > 0
+
+
+def _read(conn: sqlite3.Connection, operation: Operation) -> Any | None:
+    """Return the record stored under an operation's key, inside its transaction, or None."""
+    kind = operation.kind
+    if isinstance(operation, Put):
+        key = kind.key_of(operation.record)
+    else:
+        key = tuple(operation.ids[name] for name in kind.key)
+    row = conn.execute(
+        _select_sql(TABLES[kind.name], kind.key), tuple(_cell(v) for v in key)
+    ).fetchone()
+    return _from_row(kind, row) if row is not None else None
+
+
+class _Refusal(Exception):
+    """A condition was false: nothing of the transaction is kept (``refused`` says what)."""
+
+    def __init__(self, refused: Refused) -> None:
+        super().__init__("a condition was false")
+        self.refused = refused
 
 
 # Columns added after the first release, for store files made before them.
@@ -691,10 +653,6 @@ def _record(record_type: type[T], row: sqlite3.Row | Mapping[str, Any]) -> T:
     return record_type(**values)
 
 
-def _link(row: sqlite3.Row) -> PaymentLink:
-    return _record(PaymentLink, {c: row[c] for c in LINK_COLUMNS})
-
-
 class _VersionMoved(Exception):
     """A versioned write found another version stored: nothing of the transaction is kept.
 
@@ -743,13 +701,6 @@ def _upsert_first_sql(table: str, key: str, columns: tuple[str, ...]) -> str:
 def _update_versioned_sql(table: str, key: str, columns: tuple[str, ...]) -> str:
     sets = ", ".join(f"{c} = ?" for c in columns)
     return f"UPDATE {table} SET {sets} WHERE {key} = ? AND version = ?"  # noqa: S608
-
-
-@functools.cache
-def _update_machine_sql(columns: tuple[str, ...]) -> str:
-    # The names passed machine_changes: each is a column of machines, never input.
-    sets = ", ".join(f"{c} = ?" for c in columns)
-    return f"UPDATE machines SET {sets} WHERE machine_id = ?"  # noqa: S608
 
 
 def _ensure_state(conn: sqlite3.Connection, machine_id: str | None) -> None:
