@@ -417,6 +417,8 @@ REVENUE = Kind(
     key=("entry_id",),
     indexes={"by_time": Index(sort=("at", "entry_id"))},
 )
+# A machine's state: ``revenue`` is a map field (one whole number per currency).
+STATE = Kind("machine_state", MachineState, key=("machine_id",))
 
 
 class Store(ABC):
@@ -619,9 +621,9 @@ class Store(ABC):
         return self._query(PAYMENT, "due", {}, at_most={"due_at": now}, limit=limit)[0]
 
     # --- machine state --------------------------------------------------------------------
-    @abstractmethod
     def get_machine_state(self, machine_id: str) -> MachineState:
         """Return the machine's state (zeros and version 0 when nothing was stored yet)."""
+        return self._get(STATE, (machine_id,)) or MachineState(machine_id=machine_id)
 
     @abstractmethod
     def update_machine_state(

@@ -25,6 +25,7 @@ from arcade.logs import log_event
 from arcade.store.base import (
     CHANGE,
     PLAN_VERSION,
+    STATE,
     GameOverKey,
     IntentRecord,
     Lost,
@@ -506,19 +507,6 @@ class DynamoStore(Store):
         return items
 
     # --- machine state --------------------------------------------------------------------
-    def get_machine_state(self, machine_id: str) -> MachineState:
-        """Return the machine's state (zeros and version 0 when nothing was stored yet)."""
-        item = self._get_item(_state_key(machine_id))
-        if item is None:
-            return MachineState(machine_id=machine_id)
-        values = _decode(item, MachineState)
-        revenue = {
-            name.removeprefix(REVENUE_PREFIX): int(value["N"])
-            for name, value in item.items()
-            if name.startswith(REVENUE_PREFIX)
-        }
-        return MachineState(**(values | {"machine_id": machine_id, "revenue": revenue}))
-
     def update_machine_state(
         self,
         state: MachineState,
@@ -615,6 +603,8 @@ class _Layout:
     copies: Callable[[Any], list[Item]] = lambda record: []
     copy_keys: Callable[[Mapping[str, Any]], list[Item]] = lambda ids: []
     indexes: Mapping[str, _Where] = dataclasses.field(default_factory=dict)
+    # Map fields kept flat, one number attribute per entry: field -> attribute name prefix.
+    flat: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _value_key(ids: Mapping[str, Any]) -> Item:
@@ -655,6 +645,10 @@ def _link_item(link: PaymentLink) -> Item:
         | _encode(link)
         | {BY_MACHINE_PK: {"S": LINKS_OF + link.machine_id}, BY_MACHINE_SK: {"S": link.key}}
     )
+
+
+def _never_put(kind: Kind) -> Item:
+    raise TypeError(f"a {kind.name} is only ever updated, never put whole")
 
 
 def _sort_text(values: tuple[Any, ...]) -> str:
@@ -776,6 +770,13 @@ LAYOUTS: dict[str, _Layout] = {
             )
         },
     ),
+    # A machine's state shares its machine's partition; revenue is one revenue_<currency>
+    # number per currency. It is only ever updated (ADD, SET), never put whole.
+    "machine_state": _Layout(
+        key=lambda ids: _state_key(ids["machine_id"]),
+        item=lambda state: _never_put(STATE),
+        flat={"revenue": REVENUE_PREFIX},
+    ),
     "revenue": _Layout(
         key=lambda ids: _key(f"REVENUE#{ids['entry_id']}", REVENUE_SK),
         item=lambda entry: _revenue_item(entry),
@@ -804,6 +805,12 @@ def _attribute(value: Any) -> dict[str, Any]:
 def _record_of(kind: Kind, item: Item, ids: Mapping[str, Any]) -> Any:
     """Return the record an item holds; key fields it lacks (older items) come from ``ids``."""
     values = _decode(item, kind.record)
+    for name, prefix in LAYOUTS[kind.name].flat.items():
+        values[name] = {
+            attribute.removeprefix(prefix): int(value["N"])
+            for attribute, value in item.items()
+            if attribute.startswith(prefix)
+        }
     for name in kind.key:
         if name in ids and name in kind.record.__dataclass_fields__ and values.get(name) is None:
             values[name] = ids[name]

@@ -147,7 +147,6 @@ CREATE TABLE IF NOT EXISTS game_over_keys (
 """
 
 PAYMENT_COLUMNS = tuple(f.name for f in fields(Payment))
-STATE_COLUMNS = tuple(f.name for f in fields(MachineState))
 INTENT_COLUMNS = tuple(f.name for f in fields(IntentRecord))
 KEY_COLUMNS = tuple(f.name for f in fields(GameOverKey))
 ENTRY_COLUMNS = tuple(f.name for f in fields(RevenueEntry))
@@ -392,14 +391,6 @@ class SqliteStore(Store):
             return moved.lost
 
     # --- machine state --------------------------------------------------------------------
-    def get_machine_state(self, machine_id: str) -> MachineState:
-        rows = self._rows("SELECT * FROM machine_states WHERE machine_id = ?", (machine_id,))
-        if not rows:
-            return MachineState(machine_id=machine_id)
-        row = {name: rows[0][name] for name in STATE_COLUMNS}
-        row["revenue"] = json.loads(row["revenue"])
-        return _record(MachineState, row)
-
     def update_machine_state(
         self,
         state: MachineState,
@@ -455,10 +446,12 @@ class SqliteStore(Store):
 # --- the layout of each kind ------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)  # one per kind, compared and cached by identity
 class _Table:
-    """Where a kind is stored: its table, and the columns named otherwise than their field."""
+    """Where a kind is stored: its table, the columns named otherwise than their field, and
+    the map fields kept as a JSON object in their column."""
 
     name: str
     renamed: Mapping[str, str] = field(default_factory=dict)
+    json: frozenset[str] = frozenset()
 
     def column(self, name: str) -> str:
         return self.renamed.get(name, name)
@@ -474,6 +467,7 @@ TABLES = {
     "payment": _Table("payments"),
     "intent": _Table("intents"),
     "revenue": _Table("revenue_entries"),
+    "machine_state": _Table("machine_states", json=frozenset({"revenue"})),
 }
 
 
@@ -491,7 +485,10 @@ def _stored_fields(kind: Kind) -> tuple[str, ...]:
 def _from_row(kind: Kind, row: sqlite3.Row) -> Any:
     """Return the record a row of ``kind``'s table holds."""
     table = TABLES[kind.name]
-    return _record(kind.record, {f.name: row[table.column(f.name)] for f in fields(kind.record)})
+    values = {f.name: row[table.column(f.name)] for f in fields(kind.record)}
+    for name in table.json:
+        values[name] = json.loads(values[name])
+    return _record(kind.record, values)
 
 
 @functools.cache
