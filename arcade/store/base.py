@@ -31,6 +31,7 @@ from arcade.store.primitives import (
     Put,
     Refused,
     Update,
+    Version,
 )
 
 R = TypeVar("R")
@@ -546,7 +547,6 @@ class Store(ABC):
         """Return what is stored of a PaymentIntent, or None."""
         return self._get(INTENT, (payment_intent,))
 
-    @abstractmethod
     def commit_payment(
         self,
         payment: Payment | None,
@@ -562,8 +562,9 @@ class Store(ABC):
         ``payment`` and ``intent`` carry the ``version`` they were read at (0: not stored yet)
         and are written with ``version + 1`` only if the stored version is still that one.
         ``delta`` is added to the machine's ``credits_granted`` and ``revenue[currency]`` (the
-        state's version moves on). ``entries`` are added to the revenue journal; an entry whose
-        id is already stored is a write that already happened and is kept as it is.
+        state's version moves on). ``entries`` are added to the revenue journal; an entry's id
+        names the payment version that moved its money, so one already stored holds the same
+        values (and the payment's version condition refuses the write first).
         ``open_session`` sets the machine's session id and start when it has no session open
         (the state's version moves on then), with no condition on the state: a machine with a
         session open keeps it. Returns True once written; when a version moved, writes nothing
@@ -571,6 +572,41 @@ class Store(ABC):
         transaction, DynamoDB takes it from the refusal with ``ALL_OLD``): decide again from
         it. No rule about payments lives here.
         """
+        operations: list[Operation] = []
+        if payment is not None:
+            next_payment = changed(payment, version=payment.version + 1)
+            operations.append(Put(PAYMENT, next_payment, Version(payment.version)))
+        if intent is not None:
+            next_intent = changed(intent, version=intent.version + 1)
+            operations.append(Put(INTENT, next_intent, Version(intent.version)))
+        if delta or open_session is not None:
+            machine_id = delta.machine_id if delta else open_session.machine_id  # type: ignore[union-attr]
+            add: dict[str, int | dict[str, int]] = {"version": 1}
+            if delta:
+                add |= {
+                    "credits_granted": delta.credits,
+                    "revenue": {delta.currency: delta.revenue},
+                }
+            fill: dict[str, Any] = {}
+            if open_session is not None:
+                fill = {
+                    "session_id": open_session.session_id,
+                    "session_started_at": open_session.started_at,
+                }
+            operations.append(Update(STATE, {"machine_id": machine_id}, add=add, fill=fill))
+        # An entry's id comes from the payment version that moved the money, so it cannot be
+        # stored unless that version's write already happened: no condition is needed.
+        operations += [Put(REVENUE, entry) for entry in entries]
+        if not operations:
+            return True
+        written = self._write(*operations)
+        if written:
+            return True
+        stored = list(written.stored)
+        return Lost(
+            payment=stored.pop(0) if payment is not None else None,
+            intent=stored.pop(0) if intent is not None else None,
+        )
 
     def query_payments(self, query: PaymentQuery) -> tuple[list[Payment], bool]:
         """Return up to ``query.limit`` payments matching it, newest first, and whether more
