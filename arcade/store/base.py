@@ -24,6 +24,7 @@ from arcade.errors import MachineExists, StoreError, UnknownMachine
 from arcade.store.primitives import (
     ABSENT,
     EXISTS,
+    AbsentOrBelow,
     Delete,
     Index,
     Kind,
@@ -661,7 +662,6 @@ class Store(ABC):
         """Return the machine's state (zeros and version 0 when nothing was stored yet)."""
         return self._get(STATE, (machine_id,)) or MachineState(machine_id=machine_id)
 
-    @abstractmethod
     def update_machine_state(
         self,
         state: MachineState,
@@ -678,6 +678,27 @@ class Store(ABC):
         writer got there first or the key is taken (read again, decide again). Never writes
         credits_granted or revenue: those move only with payments.
         """
+        operations: list[Operation] = [
+            Update(
+                STATE,
+                {"machine_id": state.machine_id},
+                {
+                    "credits_used": state.credits_used,
+                    "games_without_credit": state.games_without_credit,
+                    "session_id": state.session_id,
+                    "session_started_at": state.session_started_at,
+                    "version": state.version + 1,
+                },
+                Version(state.version),
+            )
+        ]
+        if put_key is not None:
+            free = AbsentOrBelow("expires_at", put_key.created_at)
+            operations.append(Put(GAME_OVER_KEY, put_key, free))
+        if delete_key is not None:
+            ids = {"machine_id": delete_key.machine_id, "key": delete_key.key}
+            operations.append(Delete(GAME_OVER_KEY, ids))
+        return bool(self._write(*operations))
 
     def get_game_over_key(self, machine_id: str, key: str) -> GameOverKey | None:
         """Return the stored game-over key (expired or not), or None."""

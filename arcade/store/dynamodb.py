@@ -29,7 +29,6 @@ from arcade.store.base import (
     GameOverKey,
     IntentRecord,
     Machine,
-    MachineState,
     Payment,
     PaymentLink,
     RevenueEntry,
@@ -39,6 +38,7 @@ from arcade.store.base import (
 from arcade.store.primitives import (
     ABSENT,
     EXISTS,
+    AbsentOrBelow,
     Condition,
     Delete,
     Kind,
@@ -212,14 +212,6 @@ class DynamoStore(Store):
             for action in actions
         ]
         self._call("transact_write_items", TransactItems=items)
-
-    def _transact_if(self, actions: list[dict[str, Any]], what: str) -> bool:
-        """Write ``actions`` all or nothing; return False when one of their conditions failed.
-
-        A transaction cancelled by a conflict or throttling is tried again after a short
-        pause; any other cancellation raises StoreError.
-        """
-        return self._transact_or_refusal(actions, what) is None
 
     def _transact_or_refusal(
         self, actions: list[dict[str, Any]], what: str
@@ -458,75 +450,6 @@ class DynamoStore(Store):
                 break
             params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return items
-
-    # --- machine state --------------------------------------------------------------------
-    def update_machine_state(
-        self,
-        state: MachineState,
-        *,
-        put_key: GameOverKey | None = None,
-        delete_key: GameOverKey | None = None,
-    ) -> bool:
-        """Store the counters and session only if the stored version is still state.version,
-        with a game-over key put (if free or expired) or deleted in the same transaction."""
-        assignments = [
-            "machine_id = :machine_id",
-            "credits_used = :used",
-            "games_without_credit = :without",
-            "#version = :next",
-        ]
-        values: Item = {
-            ":machine_id": {"S": state.machine_id},
-            ":used": _number(state.credits_used),
-            ":without": _number(state.games_without_credit),
-            ":next": _number(state.version + 1),
-            ":read": _number(state.version),
-        }
-        removals = []
-        for name, value in (
-            ("session_id", state.session_id),
-            ("session_started_at", iso_or_none(state.session_started_at)),
-        ):
-            if value is None:
-                removals.append(name)
-            else:
-                assignments.append(f"{name} = :{name}")
-                values[f":{name}"] = {"S": value}
-        update = "SET " + ", ".join(assignments)
-        if removals:
-            update += " REMOVE " + ", ".join(removals)
-        condition = "#version = :read"
-        if state.version == 0:
-            condition = "attribute_not_exists(#version) OR " + condition
-        write_state = {
-            "Key": _state_key(state.machine_id),
-            "UpdateExpression": update,
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": {"#version": "version"},
-            "ExpressionAttributeValues": values,
-        }
-        actions: list[dict[str, Any]] = [{"Update": write_state}]
-        if put_key is not None:
-            actions.append(
-                {
-                    "Put": {
-                        "Item": _game_over_item(put_key),
-                        "ConditionExpression": "attribute_not_exists(pk) OR expires_at < :now",
-                        "ExpressionAttributeValues": {":now": {"S": iso(put_key.created_at)}},
-                    }
-                }
-            )
-        if delete_key is not None:
-            actions.append(
-                {"Delete": {"Key": _game_over_key(delete_key.machine_id, delete_key.key)}}
-            )
-        if len(actions) > 1:
-            return self._transact_if(actions, "the machine's state")
-        try:
-            self._call("update_item", **write_state)
-        except _ConditionFailed:
-            return False
-        return True
 
 
 # --- the layout of each kind ------------------------------------------------------------------
@@ -788,6 +711,13 @@ def _condition(condition: Condition) -> dict[str, Any]:
             "ConditionExpression": expression,
             "ExpressionAttributeNames": {"#version": "version"},
             "ExpressionAttributeValues": {":read": _number(condition.read)},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    if isinstance(condition, AbsentOrBelow):
+        return {
+            "ConditionExpression": "attribute_not_exists(pk) OR #below < :below",
+            "ExpressionAttributeNames": {"#below": condition.field},
+            "ExpressionAttributeValues": {":below": _attribute(condition.value)},
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
     return {"ConditionExpression": "attribute_exists(pk)"}

@@ -30,7 +30,16 @@ class Version:
     read: int
 
 
-Condition = Literal["absent", "exists"] | Version | None
+@dataclass(frozen=True)
+class AbsentOrBelow:
+    """Nothing is stored under the key, or the stored record's ``field`` is below ``value``
+    (compared as stored: instants as their text, which sorts in time order)."""
+
+    field: str
+    value: Any
+
+
+Condition = Literal["absent", "exists"] | Version | AbsentOrBelow | None
 
 
 @dataclass(frozen=True)

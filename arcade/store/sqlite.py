@@ -9,20 +9,20 @@ import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from arcade.clock import iso, iso_or_none, parse_iso
 from arcade.errors import StoreError
 from arcade.store.base import (
     GameOverKey,
-    MachineState,
     Store,
     instant_fields,
 )
 from arcade.store.primitives import (
     ABSENT,
     EXISTS,
+    AbsentOrBelow,
     Kind,
     Operation,
     Put,
@@ -234,10 +234,15 @@ class SqliteStore(Store):
         self._conn = None
 
     def maintain(self) -> None:
-        """Copy the write-ahead log back into the database file, on a connection of its own so
+        """Forget the game-over keys that expired (DynamoDB's Time to Live does the same), and
+        copy the write-ahead log back into the database file, on a connection of its own so
         that requests never wait for its disk sync (a PASSIVE checkpoint waits for no one)."""
         if self._conn is None:
             return
+        now = iso(datetime.now(UTC))
+        self._transaction(
+            lambda conn: conn.execute("DELETE FROM game_over_keys WHERE expires_at < ?", (now,))
+        )
         try:
             conn = sqlite3.connect(self.path, timeout=1, isolation_level=None)
             try:
@@ -322,58 +327,6 @@ class SqliteStore(Store):
             return self._transaction(write)
         except _Refusal as refusal:
             return refusal.refused
-
-    # --- machine state --------------------------------------------------------------------
-    def update_machine_state(
-        self,
-        state: MachineState,
-        *,
-        put_key: GameOverKey | None = None,
-        delete_key: GameOverKey | None = None,
-    ) -> bool:
-        # The new key's instant as stored: compared with stored expiries as text, in SQL too.
-        key_made = iso(put_key.created_at) if put_key is not None else None
-
-        def write(conn: sqlite3.Connection) -> Any:
-            if put_key is not None:
-                row = conn.execute(
-                    "SELECT expires_at FROM game_over_keys WHERE machine_id = ? AND key = ?",
-                    (put_key.machine_id, put_key.key),
-                ).fetchone()
-                if row is not None and row["expires_at"] >= key_made:
-                    return False
-            _ensure_state(conn, state.machine_id)
-            cur = conn.execute(
-                "UPDATE machine_states SET credits_used = ?, games_without_credit = ?,"
-                " session_id = ?, session_started_at = ?,"
-                " version = version + 1 WHERE machine_id = ? AND version = ?",
-                (
-                    state.credits_used,
-                    state.games_without_credit,
-                    state.session_id,
-                    iso_or_none(state.session_started_at),
-                    state.machine_id,
-                    state.version,
-                ),
-            )
-            if cur.rowcount != 1:
-                return False
-            if put_key is not None:
-                conn.execute(
-                    "DELETE FROM game_over_keys WHERE machine_id = ? AND expires_at < ?",
-                    (put_key.machine_id, key_made),
-                )
-                conn.execute(
-                    _insert_sql("game_over_keys", KEY_COLUMNS, "OR REPLACE"), _values(put_key)
-                )
-            if delete_key is not None:
-                conn.execute(
-                    "DELETE FROM game_over_keys WHERE machine_id = ? AND key = ?",
-                    (delete_key.machine_id, delete_key.key),
-                )
-            return True
-
-        return self._transaction(write)
 
 
 # --- the layout of each kind ------------------------------------------------------------------
@@ -475,6 +428,13 @@ def _apply(conn: sqlite3.Connection, operation: Operation) -> bool:
             return True
         if isinstance(operation.condition, Version):
             return _put_versioned(conn, table, key, columns, values, operation.condition.read)
+        if isinstance(operation.condition, AbsentOrBelow):
+            # A stored record below the bound gives way; then the key is free or refused.
+            below = operation.condition
+            ids = tuple(_cell(v) for v in operation.kind.key_of(operation.record))
+            delete = _delete_sql(table, key) + f" AND {table.column(below.field)} < ?"
+            conn.execute(delete, (*ids, _cell(below.value)))
+            return conn.execute(_insert_sql(table.name, columns, "OR IGNORE"), values).rowcount == 1
         if operation.condition is not ABSENT:
             raise ValueError(f"a Put is written if absent or always, not {operation.condition}")
         if conn.execute(_insert_sql(table.name, columns, "OR IGNORE"), values).rowcount == 1:
@@ -647,7 +607,3 @@ def _update_versioned_sql(table: str, key: tuple[str, ...], columns: tuple[str, 
     sets = ", ".join(f"{c} = ?" for c in columns)
     where = " AND ".join(f"{c} = ?" for c in key)
     return f"UPDATE {table} SET {sets} WHERE {where} AND version = ?"  # noqa: S608
-
-
-def _ensure_state(conn: sqlite3.Connection, machine_id: str | None) -> None:
-    conn.execute("INSERT OR IGNORE INTO machine_states (machine_id) VALUES (?)", (machine_id,))
