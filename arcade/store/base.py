@@ -24,6 +24,7 @@ from arcade.errors import MachineExists, StoreError, UnknownMachine
 from arcade.store.primitives import (
     ABSENT,
     EXISTS,
+    AbsentOrBelow,
     Delete,
     Index,
     Kind,
@@ -31,6 +32,7 @@ from arcade.store.primitives import (
     Put,
     Refused,
     Update,
+    Version,
 )
 
 R = TypeVar("R")
@@ -417,6 +419,8 @@ REVENUE = Kind(
     key=("entry_id",),
     indexes={"by_time": Index(sort=("at", "entry_id"))},
 )
+# A machine's state: ``revenue`` is a map field (one whole number per currency).
+STATE = Kind("machine_state", MachineState, key=("machine_id",))
 
 
 class Store(ABC):
@@ -544,7 +548,6 @@ class Store(ABC):
         """Return what is stored of a PaymentIntent, or None."""
         return self._get(INTENT, (payment_intent,))
 
-    @abstractmethod
     def commit_payment(
         self,
         payment: Payment | None,
@@ -560,8 +563,9 @@ class Store(ABC):
         ``payment`` and ``intent`` carry the ``version`` they were read at (0: not stored yet)
         and are written with ``version + 1`` only if the stored version is still that one.
         ``delta`` is added to the machine's ``credits_granted`` and ``revenue[currency]`` (the
-        state's version moves on). ``entries`` are added to the revenue journal; an entry whose
-        id is already stored is a write that already happened and is kept as it is.
+        state's version moves on). ``entries`` are added to the revenue journal; an entry's id
+        names the payment version that moved its money, so one already stored holds the same
+        values (and the payment's version condition refuses the write first).
         ``open_session`` sets the machine's session id and start when it has no session open
         (the state's version moves on then), with no condition on the state: a machine with a
         session open keeps it. Returns True once written; when a version moved, writes nothing
@@ -569,6 +573,41 @@ class Store(ABC):
         transaction, DynamoDB takes it from the refusal with ``ALL_OLD``): decide again from
         it. No rule about payments lives here.
         """
+        operations: list[Operation] = []
+        if payment is not None:
+            next_payment = changed(payment, version=payment.version + 1)
+            operations.append(Put(PAYMENT, next_payment, Version(payment.version)))
+        if intent is not None:
+            next_intent = changed(intent, version=intent.version + 1)
+            operations.append(Put(INTENT, next_intent, Version(intent.version)))
+        if delta or open_session is not None:
+            machine_id = delta.machine_id if delta else open_session.machine_id  # type: ignore[union-attr]
+            add: dict[str, int | dict[str, int]] = {"version": 1}
+            if delta:
+                add |= {
+                    "credits_granted": delta.credits,
+                    "revenue": {delta.currency: delta.revenue},
+                }
+            fill: dict[str, Any] = {}
+            if open_session is not None:
+                fill = {
+                    "session_id": open_session.session_id,
+                    "session_started_at": open_session.started_at,
+                }
+            operations.append(Update(STATE, {"machine_id": machine_id}, add=add, fill=fill))
+        # An entry's id comes from the payment version that moved the money, so it cannot be
+        # stored unless that version's write already happened: no condition is needed.
+        operations += [Put(REVENUE, entry) for entry in entries]
+        if not operations:
+            return True
+        written = self._write(*operations)
+        if written:
+            return True
+        stored = list(written.stored)
+        return Lost(
+            payment=stored.pop(0) if payment is not None else None,
+            intent=stored.pop(0) if intent is not None else None,
+        )
 
     def query_payments(self, query: PaymentQuery) -> tuple[list[Payment], bool]:
         """Return up to ``query.limit`` payments matching it, newest first, and whether more
@@ -619,11 +658,10 @@ class Store(ABC):
         return self._query(PAYMENT, "due", {}, at_most={"due_at": now}, limit=limit)[0]
 
     # --- machine state --------------------------------------------------------------------
-    @abstractmethod
     def get_machine_state(self, machine_id: str) -> MachineState:
         """Return the machine's state (zeros and version 0 when nothing was stored yet)."""
+        return self._get(STATE, (machine_id,)) or MachineState(machine_id=machine_id)
 
-    @abstractmethod
     def update_machine_state(
         self,
         state: MachineState,
@@ -640,6 +678,27 @@ class Store(ABC):
         writer got there first or the key is taken (read again, decide again). Never writes
         credits_granted or revenue: those move only with payments.
         """
+        operations: list[Operation] = [
+            Update(
+                STATE,
+                {"machine_id": state.machine_id},
+                {
+                    "credits_used": state.credits_used,
+                    "games_without_credit": state.games_without_credit,
+                    "session_id": state.session_id,
+                    "session_started_at": state.session_started_at,
+                    "version": state.version + 1,
+                },
+                Version(state.version),
+            )
+        ]
+        if put_key is not None:
+            free = AbsentOrBelow("expires_at", put_key.created_at)
+            operations.append(Put(GAME_OVER_KEY, put_key, free))
+        if delete_key is not None:
+            ids = {"machine_id": delete_key.machine_id, "key": delete_key.key}
+            operations.append(Delete(GAME_OVER_KEY, ids))
+        return bool(self._write(*operations))
 
     def get_game_over_key(self, machine_id: str, key: str) -> GameOverKey | None:
         """Return the stored game-over key (expired or not), or None."""

@@ -25,27 +25,27 @@ from arcade.logs import log_event
 from arcade.store.base import (
     CHANGE,
     PLAN_VERSION,
+    STATE,
     GameOverKey,
     IntentRecord,
-    Lost,
     Machine,
-    MachineState,
     Payment,
     PaymentLink,
     RevenueEntry,
-    SessionStart,
-    StateDelta,
     Store,
     instant_fields,
 )
 from arcade.store.primitives import (
     ABSENT,
+    EXISTS,
+    AbsentOrBelow,
     Condition,
     Delete,
     Kind,
     Operation,
     Put,
     Refused,
+    Version,
 )
 
 logger = logging.getLogger(__name__)
@@ -212,14 +212,6 @@ class DynamoStore(Store):
             for action in actions
         ]
         self._call("transact_write_items", TransactItems=items)
-
-    def _transact_if(self, actions: list[dict[str, Any]], what: str) -> bool:
-        """Write ``actions`` all or nothing; return False when one of their conditions failed.
-
-        A transaction cancelled by a conflict or throttling is tried again after a short
-        pause; any other cancellation raises StoreError.
-        """
-        return self._transact_or_refusal(actions, what) is None
 
     def _transact_or_refusal(
         self, actions: list[dict[str, Any]], what: str
@@ -447,52 +439,6 @@ class DynamoStore(Store):
                 stored[position] = refusal.item(index)
         return _refused(operations, stored)
 
-    # --- payments -------------------------------------------------------------------------
-    def commit_payment(
-        self,
-        payment: Payment | None,
-        *,
-        intent: IntentRecord | None = None,
-        delta: StateDelta | None = None,
-        entries: Sequence[RevenueEntry] = (),
-        open_session: SessionStart | None = None,
-    ) -> Literal[True] | Lost:
-        """Put the payment and the intent if their versions hold, ADD the delta, open the
-        session and put the revenue entries, in one go (one Update for the machine state: a
-        transaction may touch an item once). A refused put returns what won (``ALL_OLD``)."""
-        actions: list[dict[str, Any]] = []
-        versioned: list[type] = []  # the record type of each versioned put, by action
-        if payment is not None:
-            actions.append(_put_versioned(_payment_item(payment), payment.version))
-            versioned.append(Payment)
-        if intent is not None:
-            actions.append(_put_versioned(_intent_item(intent), intent.version))
-            versioned.append(IntentRecord)
-        intent_id = intent.payment_intent if intent is not None else None
-        if delta or open_session is not None:
-            machine_id = delta.machine_id if delta else open_session.machine_id  # type: ignore[union-attr]
-            actions.append(_update_state(machine_id, delta or None, open_session))
-        # An entry's id comes from the payment version that moved the money, so it cannot be
-        # stored unless that version's write already happened: no condition is needed.
-        actions += [{"Put": {"Item": _revenue_item(entry)}} for entry in entries]
-        if len(actions) == 1 and "Put" in actions[0]:
-            try:
-                self._call("put_item", **actions[0]["Put"])
-            except _ConditionFailed as refused:
-                return _lost({versioned[0]: refused.item}, intent_id)
-            return True
-        refusal = self._transact_or_refusal(actions, "the payment")
-        if refusal is None:
-            return True
-        return _lost(
-            {
-                kind: refusal.item(index)
-                for index, kind in enumerate(versioned)
-                if refusal.reason(index) == "ConditionalCheckFailed"
-            },
-            intent_id,
-        )
-
     def _query_pages(self, params: dict[str, Any], *, enough: int | None = None) -> list[Item]:
         """Run a Query, following its pages until the last, or until ``enough`` items came."""
         params = dict(params)
@@ -504,88 +450,6 @@ class DynamoStore(Store):
                 break
             params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return items
-
-    # --- machine state --------------------------------------------------------------------
-    def get_machine_state(self, machine_id: str) -> MachineState:
-        """Return the machine's state (zeros and version 0 when nothing was stored yet)."""
-        item = self._get_item(_state_key(machine_id))
-        if item is None:
-            return MachineState(machine_id=machine_id)
-        values = _decode(item, MachineState)
-        revenue = {
-            name.removeprefix(REVENUE_PREFIX): int(value["N"])
-            for name, value in item.items()
-            if name.startswith(REVENUE_PREFIX)
-        }
-        return MachineState(**(values | {"machine_id": machine_id, "revenue": revenue}))
-
-    def update_machine_state(
-        self,
-        state: MachineState,
-        *,
-        put_key: GameOverKey | None = None,
-        delete_key: GameOverKey | None = None,
-    ) -> bool:
-        """Store the counters and session only if the stored version is still state.version,
-        with a game-over key put (if free or expired) or deleted in the same transaction."""
-        assignments = [
-            "machine_id = :machine_id",
-            "credits_used = :used",
-            "games_without_credit = :without",
-            "#version = :next",
-        ]
-        values: Item = {
-            ":machine_id": {"S": state.machine_id},
-            ":used": _number(state.credits_used),
-            ":without": _number(state.games_without_credit),
-            ":next": _number(state.version + 1),
-            ":read": _number(state.version),
-        }
-        removals = []
-        for name, value in (
-            ("session_id", state.session_id),
-            ("session_started_at", iso_or_none(state.session_started_at)),
-        ):
-            if value is None:
-                removals.append(name)
-            else:
-                assignments.append(f"{name} = :{name}")
-                values[f":{name}"] = {"S": value}
-        update = "SET " + ", ".join(assignments)
-        if removals:
-            update += " REMOVE " + ", ".join(removals)
-        condition = "#version = :read"
-        if state.version == 0:
-            condition = "attribute_not_exists(#version) OR " + condition
-        write_state = {
-            "Key": _state_key(state.machine_id),
-            "UpdateExpression": update,
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": {"#version": "version"},
-            "ExpressionAttributeValues": values,
-        }
-        actions: list[dict[str, Any]] = [{"Update": write_state}]
-        if put_key is not None:
-            actions.append(
-                {
-                    "Put": {
-                        "Item": _game_over_item(put_key),
-                        "ConditionExpression": "attribute_not_exists(pk) OR expires_at < :now",
-                        "ExpressionAttributeValues": {":now": {"S": iso(put_key.created_at)}},
-                    }
-                }
-            )
-        if delete_key is not None:
-            actions.append(
-                {"Delete": {"Key": _game_over_key(delete_key.machine_id, delete_key.key)}}
-            )
-        if len(actions) > 1:
-            return self._transact_if(actions, "the machine's state")
-        try:
-            self._call("update_item", **write_state)
-        except _ConditionFailed:
-            return False
-        return True
 
 
 # --- the layout of each kind ------------------------------------------------------------------
@@ -615,6 +479,8 @@ class _Layout:
     copies: Callable[[Any], list[Item]] = lambda record: []
     copy_keys: Callable[[Mapping[str, Any]], list[Item]] = lambda ids: []
     indexes: Mapping[str, _Where] = dataclasses.field(default_factory=dict)
+    # Map fields kept flat, one number attribute per entry: field -> attribute name prefix.
+    flat: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _value_key(ids: Mapping[str, Any]) -> Item:
@@ -655,6 +521,10 @@ def _link_item(link: PaymentLink) -> Item:
         | _encode(link)
         | {BY_MACHINE_PK: {"S": LINKS_OF + link.machine_id}, BY_MACHINE_SK: {"S": link.key}}
     )
+
+
+def _never_put(kind: Kind) -> Item:
+    raise TypeError(f"a {kind.name} is only ever updated, never put whole")
 
 
 def _sort_text(values: tuple[Any, ...]) -> str:
@@ -776,6 +646,13 @@ LAYOUTS: dict[str, _Layout] = {
             )
         },
     ),
+    # A machine's state shares its machine's partition; revenue is one revenue_<currency>
+    # number per currency. It is only ever updated (ADD, SET), never put whole.
+    "machine_state": _Layout(
+        key=lambda ids: _state_key(ids["machine_id"]),
+        item=lambda state: _never_put(STATE),
+        flat={"revenue": REVENUE_PREFIX},
+    ),
     "revenue": _Layout(
         key=lambda ids: _key(f"REVENUE#{ids['entry_id']}", REVENUE_SK),
         item=lambda entry: _revenue_item(entry),
@@ -804,6 +681,12 @@ def _attribute(value: Any) -> dict[str, Any]:
 def _record_of(kind: Kind, item: Item, ids: Mapping[str, Any]) -> Any:
     """Return the record an item holds; key fields it lacks (older items) come from ``ids``."""
     values = _decode(item, kind.record)
+    for name, prefix in LAYOUTS[kind.name].flat.items():
+        values[name] = {
+            attribute.removeprefix(prefix): int(value["N"])
+            for attribute, value in item.items()
+            if attribute.startswith(prefix)
+        }
     for name in kind.key:
         if name in ids and name in kind.record.__dataclass_fields__ and values.get(name) is None:
             values[name] = ids[name]
@@ -811,8 +694,8 @@ def _record_of(kind: Kind, item: Item, ids: Mapping[str, Any]) -> Any:
 
 
 def _condition(condition: Condition) -> dict[str, Any]:
-    """Return the ConditionExpression of a storage guard (none for no condition); an ABSENT
-    refusal carries the item that holds the key (ALL_OLD)."""
+    """Return the ConditionExpression of a storage guard (none for no condition), with its
+    names and values; an ABSENT or a version refusal carries the item stored (ALL_OLD)."""
     if condition is None:
         return {}
     if condition is ABSENT:
@@ -820,43 +703,87 @@ def _condition(condition: Condition) -> dict[str, Any]:
             "ConditionExpression": "attribute_not_exists(pk)",
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
+    if isinstance(condition, Version):
+        expression = "#version = :read"
+        if condition.read == 0:  # nothing stored, or an item stored before versions existed
+            expression = "attribute_not_exists(#version) OR " + expression
+        return {
+            "ConditionExpression": expression,
+            "ExpressionAttributeNames": {"#version": "version"},
+            "ExpressionAttributeValues": {":read": _number(condition.read)},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    if isinstance(condition, AbsentOrBelow):
+        return {
+            "ConditionExpression": "attribute_not_exists(pk) OR #below < :below",
+            "ExpressionAttributeNames": {"#below": condition.field},
+            "ExpressionAttributeValues": {":below": _attribute(condition.value)},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
     return {"ConditionExpression": "attribute_exists(pk)"}
+
+
+def _guarded(body: dict[str, Any], guard: dict[str, Any]) -> dict[str, Any]:
+    """Return an action's body with a guard added, their names and values merged."""
+    merged = body | guard
+    for part in ("ExpressionAttributeNames", "ExpressionAttributeValues"):
+        if part in body and part in guard:
+            merged[part] = body[part] | guard[part]
+    return merged
 
 
 def _actions(operation: Operation) -> list[dict[str, Any]]:
     """Return the actions of one operation: on its main item, then on its copies."""
     layout = LAYOUTS[operation.kind.name]
+    guard = _condition(operation.condition)
     if isinstance(operation, Put):
-        guard = _condition(operation.condition)
         items = [layout.item(operation.record), *layout.copies(operation.record)]
         # Only the main item's refusal carries what won; a copy's means a unique field clash.
         return [
-            {"Put": {"Item": item} | (guard if i == 0 else _without_old(guard))}
+            {"Put": {"Item": item, **(guard if i == 0 else _without_old(guard))}}
             for i, item in enumerate(items)
         ]
     keys = [layout.key(operation.ids), *layout.copy_keys(operation.ids)]
-    guard = _condition(operation.condition)
     if isinstance(operation, Delete):
-        return [{"Delete": {"Key": key} | guard} for key in keys]
-    sets, removals = [], []
+        return [{"Delete": {"Key": key, **guard}} for key in keys]
+    sets, removals, adds = [], [], []
     names: dict[str, str] = {}
     values: Item = {}
-    for name, value in operation.set.items():
+
+    def placeholder(attribute: str, value: Any = None) -> tuple[str, str]:
         # Every name through a placeholder: some (timezone) are DynamoDB reserved words.
-        names[f"#{name}"] = name
+        number = len(names)
+        names[f"#a{number}"] = attribute
+        if value is not None:
+            values[f":a{number}"] = _attribute(value)
+        return f"#a{number}", f":a{number}"
+
+    changes = dict(operation.set)
+    if operation.condition is not EXISTS:  # an item made by this update holds its key fields
+        fields_of = operation.kind.record.__dataclass_fields__
+        changes = {n: operation.ids[n] for n in operation.kind.key if n in fields_of} | changes
+    for name, value in changes.items():
         if value is None:  # an item keeps no attribute for a field that is None (_encode)
-            removals.append(f"#{name}")
+            removals.append(placeholder(name)[0])
         else:
-            sets.append(f"#{name} = :{name}")
-            values[f":{name}"] = _attribute(value)
-    clauses = (("SET", sets), ("REMOVE", removals))
+            sets.append("{} = {}".format(*placeholder(name, value)))
+    for name, value in operation.fill.items():
+        attribute, value_mark = placeholder(name, value)
+        sets.append(f"{attribute} = if_not_exists({attribute}, {value_mark})")
+    for name, amount in operation.add.items():
+        if isinstance(amount, Mapping):  # a map field is kept flat, one attribute per entry
+            for entry, number in amount.items():
+                adds.append("{} {}".format(*placeholder(layout.flat[name] + entry, number)))
+        else:
+            adds.append("{} {}".format(*placeholder(name, amount)))
+    clauses = (("SET", sets), ("REMOVE", removals), ("ADD", adds))
     update: dict[str, Any] = {
         "UpdateExpression": " ".join(f"{verb} {', '.join(x)}" for verb, x in clauses if x),
         "ExpressionAttributeNames": names,
     }
     if values:  # DynamoDB refuses an empty map of values (a change that only clears)
         update["ExpressionAttributeValues"] = values
-    return [{"Update": {"Key": key} | update | guard} for key in keys]
+    return [{"Update": {"Key": key, **_guarded(update, guard)}} for key in keys]
 
 
 def _without_old(guard: dict[str, Any]) -> dict[str, Any]:
@@ -1023,68 +950,6 @@ def _game_over_item(record: GameOverKey) -> Item:
         | {"entity": {"S": "game_over_key"}, EXPIRES_EPOCH: _number(expires)}
         | _encode(record)
     )
-
-
-def _put_versioned(item: Item, version: int) -> dict[str, Any]:
-    """Return a Put of ``item`` at ``version + 1``, only if the stored version is ``version``;
-    a refusal carries the stored item (ALL_OLD)."""
-    item = item | {"version": _number(version + 1)}
-    condition = "attribute_not_exists(#version)" if version == 0 else "#version = :read"
-    put: dict[str, Any] = {
-        "Item": item,
-        "ConditionExpression": condition,
-        "ExpressionAttributeNames": {"#version": "version"},
-        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-    }
-    if version:
-        put["ExpressionAttributeValues"] = {":read": _number(version)}
-    return {"Put": put}
-
-
-def _lost(stored: dict[type, Item | None], intent_id: str | None) -> Lost:
-    """Return the Lost of a refused commit from the items that won, by record type (an older
-    intent item holds no ``payment_intent``: its key is ``intent_id``)."""
-    payment, intent = stored.get(Payment), stored.get(IntentRecord)
-    return Lost(
-        payment=Payment(**_decode(payment, Payment)) if payment else None,
-        intent=(
-            IntentRecord(**(_decode(intent, IntentRecord) | {"payment_intent": intent_id}))
-            if intent
-            else None
-        ),
-    )
-
-
-def _update_state(
-    machine_id: str, delta: StateDelta | None, open_session: SessionStart | None
-) -> dict[str, Any]:
-    """Return the Update that adds a delta to a machine's credits granted and revenue and opens
-    a session on it when none is open (``if_not_exists``: a state keeps no attribute for a
-    closed session), with no condition; both are about one machine."""
-    sets = ["machine_id = :machine_id"]
-    adds = ["#version :one"]
-    names = {"#version": "version"}
-    values: Item = {":machine_id": {"S": machine_id}, ":one": _number(1)}
-    if delta is not None:
-        adds += ["credits_granted :credits", "#revenue :amount"]
-        names["#revenue"] = REVENUE_PREFIX + delta.currency
-        values[":credits"] = _number(delta.credits)
-        values[":amount"] = _number(delta.revenue)
-    if open_session is not None:
-        sets += [
-            "session_id = if_not_exists(session_id, :session_id)",
-            "session_started_at = if_not_exists(session_started_at, :started_at)",
-        ]
-        values[":session_id"] = {"S": open_session.session_id}
-        values[":started_at"] = {"S": iso(open_session.started_at)}
-    return {
-        "Update": {
-            "Key": _state_key(machine_id),
-            "UpdateExpression": f"SET {', '.join(sets)} ADD {', '.join(adds)}",
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-        }
-    }
 
 
 def _pause_or_raise(exc: _TransactionCancelled) -> None:

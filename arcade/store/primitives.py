@@ -20,7 +20,26 @@ from typing import Any, Literal
 # Storage guards a write may carry; every other condition is a rule of the ledger.
 ABSENT: Literal["absent"] = "absent"  # nothing is stored under the key (first writer wins)
 EXISTS: Literal["exists"] = "exists"  # something is stored under the key
-Condition = Literal["absent", "exists"] | None
+
+
+@dataclass(frozen=True)
+class Version:
+    """The stored record's ``version`` field is ``read`` (0: nothing is stored, or a record
+    stored at version 0): optimistic locking. Its refusal carries the stored record."""
+
+    read: int
+
+
+@dataclass(frozen=True)
+class AbsentOrBelow:
+    """Nothing is stored under the key, or the stored record's ``field`` is below ``value``
+    (compared as stored: instants as their text, which sorts in time order)."""
+
+    field: str
+    value: Any
+
+
+Condition = Literal["absent", "exists"] | Version | AbsentOrBelow | None
 
 
 @dataclass(frozen=True)
@@ -64,13 +83,19 @@ class Put:
 
 @dataclass(frozen=True)
 class Update:
-    """Set fields of the record stored under ``ids`` (its key fields, and its unique fields
-    when the kind has some) if ``condition`` holds; a field set to None is cleared."""
+    """Change the record stored under ``ids`` (its key fields, and its unique fields when the
+    kind has some) if ``condition`` holds: ``set`` fields to values (None clears one), ``add``
+    whole numbers to whole-number fields (or, given a mapping, to entries of a map field,
+    an entry not stored counting as 0), and ``fill`` fields with values only where they are
+    unset. Unless the condition is EXISTS, a record not stored is made first, its key fields
+    given and the rest at their defaults (as DynamoDB's UpdateItem does)."""
 
     kind: Kind
     ids: Mapping[str, Any]
-    set: Mapping[str, Any]
+    set: Mapping[str, Any] = field(default_factory=dict)
     condition: Condition = None
+    add: Mapping[str, int | Mapping[str, int]] = field(default_factory=dict)
+    fill: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

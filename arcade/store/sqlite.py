@@ -7,26 +7,29 @@ import functools
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from arcade.clock import iso, iso_or_none, parse_iso
 from arcade.errors import StoreError
 from arcade.store.base import (
     GameOverKey,
-    IntentRecord,
-    Lost,
-    MachineState,
-    Payment,
-    RevenueEntry,
-    SessionStart,
-    StateDelta,
     Store,
     instant_fields,
 )
-from arcade.store.primitives import ABSENT, EXISTS, Kind, Operation, Put, Refused, Update
+from arcade.store.primitives import (
+    ABSENT,
+    EXISTS,
+    AbsentOrBelow,
+    Kind,
+    Operation,
+    Put,
+    Refused,
+    Update,
+    Version,
+)
 
 T = TypeVar("T")
 
@@ -146,11 +149,7 @@ CREATE TABLE IF NOT EXISTS game_over_keys (
 );
 """
 
-PAYMENT_COLUMNS = tuple(f.name for f in fields(Payment))
-STATE_COLUMNS = tuple(f.name for f in fields(MachineState))
-INTENT_COLUMNS = tuple(f.name for f in fields(IntentRecord))
 KEY_COLUMNS = tuple(f.name for f in fields(GameOverKey))
-ENTRY_COLUMNS = tuple(f.name for f in fields(RevenueEntry))
 
 
 class SqliteStore(Store):
@@ -235,10 +234,15 @@ class SqliteStore(Store):
         self._conn = None
 
     def maintain(self) -> None:
-        """Copy the write-ahead log back into the database file, on a connection of its own so
+        """Forget the game-over keys that expired (DynamoDB's Time to Live does the same), and
+        copy the write-ahead log back into the database file, on a connection of its own so
         that requests never wait for its disk sync (a PASSIVE checkpoint waits for no one)."""
         if self._conn is None:
             return
+        now = iso(datetime.now(UTC))
+        self._transaction(
+            lambda conn: conn.execute("DELETE FROM game_over_keys WHERE expires_at < ?", (now,))
+        )
         try:
             conn = sqlite3.connect(self.path, timeout=1, isolation_level=None)
             try:
@@ -314,11 +318,8 @@ class SqliteStore(Store):
             for position, operation in enumerate(operations):
                 if not _apply(conn, operation):
                     # Read what holds the key inside the transaction, before it rolls back.
-                    stored = None
-                    if not isinstance(operation, Put) or operation.condition is ABSENT:
-                        stored = _read(conn, operation)
-                    refused = [None] * len(operations)
-                    refused[position] = stored
+                    refused: list[Any] = [None] * len(operations)
+                    refused[position] = _read(conn, operation)
                     raise _Refusal(Refused(tuple(refused)))
             return True
 
@@ -327,138 +328,16 @@ class SqliteStore(Store):
         except _Refusal as refusal:
             return refusal.refused
 
-    # --- payments -------------------------------------------------------------------------
-    def commit_payment(
-        self,
-        payment: Payment | None,
-        *,
-        intent: IntentRecord | None = None,
-        delta: StateDelta | None = None,
-        entries: Sequence[RevenueEntry] = (),
-        open_session: SessionStart | None = None,
-    ) -> Literal[True] | Lost:
-        def write(conn: sqlite3.Connection) -> Any:
-            # Each record is written only if its version is the one read: one statement that
-            # both checks and writes, so a race costs no extra read.
-            if payment is not None and not _put_versioned(
-                conn, "payments", "payment_id", PAYMENT_COLUMNS, payment
-            ):
-                row = _read_row(conn, "payments", "payment_id", payment.payment_id)
-                raise _VersionMoved(Lost(payment=_record(Payment, row) if row else None))
-            if intent is not None and not _put_versioned(
-                conn, "intents", "payment_intent", INTENT_COLUMNS, intent
-            ):
-                row = _read_row(conn, "intents", "payment_intent", intent.payment_intent)
-                raise _VersionMoved(Lost(intent=_record(IntentRecord, row) if row else None))
-            if delta:
-                conn.execute(
-                    "INSERT INTO machine_states (machine_id, credits_granted, revenue, version)"
-                    " VALUES (?, ?, json_object(?, ?), 1) ON CONFLICT (machine_id) DO UPDATE SET"
-                    " credits_granted = credits_granted + excluded.credits_granted,"
-                    " revenue = json_set(revenue, ?, coalesce(json_extract(revenue, ?), 0) + ?),"
-                    " version = version + 1",
-                    (
-                        delta.machine_id,
-                        delta.credits,
-                        delta.currency,
-                        delta.revenue,
-                        f"$.{delta.currency}",
-                        f"$.{delta.currency}",
-                        delta.revenue,
-                    ),
-                )
-            for entry in entries:
-                conn.execute(
-                    _insert_sql("revenue_entries", ENTRY_COLUMNS, "OR IGNORE"), _values(entry)
-                )
-            if open_session is not None:
-                conn.execute(
-                    "INSERT INTO machine_states (machine_id, session_id, session_started_at,"
-                    " version) VALUES (?, ?, ?, 1) ON CONFLICT (machine_id) DO UPDATE SET"
-                    " session_id = excluded.session_id,"
-                    " session_started_at = excluded.session_started_at,"
-                    " version = version + 1 WHERE machine_states.session_id IS NULL",
-                    (
-                        open_session.machine_id,
-                        open_session.session_id,
-                        iso(open_session.started_at),
-                    ),
-                )
-            return True
-
-        try:
-            return self._transaction(write)
-        except _VersionMoved as moved:
-            return moved.lost
-
-    # --- machine state --------------------------------------------------------------------
-    def get_machine_state(self, machine_id: str) -> MachineState:
-        rows = self._rows("SELECT * FROM machine_states WHERE machine_id = ?", (machine_id,))
-        if not rows:
-            return MachineState(machine_id=machine_id)
-        row = {name: rows[0][name] for name in STATE_COLUMNS}
-        row["revenue"] = json.loads(row["revenue"])
-        return _record(MachineState, row)
-
-    def update_machine_state(
-        self,
-        state: MachineState,
-        *,
-        put_key: GameOverKey | None = None,
-        delete_key: GameOverKey | None = None,
-    ) -> bool:
-        # The new key's instant as stored: compared with stored expiries as text, in SQL too.
-        key_made = iso(put_key.created_at) if put_key is not None else None
-
-        def write(conn: sqlite3.Connection) -> Any:
-            if put_key is not None:
-                row = conn.execute(
-                    "SELECT expires_at FROM game_over_keys WHERE machine_id = ? AND key = ?",
-                    (put_key.machine_id, put_key.key),
-                ).fetchone()
-                if row is not None and row["expires_at"] >= key_made:
-                    return False
-            _ensure_state(conn, state.machine_id)
-            cur = conn.execute(
-                "UPDATE machine_states SET credits_used = ?, games_without_credit = ?,"
-                " session_id = ?, session_started_at = ?,"
-                " version = version + 1 WHERE machine_id = ? AND version = ?",
-                (
-                    state.credits_used,
-                    state.games_without_credit,
-                    state.session_id,
-                    iso_or_none(state.session_started_at),
-                    state.machine_id,
-                    state.version,
-                ),
-            )
-            if cur.rowcount != 1:
-                return False
-            if put_key is not None:
-                conn.execute(
-                    "DELETE FROM game_over_keys WHERE machine_id = ? AND expires_at < ?",
-                    (put_key.machine_id, key_made),
-                )
-                conn.execute(
-                    _insert_sql("game_over_keys", KEY_COLUMNS, "OR REPLACE"), _values(put_key)
-                )
-            if delete_key is not None:
-                conn.execute(
-                    "DELETE FROM game_over_keys WHERE machine_id = ? AND key = ?",
-                    (delete_key.machine_id, delete_key.key),
-                )
-            return True
-
-        return self._transaction(write)
-
 
 # --- the layout of each kind ------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)  # one per kind, compared and cached by identity
 class _Table:
-    """Where a kind is stored: its table, and the columns named otherwise than their field."""
+    """Where a kind is stored: its table, the columns named otherwise than their field, and
+    the map fields kept as a JSON object in their column."""
 
     name: str
     renamed: Mapping[str, str] = field(default_factory=dict)
+    json: frozenset[str] = frozenset()
 
     def column(self, name: str) -> str:
         return self.renamed.get(name, name)
@@ -474,6 +353,7 @@ TABLES = {
     "payment": _Table("payments"),
     "intent": _Table("intents"),
     "revenue": _Table("revenue_entries"),
+    "machine_state": _Table("machine_states", json=frozenset({"revenue"})),
 }
 
 
@@ -491,7 +371,10 @@ def _stored_fields(kind: Kind) -> tuple[str, ...]:
 def _from_row(kind: Kind, row: sqlite3.Row) -> Any:
     """Return the record a row of ``kind``'s table holds."""
     table = TABLES[kind.name]
-    return _record(kind.record, {f.name: row[table.column(f.name)] for f in fields(kind.record)})
+    values = {f.name: row[table.column(f.name)] for f in fields(kind.record)}
+    for name in table.json:
+        values[name] = json.loads(values[name])
+    return _record(kind.record, values)
 
 
 @functools.cache
@@ -500,11 +383,30 @@ def _select_sql(table: _Table, key: tuple[str, ...]) -> str:
     return f"SELECT * FROM {table.name} WHERE {where}"  # noqa: S608 - our constants
 
 
-@functools.cache
-def _update_sql(table: _Table, key: tuple[str, ...], names: tuple[str, ...]) -> str:
-    sets = ", ".join(f"{table.column(name)} = ?" for name in names)
+def _update_sql(table: _Table, key: tuple[str, ...], update: Update) -> tuple[str, list[Any]]:
+    """Return the UPDATE of one record and its parameters (names are the kind's columns)."""
+    sets: list[str] = []
+    params: list[Any] = []
+    for name, value in update.set.items():
+        sets.append(f"{table.column(name)} = ?")
+        params.append(_cell(value))
+    for name, amount in update.add.items():
+        column = table.column(name)
+        if not isinstance(amount, Mapping):
+            sets.append(f"{column} = {column} + ?")
+            params.append(amount)
+            continue
+        # A map field is a JSON object: each entry is added to (0 when absent) in one json_set.
+        pairs = []
+        for entry, number in amount.items():
+            pairs.append(f"?, coalesce(json_extract({column}, ?), 0) + ?")
+            params += [f"$.{entry}", f"$.{entry}", number]
+        sets.append(f"{column} = json_set({column}, {', '.join(pairs)})")
+    for name, value in update.fill.items():
+        sets.append(f"{table.column(name)} = coalesce({table.column(name)}, ?)")
+        params.append(_cell(value))
     where = " AND ".join(f"{table.column(name)} = ?" for name in key)
-    return f"UPDATE {table.name} SET {sets} WHERE {where}"  # noqa: S608 - our constants
+    return f"UPDATE {table.name} SET {', '.join(sets)} WHERE {where}", params  # noqa: S608
 
 
 @functools.cache
@@ -524,6 +426,15 @@ def _apply(conn: sqlite3.Connection, operation: Operation) -> bool:
         if operation.condition is None:
             conn.execute(_insert_sql(table.name, columns, "OR REPLACE"), values)
             return True
+        if isinstance(operation.condition, Version):
+            return _put_versioned(conn, table, key, columns, values, operation.condition.read)
+        if isinstance(operation.condition, AbsentOrBelow):
+            # A stored record below the bound gives way; then the key is free or refused.
+            below = operation.condition
+            ids = tuple(_cell(v) for v in operation.kind.key_of(operation.record))
+            delete = _delete_sql(table, key) + f" AND {table.column(below.field)} < ?"
+            conn.execute(delete, (*ids, _cell(below.value)))
+            return conn.execute(_insert_sql(table.name, columns, "OR IGNORE"), values).rowcount == 1
         if operation.condition is not ABSENT:
             raise ValueError(f"a Put is written if absent or always, not {operation.condition}")
         if conn.execute(_insert_sql(table.name, columns, "OR IGNORE"), values).rowcount == 1:
@@ -532,14 +443,20 @@ def _apply(conn: sqlite3.Connection, operation: Operation) -> bool:
             raise StoreError(f"that {operation.kind.name} is already stored under another key")
         return False
     ids = tuple(_cell(operation.ids[name]) for name in key)
+    version = operation.condition if isinstance(operation.condition, Version) else None
     if isinstance(operation, Update):
-        names = tuple(operation.set)
-        sql = _update_sql(table, key, names)
-        values = tuple(_cell(operation.set[name]) for name in names)
-        cur = conn.execute(sql, (*values, *ids))
+        if operation.condition is not EXISTS:  # made when absent, as DynamoDB's UpdateItem is
+            key_columns = tuple(table.column(name) for name in key)
+            conn.execute(_insert_sql(table.name, key_columns, "OR IGNORE"), ids)
+        sql, params = _update_sql(table, key, operation)
     else:
-        cur = conn.execute(_delete_sql(table, key), ids)
-    return operation.condition is not EXISTS or cur.rowcount > 0
+        sql, params = _delete_sql(table, key), []
+    params += ids
+    if version is not None:
+        sql += " AND version = ?"
+        params.append(version.read)
+    cur = conn.execute(sql, params)
+    return (operation.condition is not EXISTS and version is None) or cur.rowcount > 0
 
 
 def _read(conn: sqlite3.Connection, operation: Operation) -> Any | None:
@@ -653,55 +570,40 @@ def _record(record_type: type[T], row: sqlite3.Row | Mapping[str, Any]) -> T:
     return record_type(**values)
 
 
-class _VersionMoved(Exception):
-    """A versioned write found another version stored: nothing of the transaction is kept.
-
-    ``lost`` carries the stored record, read inside the transaction before it rolls back.
-    """
-
-    def __init__(self, lost: Lost) -> None:
-        super().__init__("a version moved")
-        self.lost = lost
-
-
-def _read_row(conn: sqlite3.Connection, table: str, key: str, value: str) -> dict[str, Any] | None:
-    """Return one stored row as a dict, or None (table and key are our own constants)."""
-    row = conn.execute(f"SELECT * FROM {table} WHERE {key} = ?", (value,)).fetchone()  # noqa: S608
-    return dict(row) if row is not None else None
-
-
 def _put_versioned(
-    conn: sqlite3.Connection, table: str, key: str, columns: tuple[str, ...], record: Any
+    conn: sqlite3.Connection,
+    table: _Table,
+    key: tuple[str, ...],
+    columns: tuple[str, ...],
+    values: tuple[Any, ...],
+    read: int,
 ) -> bool:
-    """Write ``record`` at its version + 1 if the stored version is still its version (0: none
-    stored, or a row written before versions existed); return whether it was written.
-    ``columns`` are the record's fields, in order (``PAYMENT_COLUMNS``, ``INTENT_COLUMNS``)."""
-    values = tuple(
-        record.version + 1 if column == "version" else value
-        for column, value in zip(columns, _values(record), strict=True)
-    )
-    if record.version == 0:
-        return conn.execute(_upsert_first_sql(table, key, columns), values).rowcount == 1
-    sql = _update_versioned_sql(table, key, columns)
-    return conn.execute(sql, (*values, getattr(record, key), record.version)).rowcount == 1
+    """Write a row only if the stored version is ``read`` (0: none stored, or a row written
+    before versions existed): one statement that both checks and writes, so a race costs no
+    extra read. Return whether it was written."""
+    key_columns = tuple(table.column(name) for name in key)
+    if read == 0:
+        sql = _upsert_first_sql(table.name, key_columns, columns)
+        return conn.execute(sql, values).rowcount == 1
+    ids = tuple(values[columns.index(column)] for column in key_columns)
+    sql = _update_versioned_sql(table.name, key_columns, columns)
+    return conn.execute(sql, (*values, *ids, read)).rowcount == 1
 
 
 # Table and column names in these statements are our own constants, never input; each is
 # made once per table (a webhook writes a payment twice).
 @functools.cache
-def _upsert_first_sql(table: str, key: str, columns: tuple[str, ...]) -> str:
-    assignments = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+def _upsert_first_sql(table: str, key: tuple[str, ...], columns: tuple[str, ...]) -> str:
+    assignments = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
     return (
         _insert_sql(table, columns)
-        + f" ON CONFLICT ({key}) DO UPDATE SET {assignments} WHERE {table}.version = 0"
+        + f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {assignments}"
+        + f" WHERE {table}.version = 0"
     )
 
 
 @functools.cache
-def _update_versioned_sql(table: str, key: str, columns: tuple[str, ...]) -> str:
+def _update_versioned_sql(table: str, key: tuple[str, ...], columns: tuple[str, ...]) -> str:
     sets = ", ".join(f"{c} = ?" for c in columns)
-    return f"UPDATE {table} SET {sets} WHERE {key} = ? AND version = ?"  # noqa: S608
-
-
-def _ensure_state(conn: sqlite3.Connection, machine_id: str | None) -> None:
-    conn.execute("INSERT OR IGNORE INTO machine_states (machine_id) VALUES (?)", (machine_id,))
+    where = " AND ".join(f"{c} = ?" for c in key)
+    return f"UPDATE {table} SET {sets} WHERE {where} AND version = ?"  # noqa: S608
