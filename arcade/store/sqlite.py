@@ -280,33 +280,26 @@ class SqliteStore(Store):
         # Every name in the statement is a field of the kind, mapped to its column; every value
         # is a bound parameter. Instants are compared as their stored text, which sorts in time
         # order, so the tables' indexes serve the bounds and the cursor.
-        table = TABLES[kind.name]
-        sort = kind.indexes[index].sort
-        clauses: list[str] = []
-        params: list[Any] = []
-        for name, value in equals.items():
-            if value is None:
-                clauses.append(f"{table.column(name)} IS NULL")
-            else:
-                clauses.append(f"{table.column(name)} = ?")
-                params.append(_cell(value))
-        for operator, bounds in ((">=", at_least), ("<", below), ("<=", at_most)):
-            for name, value in (bounds or {}).items():
-                clauses.append(f"{table.column(name)} {operator} ?")
-                params.append(_cell(value))
+        bounds = tuple(
+            (operator, name)
+            for operator, given in ((">=", at_least), ("<", below), ("<=", at_most))
+            for name in (given or {})
+        )
+        sql = _query_text(
+            TABLES[kind.name],
+            kind.indexes[index].sort,
+            tuple((name, value is None) for name, value in equals.items()),
+            bounds,
+            after is not None,
+            newest_first,
+            limit is not None,
+        )
+        params = [_cell(value) for value in equals.values() if value is not None]
+        for given in (at_least, below, at_most):
+            params += [_cell(value) for value in (given or {}).values()]
         if after is not None:
-            columns = ", ".join(table.column(name) for name in sort)
-            marks = ", ".join("?" for _ in sort)
-            clauses.append(f"({columns}) {'<' if newest_first else '>'} ({marks})")
-            params.extend(_cell(value) for value in after)
-        sql = f"SELECT * FROM {table.name}"  # noqa: S608 - names are our constants
-        if clauses:
-            sql += f" WHERE {' AND '.join(clauses)}"
-        if sort:
-            order = " DESC" if newest_first else ""
-            sql += " ORDER BY " + ", ".join(f"{table.column(name)}{order}" for name in sort)
+            params += [_cell(value) for value in after]
         if limit is not None:
-            sql += " LIMIT ?"
             params.append(limit + 1)  # one more than asked says whether more follow
         records = [_from_row(kind, row) for row in self._rows(sql, tuple(params))]
         if limit is None:
@@ -368,13 +361,68 @@ def _stored_fields(kind: Kind) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*kind.key, *(f.name for f in fields(kind.record)))))
 
 
-def _from_row(kind: Kind, row: sqlite3.Row) -> Any:
-    """Return the record a row of ``kind``'s table holds."""
+def _put_values(kind: Kind, record: Any) -> tuple[Any, ...]:
+    """Return a record's values in ``_put_columns`` order, instants as their text."""
+    held = record.__dict__
+    return tuple(
+        (_cell(getattr(record, name)) if how == _PROPERTY else iso_or_none(held[name]))
+        if how
+        else held[name]
+        for name, how in _put_plan(kind)
+    )
+
+
+_PLAIN, _INSTANT, _PROPERTY = 0, 1, 2
+
+
+@functools.cache
+def _put_plan(kind: Kind) -> tuple[tuple[str, int], ...]:
+    """Return each stored name of a kind with how its value is read: a plain field, an instant
+    field (written as text) or a property of the record (a link's key)."""
+    instants = instant_fields(kind.record)
+    plain = {f.name for f in fields(kind.record)}
+    return tuple(
+        (name, _INSTANT if name in instants else _PLAIN if name in plain else _PROPERTY)
+        for name in _stored_fields(kind)
+    )
+
+
+@functools.cache
+def _put_columns(kind: Kind) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Return the names a kind's rows hold and their columns, in the same order."""
+    names = _stored_fields(kind)
     table = TABLES[kind.name]
-    values = {f.name: row[table.column(f.name)] for f in fields(kind.record)}
-    for name in table.json:
+    return names, tuple(table.column(name) for name in names)
+
+
+@functools.cache
+def _row_plan(kind: Kind) -> tuple[tuple[tuple[str, str, bool], ...], frozenset[str]]:
+    """Return, once per kind, each field with the column it is read from and whether it holds
+    an instant, and its JSON fields (a webhook reads several rows: none of this is worked out
+    again for each)."""
+    table = TABLES[kind.name]
+    instants = instant_fields(kind.record)
+    plan = tuple((f.name, table.column(f.name), f.name in instants) for f in fields(kind.record))
+    return plan, table.json
+
+
+def _from_row(kind: Kind, row: sqlite3.Row) -> Any:
+    """Return the record a row of ``kind``'s table holds, its instants as aware UTC datetimes.
+
+    A row holds every field, so the record is made as ``changed`` copies one: its fields set
+    at once, without the frozen dataclass's ``__init__`` (one guarded ``__setattr__`` a
+    field, several rows a webhook). Raises ValueError for an instant ``iso`` did not write.
+    """
+    plan, json_fields = _row_plan(kind)
+    values = {}
+    for name, column, instant in plan:
+        value = row[column]
+        values[name] = parse_iso(value) if instant and value is not None else value
+    for name in json_fields:
         values[name] = json.loads(values[name])
-    return _record(kind.record, values)
+    record = object.__new__(kind.record)
+    object.__setattr__(record, "__dict__", values)
+    return record
 
 
 @functools.cache
@@ -385,28 +433,77 @@ def _select_sql(table: _Table, key: tuple[str, ...]) -> str:
 
 def _update_sql(table: _Table, key: tuple[str, ...], update: Update) -> tuple[str, list[Any]]:
     """Return the UPDATE of one record and its parameters (names are the kind's columns)."""
-    sets: list[str] = []
-    params: list[Any] = []
-    for name, value in update.set.items():
-        sets.append(f"{table.column(name)} = ?")
-        params.append(_cell(value))
-    for name, amount in update.add.items():
-        column = table.column(name)
+    adds = tuple(
+        (name, tuple(amount) if isinstance(amount, Mapping) else None)
+        for name, amount in update.add.items()
+    )
+    sql = _update_text(table, key, tuple(update.set), adds, tuple(update.fill))
+    params: list[Any] = [_cell(value) for value in update.set.values()]
+    for amount in update.add.values():
         if not isinstance(amount, Mapping):
-            sets.append(f"{column} = {column} + ?")
             params.append(amount)
             continue
-        # A map field is a JSON object: each entry is added to (0 when absent) in one json_set.
-        pairs = []
         for entry, number in amount.items():
-            pairs.append(f"?, coalesce(json_extract({column}, ?), 0) + ?")
             params += [f"$.{entry}", f"$.{entry}", number]
-        sets.append(f"{column} = json_set({column}, {', '.join(pairs)})")
-    for name, value in update.fill.items():
-        sets.append(f"{table.column(name)} = coalesce({table.column(name)}, ?)")
-        params.append(_cell(value))
+    params += [_cell(value) for value in update.fill.values()]
+    return sql, params
+
+
+@functools.cache
+def _update_text(
+    table: _Table,
+    key: tuple[str, ...],
+    sets: tuple[str, ...],
+    adds: tuple[tuple[str, tuple[str, ...] | None], ...],
+    fills: tuple[str, ...],
+) -> str:
+    """Return the text of an UPDATE by its shape: made once per shape, as a webhook makes the
+    same two updates every time (its parameters come in the same order, see _update_sql)."""
+    clauses = [f"{table.column(name)} = ?" for name in sets]
+    for name, entries in adds:
+        column = table.column(name)
+        if entries is None:
+            clauses.append(f"{column} = {column} + ?")
+            continue
+        # A map field is a JSON object: each entry is added to (0 when absent) in one json_set.
+        pairs = ", ".join(f"?, coalesce(json_extract({column}, ?), 0) + ?" for _ in entries)
+        clauses.append(f"{column} = json_set({column}, {pairs})")
+    clauses += [f"{table.column(name)} = coalesce({table.column(name)}, ?)" for name in fills]
     where = " AND ".join(f"{table.column(name)} = ?" for name in key)
-    return f"UPDATE {table.name} SET {', '.join(sets)} WHERE {where}", params  # noqa: S608
+    return f"UPDATE {table.name} SET {', '.join(clauses)} WHERE {where}"  # noqa: S608
+
+
+@functools.cache
+def _query_text(
+    table: _Table,
+    sort: tuple[str, ...],
+    equals: tuple[tuple[str, bool], ...],
+    bounds: tuple[tuple[str, str], ...],
+    after: bool,
+    newest_first: bool,
+    limited: bool,
+) -> str:
+    """Return the text of a query by its shape (``equals``: each name and whether it must be
+    NULL; ``bounds``: each operator and name, in the order their parameters come): made once
+    per shape, as a webhook runs the same lookups every time."""
+    clauses = [
+        f"{table.column(name)} IS NULL" if is_null else f"{table.column(name)} = ?"
+        for name, is_null in equals
+    ]
+    clauses += [f"{table.column(name)} {operator} ?" for operator, name in bounds]
+    if after:
+        columns = ", ".join(table.column(name) for name in sort)
+        marks = ", ".join("?" for _ in sort)
+        clauses.append(f"({columns}) {'<' if newest_first else '>'} ({marks})")
+    sql = f"SELECT * FROM {table.name}"  # noqa: S608 - names are our constants
+    if clauses:
+        sql += f" WHERE {' AND '.join(clauses)}"
+    if sort:
+        order = " DESC" if newest_first else ""
+        sql += " ORDER BY " + ", ".join(f"{table.column(name)}{order}" for name in sort)
+    if limited:
+        sql += " LIMIT ?"
+    return sql
 
 
 @functools.cache
@@ -420,9 +517,8 @@ def _apply(conn: sqlite3.Connection, operation: Operation) -> bool:
     table = TABLES[operation.kind.name]
     key = operation.kind.key
     if isinstance(operation, Put):
-        names = _stored_fields(operation.kind)
-        columns = tuple(table.column(name) for name in names)
-        values = tuple(_cell(getattr(operation.record, name)) for name in names)
+        names, columns = _put_columns(operation.kind)
+        values = _put_values(operation.kind, operation.record)
         if operation.condition is None:
             conn.execute(_insert_sql(table.name, columns, "OR REPLACE"), values)
             return True
