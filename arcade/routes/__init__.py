@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import request
+from flask import Response, request
 
 from arcade.common.jsontext import NotJson, TooDeep, load_json
 from arcade.errors import BadRequest
@@ -32,6 +32,22 @@ def qr_kind(kind: str) -> str:
     if kind not in qr.MEDIA_TYPES:
         raise BadRequest("the QR code comes as qr.png or qr.svg", code="invalid_format")
     return kind
+
+
+# How long a browser or a cabinet may keep a QR code before asking again (seconds).
+QR_MAX_AGE_SECONDS = 300
+
+
+def qr_response(url: str, kind: str) -> Response:
+    """Return the QR code of ``url`` as ``kind`` (``qr_kind``), with an ETag and
+    ``QR_MAX_AGE_SECONDS`` of public caching; 304 when the request already holds it."""
+    from arcade import qr
+
+    tag = qr.etag(url, kind)
+    headers = {"ETag": tag, "Cache-Control": f"public, max-age={QR_MAX_AGE_SECONDS}"}
+    if request.if_none_match.contains_weak(tag.strip('"')):
+        return Response(status=304, headers=headers)
+    return Response(qr.render(url, kind), mimetype=qr.MEDIA_TYPES[kind], headers=headers)
 
 
 def json_body() -> dict[str, Any]:

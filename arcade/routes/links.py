@@ -6,12 +6,11 @@ import re
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, request
 
-from arcade import qr
 from arcade.errors import BadRequest
 from arcade.machines import check_machine_id
-from arcade.routes import json_body, qr_kind
+from arcade.routes import json_body, qr_kind, qr_response
 from arcade.services import Services, services
 
 bp = Blueprint("links", __name__)
@@ -58,11 +57,7 @@ def qr_code(machine_id: str, kind: str):
     machine = svc.registry.get(machine_id)
     svc.presence.require_online(machine)
     link = svc.links.link_for(machine, price_id=price_id, quantity=quantity, anonymous=True)
-    tag = qr.etag(link.url, kind)
-    headers = {"ETag": tag, "Cache-Control": "public, max-age=300"}
-    if request.if_none_match.contains_weak(tag.strip('"')):
-        return Response(status=304, headers=headers)
-    return Response(qr.render(link.url, kind), mimetype=qr.MEDIA_TYPES[kind], headers=headers)
+    return qr_response(link.url, kind)
 
 
 def _link_choice(svc: Services, price_id: Any, quantity: Any) -> tuple[str | None, int | None]:

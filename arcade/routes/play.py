@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, render_template, request
 
-from arcade import qr
 from arcade.clock import utc_now
 from arcade.errors import (
     ApiError,
@@ -21,7 +20,7 @@ from arcade.errors import (
     PaymentProviderError,
     SettingsError,
 )
-from arcade.routes import qr_kind
+from arcade.routes import qr_kind, qr_response
 from arcade.services import Services, services
 from arcade.wire import is_valid_machine_id
 
@@ -66,11 +65,7 @@ def player_page_qr(machine_id: str, kind: str):
     qr_kind(kind)
     services().registry.get(machine_id)
     url = f"{request.url_root.rstrip('/')}/play/{machine_id}"
-    tag = qr.etag(url, kind)
-    headers = {"ETag": tag, "Cache-Control": "public, max-age=300"}
-    if request.if_none_match.contains_weak(tag.strip('"')):
-        return Response(status=304, headers=headers)
-    return Response(qr.render(url, kind), mimetype=qr.MEDIA_TYPES[kind], headers=headers)
+    return qr_response(url, kind)
 
 
 def offers(svc: Services, machine: Machine) -> dict[str, Any]:

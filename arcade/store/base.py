@@ -99,7 +99,6 @@ def machine_changes(changes: dict[str, Any]) -> dict[str, str | int | None]:
     any other text, a whole number or None (never None for REQUIRED_MACHINE_FIELDS). Raises
     TypeError otherwise (ValueError for a datetime without a zone).
     """
-    from arcade.clock import iso
 
     if not changes:
         raise TypeError("a machine update needs at least one field")
@@ -111,15 +110,25 @@ def machine_changes(changes: dict[str, Any]) -> dict[str, str | int | None]:
     for name, value in changes.items():
         if value is None and name in REQUIRED_MACHINE_FIELDS:
             raise TypeError(f"a machine's {name} cannot be cleared")
-        if value is not None and name in instants:
-            if not isinstance(value, datetime):
-                raise TypeError(f"{name} is an instant: a datetime, not {type(value).__name__}")
-            value = iso(value)
-        # A bool would read back as 1 from SQLite but as True from DynamoDB: flags are 1 or 0.
-        elif value is not None and (isinstance(value, bool) or not isinstance(value, int | str)):
-            raise TypeError(f"{name} cannot be stored as {type(value).__name__}")
-        checked[name] = value
+        checked[name] = None if value is None else stored_form(name, value, name in instants)
     return checked
+
+
+def stored_form(name: str, value: Any, instant: bool) -> str | int:
+    """Return a field's value as both stores keep it: an instant field's aware ``datetime``
+    as the text ``arcade.clock.iso`` writes (it sorts in time order), any other value as the
+    text or whole number it is. Raises TypeError for anything else a record must not hold,
+    and ValueError for a datetime without a zone."""
+    from arcade.clock import iso
+
+    if instant:
+        if not isinstance(value, datetime):
+            raise TypeError(f"{name} is an instant: a datetime, not {type(value).__name__}")
+        return iso(value)
+    # A bool would read back as 1 from SQLite but as True from DynamoDB: flags are 1 or 0.
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError(f"{name} cannot be stored as {type(value).__name__}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -526,7 +535,7 @@ class Store(ABC):
             return link
         (stored,) = written.stored
         if stored is None:
-            raise StoreError(f"payment link {link.link_id!r} vanished while it was written")
+            raise _vanished(f"payment link {link.link_id!r}")
         return stored
 
     def list_links(self, machine_id: str) -> list[PaymentLink]:
@@ -764,7 +773,7 @@ class Store(ABC):
             return value
         (kept,) = written.stored
         if kept is None:
-            raise StoreError(f"the value {name!r} vanished while it was written")
+            raise _vanished(f"the value {name!r}")
         return kept.value
 
     def maintain(self) -> None:  # noqa: B027 - optional hook, most back ends need nothing
@@ -772,3 +781,9 @@ class Store(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most back ends hold nothing
         """Release connections."""
+
+
+def _vanished(what: str) -> StoreError:
+    """Return the error of a first-writer-wins write that lost to a record no longer there
+    (removed between the refusal and its answer): the caller may try again."""
+    return StoreError(f"{what} vanished while it was written")

@@ -34,6 +34,7 @@ from arcade.store.base import (
     RevenueEntry,
     Store,
     instant_fields,
+    stored_form,
 )
 from arcade.store.primitives import (
     ABSENT,
@@ -46,6 +47,7 @@ from arcade.store.primitives import (
     Put,
     Refused,
     Version,
+    held_under_another_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -432,9 +434,7 @@ class DynamoStore(Store):
             if refusal.reason(index) != "ConditionalCheckFailed":
                 continue
             if copy and isinstance(operations[position], Put):
-                raise StoreError(
-                    f"that {operations[position].kind.name} is already stored under another key"
-                )
+                raise held_under_another_key(operations[position].kind)
             if not copy or position not in stored:
                 stored[position] = refusal.item(index)
         return _refused(operations, stored)
@@ -864,14 +864,9 @@ def _encode(record: Any) -> Item:
         value = getattr(record, field.name)
         if value is None:
             continue
-        if field.name in instants:
-            if not isinstance(value, datetime):
-                raise TypeError(f"{field.name} is an instant, not {type(value).__name__}")
-            item[field.name] = {"S": iso(value)}
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            raise TypeError(f"{field.name} cannot be stored as {type(value).__name__}")
-        item[field.name] = serializer.serialize(value)
+        item[field.name] = serializer.serialize(
+            stored_form(field.name, value, field.name in instants)
+        )
     return item
 
 

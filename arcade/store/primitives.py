@@ -110,6 +110,15 @@ class Delete:
 Operation = Put | Update | Delete
 
 
+def held_under_another_key(kind: Kind) -> Exception:
+    """Return the StoreError of a ``Put`` if ``ABSENT`` whose key is free but one of whose
+    ``unique`` fields another record of ``kind`` holds: not a race to decide again (nothing
+    under this key won), so it is an error, in the same words on every back end."""
+    from arcade.errors import StoreError
+
+    return StoreError(f"that {kind.name} is already stored under another key")
+
+
 @dataclass(frozen=True)
 class Refused:
     """A write whose condition was false: nothing of it was kept.

@@ -29,6 +29,7 @@ from arcade.store.primitives import (
     Refused,
     Update,
     Version,
+    held_under_another_key,
 )
 
 T = TypeVar("T")
@@ -536,7 +537,7 @@ def _apply(conn: sqlite3.Connection, operation: Operation) -> bool:
         if conn.execute(_insert_sql(table.name, columns, "OR IGNORE"), values).rowcount == 1:
             return True
         if _read(conn, operation) is None:  # a unique field is held under another key
-            raise StoreError(f"that {operation.kind.name} is already stored under another key")
+            raise held_under_another_key(operation.kind)
         return False
     ids = tuple(_cell(operation.ids[name]) for name in key)
     version = operation.condition if isinstance(operation.condition, Version) else None
