@@ -501,8 +501,8 @@ class Store(ABC):
 
         Each name is a ``Machine`` field other than its key ``machine_id``; each value is an
         aware datetime for an instant field, else text or a whole number (flags as 1 or 0), or
-        None, which clears the field. Fields not named keep
-        what they hold; no condition is put on the values stored (a ``last_seen`` may go back).
+        None, which clears the field. Fields not named keep what they hold; no condition is put
+        on the values stored (a ``last_seen`` may go back).
         Raises UnknownMachine, writing nothing, when no machine is stored under ``machine_id``
         (never registered, or removed); TypeError, before any write, for no change, a name that
         is not such a field, another kind of value, or None for ``token_hash`` or
