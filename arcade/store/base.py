@@ -20,6 +20,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
+from arcade.clock import iso
 from arcade.errors import MachineExists, StoreError, UnknownMachine
 from arcade.store.primitives import (
     ABSENT,
@@ -92,26 +93,28 @@ UPDATABLE_MACHINE_FIELDS = frozenset(f.name for f in fields(Machine)) - {"machin
 REQUIRED_MACHINE_FIELDS = frozenset(f.name for f in fields(Machine) if f.default is MISSING)
 
 
-def machine_changes(changes: dict[str, Any]) -> dict[str, str | int | None]:
-    """Return ``changes`` once checked as an update of a stored machine (``Store.update_machine``
-    calls it first), its instants written as the stored text (``arcade.clock.iso``): at least
-    one name, each in UPDATABLE_MACHINE_FIELDS; an instant field an aware ``datetime`` or None,
-    any other text, a whole number or None (never None for REQUIRED_MACHINE_FIELDS). Raises
-    TypeError otherwise (ValueError for a datetime without a zone).
-    """
-
+def check_machine_changes(changes: dict[str, Any]) -> None:
+    """Check ``changes`` as an update of a stored machine before anything is written
+    (``Store.update_machine``): at least one name, each in UPDATABLE_MACHINE_FIELDS, each value
+    what ``stored_form`` takes for that field, or None (never for REQUIRED_MACHINE_FIELDS).
+    Raises TypeError otherwise (ValueError for a datetime without a zone)."""
     if not changes:
         raise TypeError("a machine update needs at least one field")
     unknown = changes.keys() - UPDATABLE_MACHINE_FIELDS
     if unknown:
         raise TypeError(f"a machine has no field {', '.join(sorted(unknown))} to update")
     instants = instant_fields(Machine)
-    checked: dict[str, str | int | None] = {}
     for name, value in changes.items():
         if value is None and name in REQUIRED_MACHINE_FIELDS:
             raise TypeError(f"a machine's {name} cannot be cleared")
-        checked[name] = None if value is None else stored_form(name, value, name in instants)
-    return checked
+        if value is not None:
+            stored_form(name, value, name in instants)
+
+
+def as_stored(value: Any) -> Any:
+    """Return a record value as both stores keep it: an instant as the text
+    ``arcade.clock.iso`` writes (it sorts in time order), anything else as it is."""
+    return iso(value) if isinstance(value, datetime) else value
 
 
 def stored_form(name: str, value: Any, instant: bool) -> str | int:
@@ -119,12 +122,10 @@ def stored_form(name: str, value: Any, instant: bool) -> str | int:
     as the text ``arcade.clock.iso`` writes (it sorts in time order), any other value as the
     text or whole number it is. Raises TypeError for anything else a record must not hold,
     and ValueError for a datetime without a zone."""
-    from arcade.clock import iso
-
     if instant:
         if not isinstance(value, datetime):
             raise TypeError(f"{name} is an instant: a datetime, not {type(value).__name__}")
-        return iso(value)
+        return as_stored(value)
     # A bool would read back as 1 from SQLite but as True from DynamoDB: flags are 1 or 0.
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise TypeError(f"{name} cannot be stored as {type(value).__name__}")
@@ -506,9 +507,9 @@ class Store(ABC):
         Raises UnknownMachine, writing nothing, when no machine is stored under ``machine_id``
         (never registered, or removed); TypeError, before any write, for no change, a name that
         is not such a field, another kind of value, or None for ``token_hash`` or
-        ``created_at`` (``machine_changes``).
+        ``created_at`` (``check_machine_changes``).
         """
-        machine_changes(changes)  # checked first: nothing is written for a bad change
+        check_machine_changes(changes)  # first: nothing is written for a bad change
         if not self._write(Update(MACHINE, {"machine_id": machine_id}, changes, EXISTS)):
             raise UnknownMachine(machine_id)
 

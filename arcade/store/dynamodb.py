@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
-from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -33,6 +32,7 @@ from arcade.store.base import (
     PaymentLink,
     RevenueEntry,
     Store,
+    as_stored,
     instant_fields,
     stored_form,
 )
@@ -323,16 +323,10 @@ class DynamoStore(Store):
             item = self._get_item(where.by_key(equals))
             return ([] if item is None else [_record_of(kind, item, {})]), False
         fields_of = kind.indexes[index]
-        names: dict[str, str] = {}
-        values: Item = {":partition": {"S": where.partition(equals)}}
+        placeholder = _Placeholders()
+        names, values = placeholder.names, placeholder.values
+        values[":partition"] = {"S": where.partition(equals)}
         filters: list[str] = []
-
-        def placeholder(name: str, value: Any = None) -> tuple[str, str]:
-            number = len(names)
-            names[f"#f{number}"] = name
-            if value is not None:
-                values[f":v{number}"] = _attribute(value)
-            return f"#f{number}", f":v{number}"
 
         for name, value in equals.items():
             if name in fields_of.partition:
@@ -529,7 +523,7 @@ def _never_put(kind: Kind) -> Item:
 
 def _sort_text(values: tuple[Any, ...]) -> str:
     """Return a sort key made of field values: their stored text joined by '#'."""
-    return "#".join(iso(v) if isinstance(v, datetime) else str(v) for v in values)
+    return "#".join(str(as_stored(value)) for value in values)
 
 
 LAYOUTS: dict[str, _Layout] = {
@@ -669,13 +663,29 @@ LAYOUTS: dict[str, _Layout] = {
 }
 
 
+class _Placeholders:
+    """Numbered placeholders for the attribute names and values of one expression; called
+    with an attribute (and a value), it returns the two placeholders. Every name goes
+    through one: some field names (timezone) are DynamoDB reserved words."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+        self.values: Item = {}
+
+    def __call__(self, attribute: str, value: Any = None) -> tuple[str, str]:
+        number = len(self.names)
+        name, mark = f"#n{number}", f":v{number}"
+        self.names[name] = attribute
+        if value is not None:
+            self.values[mark] = _attribute(value)
+        return name, mark
+
+
 def _attribute(value: Any) -> dict[str, Any]:
     """Return a record value as a DynamoDB attribute: an instant as its text, the rest through
     boto3's TypeSerializer."""
-    if isinstance(value, datetime):
-        return {"S": iso(value)}
     serializer, _ = _serializers()
-    return serializer.serialize(value)
+    return serializer.serialize(as_stored(value))
 
 
 def _record_of(kind: Kind, item: Item, ids: Mapping[str, Any]) -> Any:
@@ -747,17 +757,8 @@ def _actions(operation: Operation) -> list[dict[str, Any]]:
     if isinstance(operation, Delete):
         return [{"Delete": {"Key": key, **guard}} for key in keys]
     sets, removals, adds = [], [], []
-    names: dict[str, str] = {}
-    values: Item = {}
-
-    def placeholder(attribute: str, value: Any = None) -> tuple[str, str]:
-        # Every name through a placeholder: some (timezone) are DynamoDB reserved words.
-        number = len(names)
-        names[f"#a{number}"] = attribute
-        if value is not None:
-            values[f":a{number}"] = _attribute(value)
-        return f"#a{number}", f":a{number}"
-
+    placeholder = _Placeholders()
+    names, values = placeholder.names, placeholder.values
     changes = dict(operation.set)
     if operation.condition is not EXISTS:  # an item made by this update holds its key fields
         fields_of = operation.kind.record.__dataclass_fields__

@@ -14,11 +14,7 @@ from typing import Any, Literal, TypeVar
 
 from arcade.clock import iso, iso_or_none, parse_iso
 from arcade.errors import StoreError
-from arcade.store.base import (
-    GameOverKey,
-    Store,
-    instant_fields,
-)
+from arcade.store.base import Store, as_stored, instant_fields
 from arcade.store.primitives import (
     ABSENT,
     EXISTS,
@@ -150,8 +146,6 @@ CREATE TABLE IF NOT EXISTS game_over_keys (
 );
 """
 
-KEY_COLUMNS = tuple(f.name for f in fields(GameOverKey))
-
 
 class SqliteStore(Store):
     """Keep everything in one SQLite file."""
@@ -262,7 +256,7 @@ class SqliteStore(Store):
     # --- the primitives -------------------------------------------------------------------
     def _get(self, kind: Kind, key: tuple[Any, ...]) -> Any | None:
         table = TABLES[kind.name]
-        rows = self._rows(_select_sql(table, kind.key), tuple(_cell(v) for v in key))
+        rows = self._rows(_select_sql(table, kind.key), tuple(as_stored(v) for v in key))
         return _from_row(kind, rows[0]) if rows else None
 
     def _query(
@@ -295,11 +289,11 @@ class SqliteStore(Store):
             newest_first,
             limit is not None,
         )
-        params = [_cell(value) for value in equals.values() if value is not None]
+        params = [as_stored(value) for value in equals.values() if value is not None]
         for given in (at_least, below, at_most):
-            params += [_cell(value) for value in (given or {}).values()]
+            params += [as_stored(value) for value in (given or {}).values()]
         if after is not None:
-            params += [_cell(value) for value in after]
+            params += [as_stored(value) for value in after]
         if limit is not None:
             params.append(limit + 1)  # one more than asked says whether more follow
         records = [_from_row(kind, row) for row in self._rows(sql, tuple(params))]
@@ -351,11 +345,6 @@ TABLES = {
 }
 
 
-def _cell(value: Any) -> Any:
-    """Return a value as a column holds it: an instant as its text."""
-    return iso(value) if isinstance(value, datetime) else value
-
-
 @functools.cache
 def _stored_fields(kind: Kind) -> tuple[str, ...]:
     """Return the names a kind's rows hold: its key (a property, for links) and its fields."""
@@ -366,7 +355,7 @@ def _put_values(kind: Kind, record: Any) -> tuple[Any, ...]:
     """Return a record's values in ``_put_columns`` order, instants as their text."""
     held = record.__dict__
     return tuple(
-        (_cell(getattr(record, name)) if how == _PROPERTY else iso_or_none(held[name]))
+        (as_stored(getattr(record, name)) if how == _PROPERTY else iso_or_none(held[name]))
         if how
         else held[name]
         for name, how in _put_plan(kind)
@@ -389,11 +378,10 @@ def _put_plan(kind: Kind) -> tuple[tuple[str, int], ...]:
 
 
 @functools.cache
-def _put_columns(kind: Kind) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Return the names a kind's rows hold and their columns, in the same order."""
-    names = _stored_fields(kind)
+def _put_columns(kind: Kind) -> tuple[str, ...]:
+    """Return the columns of the names a kind's rows hold, in ``_stored_fields`` order."""
     table = TABLES[kind.name]
-    return names, tuple(table.column(name) for name in names)
+    return tuple(table.column(name) for name in _stored_fields(kind))
 
 
 @functools.cache
@@ -439,14 +427,14 @@ def _update_sql(table: _Table, key: tuple[str, ...], update: Update) -> tuple[st
         for name, amount in update.add.items()
     )
     sql = _update_text(table, key, tuple(update.set), adds, tuple(update.fill))
-    params: list[Any] = [_cell(value) for value in update.set.values()]
+    params: list[Any] = [as_stored(value) for value in update.set.values()]
     for amount in update.add.values():
         if not isinstance(amount, Mapping):
             params.append(amount)
             continue
         for entry, number in amount.items():
             params += [f"$.{entry}", f"$.{entry}", number]
-    params += [_cell(value) for value in update.fill.values()]
+    params += [as_stored(value) for value in update.fill.values()]
     return sql, params
 
 
@@ -518,7 +506,7 @@ def _apply(conn: sqlite3.Connection, operation: Operation) -> bool:
     table = TABLES[operation.kind.name]
     key = operation.kind.key
     if isinstance(operation, Put):
-        names, columns = _put_columns(operation.kind)
+        columns = _put_columns(operation.kind)
         values = _put_values(operation.kind, operation.record)
         if operation.condition is None:
             conn.execute(_insert_sql(table.name, columns, "OR REPLACE"), values)
@@ -528,9 +516,9 @@ def _apply(conn: sqlite3.Connection, operation: Operation) -> bool:
         if isinstance(operation.condition, AbsentOrBelow):
             # A stored record below the bound gives way; then the key is free or refused.
             below = operation.condition
-            ids = tuple(_cell(v) for v in operation.kind.key_of(operation.record))
+            ids = tuple(as_stored(v) for v in operation.kind.key_of(operation.record))
             delete = _delete_sql(table, key) + f" AND {table.column(below.field)} < ?"
-            conn.execute(delete, (*ids, _cell(below.value)))
+            conn.execute(delete, (*ids, as_stored(below.value)))
             return conn.execute(_insert_sql(table.name, columns, "OR IGNORE"), values).rowcount == 1
         if operation.condition is not ABSENT:
             raise ValueError(f"a Put is written if absent or always, not {operation.condition}")
@@ -539,7 +527,7 @@ def _apply(conn: sqlite3.Connection, operation: Operation) -> bool:
         if _read(conn, operation) is None:  # a unique field is held under another key
             raise held_under_another_key(operation.kind)
         return False
-    ids = tuple(_cell(operation.ids[name]) for name in key)
+    ids = tuple(as_stored(operation.ids[name]) for name in key)
     version = operation.condition if isinstance(operation.condition, Version) else None
     if isinstance(operation, Update):
         if operation.condition is not EXISTS:  # made when absent, as DynamoDB's UpdateItem is
@@ -564,7 +552,7 @@ def _read(conn: sqlite3.Connection, operation: Operation) -> Any | None:
     else:
         key = tuple(operation.ids[name] for name in kind.key)
     row = conn.execute(
-        _select_sql(TABLES[kind.name], kind.key), tuple(_cell(v) for v in key)
+        _select_sql(TABLES[kind.name], kind.key), tuple(as_stored(v) for v in key)
     ).fetchone()
     return _from_row(kind, row) if row is not None else None
 
@@ -637,34 +625,6 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
 def _insert_sql(table: str, columns: tuple[str, ...], verb: str = "") -> str:
     marks = ", ".join("?" for _ in columns)
     return f"INSERT {verb} INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
-
-
-@functools.cache
-def _columns(record_type: type) -> tuple[tuple[str, bool], ...]:
-    """Return a record type's fields in order, each with whether it holds an instant."""
-    instants = instant_fields(record_type)
-    return tuple((f.name, f.name in instants) for f in fields(record_type))
-
-
-def _values(record: object) -> tuple:
-    """Return a record's fields as column values, in field order: instants as their text."""
-    values = record.__dict__
-    return tuple(
-        iso_or_none(values[name]) if instant else values[name]
-        for name, instant in _columns(type(record))
-    )
-
-
-def _record(record_type: type[T], row: sqlite3.Row | Mapping[str, Any]) -> T:
-    """Return the record a row holds (``row``'s keys are ``record_type``'s fields), its stored
-    instants read back as aware UTC datetimes. Raises ValueError for an instant that
-    ``arcade.clock.iso`` did not write."""
-    values = dict(row)
-    for name in instant_fields(record_type):
-        text = values.get(name)
-        if text is not None:
-            values[name] = parse_iso(text)
-    return record_type(**values)
 
 
 def _put_versioned(
