@@ -800,6 +800,16 @@ def test_a_heartbeat_that_read_the_links_before_a_save_retired_one_leaves_it_off
     assert standin_link(stripe_standin, single)["active"] is False
 
 
+def after_version_2_dropped_the_first_bundle(app, client):
+    """Save PLAN as version 1, then version 2 with its second bundle only; return the first
+    bundle's link (retired by version 2), the second's, and version 1 as stored."""
+    first = save_plan(client, PLAN)
+    save_plan(client, {"bundles": [PLAN["bundles"][1]]})
+    store = app.extensions["arcade"].store
+    version_1 = next(v for v in store.list_plan_versions("cab001") if v.version == 1)
+    return bundle_link(app, first, 0), bundle_link(app, first, 1), version_1
+
+
 def test_a_save_that_finishes_after_a_newer_one_keeps_the_newer_versions_links(
     app, client, cabinet, stripe_standin
 ):
@@ -809,12 +819,8 @@ def test_a_save_that_finishes_after_a_newer_one_keeps_the_newer_versions_links(
     second's stays on."""
     from arcade.pricing import Plan
 
-    first = save_plan(client, PLAN)
-    save_plan(client, {"bundles": [PLAN["bundles"][1]]})
-    dropped, kept = bundle_link(app, first, 0), bundle_link(app, first, 1)
+    dropped, kept, version_1 = after_version_2_dropped_the_first_bundle(app, client)
     assert stored_link(app, dropped.link_id).retired_at is not None
-    store = app.extensions["arcade"].store
-    version_1 = next(v for v in store.list_plan_versions("cab001") if v.version == 1)
 
     app.extensions["arcade"].plans._sync_links("cab001", Plan.from_json(version_1.plan))
 
@@ -834,11 +840,7 @@ def test_a_save_that_read_an_older_version_does_not_bring_back_a_link_a_newer_on
     import arcade.plans
     from arcade.pricing import Plan
 
-    first = save_plan(client, PLAN)
-    save_plan(client, {"bundles": [PLAN["bundles"][1]]})
-    dropped, kept = bundle_link(app, first, 0), bundle_link(app, first, 1)
-    store = app.extensions["arcade"].store
-    version_1 = next(v for v in store.list_plan_versions("cab001") if v.version == 1)
+    dropped, kept, version_1 = after_version_2_dropped_the_first_bundle(app, client)
     real_plan_of, reads = arcade.plans.plan_of, []
 
     def read_before_version_2_was_stored(store_: object, machine_id: str, at=None):
@@ -867,11 +869,9 @@ def test_a_link_an_older_save_makes_for_a_price_the_newer_version_drops_ends_ret
     import arcade.plans
     from arcade.pricing import Bundle, Plan
 
-    save_plan(client, PLAN)
-    save_plan(client, {"bundles": [PLAN["bundles"][1]]})
+    _, _, version_1 = after_version_2_dropped_the_first_bundle(app, client)
     stripe_standin.add_price("price_stale", 300)
     store = app.extensions["arcade"].store
-    version_1 = next(v for v in store.list_plan_versions("cab001") if v.version == 1)
     stale = Plan((Bundle("stale", "price_stale", 1, 300, "usd"),))
     real_plan_of, reads = arcade.plans.plan_of, []
 
