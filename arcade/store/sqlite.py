@@ -530,9 +530,6 @@ def _apply(conn: sqlite3.Connection, operation: Operation) -> bool:
     ids = tuple(as_stored(operation.ids[name]) for name in key)
     version = operation.condition if isinstance(operation.condition, Version) else None
     if isinstance(operation, Update):
-        if operation.condition is not EXISTS:  # made when absent, as DynamoDB's UpdateItem is
-            key_columns = tuple(table.column(name) for name in key)
-            conn.execute(_insert_sql(table.name, key_columns, "OR IGNORE"), ids)
         sql, params = _update_sql(table, key, operation)
     else:
         sql, params = _delete_sql(table, key), []
@@ -541,6 +538,12 @@ def _apply(conn: sqlite3.Connection, operation: Operation) -> bool:
         sql += " AND version = ?"
         params.append(version.read)
     cur = conn.execute(sql, params)
+    if cur.rowcount == 0 and isinstance(operation, Update) and operation.condition is not EXISTS:
+        # Made when absent, as DynamoDB's UpdateItem is: only a record's first update pays
+        # for the insert (a machine state is updated on every webhook).
+        key_columns = tuple(table.column(name) for name in key)
+        conn.execute(_insert_sql(table.name, key_columns, "OR IGNORE"), ids)
+        cur = conn.execute(sql, params)
     return (operation.condition is not EXISTS and version is None) or cur.rowcount > 0
 
 
