@@ -1761,3 +1761,33 @@ def test_records_made_in_a_dst_fold_read_back_in_utc_and_game_over_keys_expire_b
     taken = make_key(key="k-living", created_at=first_pass, expires_at=MIXED["midnight"])
     assert store.update_machine_state(state, put_key=taken) is False
     assert store.get_game_over_key("cab001", "k-living") == in_utc(living)
+
+
+@pytest.mark.parametrize(
+    ("region", "default_region", "expected"),
+    [
+        ("eu-west-1", None, "eu-west-1"),
+        (None, "ap-south-1", "ap-south-1"),
+        ("eu-west-1", "ap-south-1", "eu-west-1"),
+    ],
+)
+def test_given_aws_region_alone_the_dynamodb_client_uses_it(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+    region: str | None,
+    default_region: str | None,
+    expected: str,
+) -> None:
+    """AWS_REGION, as the README and Lambda give it, is enough: boto3 alone reads only
+    AWS_DEFAULT_REGION and ~/.aws/config, so `AWS_REGION=… DATABASE_URL=dynamodb://…` used to
+    end in "could not set up the DynamoDB client"."""
+    from arcade.store.dynamodb import DynamoStore
+
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    for name, value in (("AWS_REGION", region), ("AWS_DEFAULT_REGION", default_region)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+
+    assert DynamoStore("arcade-pay").client.meta.region_name == expected

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import random
 import threading
 import time
@@ -808,12 +809,17 @@ def _refused(operations: Sequence[Operation], stored: Mapping[int, Item | None])
 
 # --- helpers --------------------------------------------------------------------------------
 def _default_client() -> Any:
-    """Create a DynamoDB client from the usual AWS settings (region, endpoint, credentials)."""
+    """Create a DynamoDB client from the usual AWS settings (region, endpoint, credentials).
+
+    The region is AWS_REGION when set (what Lambda sets, and what the README and
+    template.yaml name), else boto3's own chain: AWS_DEFAULT_REGION, then ~/.aws/config.
+    boto3 alone reads only the latter two.
+    """
     import boto3
     from botocore.exceptions import BotoCoreError
 
     try:
-        return boto3.client("dynamodb")
+        return boto3.client("dynamodb", region_name=os.environ.get("AWS_REGION") or None)
     except BotoCoreError as exc:
         raise StoreError(
             "could not set up the DynamoDB client: check AWS_REGION (or AWS_DEFAULT_REGION)"
