@@ -249,7 +249,10 @@ class Ledger:
         payment_id = session.id
         intent_id = session.payment_intent
         attribution: Attribution | None = None
+        # The intent is taken for not stored until a refused write says otherwise; after a
+        # refusal that did not carry it, it is read again only if this session still needs it.
         intent: IntentRecord | None = None
+        intent_unknown = False
         stored = self.store.get_payment(payment_id)
         for _ in range(WRITE_ATTEMPTS):
             if stored is not None and not moves_forward(stored, phase):
@@ -262,6 +265,8 @@ class Ledger:
             # A refund kept on the intent before the session came counts on its own day.
             refunded_at = now
             if intent_id and (stored is None or stored.payment_intent != intent_id):
+                if intent_unknown:
+                    intent, intent_unknown = self.store.get_intent(intent_id), False
                 known = intent or IntentRecord(intent_id)
                 if known.payment_id in (None, payment_id):
                     new = with_intent_facts(new, known, now)
@@ -285,7 +290,7 @@ class Ledger:
             elif written.intent is None:
                 stored = self.store.get_payment(payment_id)
             # The intent may have gained a refund meanwhile.
-            intent = written.intent or (self.store.get_intent(intent_id) if intent_id else None)
+            intent, intent_unknown = written.intent, written.intent is None
         else:
             raise StoreError("the payment kept changing while it was recorded; try again")
         payment = changed(new, version=new.version + 1)
@@ -498,8 +503,8 @@ class Ledger:
         not) is proof of delivery too. Repeating it changes nothing. Raises UnknownPayment when
         no grant with this id belongs to the machine, StoreError when the store fails.
         """
+        payment = self.store.get_payment(payment_id)
         for _ in range(WRITE_ATTEMPTS):
-            payment = self.store.get_payment(payment_id)
             if payment is None or payment.machine_id != machine_id or not is_grant(payment):
                 raise UnknownPayment(payment_id, machine_id)
             if payment.credited_at is not None:
@@ -523,9 +528,10 @@ class Ledger:
                     updated_at=now,
                 )
             )
-            if self.store.commit_payment(
+            written = self.store.commit_payment(
                 credited, delta=_delta(payment, credited), entries=_entries(payment, credited, now)
-            ):
+            )
+            if written is True:
                 log_event(
                     logger,
                     "credits_confirmed",
@@ -534,6 +540,7 @@ class Ledger:
                     credits=payment.credits,
                 )
                 return changed(credited, version=credited.version + 1)
+            payment = written.payment  # what won, from the refusal (None: no longer stored)
         raise StoreError("the payment kept changing while it was confirmed; try again")
 
     # --- what operators do -------------------------------------------------------------------
@@ -823,21 +830,21 @@ class Ledger:
             return self._log_outcome(
                 ids, Outcome(f"{kind}_for_unknown_payment"), level=logging.WARNING, **details
             )
+        intent = self.store.get_intent(intent_id)
+        stored = self._payment_of(intent)
         for _ in range(WRITE_ATTEMPTS):
             now = utc_now()
-            intent = self.store.get_intent(intent_id)
-            stored = (
-                self.store.get_payment(intent.payment_id) if intent and intent.payment_id else None
-            )
             if stored is not None:
                 changed = change_payment(stored, now)
                 if changed == stored:
                     return self._log_outcome(
                         ids, _outcome(f"{kind}_already_recorded", stored), **details
                     )
-                if not self.store.commit_payment(
+                written = self.store.commit_payment(
                     changed, delta=_delta(stored, changed), entries=_entries(stored, changed, now)
-                ):
+                )
+                if written is not True:
+                    stored = self._winner(written, stored)
                     continue
                 if not is_grant(changed):
                     # Money returned for, or disputed on, a payment that granted nothing
@@ -874,7 +881,8 @@ class Ledger:
                 return self._log_outcome(
                     ids, Outcome(f"{kind}_already_recorded"), payment_intent=intent_id, **details
                 )
-            if self.store.commit_payment(None, intent=kept):
+            written = self.store.commit_payment(None, intent=kept)
+            if written is True:
                 return self._log_outcome(
                     ids,
                     Outcome(f"{kind}_kept_for_payment", changed=True),
@@ -882,7 +890,15 @@ class Ledger:
                     payment_intent=intent_id,
                     **details,
                 )
+            # What won, from the refusal: its session may have come meanwhile.
+            intent = written.intent
+            stored = self._payment_of(intent)
         raise StoreError(f"the payment kept changing while its {kind} was recorded; try again")
+
+    def _payment_of(self, intent: IntentRecord | None) -> Payment | None:
+        """Return the payment a PaymentIntent record points to, or None when it points to
+        none (its Checkout Session has not come yet)."""
+        return self.store.get_payment(intent.payment_id) if intent and intent.payment_id else None
 
     # --- how many credits, for which machine --------------------------------------------
     def _attribute(self, session: CheckoutSession, *, paid: bool) -> Attribution:

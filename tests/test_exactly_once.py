@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from tests.support.app import DEFAULT_PRICE, TOPIC_PREFIX, signed_post
-from tests.support.stripe_standin import checkout_session, event
+from tests.support.stripe_standin import charge, checkout_session, event
 
 # paho leaves the socket of a connection to a stopped or refusing broker to the collector.
 pytestmark = pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
@@ -219,6 +219,35 @@ def test_a_malformed_idempotency_key_is_refused(client, cabinet):
     assert answer.json["code"] == "invalid_idempotency_key"
 
 
+def reads_after_a_rival_commits_first(app, monkeypatch, rival) -> list[str]:
+    """Arm the store so that the next payment commit is preceded by ``rival()`` (another
+    request doing the same, all the way, between this one's read and its write); return the
+    payment and PaymentIntent reads made after the rival finished (filled in as they come)."""
+    store = app.extensions["arcade"].store
+    real_commit = store.commit_payment
+    reads: list[str] = []
+    raced = threading.Event()
+
+    def commit_after_a_rival(*args, **kwargs):
+        if not raced.is_set():
+            raced.set()
+            rival()
+            reads.clear()
+        return real_commit(*args, **kwargs)
+
+    def counted(read):
+        def counted_read(key):
+            reads.append(key)
+            return read(key)
+
+        return counted_read
+
+    monkeypatch.setattr(store, "commit_payment", commit_after_a_rival)
+    monkeypatch.setattr(store, "get_payment", counted(store.get_payment))
+    monkeypatch.setattr(store, "get_intent", counted(store.get_intent))
+    return reads
+
+
 def test_a_delivery_that_loses_the_race_decides_from_the_winner_without_reading_again(
     app, client, cabinet, subscribe, deliver, monkeypatch
 ):
@@ -229,25 +258,12 @@ def test_a_delivery_that_loses_the_race_decides_from_the_winner_without_reading_
         id="cs_lost", payment_link=our_link(client, cabinet), amount_subtotal=100
     )
     subscriber = subscribe(f"{TOPIC_PREFIX}/cab001/coinpulse")
-    store = app.extensions["arcade"].store
-    real_commit, real_get = store.commit_payment, store.get_payment
-    reads_after_the_race: list[str] = []
-    raced = threading.Event()
 
-    def commit_after_a_rival(*args, **kwargs):
-        if not raced.is_set():
-            raced.set()
-            rival = deliver("checkout.session.completed", session, event_id="evt_rival")
-            assert rival.json["result"] == "delivered"
-            reads_after_the_race.clear()
-        return real_commit(*args, **kwargs)
+    def rival() -> None:
+        answer = deliver("checkout.session.completed", session, event_id="evt_rival")
+        assert answer.json["result"] == "delivered"
 
-    def counted_get(payment_id):
-        reads_after_the_race.append(payment_id)
-        return real_get(payment_id)
-
-    monkeypatch.setattr(store, "commit_payment", commit_after_a_rival)
-    monkeypatch.setattr(store, "get_payment", counted_get)
+    reads_after_the_race = reads_after_a_rival_commits_first(app, monkeypatch, rival)
 
     answer = deliver("checkout.session.completed", session, event_id="evt_loser")
 
@@ -256,3 +272,65 @@ def test_a_delivery_that_loses_the_race_decides_from_the_winner_without_reading_
     assert reads_after_the_race == []
     assert len(subscriber.settle()) == 1
     assert state_of(client, cabinet)["credits"]["granted"] == 2
+
+
+def test_an_acknowledgement_that_loses_the_race_is_answered_from_the_winner(
+    app, client, cabinet, deliver, monkeypatch
+):
+    """GIVEN a delivered grant WHEN the cabinet's acknowledgement is sent twice and the other
+    copy is stored first THEN this one answers the credited payment that won, with no second
+    read of it."""
+    session = checkout_session(
+        id="cs_ack_race", payment_link=our_link(client, cabinet), amount_subtotal=100
+    )
+    assert deliver("checkout.session.completed", session).json["result"] == "delivered"
+
+    def acknowledge():
+        body = {"payment_id": "cs_ack_race"}
+        return client.post("/machines/cab001/credits/ack", json=body, headers=cabinet.auth)
+
+    def rival() -> None:
+        assert acknowledge().status_code == 200
+
+    reads_after_the_race = reads_after_a_rival_commits_first(app, monkeypatch, rival)
+
+    answer = acknowledge()
+
+    assert answer.status_code == 200
+    assert reads_after_the_race == []
+    assert (
+        client.get("/machines/cab001", headers=cabinet.auth).json["payments"][0]["status"]
+        == "credited"
+    )
+
+
+def test_a_refund_that_loses_the_race_is_answered_from_the_winner(
+    app, client, cabinet, deliver, monkeypatch
+):
+    """GIVEN a delivered grant WHEN Stripe's charge.refunded comes twice and the other copy is
+    stored first THEN this one is answered from the refunded payment that won: recorded once,
+    no second read of the payment or its PaymentIntent."""
+    session = checkout_session(
+        id="cs_refund_race",
+        payment_link=our_link(client, cabinet),
+        amount_subtotal=100,
+        payment_intent="pi_refund_race",
+    )
+    assert deliver("checkout.session.completed", session).json["result"] == "delivered"
+    refunded = charge(payment_intent="pi_refund_race", amount=100, amount_refunded=100)
+
+    def rival() -> None:
+        answer = deliver("charge.refunded", refunded, event_id="evt_refund_rival")
+        assert answer.json["result"] == "refund_recorded"
+
+    reads_after_the_race = reads_after_a_rival_commits_first(app, monkeypatch, rival)
+
+    answer = deliver("charge.refunded", refunded, event_id="evt_refund_loser")
+
+    assert answer.status_code == 200
+    assert answer.json["result"] == "refund_already_recorded"
+    assert reads_after_the_race == []
+    assert (
+        client.get("/machines/cab001", headers=cabinet.auth).json["payments"][0]["status"]
+        == "refunded"
+    )
