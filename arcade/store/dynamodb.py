@@ -19,7 +19,7 @@ from dataclasses import MISSING, dataclass, fields
 from decimal import Decimal
 from typing import Any, Literal
 
-from arcade.clock import iso, iso_or_none, parse_iso
+from arcade.clock import parse_iso
 from arcade.errors import StoreError
 from arcade.logs import log_event
 from arcade.store.base import (
@@ -402,7 +402,7 @@ class DynamoStore(Store):
     def _write(self, *operations: Operation) -> Literal[True] | Refused:
         """One PutItem, UpdateItem or DeleteItem for one item; a transaction otherwise (a
         kind kept under several keys, or several operations). A refused condition returns the
-        stored record that won when the write was ``ABSENT`` (``ALL_OLD``)."""
+        stored record that won (``ALL_OLD`` on every guard but ``EXISTS``, see _condition)."""
         actions: list[dict[str, Any]] = []
         owner: list[tuple[int, bool]] = []  # by action: its operation, and whether it is a copy
         for position, operation in enumerate(operations):
@@ -487,7 +487,7 @@ def _plan_key(ids: Mapping[str, Any]) -> Item:
 
 
 def _change_key(ids: Mapping[str, Any]) -> Item:
-    return _key(CHANGES_PK + ids["subject"], f"{iso(ids['at'])}#{ids['change_id']}")
+    return _key(CHANGES_PK + ids["subject"], _sort_text((ids["at"], ids["change_id"])))
 
 
 def _link_key(ids: Mapping[str, Any]) -> Item:
@@ -523,7 +523,8 @@ def _never_put(kind: Kind) -> Item:
 
 
 def _sort_text(values: tuple[Any, ...]) -> str:
-    """Return a sort key made of field values: their stored text joined by '#'."""
+    """Return a sort key made of field values: their stored text joined by '#' (the key an
+    item is written under, and the bounds and cursors that query it)."""
     return "#".join(str(as_stored(value)) for value in values)
 
 
@@ -902,7 +903,7 @@ def _payment_item(payment: Payment) -> Item:
     """Return a payment's item, indexed under its machine newest first when it has one."""
     item = _payment_key(payment.payment_id) | {"entity": {"S": "payment"}} | _encode(payment)
     # The sort keys begin with created_at as stored (iso text), so they sort in time order.
-    by_time = f"{item['created_at']['S']}#{payment.payment_id}"
+    by_time = _sort_text((payment.created_at, payment.payment_id))
     if payment.machine_id is not None:
         item[BY_MACHINE_PK] = {"S": f"MACHINE#{payment.machine_id}"}
         item[BY_MACHINE_SK] = {"S": by_time}
@@ -920,7 +921,7 @@ def _revenue_item(entry: RevenueEntry) -> Item:
         _key(f"REVENUE#{entry.entry_id}", REVENUE_SK)
         | {"entity": {"S": "revenue"}}
         | _encode(entry)
-        | {TIME_PK: {"S": REVENUE}, TIME_SK: {"S": f"{iso(entry.at)}#{entry.entry_id}"}}
+        | {TIME_PK: {"S": REVENUE}, TIME_SK: {"S": _sort_text((entry.at, entry.entry_id))}}
     )
 
 
@@ -935,7 +936,7 @@ def _intent_item(intent: IntentRecord) -> Item:
     item = _intent_key(intent.payment_intent) | {"entity": {"S": "intent"}} | _encode(intent)
     if intent.payment_id is None:
         item[STATUS_PK] = {"S": UNMATCHED_INTENTS}
-        item[TIME_SK] = {"S": f"{iso_or_none(intent.updated_at) or ''}#{intent.payment_intent}"}
+        item[TIME_SK] = {"S": _sort_text((intent.updated_at or "", intent.payment_intent))}
     return item
 
 
