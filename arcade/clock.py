@@ -33,8 +33,9 @@ def iso_or_none(moment: datetime | None) -> str | None:
 
 
 def iso_seconds(moment: datetime) -> str:
-    """Return ``moment`` as ``2026-11-22T10:00:00Z``, the coinpulse's timestamp form."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Return ``moment`` as ``2026-11-22T10:00:00Z``, the coinpulse's timestamp form (four
+    digits of year always, as ``iso`` writes them)."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def from_unix(seconds: int | float) -> datetime:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -36,6 +36,12 @@ OPTIONAL_SETTINGS = {
     "EMQX_BROKER_URL": "broker_host",
     "ADMIN_API_KEY": "admin_api_key",
 }
+
+
+def not_set(names: Sequence[str], why: str = "") -> str:
+    """Return the sentence that names unset settings, all at once: ``A and B not set`` and,
+    when given, what their absence stops (``why`` starts with its own separator)."""
+    return f"{' and '.join(names)} not set{why}"
 
 
 @dataclass(frozen=True)
@@ -180,7 +186,7 @@ class Settings:
         """Raise SettingsError naming every one of ``names`` that is unset."""
         absent = self.missing(*names)
         if absent:
-            raise SettingsError(f"{' and '.join(absent)} not set")
+            raise SettingsError(not_set(absent))
 
 
 def _plaintext_refusal(

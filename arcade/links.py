@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from time import monotonic
 
 from arcade.clock import utc_now
+from arcade.config import not_set
 from arcade.errors import BadRequest, PaymentProviderError, ServiceUnavailable, TooManyRequests
 from arcade.logs import log_event
 from arcade.payments import StripeGateway
@@ -84,7 +85,7 @@ class LinkService:
             # Name every setting a new link lacks at once, not one per attempt.
             missing = ["STRIPE_PRICE_ID", *self.gateway.settings.missing("STRIPE_API_KEY")]
             raise ServiceUnavailable(
-                f"{' and '.join(missing)} not set (the machine has no price of its own)",
+                not_set(missing, " (the machine has no price of its own)"),
                 code="not_configured",
             )
         return price_id, None

@@ -22,6 +22,7 @@ from typing import Any
 
 from arcade import wire
 from arcade.clock import iso, iso_or_none, parse_iso, utc_now
+from arcade.config import not_set
 from arcade.errors import (
     BadRequest,
     BrokerUnavailable,
@@ -500,7 +501,7 @@ class Operators:
         settings = self.svc.settings
         missing = settings.missing("STRIPE_API_KEY", "STRIPE_PRICE_ID")
         if missing:
-            return " and ".join(missing) + " not set"
+            return not_set(missing)
         try:
             price = self.svc.gateway.retrieve_price(settings.stripe_price_id, retries=0)
         except PaymentProviderError as exc:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from flask import current_app
 
+from arcade.config import not_set
+
 if TYPE_CHECKING:
     from arcade.config import Settings
     from arcade.ledger import Ledger
@@ -188,7 +190,7 @@ class Services:
 
     def stripe_problems(self) -> list[str]:
         """Return what stops calls to Stripe's API, by setting name."""
-        return [f"{name} not set" for name in self.settings.missing("STRIPE_API_KEY")]
+        return [not_set([name]) for name in self.settings.missing("STRIPE_API_KEY")]
 
     def problems(self) -> list[str]:
         """Return every setting that stops some part of the service, by name, in plain words.
@@ -199,7 +201,7 @@ class Services:
         found = list(self.settings.problems)
         for name in self.settings.missing(*MISSING_MEANS):
             if not any(problem.startswith(name) for problem in found):
-                found.append(f"{name} not set{MISSING_MEANS[name]}")
+                found.append(not_set([name], MISSING_MEANS[name]))
         return [*found, *self.publisher.problems()]
 
 
