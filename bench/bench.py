@@ -22,6 +22,11 @@ by a floor measured beside it, in the same run, on the same machine:
   subscriber has it; p50/p99 of ``--webhooks`` messages, each awaited (and its PUBACK too,
   untimed) before the next.
 
+For context, not a budget: ``bench/floor_webhook.py``, the least work a webhook must do to keep
+README.md's promises (check the signature, store the grant, sign, publish at QoS 1 and wait for
+the PUBACK, mark it delivered; no read, no log line), served and driven exactly as the product,
+is measured in the same run and shown with the same two ratios.
+
 The product is ``python app.py`` with a SQLite store, that broker and the Stripe stand-in
 answering in 100 ms. Budgets:
 
@@ -198,6 +203,23 @@ def start_http_floor(workdir: Path) -> tuple[subprocess.Popen, int]:
         stderr=subprocess.STDOUT,
     )
     wait_ready(server, port, "POST", "/webhook", "bench/floor_http.py")
+    return server, port
+
+
+def start_webhook_floor(broker: TlsBroker, workdir: Path) -> tuple[subprocess.Popen, int]:
+    """Start bench/floor_webhook.py on a free loopback port and return it once it answers."""
+    port = free_loopback_port()
+    env = {key: value for key, value in os.environ.items() if key != "AWS_LAMBDA_FUNCTION_NAME"}
+    env.update(broker.env(), STRIPE_WEBHOOK_SECRET=SECRET)
+    log = open(workdir / "floor_webhook.log", "wb")  # noqa: SIM115 - lives as long as the server
+    server = subprocess.Popen(
+        [sys.executable, str(BENCH / "floor_webhook.py"), str(port), str(workdir / "floor.db")],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_ready(server, port, "GET", "/status", "bench/floor_webhook.py")
     return server, port
 
 
@@ -457,6 +479,15 @@ def main() -> None:
                 bodies = [paid_event(link_id, 100_000 + n) for n in range(args.throughput)]
                 floor_rate = throughput(floor_port, bodies)  # it only reads them: same bodies
                 rate = throughput(port, bodies)
+
+                least, least_port = start_webhook_floor(broker, Path(tmp))
+                try:
+                    latency(least_port, broker, link_id, WARM_UP)
+                    least_figures, _ = latency(least_port, broker, link_id, args.webhooks)
+                    fresh = [paid_event(link_id, 200_000 + n) for n in range(args.throughput)]
+                    least_rate = throughput(least_port, fresh)
+                finally:
+                    stop(least)
             finally:
                 stop(floor)
             stripe_calls = [r for r in standin.requests if "line_items" in r.path]
@@ -519,6 +550,13 @@ def main() -> None:
     print('budgets (README.md "Performance", product / floor):')
     for budget in budgets:
         print(budget.line())
+    least_p50 = percentile(least_figures, 0.5)
+    print("for context, not a budget: the least work a webhook must do (floor_webhook.py):")
+    print(
+        f"  webhook -> coinpulse p50 {ms(least_p50)} = {least_p50 / floor_sum:.2f}x "
+        f"(HTTP p50 + MQTT p50); {least_rate:.0f} webhooks/s = {least_rate / floor_rate:.2f}x "
+        "the HTTP floor's requests/s"
+    )
     print(f"Stripe calls on the webhook path: {len(stripe_calls)}")
     over = sum(not budget.met for budget in budgets)
     print("budgets: all met" if over == 0 else f"budgets: {over} over")
