@@ -21,6 +21,8 @@ from arcade.store import LAMBDA_SQLITE_REFUSAL, MALFORMED_URL
 from arcade.wire import DEFAULT_TOPIC_PREFIX
 
 DEFAULT_DATABASE_URL = "sqlite:///arcade.db"
+# Where `python app.py` listens unless HOST says otherwise: this machine only.
+DEFAULT_HOST = "127.0.0.1"
 # SPEC "HTTP": a shorter operator key is refused (admin stays off).
 MIN_ADMIN_KEY_LENGTH = 32
 # Credits one unit bought may give (a machine's own, or CREDITS_PER_UNIT).
@@ -63,7 +65,10 @@ class Settings:
     admin_api_key: str | None = field(default=None, repr=False)
     credits_per_unit: int = 1
     max_quantity: int = 10
+    host: str = DEFAULT_HOST
     port: int = 5000
+    # Why `python app.py` cannot listen where HOST and PORT say (it then exits 1), or None.
+    address_problem: str | None = None
     in_lambda: bool = False
     # Seconds to wait for the broker's PUBACK before reconnecting (once) and giving up. The
     # delivery lease is derived from it (arcade.mqtt.delivery_lease_seconds).
@@ -128,6 +133,11 @@ class Settings:
                 " admin endpoints are off"
             )
             admin_api_key = None
+        problems_before = len(reader.problems)
+        port = reader.integer("PORT", default=5000, low=1, high=65535)
+        # A malformed PORT stops `python app.py`: serving on some other port would be a
+        # surprise (SPEC "Serving locally": a start-up problem is one sentence and exit 1).
+        address_problem = next(iter(reader.problems[problems_before:]), None)
         pulse_signing_key = reader.text("PULSE_SIGNING_KEY")
         if pulse_signing_key is not None and not _is_ed25519_seed(pulse_signing_key):
             reader.problem(SEED_RULE)
@@ -151,7 +161,9 @@ class Settings:
                 "CREDITS_PER_UNIT", default=1, low=1, high=MAX_CREDITS_PER_UNIT
             ),
             max_quantity=reader.integer("MAX_QUANTITY", default=10, low=1, high=99),
-            port=reader.integer("PORT", default=5000, low=1, high=65535),
+            host=reader.text("HOST") or DEFAULT_HOST,
+            port=port,
+            address_problem=address_problem,
             in_lambda=in_lambda,
             # Above 5 s one publish (two connects and two PUBACK waits) could outlast the
             # Lambda timeout and Stripe's patience with a webhook.
