@@ -14,7 +14,7 @@ from arcade.common.broker import (
     plaintext_refusal,
     read_broker,
 )
-from arcade.common.env import FALSE_WORDS, TRUE_WORDS, EnvReader
+from arcade.common.env import EnvReader
 from arcade.errors import SettingsError
 from arcade.signing import SEED_RULE
 from arcade.store import LAMBDA_SQLITE_REFUSAL, MALFORMED_URL
@@ -95,12 +95,10 @@ class Settings:
         in_lambda = bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
 
         broker = read_broker(reader)
-        broker_refused = None
-        if broker.host is not None:
+        broker_refused = broker.conflict
+        if broker.host is not None and broker_refused is None:
             broker_refused = _plaintext_refusal(
-                broker.url or "",
                 tls=broker.tls,
-                tls_setting=env.get("MQTT_TLS"),
                 allowed=reader.flag("MQTT_ALLOW_PLAINTEXT", default=False),
                 in_lambda=in_lambda,
                 host=broker.host,
@@ -201,24 +199,12 @@ class Settings:
             raise SettingsError(not_set(absent))
 
 
-def _plaintext_refusal(
-    url: str, *, tls: bool, tls_setting: str | None, allowed: bool, in_lambda: bool, host: str
-) -> str | None:
+def _plaintext_refusal(*, tls: bool, allowed: bool, in_lambda: bool, host: str) -> str | None:
     """Return why these broker settings must not be used, or None (SPEC "Serving locally").
 
     Broker passwords never cross a network in clear: plain-text MQTT goes to this machine only
     (judged by the name, no lookup), unless MQTT_ALLOW_PLAINTEXT=true, and never from Lambda.
-    A scheme that contradicts MQTT_TLS is named rather than silently winning.
     """
-    scheme = url.split("://", 1)[0].lower() if "://" in url else None
-    said = tls_setting.strip().lower() if tls_setting is not None else None
-    if scheme == "mqtt" and said in TRUE_WORDS:
-        return (
-            "EMQX_BROKER_URL is mqtt:// (plain text) but MQTT_TLS=true: use mqtts:// or drop"
-            " MQTT_TLS"
-        )
-    if scheme == "mqtts" and said in FALSE_WORDS:
-        return "EMQX_BROKER_URL is mqtts:// (TLS) but MQTT_TLS=false: use one or the other"
     if tls:
         return None
     if in_lambda:

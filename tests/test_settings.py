@@ -582,3 +582,31 @@ def test_missing_names_every_optional_setting_and_refuses_a_typo():
     assert settings.missing(*OPTIONAL_SETTINGS) == list(OPTIONAL_SETTINGS)
     with pytest.raises(ValueError, match="STRIPE_KEY"):
         settings.missing("STRIPE_KEY")
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("mqtts://user:hunter2@broker.example.com:8883", "EMQX_BROKER_URL must not hold a login"),
+        ("broker.example.com:1883", "EMQX_BROKER_URL must be a host name"),
+        ("broker example.com", "EMQX_BROKER_URL must be a host name"),
+        ("mqtts://broker.example.com:0", "its port is not a number from 1 to 65535"),
+        ("mqtts://broker.example.com/arcade?x=1", "nothing after the port"),
+    ],
+)
+def test_a_broker_url_with_more_than_a_host_and_port_is_named_and_not_used(url, named):
+    """GIVEN EMQX_BROKER_URL holding a login, a port in a bare host name, port 0 or a path
+    WHEN read THEN the problem names it (never echoing the URL) and no broker is used."""
+    settings = Settings.from_env({"EMQX_BROKER_URL": url})
+
+    assert settings.broker_host is None
+    assert [problem for problem in settings.problems if named in problem]
+    assert not any("hunter2" in problem for problem in settings.problems)
+
+
+@pytest.mark.parametrize("prefix", ["#", "arcade/+/x", "$SYS/arcade", "/"])
+def test_a_topic_prefix_no_broker_takes_a_publish_on_is_named(prefix):
+    settings = Settings.from_env({"MQTT_TOPIC_PREFIX": prefix})
+
+    assert settings.topic_prefix == "arcade/machine"
+    assert any(problem.startswith("MQTT_TOPIC_PREFIX must be") for problem in settings.problems)
