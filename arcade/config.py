@@ -25,6 +25,9 @@ DEFAULT_DATABASE_URL = "sqlite:///arcade.db"
 DEFAULT_HOST = "127.0.0.1"
 # SPEC "HTTP": a shorter operator key is refused (admin stays off).
 MIN_ADMIN_KEY_LENGTH = 32
+# Stripe's secret and restricted keys, which name their mode (SPEC "Which sessions buy credits").
+STRIPE_KEY_PREFIXES = ("sk_live_", "sk_test_", "rk_live_", "rk_test_")
+SIGNING_SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix of every webhook signing secret
 # Credits one unit bought may give (a machine's own, or CREDITS_PER_UNIT).
 MAX_CREDITS_PER_UNIT = 1000
 
@@ -113,12 +116,24 @@ class Settings:
             reader.problem(LAMBDA_SQLITE_REFUSAL)
 
         api_base = reader.text("STRIPE_API_BASE")
-        if api_base and urlsplit(api_base).scheme not in ("http", "https"):
-            reader.problem("STRIPE_API_BASE must be an http:// or https:// address")
-            api_base = None
+        if api_base:
+            refused = _api_base_refusal(api_base, in_lambda=in_lambda)
+            if refused:
+                reader.problem(refused)
+                api_base = None
+        api_key = reader.text("STRIPE_API_KEY")
+        if api_key and not api_key.startswith(STRIPE_KEY_PREFIXES):
+            # A publishable key fails every call, and a key of no known mode would let events of
+            # either mode grant credits (SPEC "Which sessions buy credits").
+            reader.problem(
+                "STRIPE_API_KEY must be a secret or restricted key (sk_live_, sk_test_, rk_live_"
+                " or rk_test_): payment links are off"
+            )
+            api_key = None
         webhook_secret = reader.text("STRIPE_WEBHOOK_SECRET")
-        if webhook_secret and not webhook_secret.startswith("whsec_"):
-            reader.problem("STRIPE_WEBHOOK_SECRET must start with whsec_")
+        # "whsec_" alone is a signing key everyone knows: anyone could sign an event.
+        if webhook_secret and not _is_signing_secret(webhook_secret):
+            reader.problem("STRIPE_WEBHOOK_SECRET must start with whsec_ and go on after it")
             webhook_secret = None
 
         auto_refund = reader.integer(
@@ -142,7 +157,7 @@ class Settings:
             pulse_signing_key = None
 
         return cls(
-            stripe_api_key=reader.text("STRIPE_API_KEY"),
+            stripe_api_key=api_key,
             stripe_webhook_secret=webhook_secret,
             stripe_price_id=reader.text("STRIPE_PRICE_ID", "PRICE_ID"),
             stripe_api_base=api_base,
@@ -212,6 +227,25 @@ def _plaintext_refusal(*, tls: bool, allowed: bool, in_lambda: bool, host: str) 
     return plaintext_refusal(host, tls=tls, allowed=allowed)
 
 
+def _api_base_refusal(url: str, *, in_lambda: bool) -> str | None:
+    """Return why STRIPE_API_BASE must not be used, or None.
+
+    It carries the Stripe secret key in every call: in clear (http://) only to this machine
+    (judged by the name, as for MQTT), and never from Lambda.
+    """
+    from arcade.wire import is_loopback
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "STRIPE_API_BASE must be an http:// or https:// address"
+    if parts.scheme == "http" and (in_lambda or not is_loopback(parts.hostname)):
+        return (
+            "STRIPE_API_BASE is http:// to another machine: the Stripe key would cross the"
+            " network in clear (use https://, or a stand-in on this machine)"
+        )
+    return None
+
+
 def is_store_url(url: str) -> bool:
     """Return True for sqlite:///<a file> or dynamodb://<table> (an in-memory SQLite store
     would lose every credit at the next restart)."""
@@ -219,6 +253,11 @@ def is_store_url(url: str) -> bool:
         path = url.removeprefix("sqlite:///").strip()
         return bool(path) and path != ":memory:" and not path.startswith("file::memory")
     return url.startswith("dynamodb://") and bool(url.removeprefix("dynamodb://").strip())
+
+
+def _is_signing_secret(text: str) -> bool:
+    """Return True for whsec_ followed by the secret itself."""
+    return text.startswith(SIGNING_SECRET_PREFIX) and len(text) > len(SIGNING_SECRET_PREFIX)
 
 
 def _is_ed25519_seed(text: str) -> bool:

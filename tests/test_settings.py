@@ -610,3 +610,60 @@ def test_a_topic_prefix_no_broker_takes_a_publish_on_is_named(prefix):
 
     assert settings.topic_prefix == "arcade/machine"
     assert any(problem.startswith("MQTT_TOPIC_PREFIX must be") for problem in settings.problems)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"STRIPE_API_KEY": "pk_live_publishable0123456789"}, "STRIPE_API_KEY must be a secret"),
+        ({"STRIPE_API_KEY": "sk_0123456789abcdef"}, "STRIPE_API_KEY must be a secret"),
+        ({"STRIPE_API_KEY": "whsec_0123456789abcdef"}, "STRIPE_API_KEY must be a secret"),
+        ({"STRIPE_WEBHOOK_SECRET": "whsec_"}, "STRIPE_WEBHOOK_SECRET must start with whsec_"),
+        (
+            {"STRIPE_API_BASE": "http://stripe-mock.example.com:12111"},
+            "STRIPE_API_BASE is http:// to another machine",
+        ),
+        (
+            {"STRIPE_API_BASE": "http://127.0.0.1:12111", "AWS_LAMBDA_FUNCTION_NAME": "f"},
+            "STRIPE_API_BASE is http:// to another machine",
+        ),
+        ({"STRIPE_API_BASE": "http://"}, "STRIPE_API_BASE must be an http:// or https://"),
+    ],
+    ids=[
+        "publishable_key",
+        "key_of_no_mode",
+        "webhook_secret_as_key",
+        "empty_webhook_secret",
+        "plain_http_elsewhere",
+        "plain_http_from_lambda",
+        "no_host",
+    ],
+)
+def test_a_stripe_setting_that_weakens_security_is_named_and_not_used(make_app, env, named):
+    """GIVEN a Stripe key of no known mode (the livemode check would let events of either mode
+    grant), a signing secret everyone knows, or an API base that sends the key in clear WHEN
+    read THEN /status names it and the value is not used."""
+    env = {"DATABASE_URL": "dynamodb://t", **env} if "AWS_LAMBDA_FUNCTION_NAME" in env else env
+    settings = Settings.from_env(env)
+
+    assert [p for p in settings.problems if p.startswith(named)], settings.problems
+    assert settings.stripe_api_base is None or "STRIPE_API_BASE" not in env
+    if "STRIPE_API_KEY" in env:
+        assert settings.stripe_api_key is None
+    for name in ("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET"):
+        assert not any(env[name] in p for p in settings.problems if len(env.get(name, "")) > 6)
+    if "AWS_LAMBDA_FUNCTION_NAME" not in env:
+        problems = make_app(**env).test_client().get("/status").json["problems"]
+        assert [p for p in problems if p.startswith(named)]
+
+
+def test_a_stripe_stand_in_on_this_machine_may_be_plain_http():
+    settings = Settings.from_env(
+        {"STRIPE_API_BASE": "http://localhost:12111", "STRIPE_API_KEY": "rk_test_x"}
+    )
+
+    assert (settings.stripe_api_base, settings.stripe_api_key) == (
+        "http://localhost:12111",
+        "rk_test_x",
+    )
+    assert settings.problems == ()
