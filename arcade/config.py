@@ -146,6 +146,15 @@ class Settings:
                 " admin endpoints are off"
             )
             admin_api_key = None
+        elif admin_api_key is not None and not (
+            admin_api_key.isascii() and admin_api_key.isprintable()
+        ):
+            # An HTTP header carries ASCII: a key with other characters could never be sent.
+            reader.problem(
+                "ADMIN_API_KEY must be printable ASCII (letters, digits, punctuation):"
+                " admin endpoints are off"
+            )
+            admin_api_key = None
         problems_before = len(reader.problems)
         port = reader.integer("PORT", default=5000, low=1, high=65535)
         # A malformed PORT stops `python app.py`: serving on some other port would be a

@@ -800,6 +800,9 @@ PARAMETER_VALUES = {
             (" " + "k" * 31, False),
             ("k" * 31 + " ", False),
             (" " * 32, False),
+            ("é" * 32, False),
+            ("k" * 31 + "\t", False),
+            ("k" * 16 + " " + "k" * 16, True),
         ],
     ),
 }
