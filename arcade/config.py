@@ -88,6 +88,8 @@ class Settings:
     pulse_signing_key: str | None = field(default=None, repr=False)
     # Why the broker settings may not be used (plain text across a network), or None.
     broker_refused: str | None = None
+    # Why Stripe's API may not be called (STRIPE_API_BASE refused), or None.
+    stripe_refused: str | None = None
     problems: tuple[str, ...] = ()
 
     @classmethod
@@ -116,11 +118,11 @@ class Settings:
             reader.problem(LAMBDA_SQLITE_REFUSAL)
 
         api_base = reader.text("STRIPE_API_BASE")
-        if api_base:
-            refused = _api_base_refusal(api_base, in_lambda=in_lambda)
-            if refused:
-                reader.problem(refused)
-                api_base = None
+        # Calls go nowhere rather than to Stripe itself when the stand-in's address is refused.
+        stripe_refused = _api_base_refusal(api_base, in_lambda=in_lambda) if api_base else None
+        if stripe_refused:
+            reader.problem(stripe_refused)
+            api_base = None
         api_key = reader.text("STRIPE_API_KEY")
         if api_key and not api_key.startswith(STRIPE_KEY_PREFIXES):
             # A publishable key fails every call, and a key of no known mode would let events of
@@ -202,6 +204,7 @@ class Settings:
             ),
             pulse_signing_key=pulse_signing_key,
             broker_refused=broker_refused,
+            stripe_refused=stripe_refused,
             problems=tuple(reader.problems),
         )
 

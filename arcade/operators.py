@@ -466,8 +466,19 @@ class Operators:
     # --- readiness --------------------------------------------------------------------------
     def readiness(self) -> list[Check]:
         """Check each dependency for real: a probe published and PUBACKed, a store write and
-        read, Stripe's key and default price (one call, remembered 60 s)."""
-        return [self._check_broker(), self._check_store(), self._check_stripe()]
+        read, Stripe's key and default price (one call, remembered 60 s); and, only when there
+        are any, the settings that stop some other part (a malformed one, no webhook secret)."""
+        checks = [self._check_broker(), self._check_store(), self._check_stripe()]
+        settings = self._check_settings()
+        return checks if settings.ok else [*checks, settings]
+
+    def _check_settings(self) -> Check:
+        settings = self.svc.settings
+        # The broker check names a refused broker, the Stripe check a missing key or price.
+        named_elsewhere = (settings.broker_refused, settings.stripe_refused)
+        found = [problem for problem in settings.problems if problem not in named_elsewhere]
+        found += [not_set([name]) for name in settings.missing("STRIPE_WEBHOOK_SECRET")]
+        return Check("settings", "; ".join(found) or None)
 
     def _check_broker(self) -> Check:
         settings = self.svc.settings
