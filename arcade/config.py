@@ -219,11 +219,26 @@ class Settings:
             raise ValueError(f"not an optional setting: {', '.join(unknown)}")
         return [name for name in names if not getattr(self, OPTIONAL_SETTINGS[name])]
 
-    def require(self, *names: str) -> None:
-        """Raise SettingsError naming every one of ``names`` that is unset."""
+    def unusable(self, *names: str) -> str | None:
+        """Return one sentence naming each of ``names`` that cannot be used, or None.
+
+        A setting that was given but refused is named by the problem found when it was read
+        (a publishable STRIPE_API_KEY is not "not set"); the others are "not set".
+        """
         absent = self.missing(*names)
-        if absent:
-            raise SettingsError(not_set(absent))
+        refused = {
+            name: next((p for p in self.problems if p.startswith(f"{name} ")), None)
+            for name in absent
+        }
+        said = [problem for problem in refused.values() if problem]
+        unset = [name for name, problem in refused.items() if problem is None]
+        return "; ".join([*said, *([not_set(unset)] if unset else [])]) or None
+
+    def require(self, *names: str) -> None:
+        """Raise SettingsError naming every one of ``names`` that is unset or was refused."""
+        problem = self.unusable(*names)
+        if problem:
+            raise SettingsError(problem)
 
 
 def _plaintext_refusal(*, tls: bool, allowed: bool, in_lambda: bool, host: str) -> str | None:

@@ -22,7 +22,6 @@ from typing import Any
 
 from arcade import wire
 from arcade.clock import iso, iso_or_none, parse_iso, utc_now
-from arcade.config import not_set
 from arcade.errors import (
     BadRequest,
     BrokerUnavailable,
@@ -477,7 +476,9 @@ class Operators:
         # The broker check names a refused broker, the Stripe check a missing key or price.
         named_elsewhere = (settings.broker_refused, settings.stripe_refused)
         found = [problem for problem in settings.problems if problem not in named_elsewhere]
-        found += [not_set([name]) for name in settings.missing("STRIPE_WEBHOOK_SECRET")]
+        webhooks = settings.unusable("STRIPE_WEBHOOK_SECRET")
+        if webhooks and webhooks not in found:
+            found.append(webhooks)
         return Check("settings", "; ".join(found) or None)
 
     def _check_broker(self) -> Check:
@@ -510,9 +511,9 @@ class Operators:
 
     def _stripe_problem(self) -> str | None:
         settings = self.svc.settings
-        missing = settings.missing("STRIPE_API_KEY", "STRIPE_PRICE_ID")
-        if missing:
-            return not_set(missing)
+        unusable = settings.unusable("STRIPE_API_KEY", "STRIPE_PRICE_ID")
+        if unusable:
+            return unusable
         try:
             price = self.svc.gateway.retrieve_price(settings.stripe_price_id, retries=0)
         except PaymentProviderError as exc:

@@ -205,13 +205,13 @@ def serve(app: Flask) -> int:
     # create_app already logged the malformed settings; add what is missing.
     for problem in problems[len(settings.problems) :]:
         log_event(logger, "setting_problem", level=logging.WARNING, problem=problem)
-    if settings.address_problem:
-        log_event(logger, "startup_failed", level=logging.ERROR, error=settings.address_problem)
-        return 1
     try:
         svc.store.get_value("pulse_signing_key")  # can the store be opened and read at all?
     except ArcadeError as exc:
         log_event(logger, "startup_failed", level=logging.ERROR, error=str(exc))
+        return 1
+    if settings.address_problem:
+        log_event(logger, "startup_failed", level=logging.ERROR, error=settings.address_problem)
         return 1
     host = settings.host
     try:

@@ -667,3 +667,25 @@ def test_a_stripe_stand_in_on_this_machine_may_be_plain_http():
         "rk_test_x",
     )
     assert settings.problems == ()
+
+
+def test_a_refused_key_is_named_as_refused_not_as_unset_by_the_cli_and_the_api(tmp_path, make_app):
+    """GIVEN a publishable STRIPE_API_KEY and a signing secret of whsec_ alone WHEN a command
+    or an endpoint needs them THEN it names what is wrong with each, not "not set"."""
+    from tests.support.api_process import flask_command
+
+    done = flask_command(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'arcade.db'}",
+            "STRIPE_API_KEY": "pk_live_publishable",
+            "STRIPE_API_BASE": "",
+        },
+        "reconcile",
+    )
+    webhook = make_app(STRIPE_WEBHOOK_SECRET="whsec_").test_client().post("/webhook", data=b"{}")
+
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "STRIPE_API_KEY must be a secret or restricted key" in done.stderr
+    assert "pk_live_publishable" not in done.stderr
+    assert webhook.status_code == 503
+    assert webhook.json["error"].startswith("STRIPE_WEBHOOK_SECRET must start with whsec_")
