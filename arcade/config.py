@@ -299,7 +299,9 @@ def _is_ed25519_seed(text: str) -> bool:
 def load_local_env(env_file: Path, environ: dict[str, str] | None = None) -> bool:
     """Read ``env_file`` into the environment, except in Lambda; return whether it was read.
 
-    Variables already set win over the file. In Lambda (``AWS_LAMBDA_FUNCTION_NAME`` set) the
+    Raises SettingsError when the file cannot be read as text: going on without the settings
+    in it (a DATABASE_URL, say) would quietly serve with others. Variables already set win over
+    the file. In Lambda (``AWS_LAMBDA_FUNCTION_NAME`` set) the
     settings come from the function's configuration only: a stray file baked into an image
     must never override them.
     """
@@ -308,7 +310,17 @@ def load_local_env(env_file: Path, environ: dict[str, str] | None = None) -> boo
         return False
     from dotenv import dotenv_values
 
-    for name, value in dotenv_values(env_file).items():
+    try:
+        values = dotenv_values(env_file, encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(
+            f"{env_file.name} is not UTF-8 text (byte {exc.start + 1}): save it as UTF-8"
+        ) from exc
+    except OSError as exc:
+        raise SettingsError(
+            f"{env_file.name} cannot be read: {exc.strerror or type(exc).__name__}"
+        ) from exc
+    for name, value in values.items():
         if value is not None and name not in env:
             env[name] = value
     return True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,3 +125,29 @@ def test_a_host_of_several_addresses_serves_each_and_stops_on_sigterm(tmp_path):
         stop_process(process)
         stderr = _read_and_close(process)
     assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["app.py"], ["-m", "flask", "--app", "app", "machines", "list"]]
+)
+def test_an_env_local_that_is_not_text_stops_the_start_in_one_sentence(tmp_path, command):
+    """GIVEN a .env.local saved in another encoding WHEN `python app.py` or a `flask` command
+    starts THEN one sentence names the file and the process exits 1 (going on without its
+    settings, a DATABASE_URL say, would quietly use others)."""
+    shutil.copy(ROOT / "app.py", tmp_path / "app.py")
+    (tmp_path / ".env.local").write_bytes(b"PORT=5000\nSTRIPE_PRICE_ID=price_caf\xe9\n")
+    env = {**_env(tmp_path), "PYTHONPATH": str(ROOT)}
+
+    done = subprocess.run(
+        [sys.executable, *command],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    [failed] = [json.loads(line) for line in done.stderr.splitlines() if "startup_failed" in line]
+    assert failed["error"].startswith(".env.local is not UTF-8 text")
