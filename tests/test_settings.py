@@ -689,3 +689,16 @@ def test_a_refused_key_is_named_as_refused_not_as_unset_by_the_cli_and_the_api(t
     assert "pk_live_publishable" not in done.stderr
     assert webhook.status_code == 503
     assert webhook.json["error"].startswith("STRIPE_WEBHOOK_SECRET must start with whsec_")
+
+
+def test_the_broker_settings_repr_holds_no_password_even_from_a_malformed_url():
+    from arcade.common.broker import read_broker
+    from arcade.common.env import EnvReader
+
+    broker = read_broker(
+        EnvReader(
+            {"EMQX_BROKER_URL": "mqtts://arcade:hunter2@b.example.com", "MQTT_PASSWORD": "pw9"}
+        )
+    )
+
+    assert "hunter2" not in repr(broker) and "pw9" not in repr(broker)

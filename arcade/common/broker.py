@@ -34,7 +34,7 @@ class Broker:
     host: str | None
     port: int
     tls: bool
-    url: str | None
+    url: str | None = field(repr=False)  # as given: a malformed one may hold a password
     username: str | None
     password: str | None = field(repr=False)
     ca_cert: str
