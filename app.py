@@ -37,6 +37,8 @@ def lambda_handler(event: dict, context: object) -> dict:
 
 
 if __name__ == "__main__":
-    from arcade.serve import serve
+    import sys
 
-    raise SystemExit(serve(app))
+    from arcade.serve import main
+
+    raise SystemExit(main(app, sys.argv[1:]))

@@ -194,6 +194,30 @@ def _connection_limit() -> int:
     return max(50, min(1000, soft - 64))
 
 
+USAGE = (
+    "usage: python app.py (no arguments): serves the API on HOST:PORT, 127.0.0.1:5000 unless"
+    " set; every setting is an environment variable or a line of .env.local (see"
+    " .env.local.example)"
+)
+
+
+def main(app: Flask, argv: list[str]) -> int:
+    """``python app.py``: serve, or print the usage for --help; any other argument is refused
+    (``--port 8080`` would otherwise serve quietly on PORT)."""
+    if argv in (["--help"], ["-h"]):
+        print(USAGE)
+        return 0
+    if argv:
+        log_event(
+            logger,
+            "startup_failed",
+            level=logging.ERROR,
+            error=f"python app.py takes no arguments (got {' '.join(argv)!r}): set HOST and PORT",
+        )
+        return 1
+    return serve(app)
+
+
 def serve(app: Flask) -> int:
     """Serve ``app`` on HOST:PORT (127.0.0.1:5000 by default); return the exit status."""
     from arcade.background import BackgroundWork

@@ -151,3 +151,25 @@ def test_an_env_local_that_is_not_text_stops_the_start_in_one_sentence(tmp_path,
     assert "Traceback" not in done.stderr
     [failed] = [json.loads(line) for line in done.stderr.splitlines() if "startup_failed" in line]
     assert failed["error"].startswith(".env.local is not UTF-8 text")
+
+
+def test_an_argument_to_app_py_is_refused_rather_than_serving_elsewhere(tmp_path):
+    """GIVEN `python app.py --port 8080` (PORT is the setting) THEN one sentence, exit 1, and
+    nothing serves on 5000; --help prints the usage."""
+    run = [sys.executable, "app.py"]
+    done = subprocess.run(
+        [*run, "--port", "8080"],
+        cwd=ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    helped = subprocess.run(
+        [*run, "--help"], cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=60
+    )
+
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    [failed] = [json.loads(line) for line in done.stderr.splitlines() if "startup_failed" in line]
+    assert "takes no arguments" in failed["error"]
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: python app.py")
