@@ -265,7 +265,12 @@ def _api_base_refusal(url: str, *, in_lambda: bool) -> str | None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "STRIPE_API_BASE must be an http:// or https:// address"
-    if parts.scheme == "http" and (in_lambda or not is_loopback(parts.hostname)):
+    if parts.scheme == "http" and in_lambda:
+        return (
+            "STRIPE_API_BASE is http://, refused in Lambda: the Stripe key would cross a network"
+            " in clear (use https://)"
+        )
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         return (
             "STRIPE_API_BASE is http:// to another machine: the Stripe key would cross the"
             " network in clear (use https://, or a stand-in on this machine)"
