@@ -119,7 +119,7 @@ class Settings:
 
         api_base = reader.text("STRIPE_API_BASE")
         # Calls go nowhere rather than to Stripe itself when the stand-in's address is refused.
-        stripe_refused = _api_base_refusal(api_base, in_lambda=in_lambda) if api_base else None
+        stripe_refused = _api_base_refusal(api_base) if api_base else None
         if stripe_refused:
             reader.problem(stripe_refused)
             api_base = None
@@ -254,22 +254,17 @@ def _plaintext_refusal(*, tls: bool, allowed: bool, in_lambda: bool, host: str) 
     return plaintext_refusal(host, tls=tls, allowed=allowed)
 
 
-def _api_base_refusal(url: str, *, in_lambda: bool) -> str | None:
+def _api_base_refusal(url: str) -> str | None:
     """Return why STRIPE_API_BASE must not be used, or None.
 
     It carries the Stripe secret key in every call: in clear (http://) only to this machine
-    (judged by the name, as for MQTT), and never from Lambda.
+    (judged by the name, as for MQTT), where it crosses no network.
     """
     from arcade.wire import is_loopback
 
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "STRIPE_API_BASE must be an http:// or https:// address"
-    if parts.scheme == "http" and in_lambda:
-        return (
-            "STRIPE_API_BASE is http://, refused in Lambda: the Stripe key would cross a network"
-            " in clear (use https://)"
-        )
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         return (
             "STRIPE_API_BASE is http:// to another machine: the Stripe key would cross the"
