@@ -192,7 +192,7 @@ def _items(mapping: object) -> list[tuple[str, Any]]:
 
 
 def _multi_value(event: Mapping[str, Any], multi: str, single: str) -> dict[str, list[str]]:
-    if isinstance(event.get(multi), Mapping):
+    if isinstance(event.get(multi), Mapping) and event[multi]:
         return {key: list(values or []) for key, values in _items(event[multi])}
     return {key: [value] for key, value in _items(event.get(single)) if value is not None}
 

@@ -554,3 +554,20 @@ def test_a_rest_api_stage_named_like_a_route_is_not_cut_from_the_route(stage):
     handle(_routing_app(seen), make_v1_event(path=f"/{stage}/cab001", stage=stage), None)
 
     assert seen == {"path": f"/{stage}/cab001", "script": f"/{stage}"}
+
+
+def test_an_empty_multi_value_field_does_not_hide_the_single_value_headers():
+    """GIVEN a REST event (a console test event, say) whose multiValueHeaders is {} and whose
+    headers hold the Stripe-Signature WHEN served THEN the app sees the headers."""
+    seen = {}
+
+    def app(environ, start_response):
+        seen["signature"] = environ.get("HTTP_STRIPE_SIGNATURE")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    event = make_v1_event(method="POST", path="/webhook", headers=[("Stripe-Signature", "t=1")])
+    event["multiValueHeaders"] = {}
+    handle(app, event, None)
+
+    assert seen["signature"] == "t=1"
