@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from arcade import create_app
 from arcade.config import load_local_env
-from arcade.logs import configure_logging
+from arcade.errors import SettingsError
+from arcade.logs import configure_logging, log_event
 
 HERE = Path(__file__).resolve().parent
 
 # The entry points (Lambda, `python app.py`, `flask --app app`) decide where logs go; the app
 # factory only logs.
 configure_logging()
-load_local_env(HERE / ".env.local")
+try:
+    load_local_env(HERE / ".env.local")
+except SettingsError as exc:
+    # A start-up problem is one sentence and exit 1 for `python app.py` and every `flask`
+    # command alike (SPEC "Serving locally").
+    log_event(logging.getLogger("arcade"), "startup_failed", level=logging.ERROR, error=str(exc))
+    raise SystemExit(1) from None
 app = create_app()
 
 
@@ -29,6 +37,8 @@ def lambda_handler(event: dict, context: object) -> dict:
 
 
 if __name__ == "__main__":
-    from arcade.serve import serve
+    import sys
 
-    raise SystemExit(serve(app))
+    from arcade.serve import main
+
+    raise SystemExit(main(app, sys.argv[1:]))

@@ -14,15 +14,20 @@ from arcade.common.broker import (
     plaintext_refusal,
     read_broker,
 )
-from arcade.common.env import FALSE_WORDS, TRUE_WORDS, EnvReader
+from arcade.common.env import EnvReader
 from arcade.errors import SettingsError
 from arcade.signing import SEED_RULE
 from arcade.store import LAMBDA_SQLITE_REFUSAL, MALFORMED_URL
 from arcade.wire import DEFAULT_TOPIC_PREFIX
 
 DEFAULT_DATABASE_URL = "sqlite:///arcade.db"
+# Where `python app.py` listens unless HOST says otherwise: this machine only.
+DEFAULT_HOST = "127.0.0.1"
 # SPEC "HTTP": a shorter operator key is refused (admin stays off).
 MIN_ADMIN_KEY_LENGTH = 32
+# Stripe's secret and restricted keys, which name their mode (SPEC "Which sessions buy credits").
+STRIPE_KEY_PREFIXES = ("sk_live_", "sk_test_", "rk_live_", "rk_test_")
+SIGNING_SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix of every webhook signing secret
 # Credits one unit bought may give (a machine's own, or CREDITS_PER_UNIT).
 MAX_CREDITS_PER_UNIT = 1000
 
@@ -63,7 +68,10 @@ class Settings:
     admin_api_key: str | None = field(default=None, repr=False)
     credits_per_unit: int = 1
     max_quantity: int = 10
+    host: str = DEFAULT_HOST
     port: int = 5000
+    # Why `python app.py` cannot listen where HOST and PORT say (it then exits 1), or None.
+    address_problem: str | None = None
     in_lambda: bool = False
     # Seconds to wait for the broker's PUBACK before reconnecting (once) and giving up. The
     # delivery lease is derived from it (arcade.mqtt.delivery_lease_seconds).
@@ -80,6 +88,8 @@ class Settings:
     pulse_signing_key: str | None = field(default=None, repr=False)
     # Why the broker settings may not be used (plain text across a network), or None.
     broker_refused: str | None = None
+    # Why Stripe's API may not be called (STRIPE_API_BASE refused), or None.
+    stripe_refused: str | None = None
     problems: tuple[str, ...] = ()
 
     @classmethod
@@ -90,12 +100,10 @@ class Settings:
         in_lambda = bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
 
         broker = read_broker(reader)
-        broker_refused = None
-        if broker.host is not None:
+        broker_refused = broker.conflict
+        if broker.host is not None and broker_refused is None:
             broker_refused = _plaintext_refusal(
-                broker.url or "",
                 tls=broker.tls,
-                tls_setting=env.get("MQTT_TLS"),
                 allowed=reader.flag("MQTT_ALLOW_PLAINTEXT", default=False),
                 in_lambda=in_lambda,
                 host=broker.host,
@@ -110,12 +118,24 @@ class Settings:
             reader.problem(LAMBDA_SQLITE_REFUSAL)
 
         api_base = reader.text("STRIPE_API_BASE")
-        if api_base and urlsplit(api_base).scheme not in ("http", "https"):
-            reader.problem("STRIPE_API_BASE must be an http:// or https:// address")
+        # Calls go nowhere rather than to Stripe itself when the stand-in's address is refused.
+        stripe_refused = _api_base_refusal(api_base) if api_base else None
+        if stripe_refused:
+            reader.problem(stripe_refused)
             api_base = None
+        api_key = reader.text("STRIPE_API_KEY")
+        if api_key and not api_key.startswith(STRIPE_KEY_PREFIXES):
+            # A publishable key fails every call, and a key of no known mode would let events of
+            # either mode grant credits (SPEC "Which sessions buy credits").
+            reader.problem(
+                "STRIPE_API_KEY must be a secret or restricted key (sk_live_, sk_test_, rk_live_"
+                " or rk_test_): payment links are off"
+            )
+            api_key = None
         webhook_secret = reader.text("STRIPE_WEBHOOK_SECRET")
-        if webhook_secret and not webhook_secret.startswith("whsec_"):
-            reader.problem("STRIPE_WEBHOOK_SECRET must start with whsec_")
+        # "whsec_" alone is a signing key everyone knows: anyone could sign an event.
+        if webhook_secret and not _is_signing_secret(webhook_secret):
+            reader.problem("STRIPE_WEBHOOK_SECRET must start with whsec_ and go on after it")
             webhook_secret = None
 
         auto_refund = reader.integer(
@@ -128,13 +148,27 @@ class Settings:
                 " admin endpoints are off"
             )
             admin_api_key = None
+        elif admin_api_key is not None and not (
+            admin_api_key.isascii() and admin_api_key.isprintable()
+        ):
+            # An HTTP header carries ASCII: a key with other characters could never be sent.
+            reader.problem(
+                "ADMIN_API_KEY must be printable ASCII (letters, digits, punctuation):"
+                " admin endpoints are off"
+            )
+            admin_api_key = None
+        problems_before = len(reader.problems)
+        port = reader.integer("PORT", default=5000, low=1, high=65535)
+        # A malformed PORT stops `python app.py`: serving on some other port would be a
+        # surprise (SPEC "Serving locally": a start-up problem is one sentence and exit 1).
+        address_problem = next(iter(reader.problems[problems_before:]), None)
         pulse_signing_key = reader.text("PULSE_SIGNING_KEY")
         if pulse_signing_key is not None and not _is_ed25519_seed(pulse_signing_key):
             reader.problem(SEED_RULE)
             pulse_signing_key = None
 
         return cls(
-            stripe_api_key=reader.text("STRIPE_API_KEY"),
+            stripe_api_key=api_key,
             stripe_webhook_secret=webhook_secret,
             stripe_price_id=reader.text("STRIPE_PRICE_ID", "PRICE_ID"),
             stripe_api_base=api_base,
@@ -151,7 +185,9 @@ class Settings:
                 "CREDITS_PER_UNIT", default=1, low=1, high=MAX_CREDITS_PER_UNIT
             ),
             max_quantity=reader.integer("MAX_QUANTITY", default=10, low=1, high=99),
-            port=reader.integer("PORT", default=5000, low=1, high=65535),
+            host=reader.text("HOST") or DEFAULT_HOST,
+            port=port,
+            address_problem=address_problem,
             in_lambda=in_lambda,
             # Above 5 s one publish (two connects and two PUBACK waits) could outlast the
             # Lambda timeout and Stripe's patience with a webhook.
@@ -168,6 +204,7 @@ class Settings:
             ),
             pulse_signing_key=pulse_signing_key,
             broker_refused=broker_refused,
+            stripe_refused=stripe_refused,
             problems=tuple(reader.problems),
         )
 
@@ -182,36 +219,58 @@ class Settings:
             raise ValueError(f"not an optional setting: {', '.join(unknown)}")
         return [name for name in names if not getattr(self, OPTIONAL_SETTINGS[name])]
 
-    def require(self, *names: str) -> None:
-        """Raise SettingsError naming every one of ``names`` that is unset."""
+    def unusable(self, *names: str) -> str | None:
+        """Return one sentence naming each of ``names`` that cannot be used, or None.
+
+        A setting that was given but refused is named by the problem found when it was read
+        (a publishable STRIPE_API_KEY is not "not set"); the others are "not set".
+        """
         absent = self.missing(*names)
-        if absent:
-            raise SettingsError(not_set(absent))
+        refused = {
+            name: next((p for p in self.problems if p.startswith(f"{name} ")), None)
+            for name in absent
+        }
+        said = [problem for problem in refused.values() if problem]
+        unset = [name for name, problem in refused.items() if problem is None]
+        return "; ".join([*said, *([not_set(unset)] if unset else [])]) or None
+
+    def require(self, *names: str) -> None:
+        """Raise SettingsError naming every one of ``names`` that is unset or was refused."""
+        problem = self.unusable(*names)
+        if problem:
+            raise SettingsError(problem)
 
 
-def _plaintext_refusal(
-    url: str, *, tls: bool, tls_setting: str | None, allowed: bool, in_lambda: bool, host: str
-) -> str | None:
+def _plaintext_refusal(*, tls: bool, allowed: bool, in_lambda: bool, host: str) -> str | None:
     """Return why these broker settings must not be used, or None (SPEC "Serving locally").
 
     Broker passwords never cross a network in clear: plain-text MQTT goes to this machine only
     (judged by the name, no lookup), unless MQTT_ALLOW_PLAINTEXT=true, and never from Lambda.
-    A scheme that contradicts MQTT_TLS is named rather than silently winning.
     """
-    scheme = url.split("://", 1)[0].lower() if "://" in url else None
-    said = tls_setting.strip().lower() if tls_setting is not None else None
-    if scheme == "mqtt" and said in TRUE_WORDS:
-        return (
-            "EMQX_BROKER_URL is mqtt:// (plain text) but MQTT_TLS=true: use mqtts:// or drop"
-            " MQTT_TLS"
-        )
-    if scheme == "mqtts" and said in FALSE_WORDS:
-        return "EMQX_BROKER_URL is mqtts:// (TLS) but MQTT_TLS=false: use one or the other"
     if tls:
         return None
     if in_lambda:
         return "plain-text MQTT is refused in Lambda: set EMQX_BROKER_URL to mqtts://host:8883"
     return plaintext_refusal(host, tls=tls, allowed=allowed)
+
+
+def _api_base_refusal(url: str) -> str | None:
+    """Return why STRIPE_API_BASE must not be used, or None.
+
+    It carries the Stripe secret key in every call: in clear (http://) only to this machine
+    (judged by the name, as for MQTT), where it crosses no network.
+    """
+    from arcade.wire import is_loopback
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "STRIPE_API_BASE must be an http:// or https:// address"
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        return (
+            "STRIPE_API_BASE is http:// to another machine: the Stripe key would cross the"
+            " network in clear (use https://, or a stand-in on this machine)"
+        )
+    return None
 
 
 def is_store_url(url: str) -> bool:
@@ -221,6 +280,11 @@ def is_store_url(url: str) -> bool:
         path = url.removeprefix("sqlite:///").strip()
         return bool(path) and path != ":memory:" and not path.startswith("file::memory")
     return url.startswith("dynamodb://") and bool(url.removeprefix("dynamodb://").strip())
+
+
+def _is_signing_secret(text: str) -> bool:
+    """Return True for whsec_ followed by the secret itself."""
+    return text.startswith(SIGNING_SECRET_PREFIX) and len(text) > len(SIGNING_SECRET_PREFIX)
 
 
 def _is_ed25519_seed(text: str) -> bool:
@@ -235,7 +299,9 @@ def _is_ed25519_seed(text: str) -> bool:
 def load_local_env(env_file: Path, environ: dict[str, str] | None = None) -> bool:
     """Read ``env_file`` into the environment, except in Lambda; return whether it was read.
 
-    Variables already set win over the file. In Lambda (``AWS_LAMBDA_FUNCTION_NAME`` set) the
+    Raises SettingsError when the file cannot be read as text: going on without the settings
+    in it (a DATABASE_URL, say) would quietly serve with others. Variables already set win over
+    the file. In Lambda (``AWS_LAMBDA_FUNCTION_NAME`` set) the
     settings come from the function's configuration only: a stray file baked into an image
     must never override them.
     """
@@ -244,7 +310,17 @@ def load_local_env(env_file: Path, environ: dict[str, str] | None = None) -> boo
         return False
     from dotenv import dotenv_values
 
-    for name, value in dotenv_values(env_file).items():
+    try:
+        values = dotenv_values(env_file, encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(
+            f"{env_file.name} is not UTF-8 text (byte {exc.start + 1}): save it as UTF-8"
+        ) from exc
+    except OSError as exc:
+        raise SettingsError(
+            f"{env_file.name} cannot be read: {exc.strerror or type(exc).__name__}"
+        ) from exc
+    for name, value in values.items():
         if value is not None and name not in env:
             env[name] = value
     return True

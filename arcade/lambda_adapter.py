@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import quote, unquote_to_bytes, urlencode
+from urllib.parse import quote, unquote, unquote_to_bytes, urlencode
 
 import awsgi
 
@@ -166,11 +167,14 @@ def _read_request(kind: _Kind, event: Mapping[str, Any]) -> _Request:
             query_string = urlencode(pairs, quote_via=quote)
             remote_addr = (request_context.get("identity") or {}).get("sourceIp")
 
-    stage = request_context.get("stage") if kind != "alb" else None
-    raw_path, script_name = _strip_stage(raw_path, stage)
-    mapped, base = _strip_base_path(kind, event, raw_path)
-    if base:
-        raw_path, script_name = mapped, script_name + base
+    routed = _route_from_template(kind, event, raw_path)
+    if routed is not None and routed[1]:
+        raw_path, script_name = routed
+    else:
+        raw_path, script_name = _strip_stage(raw_path, _stage_in_path(kind, event))
+        mapped, base = _strip_api_base_path(raw_path)
+        if base:
+            raw_path, script_name = mapped, script_name + base
     if kind == "v1" and not script_name:
         script_name = _rest_api_prefix(raw_path, request_context.get("path"))
     return _Request(
@@ -188,7 +192,7 @@ def _items(mapping: object) -> list[tuple[str, Any]]:
 
 
 def _multi_value(event: Mapping[str, Any], multi: str, single: str) -> dict[str, list[str]]:
-    if isinstance(event.get(multi), Mapping):
+    if isinstance(event.get(multi), Mapping) and event[multi]:
         return {key: list(values or []) for key, values in _items(event[multi])}
     return {key: [value] for key, value in _items(event.get(single)) if value is not None}
 
@@ -216,36 +220,90 @@ def _last_forwarded_for(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def _strip_stage(raw_path: str, stage: object) -> tuple[str, str]:
-    # An HTTP API on a named stage puts it in rawPath; a REST API does so behind a custom
-    # domain. Flask's routes know only the path after it.
-    if isinstance(stage, str) and stage and stage != "$default":
+def _stage_in_path(kind: _Kind, event: Mapping[str, Any]) -> str | None:
+    """Return the stage that may open the event's path, or None.
+
+    An HTTP API on a named stage puts it in rawPath; a REST API's path holds it only behind a
+    custom domain whose base path is the stage's name (on its execute-api domain the path
+    leaves the stage out, so a route that begins like the stage's name must stay whole).
+    """
+    if kind == "alb":
+        return None
+    request_context = event.get("requestContext") or {}
+    stage = request_context.get("stage")
+    domain = request_context.get("domainName")
+    if kind == "v1" and isinstance(domain, str) and ".execute-api." in domain:
+        return None
+    return stage if isinstance(stage, str) else None
+
+
+def _strip_stage(raw_path: str, stage: str | None) -> tuple[str, str]:
+    # Flask's routes know only the path after the stage.
+    if stage and stage != "$default":
         prefix = f"/{stage}"
         if raw_path == prefix or raw_path.startswith(f"{prefix}/"):
             return raw_path[len(prefix) :] or "/", prefix
     return raw_path, ""
 
 
-def _strip_base_path(kind: _Kind, event: Mapping[str, Any], raw_path: str) -> tuple[str, str]:
-    """Return (path the app routes, base path in front of it) for a custom domain's mapping.
+# A path parameter in a resource or route key: {name}, or greedy {name+}.
+_PATH_PARAMETER = re.compile(r"\{([^{}+]+)\+?\}")
 
-    A REST API reached through a custom domain with a base path mapping (``/pay`` → the API)
-    sends ``path`` with the base path in front, but its ``{proxy+}`` path parameter holds
-    only what follows the resource: that is the route. ``API_BASE_PATH`` names the base path
-    for any event kind where nothing in the event says it.
+
+def _route_from_template(
+    kind: _Kind, event: Mapping[str, Any], raw_path: str
+) -> tuple[str, str] | None:
+    """Return (path the app routes, base path in front of it) as the event's route says, or
+    None when the event names no route (an HTTP API's ``$default``, an ALB).
+
+    Behind a custom domain with a base path mapping (``/pay`` → the API) both a REST API's
+    ``path`` and an HTTP API's ``rawPath`` keep the base path in front, while the matched
+    resource (``resource``: ``/{proxy+}``, ``/webhook``, ``/``) or route key (``ANY
+    /{proxy+}``) filled with ``pathParameters`` is exactly the route (SPEC "AWS Lambda").
+    Whatever comes before it (base path, stage) goes to SCRIPT_NAME.
     """
+    template: object = None
     if kind == "v1":
-        resource = event.get("resource")
-        proxy = (event.get("pathParameters") or {}).get("proxy")
-        if isinstance(resource, str) and resource.endswith("{proxy+}") and isinstance(proxy, str):
-            routed = resource[: -len("{proxy+}")] + proxy
-            if routed != raw_path and raw_path.endswith(routed):
-                return routed, raw_path[: -len(routed)]
-    base = os.environ.get("API_BASE_PATH", "").strip().rstrip("/")
-    if base and not base.startswith("/"):
-        base = "/" + base
-    if base and (raw_path == base or raw_path.startswith(base + "/")):
-        return raw_path[len(base) :] or "/", base
+        template = event.get("resource")
+    elif kind == "v2":
+        route_key = event.get("routeKey")
+        if isinstance(route_key, str) and " " in route_key:
+            template = route_key.split(" ", 1)[1]
+    if not isinstance(template, str) or not template.startswith("/"):
+        return None
+    parameters = event.get("pathParameters")
+    parameters = parameters if isinstance(parameters, Mapping) else {}
+    if any(not isinstance(parameters.get(name), str) for name in _PATH_PARAMETER.findall(template)):
+        return None
+    route = _PATH_PARAMETER.sub(lambda found: parameters[found.group(1)], template)
+    # Compared decoded: API Gateway hands path parameters over decoded, the path not always.
+    path_text, route_text = unquote(raw_path), unquote(route)
+    if route_text == "/":
+        base_text = path_text.rstrip("/")
+    elif path_text.endswith(route_text):
+        base_text = path_text[: -len(route_text)]
+    else:
+        return None
+    if not base_text:
+        return raw_path, ""
+    if not base_text.startswith("/"):
+        return None
+    # A base path and a stage are whole segments with no encoded slash in them.
+    base = "/".join(raw_path.split("/")[: base_text.count("/") + 1])
+    return raw_path[len(base) :] or "/", base
+
+
+def _strip_api_base_path(raw_path: str) -> tuple[str, str]:
+    """Return (path the app routes, base path in front of it) by ``API_BASE_PATH``: the base
+    path of a custom domain's mapping for any event where nothing in the event says it."""
+    base = os.environ.get("API_BASE_PATH", "").strip().strip("/")
+    if not base:
+        return raw_path, ""
+    base = "/" + base
+    path_text = unquote(raw_path)
+    if path_text == base or path_text.startswith(base + "/"):
+        raw_base = "/".join(raw_path.split("/")[: base.count("/") + 1])
+        return raw_path[len(raw_base) :] or "/", raw_base
     return raw_path, ""
 
 

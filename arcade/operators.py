@@ -22,7 +22,6 @@ from typing import Any
 
 from arcade import wire
 from arcade.clock import iso, iso_or_none, parse_iso, utc_now
-from arcade.config import not_set
 from arcade.errors import (
     BadRequest,
     BrokerUnavailable,
@@ -466,8 +465,21 @@ class Operators:
     # --- readiness --------------------------------------------------------------------------
     def readiness(self) -> list[Check]:
         """Check each dependency for real: a probe published and PUBACKed, a store write and
-        read, Stripe's key and default price (one call, remembered 60 s)."""
-        return [self._check_broker(), self._check_store(), self._check_stripe()]
+        read, Stripe's key and default price (one call, remembered 60 s); and, only when there
+        are any, the settings that stop some other part (a malformed one, no webhook secret)."""
+        checks = [self._check_broker(), self._check_store(), self._check_stripe()]
+        settings = self._check_settings()
+        return checks if settings.ok else [*checks, settings]
+
+    def _check_settings(self) -> Check:
+        settings = self.svc.settings
+        # The broker check names a refused broker, the Stripe check a missing key or price.
+        named_elsewhere = (settings.broker_refused, settings.stripe_refused)
+        found = [problem for problem in settings.problems if problem not in named_elsewhere]
+        webhooks = settings.unusable("STRIPE_WEBHOOK_SECRET")
+        if webhooks and webhooks not in found:
+            found.append(webhooks)
+        return Check("settings", "; ".join(found) or None)
 
     def _check_broker(self) -> Check:
         settings = self.svc.settings
@@ -499,9 +511,9 @@ class Operators:
 
     def _stripe_problem(self) -> str | None:
         settings = self.svc.settings
-        missing = settings.missing("STRIPE_API_KEY", "STRIPE_PRICE_ID")
-        if missing:
-            return not_set(missing)
+        unusable = settings.unusable("STRIPE_API_KEY", "STRIPE_PRICE_ID")
+        if unusable:
+            return unusable
         try:
             price = self.svc.gateway.retrieve_price(settings.stripe_price_id, retries=0)
         except PaymentProviderError as exc:

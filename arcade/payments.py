@@ -103,6 +103,8 @@ class StripeGateway:
 
     def _build_client(self) -> stripe.StripeClient:
         self.settings.require("STRIPE_API_KEY")
+        if self.settings.stripe_refused:
+            raise SettingsError(self.settings.stripe_refused)
         import stripe
 
         # The library waits 80 s for an answer by default; three tries of that would outlast

@@ -10,7 +10,6 @@ webhook half-way through its grant is answered), stops the delivery relay, then 
 from __future__ import annotations
 
 import logging
-import os
 import resource
 import signal
 import sys
@@ -39,16 +38,53 @@ class StartupError(Exception):
     """The server cannot start; the message says why in one sentence."""
 
 
-def make_server(app: Any, host: str, port: int) -> Any:
-    """Return a waitress server for ``app`` bound to host:port (not yet serving).
+class Listening:
+    """The sockets waitress listens on (one, or several when HOST names several addresses,
+    like ``localhost`` on a machine with IPv4 and IPv6, or ``*``), their shared socket map and
+    the pool of worker threads that answers them."""
 
-    Raises StartupError naming the address when it cannot be bound.
+    def __init__(self, server: Any, socket_map: dict[int, Any]):
+        from waitress.server import BaseWSGIServer
+
+        self.socket_map = socket_map
+        self.listeners = [s for s in socket_map.values() if isinstance(s, BaseWSGIServer)]
+        self.adj = server.adj
+        self.task_dispatcher = server.task_dispatcher
+
+    def pull_trigger(self) -> None:
+        """Wake the loop now, not at its next timeout."""
+        self.listeners[0].pull_trigger()
+
+    def stop_accepting(self) -> None:
+        from waitress import wasyncore
+
+        for listener in self.listeners:
+            wasyncore.dispatcher.close(listener)
+
+    def drained(self) -> bool:
+        """Return True when no request is being served and every answer has been sent."""
+        dispatcher = self.task_dispatcher
+        if dispatcher.queue or dispatcher.active_count > 0:
+            return False
+        return all(
+            not channel.requests and not channel.total_outbufs_len
+            for listener in self.listeners
+            for channel in list(listener.active_channels.values())
+        )
+
+
+def make_server(app: Any, host: str, port: int) -> Listening:
+    """Return waitress listening for ``app`` on host:port (not yet serving).
+
+    Raises StartupError naming HOST or the address when it cannot be listened on.
     """
     from waitress import create_server
 
+    socket_map: dict[int, Any] = {}
     try:
         server = create_server(
             app,
+            map=socket_map,
             host=host,
             port=port,
             threads=WORKER_THREADS,
@@ -61,10 +97,27 @@ def make_server(app: Any, host: str, port: int) -> Any:
             max_request_body_size=MAX_BODY_BYTES,
         )
     except OSError as exc:
+        _close_all(socket_map)
         reason = exc.strerror or type(exc).__name__
         raise StartupError(f"cannot listen on {host}:{port}: {reason}") from exc
-    server.channel_class = _json_error_channel()
-    return server
+    except ValueError as exc:  # waitress: the name does not resolve, or is not an address
+        _close_all(socket_map)
+        raise StartupError(
+            f"HOST must be an address or host name of this machine (127.0.0.1, 0.0.0.0, ::1,"
+            f" localhost): cannot listen on {host!r}"
+        ) from exc
+    listening = Listening(server, socket_map)
+    channel_class = _json_error_channel()
+    for listener in listening.listeners:
+        listener.channel_class = channel_class
+    return listening
+
+
+def _close_all(socket_map: dict[int, Any]) -> None:
+    # A HOST with several addresses may have bound some before one failed.
+    from waitress import wasyncore
+
+    wasyncore.close_all(socket_map)
 
 
 def _json_error_channel() -> type:
@@ -95,7 +148,7 @@ def _json_error_channel() -> type:
     return JsonErrorChannel
 
 
-def run_until_signalled(server: Any, *, on_stop: Any = None) -> None:
+def run_until_signalled(server: Listening, *, on_stop: Any = None) -> None:
     """Serve until SIGTERM or SIGINT, then finish what is in flight and return."""
     from waitress import wasyncore
 
@@ -105,33 +158,23 @@ def run_until_signalled(server: Any, *, on_stop: Any = None) -> None:
         if not stopping.is_set():
             log_event(logger, "stopping", signal=signal.Signals(signum).name)
         stopping.set()
-        server.pull_trigger()  # wake the loop now, not at its next timeout
+        server.pull_trigger()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    socket_map = server.socket_map
     use_poll = server.adj.asyncore_use_poll
     while not stopping.is_set():
-        wasyncore.loop(timeout=1.0, map=server._map, use_poll=use_poll, count=1)
+        wasyncore.loop(timeout=1.0, map=socket_map, use_poll=use_poll, count=1)
     # Stop accepting; the loop goes on so that answers still reach their clients.
-    wasyncore.dispatcher.close(server)
+    server.stop_accepting()
     if on_stop is not None:
         on_stop()
     deadline = time.monotonic() + DRAIN_SECONDS
-    while not _drained(server) and time.monotonic() < deadline:
-        wasyncore.loop(timeout=0.1, map=server._map, use_poll=use_poll, count=1)
+    while not server.drained() and time.monotonic() < deadline:
+        wasyncore.loop(timeout=0.1, map=socket_map, use_poll=use_poll, count=1)
     server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
-    wasyncore.close_all(server._map)
-
-
-def _drained(server: Any) -> bool:
-    """Return True when no request is being served and every answer has been sent."""
-    dispatcher = server.task_dispatcher
-    if dispatcher.queue or dispatcher.active_count > 0:
-        return False
-    return all(
-        not channel.requests and not channel.total_outbufs_len
-        for channel in list(server.active_channels.values())
-    )
+    wasyncore.close_all(socket_map)
 
 
 def _connection_limit() -> int:
@@ -151,8 +194,32 @@ def _connection_limit() -> int:
     return max(50, min(1000, soft - 64))
 
 
+USAGE = (
+    "usage: python app.py (no arguments): serves the API on HOST:PORT, 127.0.0.1:5000 unless"
+    " set; every setting is an environment variable or a line of .env.local (see"
+    " .env.local.example)"
+)
+
+
+def main(app: Flask, argv: list[str]) -> int:
+    """``python app.py``: serve, or print the usage for --help; any other argument is refused
+    (``--port 8080`` would otherwise serve quietly on PORT)."""
+    if argv in (["--help"], ["-h"]):
+        print(USAGE)
+        return 0
+    if argv:
+        log_event(
+            logger,
+            "startup_failed",
+            level=logging.ERROR,
+            error=f"python app.py takes no arguments (got {' '.join(argv)!r}): set HOST and PORT",
+        )
+        return 1
+    return serve(app)
+
+
 def serve(app: Flask) -> int:
-    """Serve ``app`` on 127.0.0.1:PORT (HOST to change the address); return the exit status."""
+    """Serve ``app`` on HOST:PORT (127.0.0.1:5000 by default); return the exit status."""
     from arcade.background import BackgroundWork
     from arcade.services import Services
 
@@ -167,7 +234,10 @@ def serve(app: Flask) -> int:
     except ArcadeError as exc:
         log_event(logger, "startup_failed", level=logging.ERROR, error=str(exc))
         return 1
-    host = os.environ.get("HOST", "127.0.0.1")
+    if settings.address_problem:
+        log_event(logger, "startup_failed", level=logging.ERROR, error=settings.address_problem)
+        return 1
+    host = settings.host
     try:
         server = make_server(app, host, settings.port)
     except StartupError as exc:

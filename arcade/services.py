@@ -190,7 +190,8 @@ class Services:
 
     def stripe_problems(self) -> list[str]:
         """Return what stops calls to Stripe's API, by setting name."""
-        return [not_set([name]) for name in self.settings.missing("STRIPE_API_KEY")]
+        problem = self.settings.unusable("STRIPE_API_KEY")
+        return [problem] if problem else []
 
     def problems(self) -> list[str]:
         """Return every setting that stops some part of the service, by name, in plain words.

@@ -102,3 +102,81 @@ def test_a_plain_broker_elsewhere_is_refused_unless_allowed(tmp_path):
     allowed.check()
     local.check()
     assert not local.broker_tls and local.broker_port == 1883
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        (
+            {"EMQX_BROKER_URL": "mqtt://127.0.0.1:1883", "MQTT_TLS": "true"},
+            "EMQX_BROKER_URL is mqtt:// (plain text) but MQTT_TLS=true",
+        ),
+        (
+            {
+                "EMQX_BROKER_URL": "MQTT://b.example.com:1883",
+                "MQTT_TLS": "yes",
+                "MQTT_ALLOW_PLAINTEXT": "true",
+            },
+            "EMQX_BROKER_URL is mqtt:// (plain text) but MQTT_TLS=true",
+        ),
+        (
+            {"EMQX_BROKER_URL": "mqtts://127.0.0.1:8883", "MQTT_TLS": "false"},
+            "EMQX_BROKER_URL is mqtts:// (TLS) but MQTT_TLS=false",
+        ),
+        (
+            {"EMQX_BROKER_URL": "mqtts://user:hunter2@b.example.com:8883"},
+            "EMQX_BROKER_URL must not hold a login",
+        ),
+        ({"EMQX_BROKER_URL": "b.example.com:1883"}, "EMQX_BROKER_URL must be a host name"),
+        ({"EMQX_BROKER_URL": "mqtts://b.example.com:0"}, "EMQX_BROKER_URL must be"),
+        ({"EMQX_BROKER_URL": "mqtts://b.example.com/topic"}, "EMQX_BROKER_URL must be"),
+        ({"MQTT_TOPIC_PREFIX": "arcade/#"}, "MQTT_TOPIC_PREFIX must be"),
+        ({"CABINET_HTTP_PORT": "70000"}, "CABINET_HTTP_PORT must be a whole number from 0"),
+    ],
+    ids=[
+        "mqtt_tls_true_loopback",
+        "mqtt_tls_true_allowed",
+        "mqtts_tls_false",
+        "login_in_url",
+        "port_in_host",
+        "port_0",
+        "path",
+        "wildcard_prefix",
+        "http_port",
+    ],
+)
+def test_the_cabinet_process_refuses_contradicting_or_malformed_broker_settings_in_a_sentence(
+    tmp_path, env, named
+):
+    """GIVEN a broker URL whose scheme MQTT_TLS contradicts (or one that is malformed) WHEN
+    `python -m arcade.cabinet` starts THEN one sentence names it, as the API does, instead of
+    quietly going plain text (or TLS) and connecting."""
+    import os
+    import subprocess
+    import sys
+
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    base = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "CABINET_TOKEN": "mt_token",
+        "EMQX_BROKER_URL": "mqtts://127.0.0.1:8883",
+        "MQTT_CA_CERT": str(ca),
+        "PULSE_PUBLIC_KEY": A_KEY,
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "arcade.cabinet", "--machine", "cab001"]
+        + ["--state-file", str(tmp_path / "cabinet.db")],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert run.returncode != 0
+    assert named in run.stderr
+    assert "Traceback" not in run.stderr
+    assert "hunter2" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1

@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 import yaml
 
+from arcade.config import Settings
 from arcade.store.dynamodb import DynamoStore
 from tests.support.http_server import LoopbackServer
 from tests.support.lambda_events import make_v1_event, make_v2_event
@@ -760,3 +761,66 @@ def test_an_event_that_is_not_http_fails_the_invocation_by_name(start_function):
 
     assert outcome["errorType"] == "ValueError"
     assert "not an API Gateway, function URL or ALB event" in outcome["errorMessage"]
+
+
+# Values for each parameter and the variable it becomes, each with whether the app's settings,
+# read in Lambda, take it as given (a value the settings refuse must not deploy either).
+PARAMETER_VALUES = {
+    "StripeApiKey": (
+        "STRIPE_API_KEY",
+        [
+            ("sk_live_51Habc", True),
+            ("rk_test_51Habc", True),
+            ("pk_live_51Habc", False),
+            ("sk_51Habc", False),
+            ("whsec_51Habc", False),
+        ],
+    ),
+    "StripeWebhookSecret": (
+        "STRIPE_WEBHOOK_SECRET",
+        [("whsec_0123abc", True), ("whsec_", False), ("sk_live_x", False)],
+    ),
+    "EmqxBrokerUrl": (
+        "EMQX_BROKER_URL",
+        [
+            ("mqtts://abc.emqxsl.com:8883", True),
+            ("abc.emqxsl.com", True),
+            ("mqtt://abc.emqxsl.com:1883", False),
+            ("MQTT://abc.emqxsl.com", False),
+            ("mqtt://localhost:1883", False),
+            ("mqtts://user:secret@abc.emqxsl.com:8883", False),
+            ("ws://abc.emqxsl.com", False),
+        ],
+    ),
+    "AdminApiKey": (
+        "ADMIN_API_KEY",
+        [
+            ("k" * 32, True),
+            ("k" * 31, False),
+            (" " + "k" * 31, False),
+            ("k" * 31 + " ", False),
+            (" " * 32, False),
+            ("é" * 32, False),
+            ("k" * 31 + "\t", False),
+            ("k" * 16 + " " + "k" * 16, True),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("parameter", PARAMETER_VALUES)
+def test_each_secret_parameter_allows_exactly_what_the_settings_take(template, parameter):
+    """GIVEN template.yaml's parameters WHEN a value is tried against its AllowedPattern (which
+    CloudFormation matches against the whole value) THEN it deploys exactly when the settings
+    in Lambda take it: a key the app would refuse, or plain-text MQTT, fails the deploy."""
+    spec = template["Parameters"][parameter]
+    variable, values = PARAMETER_VALUES[parameter]
+    lambda_env = {"AWS_LAMBDA_FUNCTION_NAME": "arcade-pay", "DATABASE_URL": "dynamodb://t"}
+
+    assert spec.get("NoEcho") is True or parameter == "EmqxBrokerUrl"
+    for value, taken in values:
+        settings = Settings.from_env({**lambda_env, variable: value})
+        used = settings.problems == () and settings.missing(variable) == []
+        assert used is taken, (value, settings.problems)
+        deploys = re.fullmatch(spec["AllowedPattern"], value) is not None
+        assert deploys is taken, (parameter, value)

@@ -461,3 +461,113 @@ def test_api_base_path_strips_a_base_path_the_event_does_not_name(monkeypatch):
     handle(app, make_v2_event(path="/pay/webhook", method="POST"), None)
 
     assert seen["path"] == "/webhook"
+
+
+def _routing_app(seen: dict[str, str]):
+    def app(environ, start_response):
+        seen["path"], seen["script"] = environ["PATH_INFO"], environ["SCRIPT_NAME"]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("event", "path", "script"),
+    [
+        (
+            make_v2_event(
+                path="/status",
+                custom_domain="pay.example.com",
+                base_path="/pay",
+                route="ANY /{proxy+}",
+            ),
+            "/status",
+            "/pay",
+        ),
+        (
+            make_v2_event(
+                method="POST",
+                path="/webhook",
+                custom_domain="pay.example.com",
+                base_path="/a/b",
+                route="POST /webhook",
+            ),
+            "/webhook",
+            "/a/b",
+        ),
+        (
+            make_v2_event(path="/status", stage="prod", route="ANY /{proxy+}"),
+            "/status",
+            "/prod",
+        ),
+        (
+            make_v1_event(
+                path="/webhook",
+                custom_domain="pay.example.com",
+                base_path="/pay",
+                resource="/webhook",
+            ),
+            "/webhook",
+            "/pay",
+        ),
+        (
+            make_v1_event(
+                path="/", custom_domain="pay.example.com", base_path="/a/b", resource="/"
+            ),
+            "/",
+            "/a/b",
+        ),
+        (
+            make_v1_event(path="/status", custom_domain="pay.example.com", base_path="/p%61y"),
+            "/status",
+            "/pay",
+        ),
+    ],
+    ids=[
+        "http_api_mapping_proxy",
+        "http_api_nested_mapping_route",
+        "http_api_named_stage_proxy",
+        "rest_mapping_plain_resource",
+        "rest_nested_mapping_root",
+        "rest_encoded_mapping",
+    ],
+)
+def test_every_event_that_names_its_route_routes_behind_a_base_path_mapping(event, path, script):
+    """GIVEN a custom domain whose API mapping puts a base path (and a stage) in front WHEN the
+    event names the route it matched (a REST resource, an HTTP API route key, with their path
+    parameters) THEN the app routes that, whatever the base path, and links under it."""
+    seen: dict[str, str] = {}
+
+    answer = handle(_routing_app(seen), event, None)
+
+    assert answer["statusCode"] == 200
+    assert seen == {"path": path, "script": script}
+
+
+@pytest.mark.parametrize("stage", ["machines", "status"])
+def test_a_rest_api_stage_named_like_a_route_is_not_cut_from_the_route(stage):
+    """GIVEN a REST API on its execute-api domain, whose path never holds the stage WHEN the
+    stage is named like the route's first segment THEN the route stays whole."""
+    seen: dict[str, str] = {}
+
+    handle(_routing_app(seen), make_v1_event(path=f"/{stage}/cab001", stage=stage), None)
+
+    assert seen == {"path": f"/{stage}/cab001", "script": f"/{stage}"}
+
+
+def test_an_empty_multi_value_field_does_not_hide_the_single_value_headers():
+    """GIVEN a REST event (a console test event, say) whose multiValueHeaders is {} and whose
+    headers hold the Stripe-Signature WHEN served THEN the app sees the headers."""
+    seen = {}
+
+    def app(environ, start_response):
+        seen["signature"] = environ.get("HTTP_STRIPE_SIGNATURE")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    event = make_v1_event(method="POST", path="/webhook", headers=[("Stripe-Signature", "t=1")])
+    event["multiValueHeaders"] = {}
+    handle(app, event, None)
+
+    assert seen["signature"] == "t=1"

@@ -25,6 +25,16 @@ MAKERS = {
     "function_url": lambda **kw: make_v2_event(function_url=True, **kw),
     "alb": lambda **kw: make_alb_event(**kw),
     "alb_single_value": lambda **kw: make_alb_event(multi_value=False, **kw),
+    # Custom domains whose mapping puts a base path in front of the route the event names.
+    "rest_v1_base_path": lambda **kw: make_v1_event(
+        custom_domain="pay.example.com", base_path="/pay", **kw
+    ),
+    "rest_v1_nested_base_path_plain_resource": lambda **kw: make_v1_event(
+        custom_domain="pay.example.com", base_path="/a/b", resource=kw["path"], **kw
+    ),
+    "http_api_v2_mapping": lambda **kw: make_v2_event(
+        custom_domain="pay.example.com", base_path="/pay", route="ANY /{proxy+}", **kw
+    ),
 }
 
 

@@ -822,3 +822,36 @@ def test_a_refund_for_a_payment_not_on_record_is_listed_until_its_session_comes(
     assert pay(api, "cs_later", link)[0] == 200
     assert call(api, "GET", "/refunds/unmatched")[1] == {"refunds": []}
     assert call(api, "GET", "/payments/cs_later")[1]["status"] == "refunded"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"STRIPE_WEBHOOK_SECRET": ""}, "STRIPE_WEBHOOK_SECRET not set"),
+        ({"STRIPE_WEBHOOK_SECRET": "whsec_"}, "STRIPE_WEBHOOK_SECRET must start with whsec_"),
+        ({"CREDITS_PER_UNIT": "lots"}, "CREDITS_PER_UNIT must be a whole number"),
+        ({"MQTT_PUBACK_TIMEOUT": "never"}, "MQTT_PUBACK_TIMEOUT must be a number"),
+    ],
+)
+def test_ready_names_a_setting_that_stops_another_part(make_app, env, named):
+    """GIVEN everything reachable but a webhook secret missing (every webhook would answer 503)
+    or a malformed setting WHEN /status/ready is asked THEN 503 names it, not "ready"."""
+    answer = make_app(**env).test_client().get("/status/ready", headers=ADMIN)
+
+    assert answer.status_code == 503, answer.json
+    assert named in answer.json["checks"]["settings"]
+    assert [p for p in answer.json["problems"] if p.startswith("settings: ")]
+
+
+def test_ready_names_a_refused_stripe_api_base_and_calls_no_stripe_instead(make_app):
+    """GIVEN STRIPE_API_BASE refused (plain http:// to another machine) WHEN /status/ready asks
+    Stripe THEN it names STRIPE_API_BASE instead of sending the key to Stripe itself."""
+    answer = (
+        make_app(STRIPE_API_BASE="http://stripe-mock.example.com:12111")
+        .test_client()
+        .get("/status/ready", headers=ADMIN)
+    )
+
+    assert answer.status_code == 503
+    assert answer.json["checks"]["stripe"].startswith("STRIPE_API_BASE is http://")
+    assert "settings" not in answer.json["checks"]

@@ -582,3 +582,123 @@ def test_missing_names_every_optional_setting_and_refuses_a_typo():
     assert settings.missing(*OPTIONAL_SETTINGS) == list(OPTIONAL_SETTINGS)
     with pytest.raises(ValueError, match="STRIPE_KEY"):
         settings.missing("STRIPE_KEY")
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("mqtts://user:hunter2@broker.example.com:8883", "EMQX_BROKER_URL must not hold a login"),
+        ("broker.example.com:1883", "EMQX_BROKER_URL must be a host name"),
+        ("broker example.com", "EMQX_BROKER_URL must be a host name"),
+        ("mqtts://broker.example.com:0", "its port is not a number from 1 to 65535"),
+        ("mqtts://broker.example.com/arcade?x=1", "nothing after the port"),
+    ],
+)
+def test_a_broker_url_with_more_than_a_host_and_port_is_named_and_not_used(url, named):
+    """GIVEN EMQX_BROKER_URL holding a login, a port in a bare host name, port 0 or a path
+    WHEN read THEN the problem names it (never echoing the URL) and no broker is used."""
+    settings = Settings.from_env({"EMQX_BROKER_URL": url})
+
+    assert settings.broker_host is None
+    assert [problem for problem in settings.problems if named in problem]
+    assert not any("hunter2" in problem for problem in settings.problems)
+
+
+@pytest.mark.parametrize("prefix", ["#", "arcade/+/x", "$SYS/arcade", "/"])
+def test_a_topic_prefix_no_broker_takes_a_publish_on_is_named(prefix):
+    settings = Settings.from_env({"MQTT_TOPIC_PREFIX": prefix})
+
+    assert settings.topic_prefix == "arcade/machine"
+    assert any(problem.startswith("MQTT_TOPIC_PREFIX must be") for problem in settings.problems)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"STRIPE_API_KEY": "pk_live_publishable0123456789"}, "STRIPE_API_KEY must be a secret"),
+        ({"STRIPE_API_KEY": "sk_0123456789abcdef"}, "STRIPE_API_KEY must be a secret"),
+        ({"STRIPE_API_KEY": "whsec_0123456789abcdef"}, "STRIPE_API_KEY must be a secret"),
+        ({"STRIPE_WEBHOOK_SECRET": "whsec_"}, "STRIPE_WEBHOOK_SECRET must start with whsec_"),
+        (
+            {"STRIPE_API_BASE": "http://stripe-mock.example.com:12111"},
+            "STRIPE_API_BASE is http:// to another machine",
+        ),
+        (
+            {"STRIPE_API_BASE": "http://10.0.0.8:12111", "AWS_LAMBDA_FUNCTION_NAME": "f"},
+            "STRIPE_API_BASE is http:// to another machine",
+        ),
+        ({"STRIPE_API_BASE": "http://"}, "STRIPE_API_BASE must be an http:// or https://"),
+    ],
+    ids=[
+        "publishable_key",
+        "key_of_no_mode",
+        "webhook_secret_as_key",
+        "empty_webhook_secret",
+        "plain_http_elsewhere",
+        "plain_http_from_lambda",
+        "no_host",
+    ],
+)
+def test_a_stripe_setting_that_weakens_security_is_named_and_not_used(make_app, env, named):
+    """GIVEN a Stripe key of no known mode (the livemode check would let events of either mode
+    grant), a signing secret everyone knows, or an API base that sends the key in clear WHEN
+    read THEN /status names it and the value is not used."""
+    env = {"DATABASE_URL": "dynamodb://t", **env} if "AWS_LAMBDA_FUNCTION_NAME" in env else env
+    settings = Settings.from_env(env)
+
+    assert [p for p in settings.problems if p.startswith(named)], settings.problems
+    assert settings.stripe_api_base is None or "STRIPE_API_BASE" not in env
+    if "STRIPE_API_KEY" in env:
+        assert settings.stripe_api_key is None
+    for name in ("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET"):
+        assert not any(env[name] in p for p in settings.problems if len(env.get(name, "")) > 6)
+    if "AWS_LAMBDA_FUNCTION_NAME" not in env:
+        problems = make_app(**env).test_client().get("/status").json["problems"]
+        assert [p for p in problems if p.startswith(named)]
+
+
+def test_a_stripe_stand_in_on_this_machine_may_be_plain_http():
+    settings = Settings.from_env(
+        {"STRIPE_API_BASE": "http://localhost:12111", "STRIPE_API_KEY": "rk_test_x"}
+    )
+
+    assert (settings.stripe_api_base, settings.stripe_api_key) == (
+        "http://localhost:12111",
+        "rk_test_x",
+    )
+    assert settings.problems == ()
+
+
+def test_a_refused_key_is_named_as_refused_not_as_unset_by_the_cli_and_the_api(tmp_path, make_app):
+    """GIVEN a publishable STRIPE_API_KEY and a signing secret of whsec_ alone WHEN a command
+    or an endpoint needs them THEN it names what is wrong with each, not "not set"."""
+    from tests.support.api_process import flask_command
+
+    done = flask_command(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'arcade.db'}",
+            "STRIPE_API_KEY": "pk_live_publishable",
+            "STRIPE_API_BASE": "",
+        },
+        "reconcile",
+    )
+    webhook = make_app(STRIPE_WEBHOOK_SECRET="whsec_").test_client().post("/webhook", data=b"{}")
+
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "STRIPE_API_KEY must be a secret or restricted key" in done.stderr
+    assert "pk_live_publishable" not in done.stderr
+    assert webhook.status_code == 503
+    assert webhook.json["error"].startswith("STRIPE_WEBHOOK_SECRET must start with whsec_")
+
+
+def test_the_broker_settings_repr_holds_no_password_even_from_a_malformed_url():
+    from arcade.common.broker import read_broker
+    from arcade.common.env import EnvReader
+
+    broker = read_broker(
+        EnvReader(
+            {"EMQX_BROKER_URL": "mqtts://arcade:hunter2@b.example.com", "MQTT_PASSWORD": "pw9"}
+        )
+    )
+
+    assert "hunter2" not in repr(broker) and "pw9" not in repr(broker)

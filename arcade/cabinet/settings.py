@@ -137,6 +137,11 @@ class CabinetSettings:
                 wire.load_public_key(self.pulse_key)
             except wire.WireError:
                 found.append("--pulse-key / PULSE_PUBLIC_KEY must be base64url of 32 bytes")
+        if self.http_port is not None and not 0 <= self.http_port <= 65535:
+            found.append(
+                "--http-port / CABINET_HTTP_PORT must be a whole number from 0 to 65535"
+                " (-1 turns the local door off)"
+            )
         if not heartbeat_ok(self.heartbeat_seconds):
             found.append(
                 f"--heartbeat-seconds / CABINET_HEARTBEAT_SECONDS must be {HEARTBEAT_RULE}"

@@ -40,13 +40,15 @@ def make_v1_event(
     stage: str = "prod",
     custom_domain: str | None = None,
     base_path: str = "",
+    resource: str = "/{proxy+}",
 ) -> dict[str, Any]:
     """Return an API Gateway REST API proxy event (payload format 1.0).
 
     ``path`` is the path as API Gateway reports it: without the stage on the execute-api
     domain, or as the client sent it on ``custom_domain``. With ``base_path`` (a custom
     domain's base path mapping, e.g. ``/pay``) the event's path starts with it, and the
-    ``{proxy+}`` parameter holds ``path`` alone.
+    ``{proxy+}`` parameter holds ``path`` alone. ``resource`` is the API's resource that
+    matched: ``/{proxy+}`` by default, or one without parameters (``/``, ``/webhook``).
     """
     route = path
     path = base_path + path
@@ -59,7 +61,7 @@ def make_v1_event(
     multi_headers = _group(all_headers)
     multi_query = _group(query or [])
     return {
-        "resource": "/{proxy+}",
+        "resource": resource,
         "path": path,
         "httpMethod": method,
         "headers": {name: values[-1] for name, values in multi_headers.items()},
@@ -69,7 +71,7 @@ def make_v1_event(
             {key: values[-1] for key, values in multi_query.items()} if multi_query else None
         ),
         "multiValueQueryStringParameters": multi_query or None,
-        "pathParameters": {"proxy": route.lstrip("/")},
+        "pathParameters": {"proxy": route.lstrip("/")} if "{proxy+}" in resource else None,
         "stageVariables": None,
         "requestContext": {
             "accountId": ACCOUNT_ID,
@@ -99,7 +101,7 @@ def make_v1_event(
             "requestTime": REQUEST_TIME,
             "requestTimeEpoch": REQUEST_TIME_EPOCH,
             "resourceId": "abc123",
-            "resourcePath": "/{proxy+}",
+            "resourcePath": resource,
             "stage": stage,
         },
         "body": _encode_body(body, base64) if body else None,
@@ -119,19 +121,27 @@ def make_v2_event(
     base64: bool = False,
     stage: str = "$default",
     function_url: bool = False,
+    custom_domain: str | None = None,
+    base_path: str = "",
+    route: str = "$default",
 ) -> dict[str, Any]:
     """Return an HTTP API (or, with ``function_url``, a function URL) event, payload format 2.0.
 
     ``raw_query`` is the query string exactly as the client sent it; without it, ``query`` is
-    encoded the way a browser would.
+    encoded the way a browser would. On ``custom_domain`` with an API mapping (``base_path``,
+    e.g. ``/pay``) rawPath keeps the base path in front and leaves the stage out. ``route`` is
+    the route key that matched (``ANY /{proxy+}`` fills the ``proxy`` path parameter).
     """
     api_id = FUNCTION_URL_ID if function_url else HTTP_API_ID
-    domain = (
+    domain = custom_domain or (
         f"{api_id}.lambda-url.us-east-1.on.aws"
         if function_url
         else f"{api_id}.execute-api.us-east-1.amazonaws.com"
     )
-    raw_path = path if stage == "$default" else f"/{stage}{path}"
+    if custom_domain:
+        raw_path = base_path + path
+    else:
+        raw_path = path if stage == "$default" else f"/{stage}{path}"
     if raw_query is None:
         raw_query = urlencode(query or [], quote_via=quote)
     all_headers = _with_defaults(
@@ -141,7 +151,7 @@ def make_v2_event(
     )
     event: dict[str, Any] = {
         "version": "2.0",
-        "routeKey": "$default",
+        "routeKey": route,
         "rawPath": raw_path,
         "rawQueryString": raw_query,
         # 2.0 lower-cases names and joins repeats with a bare comma.
@@ -159,7 +169,7 @@ def make_v2_event(
                 "userAgent": USER_AGENT,
             },
             "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
-            "routeKey": "$default",
+            "routeKey": route,
             "stage": stage,
             "time": REQUEST_TIME,
             "timeEpoch": REQUEST_TIME_EPOCH,
@@ -167,6 +177,8 @@ def make_v2_event(
         "isBase64Encoded": base64,
     }
     # 2.0 leaves out the fields it has nothing for.
+    if "{proxy+}" in route:
+        event["pathParameters"] = {"proxy": path.lstrip("/")}
     if cookies:
         event["cookies"] = list(cookies)
     if query:
