@@ -4,17 +4,23 @@ or an ERROR line, never a stall of the webhook, and no flood of log lines (SPEC 
 
 from __future__ import annotations
 
+import json
 import logging
+import socket
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests.support.admin import login
-from tests.support.app import ADMIN_KEY
+from tests.support.api_process import ApiProcess
+from tests.support.app import ADMIN_KEY, app_environment
 
 # paho leaves the socket of a connection to a stopped or refusing broker to the collector.
 pytestmark = pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+JSON_ADMIN = {**ADMIN, "Content-Type": "application/json"}
 
 # Texts that are no place's time zone, each of which zoneinfo refuses in its own way: a folder
 # of the zone database (IsADirectoryError), a name over the file system's limit (OSError), a
@@ -41,3 +47,46 @@ def test_every_door_that_takes_a_time_zone_refuses_a_name_that_is_no_zone(make_a
     assert page.status_code == 400
     assert client.get("/reports/revenue?tz=Europe/Paris", headers=ADMIN).status_code == 200
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.fixture
+def api(broker, stripe_standin, tmp_path) -> Iterator[ApiProcess]:
+    """`python app.py` on the shared broker and a fresh Stripe stand-in, with cab001."""
+    env = app_environment(broker, stripe_standin, tmp_path / "arcade.db")
+    process = ApiProcess(env, tmp_path / "api.log").start()
+    status, _ = process.request(
+        "POST", "/machines", json.dumps({"machine_id": "cab001"}).encode(), JSON_ADMIN
+    )
+    assert status == 201
+    yield process
+    process.close()
+
+
+def exchange_many(port: int, requests: bytes, count: int) -> int:
+    """Send pipelined requests on one connection; return how many answers came back."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(requests)
+        while received.count(b"HTTP/1.1 ") < count and (chunk := conn.recv(65536)):
+            received += chunk
+    return received.count(b"HTTP/1.1 ")
+
+
+def test_a_flood_of_requests_anyone_can_send_writes_a_bounded_number_of_lines(api, stripe_standin):
+    """GIVEN Stripe down WHEN 40 connections each pipeline 10 anonymous QR requests (more than
+    the worker threads, so requests queue) THEN every one is answered, but the 400 failed
+    answers and the queued requests write at most 20 warning lines a minute of each kind,
+    and no ERROR line."""
+    stripe_standin.fail_next(500, count=10_000)
+    one = b"GET /machines/cab001/qr.png HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    with ThreadPoolExecutor(40) as pool:
+        answered = list(pool.map(lambda _: exchange_many(api.port, one * 10, 10), range(40)))
+
+    assert answered == [10] * 40
+    lines = [json.loads(line) for line in api.log_text().splitlines() if line.startswith("{")]
+    failed = [line for line in lines if line.get("event") == "request_failed"]
+    queued = [line for line in lines if "queue" in line.get("message", "")]
+    assert 1 <= len(failed) <= 20
+    assert len(queued) <= 20
+    assert [line for line in lines if line["level"] == "error"] == []
