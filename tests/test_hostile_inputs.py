@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.admin import login
 from tests.support.api_process import ApiProcess
-from tests.support.app import ADMIN_KEY, app_environment
+from tests.support.app import ADMIN_KEY, WEBHOOK_SECRET, app_environment
 
 # paho leaves the socket of a connection to a stopped or refusing broker to the collector.
 pytestmark = pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
@@ -90,3 +90,33 @@ def test_a_flood_of_requests_anyone_can_send_writes_a_bounded_number_of_lines(ap
     assert 1 <= len(failed) <= 20
     assert len(queued) <= 20
     assert [line for line in lines if line["level"] == "error"] == []
+
+
+def test_more_idle_connections_than_the_server_takes_do_not_keep_stripe_out(api):
+    """GIVEN more connections than the server's connection limit, opened and left idle or
+    part-way through their headers WHEN Stripe posts a signed webhook THEN it is answered at
+    once (waitress stopped accepting at its limit: the webhook waited until the idle ones
+    timed out), and the idle connections the server let go were the oldest."""
+    from arcade.serve import _connection_limit
+
+    # The same limit as the server's: it inherited this process's open-files limit, which
+    # this raises as the server does.
+    limit = _connection_limit()
+    idle = []
+    try:
+        for number in range(limit + 50):
+            conn = socket.create_connection(("127.0.0.1", api.port), timeout=10)
+            if number % 2:
+                conn.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\n")
+            idle.append(conn)
+
+        status, answer = api.webhook(
+            "customer.created", {"id": "cus_1"}, WEBHOOK_SECRET, timeout=10
+        )
+        first_closed = idle[0].recv(1)
+    finally:
+        for conn in idle:
+            conn.close()
+
+    assert (status, answer["result"]) == (200, "ignored")
+    assert first_closed == b""
