@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -120,3 +121,31 @@ def test_more_idle_connections_than_the_server_takes_do_not_keep_stripe_out(api)
 
     assert (status, answer["result"]) == (200, "ignored")
     assert first_closed == b""
+
+
+def test_anonymous_qr_requests_while_stripe_is_slow_hold_no_thread_stripe_needs(
+    api, stripe_standin
+):
+    """GIVEN Stripe answering after 8 s (past the client's read timeout) and four machines
+    with no link yet WHEN 40 anonymous QR requests come at once, 30 of them for one machine
+    THEN a signed webhook sent meanwhile is answered within 3 s (requests waiting for the one
+    making their link, or for Stripe, held every worker thread for 5 s), each QR request is
+    answered without a 500, and Stripe is asked at most once per machine."""
+    for number in (2, 3, 4):
+        body = json.dumps({"machine_id": f"cab00{number}"}).encode()
+        assert api.request("POST", "/machines", body, JSON_ADMIN)[0] == 201
+    stripe_standin.reset_requests()
+    stripe_standin.latency = 8.0
+    paths = ["/machines/cab001/qr.png"] * 30 + [
+        f"/machines/cab00{n}/qr.{kind}" for n in (2, 3, 4) for kind in ("png", "svg", "png")
+    ]
+
+    with ThreadPoolExecutor(len(paths)) as pool:
+        answers = [pool.submit(api.request, "GET", path, timeout=30) for path in paths]
+        time.sleep(0.5)  # the QR requests are in, waiting on Stripe or on each other
+        status, answer = api.webhook("customer.created", {"id": "cus_1"}, WEBHOOK_SECRET, timeout=3)
+        statuses = {future.result()[0] for future in answers}
+
+    assert (status, answer["result"]) == (200, "ignored")
+    assert statuses <= {429, 502}
+    assert len(stripe_standin.requests_to("POST", "/v1/payment_links")) <= 4
