@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.support.admin import login
-from tests.support.api_process import ApiProcess
+from tests.support.api_process import ApiProcess, flask_command
 from tests.support.app import ADMIN_KEY, WEBHOOK_SECRET, app_environment
 
 # paho leaves the socket of a connection to a stopped or refusing broker to the collector.
@@ -149,3 +149,38 @@ def test_anonymous_qr_requests_while_stripe_is_slow_hold_no_thread_stripe_needs(
     assert (status, answer["result"]) == (200, "ignored")
     assert statuses <= {429, 502}
     assert len(stripe_standin.requests_to("POST", "/v1/payment_links")) <= 4
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mqtts://[::1", "EMQX_BROKER_URL must be a host name, mqtts://host:port"),
+        ("mqtts://arcade:hunter2-broker-pw@localhost:8883", "EMQX_BROKER_URL must not carry a"),
+        ("arcade:hunter2-broker-pw@localhost", "EMQX_BROKER_URL must not carry a login"),
+    ],
+)
+def test_a_broker_url_that_cannot_be_read_or_carries_a_login_is_named_never_shown(
+    stripe_standin, tmp_path, url, problem
+):
+    """GIVEN EMQX_BROKER_URL with a bracket left open (a ValueError from urlsplit: a traceback
+    at start-up) or with a login in it WHEN python app.py starts and a flask command runs
+    THEN both go on, /status names the problem by the setting, and the password shows in no
+    answer and no log line."""
+    env = {
+        "EMQX_BROKER_URL": url,
+        "STRIPE_API_KEY": stripe_standin.api_key,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'arcade.db'}",
+    }
+    api = ApiProcess(env, tmp_path / "api.log").start()
+    try:
+        status, answer = api.request("GET", "/status")
+    finally:
+        api.close()
+    listed = flask_command(env, "machines", "list")
+
+    assert status == 200
+    assert any(line.startswith(problem) for line in answer["problems"]), answer["problems"]
+    assert answer["broker"]["host"] is None
+    assert listed.returncode == 0, listed.stderr
+    for text in (json.dumps(answer), api.log_text(), listed.stdout + listed.stderr):
+        assert "hunter2" not in text and "Traceback" not in text

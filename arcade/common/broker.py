@@ -45,13 +45,24 @@ def read_broker(reader: EnvReader) -> Broker:
     tls = reader.flag("MQTT_TLS", default=True)
     port = reader.integer("EMQX_PORT", "MQTT_PORT", default=DEFAULT_BROKER_PORT, low=1, high=65535)
     host = url
-    if url and "://" in url:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+    if url and "@" in url:
+        # mqtts://user:password@host: the login belongs in MQTT_USERNAME and MQTT_PASSWORD,
+        # and the password must not show wherever the host is shown (/status, logs).
+        reader.problem(
+            "EMQX_BROKER_URL must not carry a login: set MQTT_USERNAME and MQTT_PASSWORD"
+        )
+        host = None
+    elif url and "://" in url:
+        try:
+            parts = urlsplit(url)
+            hostname = parts.hostname
+        except ValueError:  # a bracket left open, an IPv6 address that is not one
+            parts, hostname = None, None
+        if parts is None or parts.scheme not in ("mqtt", "mqtts") or not hostname:
             reader.problem(BROKER_URL_RULE)
             host = None
         else:
-            host = parts.hostname
+            host = hostname
             tls = parts.scheme == "mqtts"
             try:
                 port = parts.port or port
