@@ -40,9 +40,12 @@ class StartupError(Exception):
 
 
 def make_server(app: Any, host: str, port: int) -> Any:
-    """Return a waitress server for ``app`` bound to host:port (not yet serving).
+    """Return a waitress server for ``app`` bound to host:port (not yet serving): one
+    listener, or several when HOST names more than one address (``localhost`` as 127.0.0.1
+    and ::1, ``*``).
 
-    Raises StartupError naming the address when it cannot be bound.
+    Raises StartupError naming the address when it cannot be bound, or when HOST is no
+    address or name this machine can listen on (waitress raises ValueError for those).
     """
     from waitress import create_server
 
@@ -63,8 +66,25 @@ def make_server(app: Any, host: str, port: int) -> Any:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise StartupError(f"cannot listen on {host}:{port}: {reason}") from exc
-    server.channel_class = _json_error_channel()
+    except ValueError as exc:
+        raise StartupError(
+            f"cannot listen on {host}:{port}: HOST must be an address or a name of this"
+            " machine, such as 127.0.0.1 or 0.0.0.0"
+        ) from exc
+    channel_class = _json_error_channel()
+    for listener in _listeners(server):
+        listener.channel_class = channel_class
     return server
+
+
+def _listeners(server: Any) -> list[Any]:
+    """Return the listening sockets' servers of what ``make_server`` returned (waitress gives
+    a MultiSocketServer, with none of a listener's methods, when there are several)."""
+    from waitress.server import BaseWSGIServer
+
+    if isinstance(server, BaseWSGIServer):
+        return [server]
+    return [each for each in list(server.map.values()) if isinstance(each, BaseWSGIServer)]
 
 
 def _json_error_channel() -> type:
@@ -125,38 +145,41 @@ def run_until_signalled(server: Any, *, on_stop: Any = None) -> None:
     """Serve until SIGTERM or SIGINT, then finish what is in flight and return."""
     from waitress import wasyncore
 
+    listeners = _listeners(server)
+    socket_map = listeners[0]._map  # one map holds every listener and connection
     stopping = threading.Event()
 
     def stop(signum: int, _frame: object) -> None:
         if not stopping.is_set():
             log_event(logger, "stopping", signal=signal.Signals(signum).name)
         stopping.set()
-        server.pull_trigger()  # wake the loop now, not at its next timeout
+        listeners[0].pull_trigger()  # wake the loop now, not at its next timeout
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     use_poll = server.adj.asyncore_use_poll
     while not stopping.is_set():
-        wasyncore.loop(timeout=1.0, map=server._map, use_poll=use_poll, count=1)
+        wasyncore.loop(timeout=1.0, map=socket_map, use_poll=use_poll, count=1)
     # Stop accepting; the loop goes on so that answers still reach their clients.
-    wasyncore.dispatcher.close(server)
+    for listener in listeners:
+        wasyncore.dispatcher.close(listener)
     if on_stop is not None:
         on_stop()
     deadline = time.monotonic() + DRAIN_SECONDS
-    while not _drained(server) and time.monotonic() < deadline:
-        wasyncore.loop(timeout=0.1, map=server._map, use_poll=use_poll, count=1)
+    while not _drained(server.task_dispatcher, listeners) and time.monotonic() < deadline:
+        wasyncore.loop(timeout=0.1, map=socket_map, use_poll=use_poll, count=1)
     server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
-    wasyncore.close_all(server._map)
+    wasyncore.close_all(socket_map)
 
 
-def _drained(server: Any) -> bool:
+def _drained(dispatcher: Any, listeners: list[Any]) -> bool:
     """Return True when no request is being served and every answer has been sent."""
-    dispatcher = server.task_dispatcher
     if dispatcher.queue or dispatcher.active_count > 0:
         return False
     return all(
         not channel.requests and not channel.total_outbufs_len
-        for channel in list(server.active_channels.values())
+        for listener in listeners
+        for channel in list(listener.active_channels.values())
     )
 
 

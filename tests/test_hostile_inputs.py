@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.support.admin import login
-from tests.support.api_process import ApiProcess, flask_command
+from tests.support.api_process import ROOT, ApiProcess, flask_command
 from tests.support.app import ADMIN_KEY, WEBHOOK_SECRET, app_environment
 
 # paho leaves the socket of a connection to a stopped or refusing broker to the collector.
@@ -184,3 +187,47 @@ def test_a_broker_url_that_cannot_be_read_or_carries_a_login_is_named_never_show
     assert listed.returncode == 0, listed.stderr
     for text in (json.dumps(answer), api.log_text(), listed.stdout + listed.stderr):
         assert "hunter2" not in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize("host", ["nonexistent.invalid", "127.0.0.1:80", ""])
+def test_a_host_this_machine_cannot_listen_on_is_one_sentence_and_exit_1(tmp_path, host):
+    """GIVEN HOST with a typo, a port in it, or empty WHEN python app.py starts THEN one line
+    names the address and HOST, and the exit status is 1 (waitress's ValueError was a
+    traceback)."""
+    done = subprocess.run(
+        [sys.executable, "app.py"],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "HOST": host,
+            "PORT": "5999",
+            "DATABASE_URL": f"sqlite:///{tmp_path}/a.db",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    failed = [line for line in done.stderr.splitlines() if "startup_failed" in line]
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert len(failed) == 1 and "HOST must be an address" in json.loads(failed[0])["error"]
+
+
+def test_a_host_with_several_addresses_serves_on_them_and_stops_on_sigterm(tmp_path):
+    """GIVEN HOST=* (every address of the machine: waitress makes one listener per address)
+    WHEN python app.py starts THEN it answers on 127.0.0.1, and SIGTERM stops it with exit 0
+    (it crashed on its first loop, after logging that it was serving)."""
+    api = ApiProcess({"DATABASE_URL": f"sqlite:///{tmp_path}/a.db"}, tmp_path / "api.log")
+    api.env["HOST"] = "*"
+    try:
+        api.start()
+        status, _ = api.request("GET", "/status")
+        api.terminate()
+        code = api.wait()
+    finally:
+        api.close()
+
+    assert (status, code) == (200, 0)
+    assert "Traceback" not in api.log_text()
