@@ -4,6 +4,7 @@ or an ERROR line, never a stall of the webhook, and no flood of log lines (SPEC 
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -231,3 +232,51 @@ def test_a_host_with_several_addresses_serves_on_them_and_stops_on_sigterm(tmp_p
 
     assert (status, code) == (200, 0)
     assert "Traceback" not in api.log_text()
+
+
+def test_a_qr_code_is_drawn_once_and_a_caller_never_waits_behind_others_drawing():
+    """GIVEN a QR code drawn once WHEN it is asked again THEN the kept image is answered (a
+    PNG is ~17 ms of pure-Python CPU: 200 connections asking anonymously kept a signed webhook
+    waiting 4 s); WHEN every drawing slot is taken THEN a caller that will not wait is told
+    at once instead of queueing."""
+    from arcade import qr
+
+    url = "https://buy.stripe.com/test_drawn_once?client_reference_id=cab001"
+    first = qr.render(url, "png")
+    assert qr.render(url, "png", wait=False) is first
+    for _ in range(qr.DRAWING_AT_ONCE):
+        assert qr._drawing.acquire(blocking=False)
+    try:
+        assert qr.render(url, "png", wait=False) is first  # kept: no drawing needed
+        with pytest.raises(qr.Busy):
+            qr.render(url + "&other=1", "png", wait=False)
+    finally:
+        for _ in range(qr.DRAWING_AT_ONCE):
+            qr._drawing.release()
+
+
+def test_a_player_page_qr_code_for_a_huge_host_is_a_400_and_varies_by_host(api):
+    """GIVEN anonymous requests for the player page's QR code WHEN the Host header is 3,000
+    characters of valid labels (qrcode's ValueError: a 500 and an ERROR line) THEN a 400 that
+    says why; a normal one is answered with ``Vary: Host``, as its image is of that host."""
+    huge = ("a" * 60 + ".") * 49 + "x"
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as conn:
+        conn.sendall(
+            b"GET /play/cab001/qr.png HTTP/1.1\r\nHost: "
+            + huge.encode()
+            + b"\r\nConnection: close\r\n\r\n"
+        )
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    connection = http.client.HTTPConnection("127.0.0.1", api.port, timeout=10)
+    connection.request("GET", "/play/cab001/qr.svg")
+    normal = connection.getresponse()
+    normal.read()
+    connection.close()
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert json.loads(body)["code"] == "address_too_long"
+    assert normal.status == 200 and normal.getheader("Vary") == "Host"
+    assert '"level":"error"' not in api.log_text()
