@@ -8,6 +8,17 @@ answers, log lines, pages) writes instants with ``iso`` too, so the text is the 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+# The longest IANA zone name is 32 characters (America/Argentina/ComodRivadavia); a longer
+# text is nobody's zone, and one over the file system's name limit made zoneinfo raise OSError.
+MAX_ZONE_NAME = 64
+# Names the zone database answers that are no place's time: "localtime" is whatever the host
+# is set to, "Factory" and "posixrules" are placeholders of the database itself.
+NOT_PLACES = frozenset({"localtime", "Factory", "posixrules"})
 
 
 def utc_now() -> datetime:
@@ -53,3 +64,22 @@ def parse_iso(text: str) -> datetime:
 def later(moment: datetime, seconds: float) -> datetime:
     """Return ``moment`` plus ``seconds``."""
     return moment + timedelta(seconds=seconds)
+
+
+def zone_named(name: object) -> ZoneInfo | None:
+    """Return the IANA time zone called ``name``, or None when it names none.
+
+    The one rule for every zone an operator or a caller names (a machine's ``timezone``, a
+    report's ``tz``): a string of 1 to 64 characters that the zone database holds as a place.
+    zoneinfo raises more than ZoneInfoNotFoundError for a name that is no zone: ValueError for
+    ``../x`` or a NUL, IsADirectoryError for a folder of the database (``Europe``), OSError
+    for a name over the file system's limit; each is None here, never a 500.
+    """
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_ZONE_NAME or name in NOT_PLACES:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None

@@ -20,7 +20,7 @@ from arcade.errors import (
     UnknownMachine,
     UnknownPayment,
 )
-from arcade.logs import log_event
+from arcade.logs import RateLimited, log_event
 
 logger = logging.getLogger(__name__)
 
@@ -97,12 +97,10 @@ def register_error_handlers(app: Flask) -> None:
         return error_body(500, *HTTP_CODES[500])
 
 
+# Anyone can ask for a QR code while Stripe is down, or call while the store is: each such
+# answer is worth a warning, a limited number a minute of each code (SPEC "HTTP").
+FAILURES = RateLimited()
+
+
 def _log(code: str, exc: Exception) -> None:
-    log_event(
-        logger,
-        "request_failed",
-        level=logging.WARNING,
-        path=request.path,
-        code=code,
-        reason=str(exc),
-    )
+    FAILURES.log(logger, "request_failed", key=code, path=request.path, code=code, reason=str(exc))

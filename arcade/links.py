@@ -23,6 +23,10 @@ FAILURE_MEMORY_SECONDS = 60
 # Anonymous requests (a QR code on a page) may reach Stripe once per machine in this long,
 # whichever of the machine's links (price, quantity) they ask for (SPEC "HTTP").
 ANONYMOUS_CALL_SECONDS = 60
+# Anonymous requests waiting on Stripe at once, all machines together: while Stripe is slow
+# each holds one of python app.py's worker threads (arcade.serve.WORKER_THREADS, 16) for up to
+# its timeout, and the rest must stay free to answer Stripe's webhooks (SPEC "Serving locally").
+ANONYMOUS_CALLS_AT_ONCE = 2
 
 
 class LinkService:
@@ -45,6 +49,7 @@ class LinkService:
         self._failed: dict[str, float] = {}  # link key -> when Stripe last failed to make it
         # machine id -> when an anonymous request last asked Stripe to make one of its links
         self._anonymous_calls: dict[str, float] = {}
+        self._anonymous_slots = threading.BoundedSemaphore(ANONYMOUS_CALLS_AT_ONCE)
 
     def price_for(self, machine: Machine, requested: str | None) -> str:
         """Return the price to sell: the requested one if allowed, else the machine's.
@@ -105,8 +110,11 @@ class LinkService:
         reloaded, or asked for every quantity in turn) get no retries of their one call, fail
         at once for ``FAILURE_MEMORY_SECONDS`` after Stripe failed to make that link, and may
         ask Stripe for any link of a machine once per ``ANONYMOUS_CALL_SECONDS``: anonymous
-        traffic causes at most one Stripe call per machine a minute (SPEC "HTTP"). A cabinet
-        asking with its token is not held back; a stored link costs no call at all.
+        traffic causes at most one Stripe call per machine a minute (SPEC "HTTP"). They never
+        wait: not for another request making the same link, nor for one of the
+        ``ANONYMOUS_CALLS_AT_ONCE`` calls in flight (a 429 at once, the machine's minute not
+        spent), so however slow Stripe is they hold no worker thread beyond their own call.
+        A cabinet asking with its token is not held back; a stored link costs no call at all.
         A link made at a bundle's price says what the player gets (``text``, by default the
         bundle's offer), whether the player chooses the quantity or it is fixed.
         Raises PaymentProviderError, TooManyRequests, ServiceUnavailable, BadRequest,
@@ -117,7 +125,7 @@ class LinkService:
         stored = self.store.get_link(key)
         if stored is not None:
             return stored
-        with self._making(key):
+        with self._making(key, wait=not anonymous):
             stored = self.store.get_link(key)
             if stored is not None:
                 return stored
@@ -128,22 +136,37 @@ class LinkService:
                     "Stripe could not make this machine's payment link a moment ago;"
                     " try again in a minute"
                 )
-            if anonymous:
-                self._take_anonymous_call(machine.machine_id)
             bundle = plan.bundle_for(chosen_price) if plan is not None else None
             if text is None and plan is not None and bundle is not None:
                 text = offer_text(plan, bundle, machine.timezone or "UTC")
-            try:
-                return self._make(
-                    machine,
-                    chosen_price,
-                    quantity,
-                    retries=0 if anonymous else None,
-                    text=text,
-                )
-            except PaymentProviderError:
-                self._failed[key] = monotonic()
-                raise
+            with self._anonymous_slot() if anonymous else contextlib.nullcontext():
+                if anonymous:
+                    self._take_anonymous_call(machine.machine_id)
+                try:
+                    return self._make(
+                        machine,
+                        chosen_price,
+                        quantity,
+                        retries=0 if anonymous else None,
+                        text=text,
+                    )
+                except PaymentProviderError:
+                    self._failed[key] = monotonic()
+                    raise
+
+    @contextlib.contextmanager
+    def _anonymous_slot(self) -> Iterator[None]:
+        """Hold one of the ``ANONYMOUS_CALLS_AT_ONCE`` slots, or raise TooManyRequests at once
+        when all are taken."""
+        if not self._anonymous_slots.acquire(blocking=False):
+            raise TooManyRequests(
+                "Stripe is being asked for other payment links right now: try again in a"
+                " moment, or ask /create-payment-link with the machine's token"
+            )
+        try:
+            yield
+        finally:
+            self._anonymous_slots.release()
 
     def _take_anonymous_call(self, machine_id: str) -> None:
         """Spend the machine's one anonymous Stripe call of the minute, or raise
@@ -161,11 +184,19 @@ class LinkService:
             self._anonymous_calls[machine_id] = now
 
     @contextlib.contextmanager
-    def _making(self, key: str) -> Iterator[None]:
+    def _making(self, key: str, *, wait: bool = True) -> Iterator[None]:
+        """Hold the lock of the link ``key``; without ``wait``, raise TooManyRequests at once
+        when another request is making that link."""
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
+        if not lock.acquire(blocking=wait):
+            raise TooManyRequests(
+                "this payment link is being made right now: try again in a moment"
+            )
+        try:
             yield
+        finally:
+            lock.release()
 
     def bundle_link(
         self, machine: Machine, plan: Plan, bundle: Bundle, *, anonymous: bool = False

@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
 from arcade import wire
-from arcade.clock import iso, iso_or_none, parse_iso, utc_now
+from arcade.clock import iso, iso_or_none, parse_iso, utc_now, zone_named
 from arcade.errors import (
     BadRequest,
     BrokerUnavailable,
@@ -99,18 +99,15 @@ def from_major(text: str, currency: str) -> int | None:
 
 # --- reading what operators send ---------------------------------------------------------------
 def zone(name: str | None) -> tzinfo:
-    """Return the IANA time zone ``name`` (None: UTC); raise BadRequest for an unknown one."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    if name is None or name == "":
-        name = "UTC"
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    """Return the IANA time zone ``name`` (None or empty: UTC; ``arcade.clock.zone_named``);
+    raise BadRequest for any other text."""
+    found = zone_named(name or "UTC")
+    if found is None:
         raise BadRequest(
-            f"tz must be an IANA time zone such as Europe/Paris, not {name[:64]!r}",
+            f"tz must be an IANA time zone such as Europe/Paris, not {str(name)[:64]!r}",
             code="invalid_tz",
-        ) from exc
+        )
+    return found
 
 
 def instant(value: str | None, name: str, *, tz: tzinfo, end: bool = False) -> datetime | None:

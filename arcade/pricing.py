@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
+from arcade.clock import zone_named
 from arcade.errors import BadRequest
 from arcade.wire import CREDITS_PER_GAME_RULE, MAX_CREDITS, is_credits_per_game
 
@@ -305,21 +306,11 @@ def parse_credits_per_game(value: Any) -> int:
     return value
 
 
-# Names the zone database answers that are no place's time: "localtime" is whatever the host
-# is set to, "Factory" and "posixrules" are placeholders of the database itself.
-NOT_PLACES = frozenset({"localtime", "Factory", "posixrules"})
-
-
 def parse_timezone(value: Any) -> str:
-    """Return an IANA time zone name a machine may use; raise BadRequest."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    if isinstance(value, str) and 0 < len(value) <= 64 and value not in NOT_PLACES:
-        try:
-            ZoneInfo(value)
-            return value
-        except (ZoneInfoNotFoundError, ValueError):
-            pass
+    """Return an IANA time zone name a machine may use (``arcade.clock.zone_named``); raise
+    BadRequest."""
+    if zone_named(value) is not None:
+        return value
     shown = repr(value)[:66]
     raise BadRequest(
         f"timezone must be an IANA time zone such as Europe/Paris, not {shown}",
@@ -329,14 +320,7 @@ def parse_timezone(value: Any) -> str:
 
 def machine_zone(name: str | None) -> tzinfo:
     """Return a machine's time zone (UTC when it has none, or one no longer known)."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    if not name:
-        return UTC
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return UTC
+    return zone_named(name) or UTC
 
 
 def _bundle(raw: Any, where: str) -> BundleDraft:

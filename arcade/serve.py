@@ -145,7 +145,33 @@ def _json_error_channel() -> type:
     class JsonErrorChannel(HTTPChannel):
         error_task_class = JsonErrorTask
 
+        def add_channel(self, map: Any = None) -> None:
+            super().add_channel(map)
+            _make_room(self.server, self)
+
     return JsonErrorChannel
+
+
+def _make_room(server: Any, newcomer: Any) -> None:
+    """Close the connections idle the longest while the server is at its connection limit.
+
+    waitress stops accepting at the limit, so connections opened and left idle (or sending a
+    header a byte at a time) would keep Stripe out until ``CHANNEL_TIMEOUT_SECONDS`` ends
+    them (SPEC "Serving locally": idle or slow connections never hold what answers Stripe).
+    A connection with a request received or an answer still to send is never closed here;
+    only when every connection has one does the server stop accepting. Runs on waitress's
+    loop thread, which alone closes connections.
+    """
+    limit = server.adj.connection_limit
+    while len(server._map) >= limit:
+        idle = [
+            channel
+            for channel in server.active_channels.values()
+            if channel is not newcomer and not channel.requests and not channel.total_outbufs_len
+        ]
+        if not idle:
+            return
+        min(idle, key=lambda channel: channel.last_activity).handle_close()
 
 
 def run_until_signalled(server: Listening, *, on_stop: Any = None) -> None:

@@ -97,7 +97,12 @@ def _read_url(reader: EnvReader, url: str, said_tls: str | None) -> tuple[str | 
             reader.problem(BROKER_URL_RULE)
             return None, None
         return host, None
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.hostname  # noqa: B018 - raises for an IPv6 address that is not one
+    except ValueError:  # a bracket left open
+        reader.problem(BROKER_URL_RULE)
+        return None, None
     try:
         port = parts.port
     except ValueError:  # not a number, or above 65535

@@ -38,16 +38,32 @@ def qr_kind(kind: str) -> str:
 QR_MAX_AGE_SECONDS = 300
 
 
-def qr_response(url: str, kind: str) -> Response:
+def qr_response(url: str, kind: str, *, vary: str | None = None) -> Response:
     """Return the QR code of ``url`` as ``kind`` (``qr_kind``), with an ETag and
-    ``QR_MAX_AGE_SECONDS`` of public caching; 304 when the request already holds it."""
+    ``QR_MAX_AGE_SECONDS`` of public caching (``vary``: the request header ``url`` was made
+    from); 304 when the request already holds it.
+
+    Anyone may ask, so a request never waits for QR codes being drawn for others: a 429 when
+    ``arcade.qr`` is busy, a 400 for an address too long to be a QR code.
+    """
     from arcade import qr
+    from arcade.errors import TooManyRequests
 
     tag = qr.etag(url, kind)
     headers = {"ETag": tag, "Cache-Control": f"public, max-age={QR_MAX_AGE_SECONDS}"}
+    if vary:
+        headers["Vary"] = vary
     if request.if_none_match.contains_weak(tag.strip('"')):
         return Response(status=304, headers=headers)
-    return Response(qr.render(url, kind), mimetype=qr.MEDIA_TYPES[kind], headers=headers)
+    try:
+        image = qr.render(url, kind, wait=False)
+    except qr.TooLong as exc:
+        raise BadRequest(
+            f"{exc}: ask with this server's own host name", code="address_too_long"
+        ) from exc
+    except qr.Busy as exc:
+        raise TooManyRequests(f"{exc} right now: try again in a moment") from exc
+    return Response(image, mimetype=qr.MEDIA_TYPES[kind], headers=headers)
 
 
 def json_body() -> dict[str, Any]:

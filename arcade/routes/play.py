@@ -64,8 +64,9 @@ def player_page_qr(machine_id: str, kind: str):
     check_machine_id(machine_id)
     qr_kind(kind)
     services().registry.get(machine_id)
+    # The page's address is the one this request came to: caches must keep one per host.
     url = f"{request.url_root.rstrip('/')}/play/{machine_id}"
-    return qr_response(url, kind)
+    return qr_response(url, kind, vary="Host")
 
 
 def offers(svc: Services, machine: Machine) -> dict[str, Any]:
