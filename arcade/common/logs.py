@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -45,6 +46,41 @@ def log_event(
     """Log ``event`` with ``fields`` as one JSON line."""
     if logger.isEnabledFor(level):
         logger.log(level, event, extra={"fields": fields})
+
+
+class RateLimited:
+    """Let at most ``per_minute`` lines of one event through each minute; count the rest.
+
+    Refused tokens, signatures, requests and messages are worth a warning each, but an
+    anonymous flood must not fill a disk (a cabinet's SD card included): past the limit, one
+    line a minute says how many were left out.
+    """
+
+    def __init__(self, per_minute: int = 20):
+        self.per_minute = per_minute
+        self._lock = threading.Lock()
+        self._window: dict[str, tuple[float, int, int]] = {}  # event -> (start, sent, dropped)
+
+    def log(self, logger: logging.Logger, event: str, **fields: Any) -> None:
+        """Log ``event`` as a warning unless its minute's allowance is spent."""
+        now = time.monotonic()
+        with self._lock:
+            start, sent, dropped = self._window.get(event, (now, 0, 0))
+            if now - start >= 60:
+                if dropped:
+                    log_event(
+                        logger,
+                        "log_lines_left_out",
+                        level=logging.WARNING,
+                        event_name=event,
+                        count=dropped,
+                    )
+                start, sent, dropped = now, 0, 0
+            if sent >= self.per_minute:
+                self._window[event] = (start, sent, dropped + 1)
+                return
+            self._window[event] = (start, sent + 1, dropped)
+        log_event(logger, event, level=logging.WARNING, **fields)
 
 
 def configure_logging(level: int = logging.INFO, *, quiet: Iterable[str] = ()) -> None:
