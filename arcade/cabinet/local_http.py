@@ -73,6 +73,7 @@ class LocalServer:
         self._refusals = RateLimited()
         # Connections whose request is not read yet, oldest first (used on the loop's thread).
         self._waiting: dict[int, asyncio.StreamWriter] = {}
+        self._writers: set[asyncio.StreamWriter] = set()  # every open connection
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cabinet-http", daemon=True)
@@ -101,10 +102,13 @@ class LocalServer:
             loop.run_forever()
         finally:
             server.close()
+            # Dropped, not cancelled: each connection's task then ends as for a caller that
+            # hung up (asyncio logs an ERROR for a cancelled one).
+            for writer in list(self._writers):
+                writer.transport.abort()
             tasks = asyncio.all_tasks(loop)
-            for task in tasks:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            if tasks:
+                loop.run_until_complete(asyncio.wait(tasks, timeout=REQUEST_SECONDS))
             loop.close()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -114,6 +118,7 @@ class LocalServer:
             oldest = next(iter(self._waiting))
             self._waiting.pop(oldest).transport.abort()
         self._waiting[id(writer)] = writer
+        self._writers.add(writer)
         try:
             answer = await self._serve(reader, writer)
             writer.write(answer)
@@ -122,6 +127,7 @@ class LocalServer:
             pass  # gone, too slow, or dropped for a newer one: nobody to answer
         finally:
             self._waiting.pop(id(writer), None)
+            self._writers.discard(writer)
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:

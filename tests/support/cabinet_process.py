@@ -110,10 +110,14 @@ class RunningCabinet:
         self.publish(json.dumps(wire.sign(message, self.key)).encode())
         wait_until(lambda: self.credits == before + credits)
 
-    def events(self, name: str) -> list[dict[str, Any]]:
+    def lines(self) -> list[dict[str, Any]]:
+        """Return its JSON log lines so far."""
         lines = self.log_path.read_text(errors="replace").splitlines()
-        found = [json.loads(line) for line in lines if line.startswith("{")]
-        return [line for line in found if line.get("event") == name]
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """Return its log lines of event ``name``."""
+        return [line for line in self.lines() if line.get("event") == name]
 
     def close(self) -> None:
         self.publisher.disconnect()
