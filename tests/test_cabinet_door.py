@@ -13,6 +13,7 @@ import json
 import os
 import select
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -360,6 +361,20 @@ def test_idle_and_slow_connections_never_keep_the_game_waiting(cabinet):
     finally:
         for sock in [*idle, slow]:
             sock.close()
+
+
+def test_callers_that_hang_up_before_the_answer_leave_no_trace(cabinet):
+    """GIVEN the door WHEN 20 callers send a request and reset the connection at once THEN
+    the door still answers the next one, and (checked when the module's cabinet stops) its log
+    holds no trace and no error line."""
+    for _ in range(20):
+        sock = socket.create_connection(("127.0.0.1", cabinet.port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.sendall(b"GET /credits HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        sock.close()  # with SO_LINGER 0: a reset, before the answer could be written
+
+    assert cabinet.status()["machine_id"] == MACHINE
+    assert "Traceback" not in cabinet.log_path.read_text(errors="replace")
 
 
 def test_the_door_listens_on_loopback_only(cabinet):
