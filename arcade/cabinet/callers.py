@@ -16,7 +16,8 @@ here closes one way a browser could be made to knock:
   ``Origin`` still names the page in ``Referer``: one from elsewhere is refused too.
 - ``Sec-Fetch-Site`` other than ``same-origin`` or ``none`` (the user typed the address):
   ``cross-site`` and ``same-site`` (another port, another subdomain) are other origins.
-- A header these rules read given twice is refused: which copy counts would be a guess.
+- A header these rules read given twice is refused (``Host`` with a 400, as RFC 9112 says; the
+  others with a 403): which copy counts would be a guess.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ HOST_PATTERN = re.compile(
     r"(?P<name>\[[0-9A-Fa-f:.]+\]|[^\s\[\]:@/\\?#]+)(?::(?P<port>[0-9]{1,5}))?"
 )
 SAFE_FETCH_SITES = frozenset({"same-origin", "none"})
-SINGLE_HEADERS = ("Host", "Origin", "Referer", "Sec-Fetch-Site")
+SINGLE_HEADERS = ("Host", "Origin", "Referer", "Sec-Fetch-Site")  # Host first
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,11 @@ def refusal(
     ``authority`` is what an absolute-form target named (None for an origin-form one);
     ``port`` is the door's own port.
     """
-    for name in SINGLE_HEADERS:
-        if len(headers.get(name, ())) > 1:
-            return Refusal(400, "bad_request", f"{name} given more than once")
+    if len(headers.get("Host", ())) > 1:
+        return Refusal(400, "bad_request", "Host given more than once")
+    for name in SINGLE_HEADERS[1:]:
+        if len(headers.get(name, ())) > 1:  # which one a browser meant cannot be told
+            return Refusal(403, "forbidden", f"{name} given more than once")
     host = authority if authority is not None else _first(headers, "Host")
     if host is None:
         if version != "HTTP/1.0":
