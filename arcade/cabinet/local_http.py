@@ -75,12 +75,18 @@ class LocalServer:
         self._waiting: dict[int, asyncio.StreamWriter] = {}
         self._writers: set[asyncio.StreamWriter] = set()  # every open connection
         self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
+        self._server: asyncio.Server | None = None
         self._thread = threading.Thread(target=self._run, name="cabinet-http", daemon=True)
 
     def start(self) -> None:
+        """Start serving; raises what starting the asyncio server raised (after ``close``)."""
         self._thread.start()
-        self._ready.wait()
+        opening = asyncio.start_server(self._connection, sock=self._socket, limit=MAX_LINE_BYTES)
+        try:
+            self._server = asyncio.run_coroutine_threadsafe(opening, self._loop).result(10)
+        except BaseException:
+            self.close()
+            raise
         log_event(logger, "local_http_listening", host=LOOPBACK, port=self.port)
 
     def close(self) -> None:
@@ -88,20 +94,19 @@ class LocalServer:
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
+        elif not self._loop.is_closed():
+            self._loop.close()  # never started
         self._socket.close()
 
     # --- the loop's thread ----------------------------------------------------------------------
     def _run(self) -> None:
         loop = self._loop
         asyncio.set_event_loop(loop)
-        server = loop.run_until_complete(
-            asyncio.start_server(self._connection, sock=self._socket, limit=MAX_LINE_BYTES)
-        )
-        self._ready.set()
         try:
             loop.run_forever()
         finally:
-            server.close()
+            if self._server is not None:
+                self._server.close()
             # Dropped, not cancelled: each connection's task then ends as for a caller that
             # hung up (asyncio logs an ERROR for a cancelled one).
             for writer in list(self._writers):
