@@ -1,17 +1,14 @@
 """The API's logging: the shared JSON lines (``arcade.common.logs``), refusals rate-limited.
 
-``log_event`` and ``JsonLineFormatter`` are the shared ones, re-exported so every server module
-imports its logging from here.
+``log_event``, ``JsonLineFormatter`` and ``RateLimited`` are the shared ones, re-exported so
+every server module imports its logging from here.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from typing import Any
 
-from arcade.common.logs import JsonLineFormatter, log_event
+from arcade.common.logs import JsonLineFormatter, RateLimited, log_event
 from arcade.common.logs import configure_logging as configure_json_lines
 
 __all__ = [
@@ -26,48 +23,6 @@ __all__ = [
 # Libraries whose INFO lines repeat our own events: stripe logs every request, waitress its
 # start-up line (arcade.serve logs "serving" with the address).
 QUIET_LIBRARIES = ("stripe", "waitress")
-
-
-class RateLimited:
-    """Let at most ``per_minute`` lines of one kind through each minute; count the rest.
-
-    Refused tokens and signatures, and failures an anonymous caller can cause at will (a QR
-    code asked for while Stripe is down, a queue of requests), are worth a warning each, but a
-    flood must not fill a disk: past the limit, one line a minute says how many were left out.
-    A kind is an event's name, or ``key`` when one event comes in several kinds.
-    """
-
-    def __init__(self, per_minute: int = 20):
-        self.per_minute = per_minute
-        self._lock = threading.Lock()
-        self._window: dict[str, tuple[float, int, int]] = {}  # kind -> (start, sent, dropped)
-
-    def log(
-        self, logger: logging.Logger, event: str, *, key: str | None = None, **fields: Any
-    ) -> None:
-        """Log ``event`` as a warning unless its kind's allowance for the minute is spent."""
-        if self.allow(logger, event if key is None else f"{event}:{key}"):
-            log_event(logger, event, level=logging.WARNING, **fields)
-
-    def allow(self, logger: logging.Logger, kind: str) -> bool:
-        """Return whether one more line of ``kind`` may go out this minute, and spend it.
-
-        The first line of a new minute after lines were left out says how many on ``logger``.
-        """
-        now = time.monotonic()
-        with self._lock:
-            start, sent, dropped = self._window.get(kind, (now, 0, 0))
-            left_out = 0
-            if now - start >= 60:
-                start, sent, left_out, dropped = now, 0, dropped, 0
-            allowed = sent < self.per_minute
-            self._window[kind] = (start, sent + allowed, dropped + (not allowed))
-        if left_out:
-            log_event(
-                logger, "log_lines_left_out", level=logging.WARNING, event_name=kind, count=left_out
-            )
-        return allowed
-
 
 REFUSALS = RateLimited()
 

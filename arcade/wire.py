@@ -219,7 +219,8 @@ def is_loopback(host: str) -> bool:
     """
     import ipaddress
 
-    if host.lower().rstrip(".") == "localhost":
+    # One trailing dot is the same name, fully qualified; "localhost.." is no name at all.
+    if host.lower().removesuffix(".") == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback

@@ -111,8 +111,22 @@ def is_retryable(status: int) -> bool:
     return status >= 500 or status in RETRYABLE_4XX
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow no redirect: urllib would send the machine token (``Authorization``) on to
+    whatever host the ``Location`` names, over plain http too, and turn a POST into a GET that
+    some other server may answer 200 (a game over counted as sent that the API never got)."""
+
+    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+        return None  # urllib then raises the 3xx as an HTTPError
+
+
 class ApiClient:
-    """Call the API with the machine's token: JSON in, JSON out."""
+    """Call the API with the machine's token: JSON in, JSON out.
+
+    A redirect is never followed: it raises ApiUnreachable("redirected") and the call is tried
+    again later, as when the API is down (the API's endpoints never redirect; an address that
+    does, http:// behind an https-only proxy say, needs --api-url fixed).
+    """
 
     def __init__(self, api_url: str, token: str | None, *, timeout: float = 5.0):
         parts = urlsplit(api_url)
@@ -121,6 +135,7 @@ class ApiClient:
         self.api_url = api_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self._opener = urllib.request.build_opener(_NoRedirects)
 
     def post(
         self, path: str, body: dict[str, Any], *, idempotency_key: str | None = None
@@ -151,10 +166,12 @@ class ApiClient:
             self.api_url + path, data=data, headers=headers, method=method
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+            with self._opener.open(request, timeout=self.timeout) as response:
                 return response.status, _json(response.read(MAX_ANSWER_BYTES))
         except urllib.error.HTTPError as exc:
             with exc:
+                if 300 <= exc.code < 400:
+                    raise ApiUnreachable("redirected") from exc
                 return exc.code, _json(exc.read(MAX_ANSWER_BYTES))
         except urllib.error.URLError as exc:
             raise ApiUnreachable(type(exc.reason).__name__) from exc

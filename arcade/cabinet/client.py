@@ -35,7 +35,7 @@ from arcade.cabinet.ledger import CabinetLedger, GameOver
 from arcade.cabinet.local_http import LocalServer
 from arcade.cabinet.messages import Refused, pulse_key_from_answer, read_signed
 from arcade.cabinet.settings import CabinetSettings
-from arcade.common.logs import log_event
+from arcade.common.logs import RateLimited, log_event
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,7 @@ class Cabinet:
         self._subscribe_mid: int | None = None
         self._link_problem: str | None = None  # why the last connection failed, for a person
         self._unrecorded: deque[_Unrecorded] = deque()
+        self._refusals = RateLimited()  # message_refused lines per minute
         self._screen_lock = threading.Lock()
         self._screen: tuple[str, str | None] | None = None
         self._was_connected = False
@@ -506,9 +507,12 @@ class Cabinet:
             message = read_signed(kind, raw, machine_id, self._public_key)
         except Refused as refused:
             self.messages_refused += 1
-            self._log(
+            # Anyone with broker credentials can publish junk as fast as they like: a warning
+            # each, up to the limit, so a flood cannot fill the cabinet's disk.
+            self._refusals.log(
+                logger,
                 "message_refused",
-                level=logging.WARNING,
+                machine_id=machine_id,
                 kind=kind,
                 reason=refused.reason,
                 payment_id=refused.payment_id,

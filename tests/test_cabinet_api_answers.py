@@ -1,0 +1,131 @@
+"""What reaches a real ``python -m arcade.cabinet`` process from the API: a redirect is never
+followed (the machine token stays with the API, a key from elsewhere is never pinned), and the
+work it was for is kept and sent once the API answers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.broker import TlsBroker
+from tests.support.cabinet_process import TOKEN, RunningCabinet, request, wait_until
+from tests.support.http_server import LoopbackServer
+
+
+class Recorder:
+    """A loopback HTTP server that records (method, path, Authorization) and answers each
+    call with what ``answer(path)`` returns: (status, headers, JSON body)."""
+
+    def __init__(self, answer: Any):
+        self.calls: list[tuple[str, str, str | None]] = []
+        self.answer = answer
+        self._lock = threading.Lock()
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the standard library's naming
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with recorder._lock:
+                    recorder.calls.append(
+                        (self.command, self.path, self.headers.get("Authorization"))
+                    )
+                status, headers, body = recorder.answer(self.path)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_POST = do_GET
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        self._server = LoopbackServer(Handler, name="recorder")
+        self.url = self._server.url
+
+    def paths(self) -> list[str]:
+        with self._lock:
+            return [path for _, path, _ in self.calls]
+
+    def close(self) -> None:
+        self._server.close()
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[Recorder]:
+    """Another server, where a redirect points: it hands out a key of its own."""
+    other_key = {"alg": "Ed25519", "public_key": "A" * 43}
+    server = Recorder(lambda _path: (200, {}, other_key))
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redirecting_api(elsewhere: Recorder) -> Iterator[Recorder]:
+    """An API that answers every call with a 302 to ``elsewhere`` until ``.answer`` changes."""
+    api = Recorder(lambda path: (302, {"Location": f"{elsewhere.url}{path}"}, {}))
+    yield api
+    api.close()
+
+
+def test_a_redirect_never_takes_the_token_elsewhere_and_the_game_over_is_kept(
+    broker: TlsBroker, tmp_path: Path, redirecting_api: Recorder, elsewhere: Recorder
+):
+    """GIVEN an API address that answers 302 to another server WHEN the game ends THEN the
+    cabinet follows no redirect (the other server never sees its token, nor any call), tries
+    again, and sends the game over once the API answers."""
+    cabinet = RunningCabinet(broker, tmp_path, api_url=redirecting_api.url)
+    try:
+        cabinet.pay(1)
+        status, body = request(
+            cabinet.port,
+            b"POST /game-over HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        )
+        assert status == 202, body
+        wait_until(lambda: redirecting_api.paths().count("/gameover") >= 2)
+        time.sleep(0.5)  # room for a redirect to be followed, were it followed
+
+        redirecting_api.answer = lambda _path: (200, {}, {"message": "Game over signal sent"})
+        wait_until(lambda: cabinet.events("gameover_sent") != [], timeout=10)
+    finally:
+        cabinet.close()
+
+    assert elsewhere.calls == []
+    assert {auth for _, path, auth in redirecting_api.calls if path == "/gameover"} == {
+        f"Bearer {TOKEN}"
+    }
+    retries = [line for line in cabinet.events("api_retry") if line["path"] == "/gameover"]
+    assert retries and {line["reason"] for line in retries} == {"redirected"}
+
+
+def test_a_pulse_key_behind_a_redirect_is_never_pinned(
+    broker: TlsBroker, tmp_path: Path, redirecting_api: Recorder, elsewhere: Recorder
+):
+    """GIVEN no pinned key and an API address that redirects GET /pulse-key to another server
+    WHEN the cabinet starts THEN it never asks that server, pins nothing, and stays out of
+    order, asking the API again."""
+    cabinet = RunningCabinet(
+        broker, tmp_path, api_url=redirecting_api.url, pin_key=False, ready=False
+    )
+    try:
+        wait_until(lambda: redirecting_api.paths().count("/pulse-key") >= 3)
+        status = cabinet.status()
+    finally:
+        cabinet.close()
+
+    assert elsewhere.calls == []
+    assert cabinet.events("pulse_key_pinned") == []
+    assert status["out_of_order"] is True
+    assert "pulse key" in status["reason"]
