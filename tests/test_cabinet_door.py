@@ -301,6 +301,8 @@ def test_a_preflight_from_another_origin_is_refused_and_grants_nothing(cabinet):
         b"Content-Length: 2_0\r\n\r\n{}",
         b"POST /game-over HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        b"GET http://[::1/credits HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        b"GET http://[evil.example]/credits HTTP/1.1\r\nHost: localhost\r\n\r\n",
     ],
     ids=[
         "binary_request_line",
@@ -315,6 +317,8 @@ def test_a_preflight_from_another_origin_is_refused_and_grants_nothing(cabinet):
         "two_lengths",
         "underscored_length",
         "chunked",
+        "absolute_target_bracket_left_open",
+        "absolute_target_bracketed_name",
     ],
 )
 def test_a_malformed_request_is_a_4xx_in_json_and_spends_nothing(paid, raw):

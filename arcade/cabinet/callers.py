@@ -53,11 +53,15 @@ def split_target(target: str) -> tuple[str | None, str]:
     """Return (the authority named by an absolute-form target or None, the path).
 
     ``http://127.0.0.1:8765/credits?x`` gives ``("127.0.0.1:8765", "/credits")``; an
-    origin-form target ``/credits?x`` gives ``(None, "/credits")``.
+    origin-form target ``/credits?x`` gives ``(None, "/credits")``; a target that is neither
+    (another scheme, one urlsplit cannot read) gives ``("", target)``, judged as an empty Host.
     """
     if target.startswith("/"):
         return None, target.split("?", 1)[0]
-    parts = urlsplit(target)
+    try:
+        parts = urlsplit(target)
+    except ValueError:  # a bracket left open or holding a name: no host can be told from it
+        return "", target
     if parts.scheme.lower() != "http":
         return "", target  # not a target this door serves: judged as an empty Host
     return parts.netloc, parts.path or "/"
