@@ -262,8 +262,12 @@ def _api_base_refusal(url: str) -> str | None:
     """
     from arcade.wire import is_loopback
 
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
+    except ValueError:  # a bracket left open, a bracketed name, a port no socket has
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         return "STRIPE_API_BASE must be an http:// or https:// address"
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         return (

@@ -187,6 +187,31 @@ def test_a_broker_url_that_cannot_be_read_or_carries_a_login_is_named_never_show
         assert "hunter2" not in text and "Traceback" not in text
 
 
+@pytest.mark.parametrize("base", ["http://[::1", "http://127.0.0.1:99999", "https://[evil]"])
+def test_a_stripe_api_base_that_cannot_be_read_is_named_never_a_traceback(
+    stripe_standin, tmp_path, base
+):
+    """GIVEN STRIPE_API_BASE that urlsplit cannot read (a ValueError: a traceback from python
+    app.py and every flask command) or with a port no socket has WHEN python app.py starts and
+    a flask command runs THEN both go on and /status names STRIPE_API_BASE as malformed."""
+    env = {
+        "STRIPE_API_BASE": base,
+        "STRIPE_API_KEY": stripe_standin.api_key,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'arcade.db'}",
+    }
+    api = ApiProcess(env, tmp_path / "api.log").start()
+    try:
+        status, answer = api.request("GET", "/status")
+    finally:
+        api.close()
+    listed = flask_command(env, "machines", "list")
+
+    assert status == 200
+    assert any(p.startswith("STRIPE_API_BASE must be") for p in answer["problems"]), answer
+    assert listed.returncode == 0, listed.stderr
+    assert "Traceback" not in api.log_text() + listed.stderr
+
+
 def test_a_qr_code_is_drawn_once_and_a_caller_never_waits_behind_others_drawing():
     """GIVEN a QR code drawn once WHEN it is asked again THEN the kept image is answered (a
     PNG is ~17 ms of pure-Python CPU: 200 connections asking anonymously kept a signed webhook
