@@ -173,3 +173,44 @@ def test_an_argument_to_app_py_is_refused_rather_than_serving_elsewhere(tmp_path
     [failed] = [json.loads(line) for line in done.stderr.splitlines() if "startup_failed" in line]
     assert "takes no arguments" in failed["error"]
     assert helped.returncode == 0 and helped.stdout.startswith("usage: python app.py")
+
+
+def test_idle_connections_on_one_address_never_keep_a_caller_out_on_another(tmp_path):
+    """GIVEN HOST=* (an IPv4 and an IPv6 socket) and more idle connections to 127.0.0.1 than
+    the connection limit, then one idle connection to [::1] WHEN a caller asks /status on
+    127.0.0.1 THEN it is answered at once (room was made only among connections of the
+    address each newcomer came to: the [::1] one filled the last place, and neither socket
+    accepted again until the idle ones timed out)."""
+    import socket
+
+    from arcade.serve import _connection_limit
+
+    limit = _connection_limit()  # the server's, as this raises the open-files limit likewise
+    port = free_loopback_port()
+    process = subprocess.Popen(
+        [sys.executable, "app.py"],
+        cwd=ROOT,
+        env=_env(tmp_path, HOST="*", PORT=str(port)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    idle: list[socket.socket] = []
+    try:
+        assert _status(f"http://127.0.0.1:{port}/status", time.monotonic() + 20) == 200
+        for _ in range(limit + 50):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        assert idle[40].recv(1) == b""  # the server took them all, letting the oldest go
+        idle.append(socket.create_connection(("::1", port), timeout=10))
+        time.sleep(0.5)  # accepted by the server
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as reply:
+            status = reply.status
+    finally:
+        for conn in idle:
+            conn.close()
+        stop_process(process)
+        stderr = _read_and_close(process)
+
+    assert status == 200
+    assert "Traceback" not in stderr
