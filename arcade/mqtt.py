@@ -107,8 +107,9 @@ class Publisher:
     def problems(self) -> list[str]:
         """Return sentences naming each broker setting that stops publishing."""
         found = []
-        if not self.settings.broker_host:
-            found.append(wire.BROKER_NOT_SET)
+        unusable = self.settings.unusable("EMQX_BROKER_URL")  # given but refused: why
+        if unusable:
+            found.append(unusable)
         if self.settings.broker_tls:
             problem = wire.ca_problem(self.settings.mqtt_ca_cert)
             if problem:
@@ -131,8 +132,9 @@ class Publisher:
         PublishRefused when the broker's PUBACK carries an error reason code, and
         BrokerUnavailable when no PUBACK came on two connections in turn.
         """
-        if not self.settings.broker_host:
-            raise SettingsError(wire.BROKER_NOT_SET)
+        unusable = self.settings.unusable("EMQX_BROKER_URL")  # given but refused: why
+        if unusable:
+            raise SettingsError(unusable)
         if self.settings.broker_refused:
             raise SettingsError(self.settings.broker_refused)
         try:

@@ -465,14 +465,15 @@ class Operators:
         read, Stripe's key and default price (one call, remembered 60 s); and, only when there
         are any, the settings that stop some other part (a malformed one, no webhook secret)."""
         checks = [self._check_broker(), self._check_store(), self._check_stripe()]
-        settings = self._check_settings()
+        settings = self._check_settings(checks)
         return checks if settings.ok else [*checks, settings]
 
-    def _check_settings(self) -> Check:
+    def _check_settings(self, checks: list[Check]) -> Check:
+        """Return the settings problems that none of ``checks`` names already (the broker
+        check names a refused or malformed broker, the Stripe check a refused key or base)."""
         settings = self.svc.settings
-        # The broker check names a refused broker, the Stripe check a missing key or price.
-        named_elsewhere = (settings.broker_refused, settings.stripe_refused)
-        found = [problem for problem in settings.problems if problem not in named_elsewhere]
+        said = [check.problem for check in checks if check.problem]
+        found = [p for p in settings.problems if not any(p in problem for problem in said)]
         webhooks = settings.unusable("STRIPE_WEBHOOK_SECRET")
         if webhooks and webhooks not in found:
             found.append(webhooks)

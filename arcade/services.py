@@ -203,7 +203,7 @@ class Services:
         for name in self.settings.missing(*MISSING_MEANS):
             if not any(problem.startswith(name) for problem in found):
                 found.append(not_set([name], MISSING_MEANS[name]))
-        return [*found, *self.publisher.problems()]
+        return [*found, *(p for p in self.publisher.problems() if p not in found)]
 
 
 def services() -> Services:

@@ -855,3 +855,44 @@ def test_ready_names_a_refused_stripe_api_base_and_calls_no_stripe_instead(make_
     assert answer.status_code == 503
     assert answer.json["checks"]["stripe"].startswith("STRIPE_API_BASE is http://")
     assert "settings" not in answer.json["checks"]
+
+
+@pytest.mark.parametrize(
+    ("env", "check", "named"),
+    [
+        ({"STRIPE_API_KEY": "pk_test_publishable"}, "stripe", "STRIPE_API_KEY must be a secret"),
+        ({"EMQX_BROKER_URL": "mqtts://bro ker"}, "broker", "EMQX_BROKER_URL must be a host name"),
+        (
+            {"EMQX_BROKER_URL": "mqtts://arcade:pw@broker.example:8883"},
+            "broker",
+            "EMQX_BROKER_URL must not hold a login",
+        ),
+    ],
+)
+def test_ready_names_a_refused_setting_once_by_what_is_wrong(make_app, env, check, named):
+    """GIVEN a setting given but refused WHEN /status/ready is asked THEN the check that needs
+    it names what is wrong with it (a malformed broker was "EMQX_BROKER_URL not set"), and
+    the settings check does not say it a second time."""
+    answer = make_app(**env).test_client().get("/status/ready", headers=ADMIN)
+
+    assert answer.status_code == 503
+    assert answer.json["checks"][check].startswith(named), answer.json
+    assert "settings" not in answer.json["checks"], answer.json
+    assert sum(named in problem for problem in answer.json["problems"]) == 1
+
+
+def test_a_game_over_names_a_malformed_broker_by_what_is_wrong_not_as_not_set(make_app):
+    """GIVEN EMQX_BROKER_URL given but malformed WHEN a game over is to be published THEN its 503
+    and /status name what is wrong with the broker setting, once, not as "not set"."""
+    app = make_app(EMQX_BROKER_URL="mqtts://bro ker")
+    app.extensions["arcade"].registry.register("cab001")
+    client = app.test_client()
+
+    answer = client.post("/gameover", json={"machine_id": "cab001"}, headers=ADMIN)
+    status = client.get("/status").json
+
+    assert answer.status_code == 503, answer.json
+    assert answer.json["error"].startswith("EMQX_BROKER_URL must be a host name"), answer.json
+    assert [p for p in status["problems"] if p.startswith("EMQX_BROKER_URL")] == [
+        "EMQX_BROKER_URL must be a host name, mqtts://host:port or mqtt://host:port"
+    ], status["problems"]
