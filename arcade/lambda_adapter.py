@@ -167,8 +167,10 @@ def _read_request(kind: _Kind, event: Mapping[str, Any]) -> _Request:
             query_string = urlencode(pairs, quote_via=quote)
             remote_addr = (request_context.get("identity") or {}).get("sourceIp")
 
+    # The route the event names is the route, whatever the stage is called; only an event
+    # that names none has its stage, or API_BASE_PATH, cut from the front of its path.
     routed = _route_from_template(kind, event, raw_path)
-    if routed is not None and routed[1]:
+    if routed is not None:
         raw_path, script_name = routed
     else:
         raw_path, script_name = _strip_stage(raw_path, _stage_in_path(kind, event))

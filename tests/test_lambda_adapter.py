@@ -164,7 +164,10 @@ class TestRestApiV1:
         assert status == {"status": "up", "self": "/prod/status"}
 
     def test_stage_in_a_custom_domain_path_is_stripped(self, app: Flask) -> None:
-        event = make_v1_event(path="/prod/status", stage="prod", custom_domain="pay.example.com")
+        # On a custom domain the path holds the stage only as the mapping's base path.
+        event = make_v1_event(
+            path="/status", stage="prod", custom_domain="pay.example.com", base_path="/prod"
+        )
 
         response, status = serve(app, event)
 
@@ -554,6 +557,21 @@ def test_a_rest_api_stage_named_like_a_route_is_not_cut_from_the_route(stage):
     handle(_routing_app(seen), make_v1_event(path=f"/{stage}/cab001", stage=stage), None)
 
     assert seen == {"path": f"/{stage}/cab001", "script": f"/{stage}"}
+
+
+@pytest.mark.parametrize("stage", ["machines", "status"])
+def test_a_custom_domain_without_base_path_keeps_a_route_named_like_the_stage(stage):
+    """GIVEN a REST API on a custom domain mapped with no base path (the path is the route,
+    as its resource and {proxy+} parameter say) WHEN the stage is named like the route's first
+    segment THEN the route stays whole (the stage was cut from it: a 404)."""
+    seen: dict[str, str] = {}
+    event = make_v1_event(
+        path=f"/{stage}/cab001", stage=stage, custom_domain="pay.example.com", base_path=""
+    )
+
+    handle(_routing_app(seen), event, None)
+
+    assert seen["path"] == f"/{stage}/cab001"
 
 
 def test_an_empty_multi_value_field_does_not_hide_the_single_value_headers():
