@@ -241,11 +241,15 @@ def main(app: Flask, argv: list[str]) -> int:
         print(USAGE)
         return 0
     if argv:
+        # Option words only: a value given as an argument (ADMIN_API_KEY=…, --key …) may be a
+        # secret, and this line goes wherever stderr is kept.
+        shown = " ".join(word.split("=", 1)[0] if word.startswith("-") else "…" for word in argv)
         log_event(
             logger,
             "startup_failed",
             level=logging.ERROR,
-            error=f"python app.py takes no arguments (got {' '.join(argv)!r}): set HOST and PORT",
+            error=f"python app.py takes no arguments (got {shown!r}): set HOST, PORT and every"
+            " other setting in the environment or .env.local",
         )
         return 1
     return serve(app)

@@ -214,3 +214,23 @@ def test_idle_connections_on_one_address_never_keep_a_caller_out_on_another(tmp_
 
     assert status == 200
     assert "Traceback" not in stderr
+
+
+def test_arguments_refused_by_app_py_are_not_written_to_the_log(tmp_path):
+    """GIVEN a setting passed as an argument, the way `make` takes them (`python app.py
+    ADMIN_API_KEY=…`) THEN exit 1 with a sentence that names the option words but never the
+    values: stderr goes to journald or a log file, and the value may be a secret."""
+    secret = "s3cret-admin-key-from-a-password-manager-0123456789"
+    done = subprocess.run(
+        [sys.executable, "app.py", f"ADMIN_API_KEY={secret}", "--admin-key", secret],
+        cwd=ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 1
+    assert secret not in done.stderr + done.stdout
+    [failed] = [json.loads(line) for line in done.stderr.splitlines() if "startup_failed" in line]
+    assert "takes no arguments" in failed["error"] and "--admin-key" in failed["error"]
