@@ -6,6 +6,11 @@ image is drawn once and kept (``CACHED_IMAGES``, least recently used first out),
 that would draw one may choose not to wait behind ``DRAWING_AT_ONCE`` others (``Busy``), and a
 URL longer than ``MAX_URL_LENGTH`` is not drawn at all: a flood of QR requests must not keep
 Stripe's webhooks waiting for the workers (SPEC "Serving locally").
+
+An address the caller chose (the player page's, made of the request's Host) can be a new one
+with every request: such images are kept apart (``CACHED_CHOSEN_IMAGES``) and drawn one at a
+time, so made-up Host names can neither push a machine's QR code out of the kept ones nor
+hold every drawing slot while it has to be drawn again.
 """
 
 from __future__ import annotations
@@ -22,11 +27,15 @@ MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
 # qrcode raises ValueError) is neither, and no phone reads such a code from a screen.
 MAX_URL_LENGTH = 512
 CACHED_IMAGES = 256
+CACHED_CHOSEN_IMAGES = 64
 DRAWING_AT_ONCE = 2
 
 _lock = threading.Lock()
 _images: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+_chosen_images: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 _drawing = threading.BoundedSemaphore(DRAWING_AT_ONCE)
+# Of the DRAWING_AT_ONCE slots, images of addresses a caller chose take at most this one.
+_drawing_chosen = threading.BoundedSemaphore(1)
 
 
 class TooLong(ValueError):
@@ -37,30 +46,40 @@ class Busy(RuntimeError):
     """``DRAWING_AT_ONCE`` QR codes are being drawn already and the caller would not wait."""
 
 
-def render(url: str, kind: str, *, wait: bool = True) -> bytes:
+def render(url: str, kind: str, *, wait: bool = True, chosen_by_caller: bool = False) -> bytes:
     """Return the QR code of ``url`` as ``png`` or ``svg`` bytes, drawn once and kept.
 
+    ``chosen_by_caller``: the URL holds what the request chose (its Host), so the image is
+    kept apart and drawn in the one slot such images share.
     Raises TooLong for a URL over ``MAX_URL_LENGTH``, and, without ``wait``, Busy when the
-    image is not kept yet and ``DRAWING_AT_ONCE`` others are being drawn.
+    image is not kept yet and the slots it may be drawn in are taken.
     """
     if len(url) > MAX_URL_LENGTH:
         raise TooLong(f"a QR code's address is at most {MAX_URL_LENGTH} characters")
     key = (url, kind)
+    kept, room = (
+        (_chosen_images, CACHED_CHOSEN_IMAGES) if chosen_by_caller else (_images, CACHED_IMAGES)
+    )
     with _lock:
-        image = _images.get(key)
+        image = kept.get(key)
         if image is not None:
-            _images.move_to_end(key)
+            kept.move_to_end(key)
             return image
-    if not _drawing.acquire(blocking=wait):
-        raise Busy("QR codes are being drawn for other requests")
+    slots = [_drawing_chosen, _drawing] if chosen_by_caller else [_drawing]
+    taken: list[threading.BoundedSemaphore] = []
     try:
+        for slot in slots:
+            if not slot.acquire(blocking=wait):
+                raise Busy("QR codes are being drawn for other requests")
+            taken.append(slot)
         image = _draw(url, kind)
     finally:
-        _drawing.release()
+        for slot in reversed(taken):
+            slot.release()
     with _lock:
-        _images[key] = image
-        while len(_images) > CACHED_IMAGES:
-            _images.popitem(last=False)
+        kept[key] = image
+        while len(kept) > room:
+            kept.popitem(last=False)
     return image
 
 

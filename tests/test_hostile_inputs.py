@@ -258,3 +258,49 @@ def test_a_player_page_qr_code_for_a_huge_host_is_a_400_and_varies_by_host(api):
     assert json.loads(body)["code"] == "address_too_long"
     assert normal.status == 200 and normal.getheader("Vary") == "Host"
     assert '"level":"error"' not in api.log_text()
+
+
+def test_player_page_qr_codes_for_made_up_hosts_never_crowd_out_the_machines_qr_code(api):
+    """GIVEN the machine's QR code drawn and kept WHEN anonymous callers keep asking for the
+    player page's QR code under made-up Host names (each a new image, as the page's address
+    is the Host's) until hundreds were drawn, while the cabinet keeps asking for its QR code
+    THEN the cabinet's is always answered (those images pushed it out of the kept ones and
+    held every drawing slot: a 429 each time it had to be drawn again)."""
+    import itertools
+    import threading
+
+    from arcade import qr
+
+    assert api.request("GET", "/machines/cab001/qr.png")[0] == 200
+    numbers = itertools.count()
+    drawn: list[int] = []
+    done = threading.Event()
+
+    def flood() -> None:
+        while not done.is_set():
+            number = next(numbers)
+            with socket.create_connection(("127.0.0.1", api.port), timeout=30) as conn:
+                conn.sendall(
+                    f"GET /play/cab001/qr.png HTTP/1.1\r\nHost: h{number}.example\r\n"
+                    "Connection: close\r\n\r\n".encode()
+                )
+                answer = b""
+                while chunk := conn.recv(65536):
+                    answer += chunk
+            if answer.startswith(b"HTTP/1.1 200"):
+                drawn.append(number)
+
+    cabinet = []
+    with ThreadPoolExecutor(6) as pool:
+        floods = [pool.submit(flood) for _ in range(6)]
+        try:
+            for _ in range(3):  # as a display that asks again now and then, without its ETag
+                time.sleep(6.0)
+                cabinet.append(api.request("GET", "/machines/cab001/qr.png")[0])
+        finally:
+            done.set()
+        for each in floods:
+            each.result()
+
+    assert len(drawn) > qr.CACHED_CHOSEN_IMAGES  # more than are kept of such images
+    assert set(cabinet) == {200}, [status for status in cabinet if status != 200][:5]

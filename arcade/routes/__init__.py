@@ -56,7 +56,8 @@ def qr_response(url: str, kind: str, *, vary: str | None = None) -> Response:
     if request.if_none_match.contains_weak(tag.strip('"')):
         return Response(status=304, headers=headers)
     try:
-        image = qr.render(url, kind, wait=False)
+        # An image that varies with a request header is of an address the caller chose.
+        image = qr.render(url, kind, wait=False, chosen_by_caller=vary is not None)
     except qr.TooLong as exc:
         raise BadRequest(
             f"{exc}: ask with this server's own host name", code="address_too_long"
