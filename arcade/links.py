@@ -88,9 +88,10 @@ class LinkService:
         price_id = machine.price_id or self.default_price_id
         if not price_id:
             # Name every setting a new link lacks at once, not one per attempt.
-            missing = ["STRIPE_PRICE_ID", *self.gateway.settings.missing("STRIPE_API_KEY")]
+            # A key given but refused is named by what is wrong with it (Settings.unusable).
+            unusable = self.gateway.settings.unusable("STRIPE_PRICE_ID", "STRIPE_API_KEY")
             raise ServiceUnavailable(
-                not_set(missing, " (the machine has no price of its own)"),
+                f"{unusable or not_set(['STRIPE_PRICE_ID'])} (the machine has no price of its own)",
                 code="not_configured",
             )
         return price_id, None

@@ -205,6 +205,22 @@ def test_with_neither_key_nor_price_the_503_names_both_at_once(make_app, registe
     assert stripe_standin.requests == []
 
 
+def test_with_no_price_and_a_refused_key_the_503_says_what_is_wrong_with_the_key(
+    make_app, register, stripe_standin
+):
+    """GIVEN no STRIPE_PRICE_ID and a publishable STRIPE_API_KEY (given, but refused) WHEN a
+    link is asked THEN the 503 names the key by what is wrong with it, not as "not set"."""
+    cabinet = register("cab001")
+    client = make_app(STRIPE_PRICE_ID="", STRIPE_API_KEY="pk_test_publishable").test_client()
+
+    answer = ask_link(client, cabinet)
+
+    assert answer.status_code == 503
+    assert "STRIPE_API_KEY must be a secret or restricted key" in answer.json["error"]
+    assert "STRIPE_PRICE_ID not set" in answer.json["error"]
+    assert stripe_standin.requests == []
+
+
 @pytest.mark.parametrize(
     ("fields", "query"),
     [
