@@ -27,14 +27,14 @@ class Broker:
     """The broker's address, TLS, login, CA file and topic prefix, as the environment says.
 
     ``host`` is None when ``EMQX_BROKER_URL`` is unset or malformed (the reader then holds the
-    problem); ``url`` is the variable as given. ``conflict`` names a scheme that contradicts
-    ``MQTT_TLS`` (the reader holds it too): such settings must not be used at all.
+    problem; the variable as given is kept nowhere: a malformed one may hold a password).
+    ``conflict`` names a scheme that contradicts ``MQTT_TLS`` (the reader holds it too): such
+    settings must not be used at all.
     """
 
     host: str | None
     port: int
     tls: bool
-    url: str | None = field(repr=False)  # as given: a malformed one may hold a password
     username: str | None
     password: str | None = field(repr=False)
     ca_cert: str
@@ -64,7 +64,6 @@ def read_broker(reader: EnvReader) -> Broker:
         host=host,
         port=port,
         tls=tls,
-        url=url,
         username=reader.text("MQTT_USERNAME"),
         password=reader.text("MQTT_PASSWORD"),
         ca_cert=reader.text("MQTT_CA_CERT") or str(DEFAULT_CA_CERT),
