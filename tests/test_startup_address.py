@@ -173,3 +173,45 @@ def test_an_argument_to_app_py_is_refused_rather_than_serving_elsewhere(tmp_path
     [failed] = [json.loads(line) for line in done.stderr.splitlines() if "startup_failed" in line]
     assert "takes no arguments" in failed["error"]
     assert helped.returncode == 0 and helped.stdout.startswith("usage: python app.py")
+
+
+# AWS settings boto3 cannot make a DynamoDB client from, each with the name the sentence gives.
+UNUSABLE_AWS_SETTINGS = [
+    ({"AWS_ENDPOINT_URL": "localhost:8000"}, "AWS_ENDPOINT_URL"),
+    ({"AWS_ENDPOINT_URL_DYNAMODB": "http://[::1"}, "AWS_ENDPOINT_URL_DYNAMODB"),
+    ({"AWS_MAX_ATTEMPTS": "three"}, "AWS_MAX_ATTEMPTS"),
+    ({"AWS_PROFILE": "no-such-profile"}, "AWS_PROFILE"),
+    ({"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE"}, "AWS_SECRET_ACCESS_KEY"),
+    ({"AWS_REGION": "", "AWS_DEFAULT_REGION": ""}, "AWS_REGION"),
+]
+
+
+@pytest.mark.parametrize(("settings", "named"), UNUSABLE_AWS_SETTINGS, ids=lambda v: str(v)[:40])
+def test_aws_settings_the_store_cannot_use_stop_every_start_in_one_sentence(
+    tmp_path, settings, named
+):
+    """GIVEN DATABASE_URL=dynamodb://… and an AWS setting boto3 cannot make a client from (an
+    endpoint that is no URL, a number that is none, a profile that does not exist, half a
+    key) WHEN `python app.py` or a flask command starts THEN one sentence naming the setting
+    and exit 1 (a malformed AWS_ENDPOINT_URL ended both in botocore's ValueError traceback,
+    and a missing profile was reported as a missing AWS_REGION)."""
+    aws = {
+        "DATABASE_URL": "dynamodb://arcade-pay",
+        "AWS_REGION": "eu-west-3",
+        "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
+        **settings,
+    }
+    assert named in _failed_start(tmp_path, **aws)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "machines", "list"],
+        cwd=ROOT,
+        env=_env(tmp_path, **aws),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert named in done.stderr.strip().splitlines()[-1]
