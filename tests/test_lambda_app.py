@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gc
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -366,3 +367,21 @@ def test_the_real_app_behind_a_base_path_mapping_answers_status_and_webhooks(lam
     assert status["statusCode"] == 200
     assert hook["statusCode"] == 200, hook
     assert subscriber.wait_for(1)[0].payload["paymentId"] == "cs_mapped"
+
+
+@pytest.mark.parametrize("path", ["/machines/cab001", "/payments", "/machines"])
+@pytest.mark.parametrize("shape", ["rest_v1", "function_url"])
+def test_a_token_no_client_could_have_been_given_is_a_401_through_lambda(
+    lambda_app, caplog, shape, path
+):
+    """GIVEN an event whose Authorization holds a lone surrogate (JSON can carry "\\udc80")
+    WHEN a machine's or an admin route is asked through the handler THEN 401, no ERROR line
+    (encoding the token for the comparison raised UnicodeEncodeError: a 500)."""
+    lambda_app.extensions["arcade"].registry.register("cab001")
+    raw = MAKERS[shape](path=path, headers=[("Authorization", "Bearer mt_\udc80")])
+    sent = json.loads(json.dumps(raw))  # as Lambda hands it over: parsed from JSON text
+
+    answer = handle(lambda_app, sent, None)
+
+    assert answer["statusCode"] == 401
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
