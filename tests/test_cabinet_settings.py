@@ -188,3 +188,45 @@ def test_the_cabinet_process_refuses_contradicting_or_malformed_broker_settings_
     assert "Traceback" not in run.stderr
     assert "hunter2" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--retry-max-delay", "-1"], "--retry-max-delay must be"),
+        (["--retry-max-delay", "0"], "--retry-max-delay must be"),
+        (["--retry-max-delay", "nan"], "--retry-max-delay must be"),
+        (["--retry-give-up", "-5"], "--retry-give-up must be"),
+    ],
+)
+def test_the_cabinet_process_refuses_a_retry_wait_that_is_no_wait(tmp_path, args, named):
+    """GIVEN --retry-max-delay of 0 or less (or NaN), or a --retry-give-up that is not above 0
+    WHEN `python -m arcade.cabinet` starts THEN one sentence names it (with -1 the cabinet
+    retried an API that was down thousands of times a second, a warning line each)."""
+    import os
+    import subprocess
+    import sys
+
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "CABINET_TOKEN": "mt_token",
+        "EMQX_BROKER_URL": "mqtts://127.0.0.1:8883",
+        "MQTT_CA_CERT": str(ca),
+        "PULSE_PUBLIC_KEY": A_KEY,
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "arcade.cabinet", "--machine", "cab001", "--http-port", "-1"]
+        + ["--state-file", str(tmp_path / "cabinet.db"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+
+    assert run.returncode != 0
+    [sentence] = run.stderr.strip().splitlines()
+    assert named in sentence
