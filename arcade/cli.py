@@ -359,7 +359,17 @@ def grant_credits(
         plural = "s" if answer["credits"] != 1 else ""
         click.echo(f"{answer['credits']} credit{plural} for {machine_id} as {answer['id']}")
     if answer["status"] == "pending_delivery":
-        click.echo("the broker did not acknowledge yet: the relay delivers it", err=True)
+        click.echo(f"not delivered yet: {_why_undelivered()}", err=True)
+
+
+def _why_undelivered() -> str:
+    """Say why a grant is still owed: the broker setting that stops every publish, when one
+    does (no broker acknowledges what is never sent), else that the broker did not answer."""
+    settings = services().settings
+    stopped = settings.unusable("EMQX_BROKER_URL") or settings.broker_refused
+    if stopped:
+        return f"{stopped}; the relay delivers it once that is fixed"
+    return "the broker did not acknowledge it; the relay delivers it"
 
 
 # --- pricing plans and machine settings ------------------------------------------------------

@@ -56,7 +56,8 @@ class Settings:
     stripe_api_key: str | None = field(default=None, repr=False)
     stripe_webhook_secret: str | None = field(default=None, repr=False)
     stripe_price_id: str | None = None
-    stripe_api_base: str | None = None
+    # Out of the repr like every setting that may hold a credential: a login in a URL.
+    stripe_api_base: str | None = field(default=None, repr=False)
     broker_host: str | None = None
     broker_port: int = DEFAULT_BROKER_PORT
     broker_tls: bool = True
@@ -64,7 +65,8 @@ class Settings:
     mqtt_password: str | None = field(default=None, repr=False)
     mqtt_ca_cert: str = str(DEFAULT_CA_CERT)
     topic_prefix: str = DEFAULT_TOPIC_PREFIX
-    database_url: str = DEFAULT_DATABASE_URL
+    # As given: a malformed one (a pasted postgres://user:password@…) may hold a password.
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     admin_api_key: str | None = field(default=None, repr=False)
     credits_per_unit: int = 1
     max_quantity: int = 10
@@ -264,12 +266,16 @@ def _api_base_refusal(url: str) -> str | None:
 
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
-    except ValueError:  # a bracket left open, a bracketed name, a port no socket has
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - raises for a port that is no number from 0 to 65535
+    except ValueError:  # a bracket left open, an IPv6 address that is none, a bad port
         return "STRIPE_API_BASE must be an http:// or https:// address"
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
+    if parts.scheme not in ("http", "https") or not hostname:
+        return "STRIPE_API_BASE must be an http:// or https:// address"
+    if parts.username is not None or parts.password is not None:
+        # Named by the rule alone, like EMQX_BROKER_URL: the sentence is shown and logged.
+        return "STRIPE_API_BASE must not hold a login: the Stripe key is its only credential"
+    if parts.scheme == "http" and not is_loopback(hostname):
         return (
             "STRIPE_API_BASE is http:// to another machine: the Stripe key would cross the"
             " network in clear (use https://, or a stand-in on this machine)"

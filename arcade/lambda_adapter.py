@@ -25,6 +25,7 @@ the answer is then reshaped for the service that sent the event.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
@@ -99,11 +100,24 @@ class _Request:
             "headers": self.headers,
             # aws-wsgi would urlencode() this dict; the shim sets QUERY_STRING instead.
             "queryStringParameters": None,
-            "body": event.get("body"),
-            "isBase64Encoded": bool(event.get("isBase64Encoded")),
+            **_body_fields(event),
             # aws-wsgi picks its ALB response class by the presence of requestContext.elb.
             "requestContext": event.get("requestContext") or {},
         }
+
+
+def _body_fields(event: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the body and its encoding flag for aws-wsgi, which encodes a text body to UTF-8
+    strictly: one holding a lone surrogate (JSON can carry ``"\\udc80"``) raised
+    UnicodeEncodeError before the app ran, so it goes as the base64 of its bytes instead."""
+    body = event.get("body")
+    encoded = bool(event.get("isBase64Encoded"))
+    if isinstance(body, str) and not encoded:
+        try:
+            body.encode("utf-8")
+        except UnicodeEncodeError:
+            return {"body": base64.b64encode(_utf8(body)).decode("ascii"), "isBase64Encoded": True}
+    return {"body": body, "isBase64Encoded": encoded}
 
 
 def _kind_of(event: object) -> _Kind:
@@ -144,8 +158,8 @@ def _read_request(kind: _Kind, event: Mapping[str, Any]) -> _Request:
         cookies = [*(event.get("cookies") or []), *filter(None, [headers.pop("cookie", None)])]
         if cookies:
             headers["cookie"] = "; ".join(cookies)
-        # rawQueryString is what the client sent, byte for byte.
-        query_string = event.get("rawQueryString") or ""
+        # rawQueryString is what the client sent, byte for byte (see _ascii_query).
+        query_string = _ascii_query(event.get("rawQueryString") or "")
         remote_addr = request_context["http"].get("sourceIp")
     else:
         method = _field(event, "httpMethod", kind)
@@ -157,14 +171,14 @@ def _read_request(kind: _Kind, event: Mapping[str, Any]) -> _Request:
         if kind == "alb":
             # ALB passes keys and values on still percent-encoded: encoding them again
             # would double-encode.
-            query_string = "&".join(
-                f"{key}={value}" for key, values in query.items() for value in values
+            query_string = _ascii_query(
+                "&".join(f"{key}={value}" for key, values in query.items() for value in values)
             )
             remote_addr = _last_forwarded_for(headers)
         else:
             # API Gateway decodes them, so they must be encoded again.
             pairs = [(key, value) for key, values in query.items() for value in values]
-            query_string = urlencode(pairs, quote_via=quote)
+            query_string = urlencode(pairs, quote_via=quote, errors="surrogatepass")
             remote_addr = (request_context.get("identity") or {}).get("sourceIp")
 
     # The route the event names is the route, whatever the stage is called; only an event
@@ -320,7 +334,29 @@ def _rest_api_prefix(raw_path: str, full_path: object) -> str:
 def _wsgi_path(raw_path: str) -> str:
     # PEP 3333: PATH_INFO holds the decoded bytes as latin-1 code points; Werkzeug turns
     # them back into UTF-8 text.
-    return unquote_to_bytes(raw_path).decode("latin-1")
+    return unquote_to_bytes(_utf8(raw_path)).decode("latin-1")
+
+
+def _ascii_query(text: str) -> str:
+    """Return a query string as sent, with every byte that is not visible ASCII
+    percent-encoded.
+
+    An event carries the client's bytes decoded as UTF-8, and may carry what no UTF-8 holds
+    (a lone surrogate): a ``?q=€`` sent unencoded reached Werkzeug as a code point no WSGI
+    string may hold, and the handler raised UnicodeEncodeError for an anonymous caller (SPEC
+    "HTTP": a 4xx or the right answer). Encoded, it reads as the same text, or as a value the
+    route refuses.
+    """
+    return quote(_utf8(text), safe=_VISIBLE_ASCII)
+
+
+# Every visible ASCII character, the query's own delimiters and percent signs included.
+_VISIBLE_ASCII = "".join(chr(code) for code in range(0x21, 0x7F))
+
+
+def _utf8(text: str) -> bytes:
+    # "surrogatepass": JSON may carry a lone surrogate ("\\udc80"), which strict UTF-8 refuses.
+    return text.encode("utf-8", "surrogatepass")
 
 
 class _Shim:

@@ -21,8 +21,9 @@ __all__ = [
 ]
 
 # Libraries whose INFO lines repeat our own events: stripe logs every request, waitress its
-# start-up line (arcade.serve logs "serving" with the address).
-QUIET_LIBRARIES = ("stripe", "waitress")
+# start-up line (arcade.serve logs "serving" with the address); botocore says where it found
+# credentials and endpoints, a line before the one sentence of a start-up problem.
+QUIET_LIBRARIES = ("stripe", "waitress", "botocore")
 
 REFUSALS = RateLimited()
 

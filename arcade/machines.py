@@ -42,7 +42,17 @@ def hash_token(token: str) -> str:
 
     Tokens are 256 random bits, so one SHA-256 is enough: there is nothing to guess.
     """
-    return hashlib.sha256(token.encode()).hexdigest()
+    return hashlib.sha256(token_bytes(token)).hexdigest()
+
+
+def token_bytes(token: str) -> bytes:
+    """Return the bytes a presented token is compared by, whatever text it holds.
+
+    A Lambda event's JSON may carry a lone surrogate (``"\\udc80"``) in a header, which
+    ``str.encode()`` refuses with UnicodeEncodeError: a 500 for an anonymous caller (SPEC
+    "HTTP": a token that cannot be ours is a 401).
+    """
+    return token.encode("utf-8", "surrogatepass")
 
 
 def new_token() -> str:
@@ -107,7 +117,7 @@ class Registry:
         return bool(
             token
             and self.admin_api_key
-            and hmac.compare_digest(token.encode(), self.admin_api_key.encode())
+            and hmac.compare_digest(token_bytes(token), self.admin_api_key.encode())
         )
 
     def authorise(self, machine_id: str, authorization: str | None) -> Machine:

@@ -159,18 +159,22 @@ def _make_room(server: Any, newcomer: Any) -> None:
     header a byte at a time) would keep Stripe out until ``CHANNEL_TIMEOUT_SECONDS`` ends
     them (SPEC "Serving locally": idle or slow connections never hold what answers Stripe).
     A connection with a request received or an answer still to send is never closed here;
-    only when every connection has one does the server stop accepting. The limit counts the
-    connections of every address HOST names (their socket map is shared), so room is made
-    among all of them, not only among those to the address the newcomer came to. Runs on
-    waitress's loop thread, which alone closes connections.
+    only when every connection has one does the server stop accepting. Runs on waitress's
+    loop thread, which alone closes connections.
+
+    The limit counts the connections of every address served (HOST=* is 0.0.0.0 and ::, one
+    socket map), so the idle ones are looked for on every address too: looking only among
+    the newcomer's own listener's, idle connections to ``::1`` and one to ``127.0.0.1`` left
+    the map full with nothing to close, and every address stopped accepting.
     """
     from waitress.channel import HTTPChannel
 
+    socket_map = server._map
     limit = server.adj.connection_limit
-    while len(server._map) >= limit:
+    while len(socket_map) >= limit:
         idle = [
             channel
-            for channel in list(server._map.values())
+            for channel in list(socket_map.values())
             if isinstance(channel, HTTPChannel)
             and channel is not newcomer
             and not channel.requests

@@ -132,6 +132,9 @@ def test_a_plain_broker_elsewhere_is_refused_unless_allowed(tmp_path):
         ({"EMQX_BROKER_URL": "mqtts://b.example.com/topic"}, "EMQX_BROKER_URL must be"),
         ({"MQTT_TOPIC_PREFIX": "arcade/#"}, "MQTT_TOPIC_PREFIX must be"),
         ({"CABINET_HTTP_PORT": "70000"}, "CABINET_HTTP_PORT must be a whole number from 0"),
+        ({"CABINET_API_URL": "http://[::1"}, "--api-url must be an http:// or https://"),
+        ({"CABINET_API_URL": "https://api.example.com:99999"}, "--api-url must be an http://"),
+        ({"CABINET_API_URL": "https://cab:hunter2@api.example.com"}, "--api-url must not hold"),
     ],
     ids=[
         "mqtt_tls_true_loopback",
@@ -143,14 +146,19 @@ def test_a_plain_broker_elsewhere_is_refused_unless_allowed(tmp_path):
         "path",
         "wildcard_prefix",
         "http_port",
+        "api_url_bracket",
+        "api_url_port",
+        "api_url_login",
     ],
 )
 def test_the_cabinet_process_refuses_contradicting_or_malformed_broker_settings_in_a_sentence(
     tmp_path, env, named
 ):
-    """GIVEN a broker URL whose scheme MQTT_TLS contradicts (or one that is malformed) WHEN
-    `python -m arcade.cabinet` starts THEN one sentence names it, as the API does, instead of
-    quietly going plain text (or TLS) and connecting."""
+    """GIVEN a broker URL whose scheme MQTT_TLS contradicts (or one that is malformed), or an
+    API address that is malformed or holds a login WHEN `python -m arcade.cabinet` starts THEN
+    one sentence names it, as the API does, instead of quietly going plain text (or TLS) and
+    connecting (an API address urlsplit cannot read ended in its traceback; one with a login
+    or a port out of range was retried forever)."""
     import os
     import subprocess
     import sys
@@ -180,3 +188,45 @@ def test_the_cabinet_process_refuses_contradicting_or_malformed_broker_settings_
     assert "Traceback" not in run.stderr
     assert "hunter2" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--retry-max-delay", "-1"], "--retry-max-delay must be"),
+        (["--retry-max-delay", "0"], "--retry-max-delay must be"),
+        (["--retry-max-delay", "nan"], "--retry-max-delay must be"),
+        (["--retry-give-up", "-5"], "--retry-give-up must be"),
+    ],
+)
+def test_the_cabinet_process_refuses_a_retry_wait_that_is_no_wait(tmp_path, args, named):
+    """GIVEN --retry-max-delay of 0 or less (or NaN), or a --retry-give-up that is not above 0
+    WHEN `python -m arcade.cabinet` starts THEN one sentence names it (with -1 the cabinet
+    retried an API that was down thousands of times a second, a warning line each)."""
+    import os
+    import subprocess
+    import sys
+
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "CABINET_TOKEN": "mt_token",
+        "EMQX_BROKER_URL": "mqtts://127.0.0.1:8883",
+        "MQTT_CA_CERT": str(ca),
+        "PULSE_PUBLIC_KEY": A_KEY,
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "arcade.cabinet", "--machine", "cab001", "--http-port", "-1"]
+        + ["--state-file", str(tmp_path / "cabinet.db"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+
+    assert run.returncode != 0
+    [sentence] = run.stderr.strip().splitlines()
+    assert named in sentence

@@ -240,3 +240,46 @@ def test_python_app_py_with_a_bad_database_url_exits_1_in_one_line(url):
     assert "Traceback" not in done.stderr
     [failed] = [line for line in done.stderr.splitlines() if '"startup_failed"' in line]
     assert "DATABASE_URL" in failed or "SQLite store" in failed
+
+
+@pytest.mark.parametrize(
+    ("broker", "named"),
+    [
+        ({"EMQX_BROKER_URL": ""}, "EMQX_BROKER_URL not set"),
+        ({"EMQX_BROKER_URL": "mqtt://broker.example.com:1883"}, "plain-text MQTT"),
+    ],
+    ids=["no_broker", "refused_broker"],
+)
+def test_credits_given_by_hand_without_a_usable_broker_say_which_setting_holds_them(
+    tmp_path, broker, named
+):
+    """GIVEN no broker set (or one refused) WHEN `flask credits grant` runs THEN the grant
+    stands and stderr names the broker setting that holds its delivery (it said the broker
+    "did not acknowledge yet", of a broker that was never asked)."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'arcade.db'}",
+        # Empty values shadow a developer's .env.local.
+        "MQTT_TLS": "",
+        "MQTT_ALLOW_PLAINTEXT": "",
+        **broker,
+    }
+
+    def flask(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "app", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert flask("machines", "add", "cab001", "--token-only").returncode == 0
+    granted = flask("credits", "grant", "cab001", "2", "--reason", "coin mechanism jammed")
+
+    assert granted.returncode == 0, granted.stderr
+    assert granted.stdout.startswith("2 credits for cab001 as manual_")
+    [told] = [line for line in granted.stderr.splitlines() if line.startswith("not delivered")]
+    assert named in told and "the relay delivers it" in told

@@ -17,6 +17,8 @@ import pytest
 from tests.support.admin import login
 from tests.support.api_process import ApiProcess, flask_command
 from tests.support.app import ADMIN_KEY, WEBHOOK_SECRET, app_environment
+from tests.support.broker import free_loopback_port
+from tests.support.stripe_standin import event, sign_payload
 
 # paho leaves the socket of a connection to a stopped or refusing broker to the collector.
 pytestmark = pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
@@ -122,6 +124,76 @@ def test_more_idle_connections_than_the_server_takes_do_not_keep_stripe_out(api)
 
     assert (status, answer["result"]) == (200, "ignored")
     assert first_closed == b""
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
+def test_idle_connections_to_one_address_do_not_keep_stripe_out_of_another(
+    broker, stripe_standin, tmp_path
+):
+    """GIVEN HOST=* (waitress listens on 0.0.0.0 and on ::, one connection limit for both)
+    and as many idle connections to ::1 as the limit allows, then one idle connection to
+    127.0.0.1 WHEN Stripe posts a signed webhook to either address THEN it is answered at
+    once (room was made only among the newcomer's own address's connections: there were
+    none idle, so the server stopped accepting on every address until the idle ones timed
+    out), and the idle connections let go were the oldest ones, whichever their address."""
+    from arcade.serve import _connection_limit
+
+    env = app_environment(broker, stripe_standin, tmp_path / "arcade.db")
+    process = ApiProcess(env, tmp_path / "api.log", port=free_loopback_port())
+    process.env["HOST"] = "*"
+    process.start()
+    limit = _connection_limit()  # the server's too: it inherited this open-files limit
+    idle = []
+    try:
+        for _ in range(limit):
+            idle.append(socket.create_connection(("::1", process.port), timeout=10))
+        # Answered only once every connection before it on ::1 was taken in; then left open
+        # and idle like them, so the server is one connection short of its limit.
+        idle.append(keep_alive_status("::1", process.port))
+        idle.append(socket.create_connection(("127.0.0.1", process.port), timeout=10))
+
+        answers = [signed_webhook(host, process.port) for host in ("127.0.0.1", "::1")]
+        first_closed = idle[0].recv(1)
+    finally:
+        for conn in idle:
+            conn.close()
+        process.close()
+
+    assert answers == [(200, "ignored"), (200, "ignored")]
+    assert first_closed == b""
+
+
+def keep_alive_status(host: str, port: int) -> socket.socket:
+    """Ask GET /status on a connection of its own and return that connection, still open."""
+    conn = socket.create_connection((host, port), timeout=10)
+    conn.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert conn.recv(12) == b"HTTP/1.1 200"
+    return conn
+
+
+def signed_webhook(host: str, port: int) -> tuple[int, str]:
+    """POST a signed event Stripe sends to ``host``; return the status and the result."""
+    body = json.dumps(event("customer.created", {"id": "cus_1"})).encode()
+    headers = {
+        "Stripe-Signature": sign_payload(body, WEBHOOK_SECRET),
+        "Content-Type": "application/json",
+    }
+    conn = http.client.HTTPConnection(host, port, timeout=8)
+    try:
+        conn.request("POST", "/webhook", body, headers)
+        answer = conn.getresponse()
+        return answer.status, json.loads(answer.read())["result"]
+    finally:
+        conn.close()
 
 
 def test_anonymous_qr_requests_while_stripe_is_slow_hold_no_thread_stripe_needs(

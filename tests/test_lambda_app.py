@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gc
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -366,3 +367,65 @@ def test_the_real_app_behind_a_base_path_mapping_answers_status_and_webhooks(lam
     assert status["statusCode"] == 200
     assert hook["statusCode"] == 200, hook
     assert subscriber.wait_for(1)[0].payload["paymentId"] == "cs_mapped"
+
+
+@pytest.mark.parametrize("path", ["/machines/cab001", "/payments", "/machines"])
+@pytest.mark.parametrize("shape", ["rest_v1", "function_url"])
+def test_a_token_no_client_could_have_been_given_is_a_401_through_lambda(
+    lambda_app, caplog, shape, path
+):
+    """GIVEN an event whose Authorization holds a lone surrogate (JSON can carry "\\udc80")
+    WHEN a machine's or an admin route is asked through the handler THEN 401, no ERROR line
+    (encoding the token for the comparison raised UnicodeEncodeError: a 500)."""
+    lambda_app.extensions["arcade"].registry.register("cab001")
+    raw = MAKERS[shape](path=path, headers=[("Authorization", "Bearer mt_\udc80")])
+    sent = json.loads(json.dumps(raw))  # as Lambda hands it over: parsed from JSON text
+
+    answer = handle(lambda_app, sent, None)
+
+    assert answer["statusCode"] == 401
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def _with(event: dict, **fields) -> dict:
+    event.update(fields)
+    return event
+
+
+# Fields an event carries as the client sent them, holding what a WSGI string cannot: a
+# character sent unencoded in the query, a lone surrogate (JSON can carry "\udc80").
+RAW_EVENT_FIELDS = {
+    "query_euro": lambda: make_v2_event(path="/machines/cab001/qr.png", raw_query="quantity=€"),
+    "query_surrogate": lambda: make_v2_event(
+        path="/machines/cab001/qr.png", raw_query="quantity=\udc80"
+    ),
+    "rest_query_surrogate": lambda: _with(
+        make_v1_event(path="/machines/cab001/qr.png"),
+        queryStringParameters={"quantity": "\udc80"},
+        multiValueQueryStringParameters={"quantity": ["\udc80"]},
+    ),
+    "alb_query_euro": lambda: _with(
+        make_alb_event(path="/machines/cab001/qr.svg"),
+        multiValueQueryStringParameters={"quantity": ["€"]},
+    ),
+    "path_surrogate": lambda: make_v2_event(path="/machines/cab\udc80/qr.png"),
+    "body_surrogate": lambda: _with(
+        make_v2_event(method="POST", path="/create-payment-link"),
+        body='{"machine_id": "\udc80"}',
+        headers={"content-type": "application/json"},
+    ),
+}
+
+
+@pytest.mark.parametrize("fields", RAW_EVENT_FIELDS)
+def test_what_no_wsgi_string_can_hold_in_an_event_is_a_400_not_a_crash(lambda_app, caplog, fields):
+    """GIVEN an event whose query, path or body holds a character sent unencoded or a lone
+    surrogate WHEN the handler serves it THEN a 400 with no ERROR line (the handler raised
+    UnicodeEncodeError, or Werkzeug a UnicodeDecodeError 500, for an anonymous caller)."""
+    lambda_app.extensions["arcade"].registry.register("cab001")
+    sent = json.loads(json.dumps(RAW_EVENT_FIELDS[fields]()))
+
+    answer = handle(lambda_app, sent, None)
+
+    assert answer["statusCode"] == 400
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

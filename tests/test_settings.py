@@ -702,3 +702,22 @@ def test_the_broker_settings_repr_holds_no_password_even_from_a_malformed_url():
     )
 
     assert "hunter2" not in repr(broker) and "pw9" not in repr(broker)
+
+
+def test_urls_that_may_hold_a_password_stay_out_of_the_settings_repr():
+    """GIVEN a DATABASE_URL pasted from another service (postgres://user:password@…) and a
+    STRIPE_API_BASE with a login WHEN read THEN each is named as malformed or refused, and
+    neither password is in the settings' repr (both were shown as given)."""
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "postgres://arcade:db-hunter2@db.example.com/arcade",
+            "STRIPE_API_BASE": "https://arcade:api-hunter2@stripe-proxy.example.com",
+        }
+    )
+
+    shown = repr(settings)
+    assert "db-hunter2" not in shown and "api-hunter2" not in shown
+    assert "DATABASE_URL must be sqlite:///path.db or dynamodb://TABLE" in settings.problems
+    assert any(p.startswith("STRIPE_API_BASE must not hold a login") for p in settings.problems)
+    assert not any("hunter2" in problem for problem in settings.problems)
+    assert settings.stripe_api_base is None

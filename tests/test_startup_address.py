@@ -175,47 +175,6 @@ def test_an_argument_to_app_py_is_refused_rather_than_serving_elsewhere(tmp_path
     assert helped.returncode == 0 and helped.stdout.startswith("usage: python app.py")
 
 
-def test_idle_connections_on_one_address_never_keep_a_caller_out_on_another(tmp_path):
-    """GIVEN HOST=* (an IPv4 and an IPv6 socket) and more idle connections to 127.0.0.1 than
-    the connection limit, then one idle connection to [::1] WHEN a caller asks /status on
-    127.0.0.1 THEN it is answered at once (room was made only among connections of the
-    address each newcomer came to: the [::1] one filled the last place, and neither socket
-    accepted again until the idle ones timed out)."""
-    import socket
-
-    from arcade.serve import _connection_limit
-
-    limit = _connection_limit()  # the server's, as this raises the open-files limit likewise
-    port = free_loopback_port()
-    process = subprocess.Popen(
-        [sys.executable, "app.py"],
-        cwd=ROOT,
-        env=_env(tmp_path, HOST="*", PORT=str(port)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    idle: list[socket.socket] = []
-    try:
-        assert _status(f"http://127.0.0.1:{port}/status", time.monotonic() + 20) == 200
-        for _ in range(limit + 50):
-            idle.append(socket.create_connection(("127.0.0.1", port), timeout=10))
-        assert idle[40].recv(1) == b""  # the server took them all, letting the oldest go
-        idle.append(socket.create_connection(("::1", port), timeout=10))
-        time.sleep(0.5)  # accepted by the server
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as reply:
-            status = reply.status
-    finally:
-        for conn in idle:
-            conn.close()
-        stop_process(process)
-        stderr = _read_and_close(process)
-
-    assert status == 200
-    assert "Traceback" not in stderr
-
-
 def test_arguments_refused_by_app_py_are_not_written_to_the_log(tmp_path):
     """GIVEN a setting passed as an argument, the way `make` takes them (`python app.py
     ADMIN_API_KEY=…`) THEN exit 1 with a sentence that names the option words but never the
@@ -234,3 +193,77 @@ def test_arguments_refused_by_app_py_are_not_written_to_the_log(tmp_path):
     assert secret not in done.stderr + done.stdout
     [failed] = [json.loads(line) for line in done.stderr.splitlines() if "startup_failed" in line]
     assert "takes no arguments" in failed["error"] and "--admin-key" in failed["error"]
+
+
+# AWS settings boto3 cannot make a DynamoDB client from, each with the name the sentence gives.
+UNUSABLE_AWS_SETTINGS = [
+    ({"AWS_ENDPOINT_URL": "localhost:8000"}, "AWS_ENDPOINT_URL"),
+    ({"AWS_ENDPOINT_URL_DYNAMODB": "http://[::1"}, "AWS_ENDPOINT_URL_DYNAMODB"),
+    ({"AWS_MAX_ATTEMPTS": "three"}, "AWS_MAX_ATTEMPTS"),
+    ({"AWS_PROFILE": "no-such-profile"}, "AWS_PROFILE"),
+    ({"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE"}, "AWS_SECRET_ACCESS_KEY"),
+    ({"AWS_REGION": "", "AWS_DEFAULT_REGION": ""}, "AWS_REGION"),
+]
+
+
+@pytest.mark.parametrize(("settings", "named"), UNUSABLE_AWS_SETTINGS, ids=lambda v: str(v)[:40])
+def test_aws_settings_the_store_cannot_use_stop_every_start_in_one_sentence(
+    tmp_path, settings, named
+):
+    """GIVEN DATABASE_URL=dynamodb://… and an AWS setting boto3 cannot make a client from (an
+    endpoint that is no URL, a number that is none, a profile that does not exist, half a
+    key) WHEN `python app.py` or a flask command starts THEN one sentence naming the setting
+    and exit 1 (a malformed AWS_ENDPOINT_URL ended both in botocore's ValueError traceback,
+    after botocore's own INFO line, and a missing profile was reported as a missing
+    AWS_REGION)."""
+    aws = {
+        "DATABASE_URL": "dynamodb://arcade-pay",
+        "AWS_REGION": "eu-west-3",
+        "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
+        **settings,
+    }
+    assert named in _failed_start(tmp_path, **aws)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "machines", "list"],
+        cwd=ROOT,
+        env=_env(tmp_path, **aws),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    [sentence] = done.stderr.strip().splitlines()  # botocore's INFO lines came first
+    assert named in sentence
+
+
+@pytest.mark.parametrize("api_base", ["http://[::1", "https://[stripe]:443", "https://h:99999"])
+def test_a_stripe_api_base_that_is_no_address_is_named_and_the_server_still_starts(
+    tmp_path, api_base
+):
+    """GIVEN STRIPE_API_BASE that urlsplit cannot read (a bracket left open, a name in
+    brackets, a port out of range) WHEN `python app.py` starts THEN it serves, and /status
+    names the setting (it ended in urlsplit's ValueError traceback, and so did every flask
+    command)."""
+    port = free_loopback_port()
+    process = subprocess.Popen(
+        [sys.executable, "app.py"],
+        cwd=ROOT,
+        env=_env(tmp_path, STRIPE_API_BASE=api_base, PORT=str(port)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        assert _status(f"http://127.0.0.1:{port}/status", deadline) == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as answer:
+            problems = json.loads(answer.read())["problems"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        stop_process(process)
+        stderr = _read_and_close(process)
+    assert "STRIPE_API_BASE must be an http:// or https:// address" in problems
+    assert "Traceback" not in stderr

@@ -129,9 +129,19 @@ class ApiClient:
     """
 
     def __init__(self, api_url: str, token: str | None, *, timeout: float = 5.0):
-        parts = urlsplit(api_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise CabinetSettingsError("--api-url must be an http:// or https:// address")
+        rule = "--api-url must be an http:// or https:// address"
+        try:
+            parts = urlsplit(api_url)
+            hostname = parts.hostname
+            parts.port  # noqa: B018 - raises for a port that is no number from 0 to 65535
+        except ValueError as exc:  # a bracket left open, a bad port: a sentence, not a trace
+            raise CabinetSettingsError(rule) from exc
+        if parts.scheme not in ("http", "https") or not hostname:
+            raise CabinetSettingsError(rule)
+        if parts.username is not None or parts.password is not None:
+            # The token is the cabinet's credential; urllib would take the login for the host
+            # name and retry forever. Named by the rule alone: the sentence is printed.
+            raise CabinetSettingsError("--api-url must not hold a login (the token is sent)")
         self.api_url = api_url.rstrip("/")
         self.token = token
         self.timeout = timeout

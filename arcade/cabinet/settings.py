@@ -24,6 +24,7 @@ DEFAULT_HTTP_PORT = 8765
 DEFAULT_HEARTBEAT_SECONDS = 30.0
 MAX_HEARTBEAT_SECONDS = 3600.0
 HEARTBEAT_RULE = f"a number of seconds above 0, at most {MAX_HEARTBEAT_SECONDS:g}"
+MAX_RETRY_DELAY_SECONDS = 3600.0
 
 
 def heartbeat_ok(seconds: float) -> bool:
@@ -146,5 +147,15 @@ class CabinetSettings:
             found.append(
                 f"--heartbeat-seconds / CABINET_HEARTBEAT_SECONDS must be {HEARTBEAT_RULE}"
             )
+        # A wait of 0 or less (or NaN) between API attempts retried at once, thousands of
+        # times a second, each a warning line, while the API was down.
+        if not 0 < self.retry.max_delay <= MAX_RETRY_DELAY_SECONDS:
+            found.append(
+                "--retry-max-delay must be a number of seconds above 0, at most"
+                f" {MAX_RETRY_DELAY_SECONDS:g}"
+            )
+        give_up = self.retry.give_up_after
+        if give_up is not None and not give_up > 0:
+            found.append("--retry-give-up must be a number of seconds above 0")
         if found:
             raise CabinetSettingsError("; ".join(found))

@@ -814,16 +814,47 @@ def _default_client() -> Any:
 
     The region is AWS_REGION when set (what Lambda sets, and what the README and
     template.yaml name), else boto3's own chain: AWS_DEFAULT_REGION, then ~/.aws/config.
-    boto3 alone reads only the latter two.
+    boto3 alone reads only the latter two. Raises StoreError naming the AWS setting that
+    stops the client from being made.
     """
     import boto3
-    from botocore.exceptions import BotoCoreError
+    from botocore.exceptions import (
+        BotoCoreError,
+        InvalidRegionError,
+        NoRegionError,
+        PartialCredentialsError,
+        ProfileNotFound,
+    )
 
+    no_region = "could not set up the DynamoDB client: check AWS_REGION (or AWS_DEFAULT_REGION)"
+    region = os.environ.get("AWS_REGION", "").strip() or None
+    # botocore takes a blank AWS_DEFAULT_REGION as the region "" and fails on the endpoint
+    # it makes from it.
+    if region is None and os.environ.get("AWS_DEFAULT_REGION", "x").strip() == "":
+        raise StoreError(no_region)
+    # Each is a start-up problem of `python app.py` and every flask command: one sentence
+    # naming the setting (SPEC "Serving locally"), never botocore's own text or a traceback.
     try:
-        return boto3.client("dynamodb", region_name=os.environ.get("AWS_REGION") or None)
-    except BotoCoreError as exc:
+        return boto3.client("dynamodb", region_name=region)
+    except (NoRegionError, InvalidRegionError) as exc:
+        raise StoreError(no_region) from exc
+    except ProfileNotFound as exc:
         raise StoreError(
-            "could not set up the DynamoDB client: check AWS_REGION (or AWS_DEFAULT_REGION)"
+            "could not set up the DynamoDB client: AWS_PROFILE names no profile of the AWS"
+            " config files"
+        ) from exc
+    except PartialCredentialsError as exc:
+        raise StoreError(
+            "could not set up the DynamoDB client: set AWS_ACCESS_KEY_ID and"
+            " AWS_SECRET_ACCESS_KEY together (or neither)"
+        ) from exc
+    except (BotoCoreError, ValueError) as exc:
+        # ValueError: botocore's word for an endpoint that is no URL (AWS_ENDPOINT_URL,
+        # AWS_ENDPOINT_URL_DYNAMODB) or a number setting that is no number (AWS_MAX_ATTEMPTS).
+        raise StoreError(
+            "could not set up the DynamoDB client: check the AWS settings (AWS_ENDPOINT_URL"
+            " and AWS_ENDPOINT_URL_DYNAMODB must be http:// or https:// addresses;"
+            " AWS_MAX_ATTEMPTS, AWS_RETRY_MODE, AWS_DEFAULTS_MODE, AWS_CONFIG_FILE)"
         ) from exc
 
 
