@@ -823,4 +823,16 @@ def test_each_secret_parameter_allows_exactly_what_the_settings_take(template, p
         used = settings.problems == () and settings.missing(variable) == []
         assert used is taken, (value, settings.problems)
         deploys = re.fullmatch(spec["AllowedPattern"], value) is not None
+        deploys = deploys and len(value) >= spec.get("MinLength", 0)
         assert deploys is taken, (parameter, value)
+
+
+def test_the_admin_key_is_asked_for_at_deploy_and_is_32_characters_or_more(template):
+    """GIVEN template.yaml WHEN its AdminApiKey parameter is read THEN it has no default (a
+    deploy asks for it) and CloudFormation's MinLength refuses a key shorter than the 32
+    characters the settings require, before any deploy."""
+    spec = template["Parameters"]["AdminApiKey"]
+
+    assert "Default" not in spec
+    assert spec["MinLength"] == 32
+    assert spec["NoEcho"] is True
