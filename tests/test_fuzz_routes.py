@@ -148,7 +148,7 @@ def fuzz_app(broker, tmp_path_factory):
     query=st.lists(st.tuples(QUERY_KEYS, TEXT), max_size=3),
     credentials=st.sampled_from(["none", "machine", "admin"]),
 )
-# The player's page of a machine id that cannot be one: its HTML 404 page, every run.
+# The player's page of a machine id that cannot be one: its HTML 400 page, every run.
 @example(method="GET", path="/play/%ff", headers=[], body=b"", query=[], credentials="none")
 def test_no_input_makes_a_500_or_an_error_line(
     fuzz_app, caplog, method, path, headers, body, query, credentials

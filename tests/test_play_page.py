@@ -116,7 +116,9 @@ def test_the_page_is_cacheable_and_says_plainly_what_is_wrong(make_app, stripe_s
     assert again.status_code == 304
     missing = client.get("/play/cab999")
     assert missing.status_code == 404 and b"No such machine" in missing.data
-    assert client.get("/play/bad%20id").status_code == 404
+    bad = client.get("/play/bad%20id")
+    assert bad.status_code == 400 and bad.mimetype == "text/html"
+    assert "does not name a machine" in bad.data.decode()
     # A cabinet that said its MQTT is down cannot take money: no link is shown.
     token = app.extensions["arcade"].registry.rotate_token("cab001")
     client.post(

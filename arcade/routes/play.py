@@ -35,8 +35,16 @@ CACHE_SECONDS = 60
 
 @bp.get("/play/<machine_id>")
 def player_page(machine_id: str):
+    if not is_valid_machine_id(machine_id):
+        # SPEC "HTTP": an id that cannot be a machine's is a 400 before any other work.
+        return _page(
+            "play/message.html",
+            400,
+            title="Not a machine code",
+            message="This address does not name a machine. Scan the code on the cabinet again.",
+        )
     svc = services()
-    machine = svc.store.get_machine(machine_id) if is_valid_machine_id(machine_id) else None
+    machine = svc.store.get_machine(machine_id)
     if machine is None:
         return _page(
             "play/message.html",
