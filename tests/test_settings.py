@@ -145,6 +145,9 @@ def test_aliases_are_accepted_and_the_main_name_wins(environ, expected):
         ("mqtt://[::1]:1883", "::1", 1883, False),
         ("mqtts://host.example.com", "host.example.com", 8883, True),
         ("host.example.com", "host.example.com", 8883, True),
+        # No port in the URL: the transport's standard one, not the TLS port for plain text.
+        ("mqtt://localhost", "localhost", 1883, False),
+        ("mqtt://[::1]", "::1", 1883, False),
     ],
 )
 def test_the_broker_url_sets_host_port_and_tls(url, host, port, tls):
@@ -152,6 +155,26 @@ def test_the_broker_url_sets_host_port_and_tls(url, host, port, tls):
     settings = Settings.from_env({"EMQX_BROKER_URL": url})
 
     assert (settings.broker_host, settings.broker_port, settings.broker_tls) == (host, port, tls)
+    assert settings.problems == ()
+
+
+@pytest.mark.parametrize(
+    ("env", "port"),
+    [
+        ({"EMQX_BROKER_URL": "localhost", "MQTT_TLS": "false"}, 8883),
+        ({"EMQX_BROKER_URL": "localhost", "MQTT_TLS": "false", "EMQX_PORT": "11883"}, 11883),
+        ({"EMQX_BROKER_URL": "mqtt://localhost", "EMQX_PORT": "11883"}, 11883),
+        ({"EMQX_BROKER_URL": "mqtts://b.example.com", "EMQX_PORT": "8884"}, 8884),
+        ({"EMQX_BROKER_URL": "mqtts://b.example.com:8885", "EMQX_PORT": "8884"}, 8885),
+    ],
+)
+def test_the_broker_port_is_the_urls_else_emqx_port_else_the_transports_own(env, port):
+    """GIVEN a broker address without a port WHEN read THEN EMQX_PORT when given, else 1883
+    for an mqtt:// URL (a plain-text client on 8883 only ever timed out) and 8883 otherwise,
+    as SPEC's settings table says; a port in the URL wins over EMQX_PORT."""
+    settings = Settings.from_env(env)
+
+    assert settings.broker_port == port
     assert settings.problems == ()
 
 

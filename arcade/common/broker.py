@@ -19,6 +19,7 @@ from arcade.wire import DEFAULT_TOPIC_PREFIX, is_loopback
 # The folder that holds arcade/: the repo's root, or the folder copied onto a cabinet.
 DEFAULT_CA_CERT = Path(__file__).resolve().parent.parent.parent / "ca.crt"
 DEFAULT_BROKER_PORT = 8883
+PLAINTEXT_BROKER_PORT = 1883
 BROKER_URL_RULE = "EMQX_BROKER_URL must be a host name, mqtts://host:port or mqtt://host:port"
 
 
@@ -55,11 +56,15 @@ def read_broker(reader: EnvReader) -> Broker:
     url = reader.text("EMQX_BROKER_URL", "MQTT_BROKER")
     said_tls = reader.text("MQTT_TLS")
     tls = reader.flag("MQTT_TLS", default=True)
-    port = reader.integer("EMQX_PORT", "MQTT_PORT", default=DEFAULT_BROKER_PORT, low=1, high=65535)
+    given_port = reader.integer("EMQX_PORT", "MQTT_PORT", default=0, low=1, high=65535)  # 0: none
     host, conflict = (url, None) if url is None else _read_url(reader, url, said_tls)
+    # The URL's port, else EMQX_PORT, else for mqtt:// the scheme's own 1883 (a plain-text
+    # client on the TLS port only ever times out) and 8883 otherwise (SPEC "Settings").
+    port = given_port or DEFAULT_BROKER_PORT
     if url is not None and host is not None and "://" in url:
-        tls = urlsplit(url).scheme == "mqtts"
-        port = urlsplit(url).port or port
+        parts = urlsplit(url)
+        tls = parts.scheme == "mqtts"
+        port = parts.port or given_port or (DEFAULT_BROKER_PORT if tls else PLAINTEXT_BROKER_PORT)
     return Broker(
         host=host,
         port=port,
