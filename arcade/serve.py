@@ -134,9 +134,12 @@ def _json_error_channel() -> type:
     class JsonErrorTask(ErrorTask):
         def execute(self) -> None:
             error = self.request.error
+            # What waitress cannot take from a caller (a transfer coding it does not know is
+            # its 501) is the caller's bad input: a 4xx, never a 5xx (SPEC "HTTP").
+            status = error.code if error.code < 500 else 400
             code, sentence = HTTP_CODES.get(error.code, HTTP_CODES[400])
             body = json.dumps({"error": sentence, "code": code}).encode()
-            self.status = f"{error.code} {error.reason}"
+            self.status = f"{status} {error.reason if status == error.code else 'Bad Request'}"
             self.response_headers.append(("Content-Type", "application/json"))
             self.set_close_on_finish()
             self.content_length = len(body)

@@ -45,8 +45,14 @@ def exchange(api: ApiProcess, raw: bytes) -> tuple[int, dict[str, str], dict]:
         (b"GARBAGE\r\n\r\n", 400, "bad_request"),
         (b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400, "bad_request"),
         (
+            # A transfer coding the server does not know is the caller's to change: a 4xx.
             b"POST /webhook HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
-            501,
+            400,
+            "not_implemented",
+        ),
+        (
+            b"POST /webhook HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n",
+            400,
             "not_implemented",
         ),
         (
