@@ -160,7 +160,8 @@ class Settings:
             )
             admin_api_key = None
         problems_before = len(reader.problems)
-        port = reader.integer("PORT", default=5000, low=1, high=65535)
+        # Lambda listens on no port: a PORT left in its environment is no problem there.
+        port = 5000 if in_lambda else reader.integer("PORT", default=5000, low=1, high=65535)
         # A malformed PORT stops `python app.py`: serving on some other port would be a
         # surprise (SPEC "Serving locally": a start-up problem is one sentence and exit 1).
         address_problem = next(iter(reader.problems[problems_before:]), None)

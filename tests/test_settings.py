@@ -347,6 +347,27 @@ def test_status_names_missing_settings(make_app, stripe_standin):
     assert stripe_standin.requests == []
 
 
+def test_status_tells_a_refused_stripe_setting_from_a_missing_one(make_app, stripe_standin):
+    """GIVEN a publishable STRIPE_API_KEY (given, but refused), a bare whsec_ and no price
+    WHEN /status is read THEN the key and the secret are "refused" and the price "missing",
+    each named among the problems (a refused key showed as "missing", though it was set)."""
+    client = make_app(
+        STRIPE_API_KEY="pk_test_51Habc", STRIPE_WEBHOOK_SECRET="whsec_", STRIPE_PRICE_ID=""
+    ).test_client()
+
+    answer = client.get("/status").json
+
+    assert answer["stripe"] == {
+        "api_key": "refused",
+        "webhook_secret": "refused",
+        "default_price": "missing",
+    }
+    problems = " | ".join(answer["problems"])
+    assert "STRIPE_API_KEY" in problems and "STRIPE_WEBHOOK_SECRET" in problems
+    assert "pk_test_51Habc" not in json.dumps(answer)
+    assert stripe_standin.requests == []
+
+
 def test_status_names_a_missing_default_price_and_admin_key(make_app, stripe_standin):
     """GIVEN no STRIPE_PRICE_ID and no ADMIN_API_KEY WHEN /status is read THEN both are named
     among the problems, each saying what stops."""
@@ -744,3 +765,13 @@ def test_urls_that_may_hold_a_password_stay_out_of_the_settings_repr():
     assert any(p.startswith("STRIPE_API_BASE must not hold a login") for p in settings.problems)
     assert not any("hunter2" in problem for problem in settings.problems)
     assert settings.stripe_api_base is None
+
+
+def test_a_malformed_port_is_no_problem_in_lambda_which_listens_on_none():
+    """GIVEN PORT=abc WHEN the settings are read in Lambda THEN nothing is named (no port is
+    listened on there, so /status/ready must not fail on it); outside Lambda it is named."""
+    in_lambda = Settings.from_env({"PORT": "abc", "AWS_LAMBDA_FUNCTION_NAME": "arcade-pay"})
+    local = Settings.from_env({"PORT": "abc"})
+
+    assert not any("PORT" in problem for problem in in_lambda.problems)
+    assert any(problem.startswith("PORT") for problem in local.problems)

@@ -3,10 +3,15 @@ GET /pulse-key."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flask import Blueprint, request
 
 from arcade import __version__, wire
 from arcade.services import services
+
+if TYPE_CHECKING:
+    from arcade.config import Settings
 
 bp = Blueprint("status", __name__)
 
@@ -40,9 +45,9 @@ def status():
         "message": "API is running",
         "version": __version__,
         "stripe": {
-            "api_key": "set" if settings.stripe_api_key else "missing",
-            "webhook_secret": "set" if settings.stripe_webhook_secret else "missing",
-            "default_price": "set" if settings.stripe_price_id else "missing",
+            "api_key": _state(settings, "STRIPE_API_KEY"),
+            "webhook_secret": _state(settings, "STRIPE_WEBHOOK_SECRET"),
+            "default_price": _state(settings, "STRIPE_PRICE_ID"),
         },
         "broker": {
             "host": settings.broker_host,
@@ -63,3 +68,11 @@ def status():
 def pulse_key():
     """The public key cabinets pin to check coinpulse and gameover signatures."""
     return {"alg": wire.SIGNATURE_ALGORITHM, "public_key": services().signer.public_key()}
+
+
+def _state(settings: Settings, name: str) -> str:
+    """Return "set", "refused" (given, but not used: ``problems`` says why) or "missing"."""
+    if not settings.missing(name):
+        return "set"
+    refused = any(problem.startswith(f"{name} ") for problem in settings.problems)
+    return "refused" if refused else "missing"
