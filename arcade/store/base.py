@@ -73,7 +73,8 @@ class Machine:
     """A registered cabinet."""
 
     machine_id: str
-    token_hash: str
+    # Kept out of repr, as every credential is: a record may be shown in a log or a trace.
+    token_hash: str = field(repr=False)
     created_at: datetime
     name: str | None = None
     price_id: str | None = None
