@@ -143,7 +143,9 @@ def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(view)
     def wrapped(**kwargs: Any) -> Any:
         if not g.get("operator"):
-            return redirect(url_for("admin.login", next=request.full_path.rstrip("?")))
+            # full_path leaves out a base path (Lambda's /pay): _back compares with url_for.
+            asked = request.script_root + request.full_path.rstrip("?")
+            return redirect(url_for("admin.login", next=asked))
         return view(**kwargs)
 
     return wrapped
@@ -197,12 +199,27 @@ def arcade_error(exc: ArcadeError) -> Any:
 
 
 def _back(default: str) -> str:
-    """Return where a form asked to go back to, if it is one of these pages."""
+    """Return where a form asked to go back to, if it is one of these pages, else ``default``.
+
+    The caller chose ``next``: only a path under /admin, of visible ASCII (a CR or LF would
+    split the Location header, a 500), with no ``.`` or ``..`` segment to climb out of it
+    (``%2e%2e`` is ``..`` to a browser too), no backslash (read as ``/``) and no scheme or
+    host of its own, is taken.
+    """
+    from urllib.parse import unquote, urlsplit
+
     target = request.form.get("next") or request.args.get("next") or ""
     prefix = url_for("admin.machines")
-    if target.startswith(prefix) and not target.startswith("//") and "\\" not in target:
-        return target
-    return default
+    if (
+        not target.startswith(prefix)
+        or not all("!" <= char <= "~" for char in target)
+        or "\\" in target
+    ):
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or {".", ".."} & set(unquote(parts.path).split("/")):
+        return default
+    return target
 
 
 def _act(action: Callable[[], str], *, back: str) -> Any:
