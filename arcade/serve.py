@@ -95,6 +95,10 @@ def make_server(app: Any, host: str, port: int) -> Listening:
             # Refuse a larger body as it arrives, not after spooling it to disk (Flask's own
             # 413 at MAX_BODY_BYTES would come only once all of it was read).
             max_request_body_size=MAX_BODY_BYTES,
+            # A proxy ending TLS in front says so in X-Forwarded-Proto or Forwarded; no proxy
+            # is trusted (the scheme and client address stay the socket's), but the header
+            # reaches the app, where it can only make the /admin cookie stricter (Secure).
+            clear_untrusted_proxy_headers=False,
         )
     except OSError as exc:
         _close_all(socket_map)

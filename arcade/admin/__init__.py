@@ -67,9 +67,32 @@ class AdminSessionInterface(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
     def get_cookie_secure(self, app: Flask) -> bool:
+        """Secure unless a loopback host was asked over plain http. A proxy in front (TLS
+        ended on this machine, forwarding to 127.0.0.1) says https in ``X-Forwarded-Proto``
+        or ``Forwarded``: a caller who sends either only makes the cookie stricter, so it is
+        believed here without a list of trusted proxies."""
         from arcade.wire import is_loopback
 
-        return not is_loopback(request.host.rsplit(":", 1)[0] if request else "")
+        if not request:
+            return True
+        return (
+            request.is_secure
+            or _forwarded_https()
+            or not is_loopback(request.host.rsplit(":", 1)[0])
+        )
+
+
+def _forwarded_https() -> bool:
+    """Return True when a proxy's header says the browser's request came over https."""
+    said = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    if said == "https":
+        return True
+    forwarded = request.headers.get("Forwarded", "").split(",")[0]
+    for pair in forwarded.split(";"):
+        name, _, value = pair.strip().partition("=")
+        if name.strip().lower() == "proto" and value.strip().strip('"').lower() == "https":
+            return True
+    return False
 
 
 def init_app(app: Flask, admin_api_key: str | None) -> None:
