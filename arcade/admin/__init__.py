@@ -13,6 +13,7 @@ import functools
 import hashlib
 import hmac
 import logging
+import secrets
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -119,6 +120,20 @@ def _fingerprint(key: str) -> str:
     return hmac.new(key.encode(), b"arcade-admin-login", hashlib.sha256).hexdigest()[:32]
 
 
+# A signed cookie stays valid until it expires, wherever a copy of it went: logging out
+# records the login's id, and a cookie carrying a recorded id opens no page (SPEC
+# "Operators": logging out ends the session).
+ENDED_SESSION = "admin_session_ended:"
+
+
+def _session_open() -> bool:
+    """Return True when the session's login has an id that was not logged out."""
+    login_id = session.get("login")
+    if not isinstance(login_id, str) or not login_id:
+        return False  # a cookie from before logins had ids: log in again
+    return services().store.get_value(ENDED_SESSION + login_id) is None
+
+
 @bp.before_request
 def load_operator() -> Any:
     """Refuse everything while admin is off; check the CSRF token of every POST."""
@@ -132,7 +147,7 @@ def load_operator() -> Any:
             ),
             503,
         )
-    g.operator = session.get("operator") == _fingerprint(key)
+    g.operator = session.get("operator") == _fingerprint(key) and _session_open()
     if request.method == "POST":
         from flask_wtf.csrf import CSRFError, validate_csrf
         from wtforms import ValidationError
@@ -274,6 +289,7 @@ def login() -> Any:
             session.clear()
             session.permanent = True
             session["operator"] = _fingerprint(key)
+            session["login"] = secrets.token_urlsafe(16)
             return redirect(_back(url_for("admin.machines")))
         REFUSALS.log(logger, "credentials_refused", code="admin_login", path=request.path)
         flash("That is not the admin key.", "error")
@@ -285,6 +301,11 @@ def login() -> Any:
 
 @bp.post("/logout")
 def logout() -> Any:
+    login_id = session.get("login")
+    if g.get("operator") and isinstance(login_id, str):
+        from arcade.clock import utc_now
+
+        services().store.put_value(ENDED_SESSION + login_id, utc_now().isoformat())
     session.clear()
     flash("Logged out.", "ok")
     return redirect(url_for("admin.login"))
