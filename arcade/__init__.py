@@ -31,7 +31,7 @@ def create_app(
     """Build the Flask app and its services; connect to nothing yet."""
     from flask import Flask
 
-    from arcade import admin, cli
+    from arcade import admin, cli, page_headers
     from arcade.config import Settings
     from arcade.http_errors import register_error_handlers
     from arcade.logs import log_event
@@ -55,5 +55,6 @@ def create_app(
         app.register_blueprint(module.bp)
     admin.init_app(app, settings.admin_api_key)
     register_error_handlers(app)
+    page_headers.init_app(app)
     cli.register(app)
     return app
