@@ -148,6 +148,16 @@ def _instant(value: str, name: str, *, tz: tzinfo, end: bool) -> datetime:
     return moment.astimezone(UTC)
 
 
+def check_payment_id(payment_id: Any) -> str:
+    """Return ``payment_id`` when it can be one (``wire.PAYMENT_ID_PATTERN``: 1 to 255
+    printable ASCII characters); raise BadRequest ``invalid_payment_id``. Decided here for the
+    JSON API, the /admin forms and the CLI alike: a made-up id is never looked up, nor
+    repeated back at any length."""
+    if not isinstance(payment_id, str) or not wire.PAYMENT_ID_PATTERN.fullmatch(payment_id):
+        raise BadRequest("that is not a payment id", code="invalid_payment_id")
+    return payment_id
+
+
 def page_size(value: Any) -> int:
     """Return a page size from a query parameter (1..MAX_PAGE); raise BadRequest."""
     if value is None or value == "":
@@ -297,8 +307,8 @@ class Operators:
         }
 
     def payment(self, payment_id: str) -> Payment:
-        """Return a stored payment; raise UnknownPayment."""
-        payment = self.store.get_payment(payment_id)
+        """Return a stored payment; raise BadRequest (not an id), UnknownPayment."""
+        payment = self.store.get_payment(check_payment_id(payment_id))
         if payment is None:
             raise UnknownPayment(payment_id)
         return payment
@@ -391,10 +401,10 @@ class Operators:
     def resend(self, payment_id: str) -> dict[str, Any]:
         """Publish a grant's coinpulse again; return ``{"payment_id", "result", "status"}``.
 
-        Raises UnknownPayment, Conflict, BrokerUnavailable, PublishRefused, SettingsError,
-        StoreError (``Ledger.resend``).
+        Raises BadRequest (not a payment id), UnknownPayment, Conflict, BrokerUnavailable,
+        PublishRefused, SettingsError, StoreError (``Ledger.resend``).
         """
-        outcome = self.ledger.resend(payment_id)
+        outcome = self.ledger.resend(check_payment_id(payment_id))
         payment = self.payment(payment_id)
         return {"payment_id": payment_id, "result": outcome.result, "status": payment.status}
 

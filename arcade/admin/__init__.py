@@ -271,12 +271,21 @@ def _act(action: Callable[[], str], *, back: str) -> Any:
     return redirect(_back(back))
 
 
+# A flashed sentence travels in the session cookie, and may quote what a form sent (a time
+# zone, an id): longer, the cookie would pass the 4 KB a browser keeps, which logs the
+# operator out and writes a raw warning to stderr.
+FLASH_CHARS = 300
+
+
 def _sentence(text: str) -> str:
-    """Return the API's lower-case message as a sentence for a page."""
+    """Return the API's lower-case message as a sentence for a page, at most
+    ``FLASH_CHARS`` long (cut with an ellipsis)."""
     text = text.strip()
+    if len(text) > FLASH_CHARS:
+        text = text[: FLASH_CHARS - 1].rstrip() + "…"
     if not text:
         return text
-    return text[0].upper() + text[1:] + ("" if text[-1] in ".!?" else ".")
+    return text[0].upper() + text[1:] + ("" if text[-1] in ".!?…" else ".")
 
 
 # --- log in and out ---------------------------------------------------------------------------

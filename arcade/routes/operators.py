@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
-from arcade.errors import BadRequest
 from arcade.machines import check_machine_id
 from arcade.routes import idempotency_key, json_body
 from arcade.services import services
-from arcade.wire import PAYMENT_ID_PATTERN
 
 bp = Blueprint("operators", __name__)
 
@@ -22,9 +20,9 @@ def _admin() -> None:
 
 
 def _payment_id(value: str) -> str:
-    if not PAYMENT_ID_PATTERN.fullmatch(value):
-        raise BadRequest("that is not a payment id", code="invalid_payment_id")
-    return value
+    from arcade.operators import check_payment_id
+
+    return check_payment_id(value)
 
 
 @bp.get("/payments")
