@@ -12,7 +12,7 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
 from arcade.config import MAX_CREDITS_PER_UNIT
-from arcade.errors import ArcadeError, SettingsError, StoreError
+from arcade.errors import ApiError, ArcadeError, SettingsError, StoreError
 from arcade.machines import describe
 from arcade.services import services
 from arcade.wire import MACHINE_ID_RULE, is_valid_machine_id
@@ -61,6 +61,8 @@ def add_machine(
             machine_id, name=name, price_id=price_id, credits_per_unit=credits_per_unit
         )
         public_key = svc.signer.public_key()
+    except ApiError as exc:  # a name or price id that cannot be one
+        raise click.ClickException(exc.message) from exc
     except (StoreError, SettingsError) as exc:
         raise click.ClickException(str(exc)) from exc
     # Under a plan its bundles' links are made now; failures are listed, never fatal.

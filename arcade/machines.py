@@ -24,6 +24,38 @@ def check_machine_id(value: object) -> str:
     return value  # type: ignore[return-value]
 
 
+MAX_MACHINE_NAME = 80
+
+
+def check_machine_name(value: object) -> str | None:
+    """Return a machine's name with its spaces tidied (None stays None): 1 to
+    ``MAX_MACHINE_NAME`` printable characters, as a bundle's name and a grant's reason must
+    be. It is shown on the /admin pages, the player's page and in ``machines list``: no line
+    break, control or direction-changing character, no page-long text. Raises BadRequest."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest("name must be a string", code="invalid_name")
+    name = " ".join(value.split())
+    if not name or len(name) > MAX_MACHINE_NAME or not name.isprintable():
+        raise BadRequest(
+            f"name must be 1 to {MAX_MACHINE_NAME} printable characters", code="invalid_name"
+        )
+    return name
+
+
+def check_price_id(value: object) -> str | None:
+    """Return a machine's Stripe Price id (None stays None): ``price_`` and letters, digits
+    or ``_``, as a plan's bundle gives it. Raises BadRequest."""
+    from arcade.pricing import PRICE_ID
+
+    if value is None:
+        return None
+    if not isinstance(value, str) or not PRICE_ID.fullmatch(value):
+        raise BadRequest("price_id must be a Stripe price id (price_…)", code="invalid_price_id")
+    return value
+
+
 def describe(machine: Machine) -> dict[str, object]:
     """Return what an operator may see of a machine (everything but its token hash)."""
     return {
@@ -78,10 +110,13 @@ class Registry:
         price_id: str | None = None,
         credits_per_unit: int | None = None,
     ) -> tuple[Machine, str]:
-        """Store a new machine and return it with its token (shown once)."""
+        """Store a new machine and return it with its token (shown once). Raises BadRequest
+        for an id, name or price id that cannot be one, MachineExists, StoreError."""
         from arcade.store.base import Machine
 
         check_machine_id(machine_id)
+        name = check_machine_name(name)
+        price_id = check_price_id(price_id)
         token = new_token()
         machine = Machine(
             machine_id=machine_id,

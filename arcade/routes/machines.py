@@ -130,10 +130,6 @@ def register_machine():
     machine_id = check_machine_id(body.get("machine_id"))
     name, price_id = body.get("name"), body.get("price_id")
     credits_per_unit = body.get("credits_per_unit")
-    if name is not None and not isinstance(name, str):
-        raise BadRequest("name must be a string", code="invalid_name")
-    if price_id is not None and not isinstance(price_id, str):
-        raise BadRequest("price_id must be a string", code="invalid_price_id")
     if credits_per_unit is not None and (
         isinstance(credits_per_unit, bool)
         or not isinstance(credits_per_unit, int)
