@@ -263,3 +263,69 @@ def test_in_chromium_other_sites_can_neither_frame_the_pages_nor_send_their_form
     assert status == 200
     browser.open(f"{base}/admin/payments")
     assert browser.wait_for_text("Payments needing attention", timeout=30)
+
+
+# --- what a form or a registration may store or echo ---------------------------------------------
+def test_a_made_up_payment_id_in_a_form_is_refused_and_the_login_cookie_stays_small(api):
+    """GIVEN a logged-in operator WHEN resend and refund forms are posted for a payment id of
+    6,000 random letters THEN the page says it is not a payment id, the cookie that carries
+    that sentence stays under the 4 KB a browser keeps (the operator stays logged in), and the
+    log has no line that is not JSON (werkzeug's 'cookie is too large' warning)."""
+    import secrets
+    import string
+
+    operator = Operator(api)
+    operator.log_in()
+    made_up = "".join(secrets.choice(string.ascii_letters) for _ in range(6000))
+    for action in ("resend", "refund"):
+        form = {"csrf_token": operator.csrf("/admin/payments")}
+        sent = operator.send("POST", f"/admin/payments/{made_up}/{action}", form)
+        assert sent.status == 302
+        assert len(sent.getheader("Set-Cookie")) < 4000
+        shown = operator.send("GET", "/admin/payments")
+        assert shown.status == 200
+        assert "That is not a payment id." in shown.text  # type: ignore[attr-defined]
+        assert made_up[:50] not in shown.text  # type: ignore[attr-defined]
+    for line in api.log_text().splitlines():
+        assert line.startswith("{"), line[:200]
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"name": '"><script>alert(1)</script>\u202e'}, "invalid_name"),
+        ({"name": "Pac\x00Man"}, "invalid_name"),
+        ({"name": "n" * 81}, "invalid_name"),
+        ({"name": "   "}, "invalid_name"),
+        ({"price_id": "<b>price</b>"}, "invalid_price_id"),
+        ({"price_id": "price_" + "1" * 300}, "invalid_price_id"),
+    ],
+)
+def test_a_machine_name_or_price_that_cannot_be_one_is_refused(api, body, code):
+    """GIVEN the operator API WHEN a machine is registered with a name holding a NUL, a
+    control or direction-changing character, or page-long, or a price id that is no Stripe id
+    THEN 400 naming the field, and nothing is registered."""
+    status, answer = api.request(
+        "POST",
+        "/machines",
+        json.dumps({"machine_id": "cab009", **body}).encode(),
+        {"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"},
+    )
+    assert (status, answer["code"]) == (400, code)
+    listed = api.request("GET", "/machines", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    assert listed[1]["machines"] == []
+
+
+def test_the_cli_refuses_a_machine_name_that_cannot_be_one_in_one_sentence(api):
+    from tests.support.api_process import flask_command
+
+    done = flask_command(api.env, "machines", "add", "cab009", "--name", "a\x1b[2Jb")
+    assert done.returncode == 1
+    assert done.stderr.strip() == "Error: name must be 1 to 80 printable characters"
+    tidy = flask_command(api.env, "machines", "add", "cab010", "--name", "  Pac   Man ")
+    assert tidy.returncode == 0, tidy.stderr
+    assert json.loads(tidy.stdout.splitlines()[-1])["machine_id"] == "cab010"
+    status, answer = api.request(
+        "GET", "/machines", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    )
+    assert [m["name"] for m in answer["machines"]] == ["Pac Man"]
