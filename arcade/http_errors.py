@@ -77,6 +77,12 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
+        if request.path == "/admin" or request.path.startswith("/admin/"):
+            # A method no /admin route takes (PUT /admin/login) fails before the admin
+            # Blueprint is known: the operator's pages answer with a page, not JSON.
+            from arcade.admin import http_error as page_error
+
+            return page_error(exc)
         status = exc.code or 500
         code, message = HTTP_CODES.get(status, ("http_error", "the request failed"))
         body, _ = error_body(status, code, message)

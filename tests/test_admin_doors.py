@@ -329,3 +329,12 @@ def test_the_cli_refuses_a_machine_name_that_cannot_be_one_in_one_sentence(api):
         "GET", "/machines", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
     )
     assert [m["name"] for m in answer["machines"]] == ["Pac Man"]
+
+
+@pytest.mark.parametrize(("method", "path"), [("PUT", "/admin/login"), ("DELETE", "/admin/")])
+def test_a_method_the_pages_do_not_take_is_a_405_page(api, method, path):
+    answer = Operator(api).send(method, path)
+    assert answer.status == 405
+    assert answer.getheader("Content-Type").startswith("text/html")
+    assert "GET" in answer.getheader("Allow")
+    assert api.request("PUT", "/status")[1]["code"] == "method_not_allowed"  # the API: JSON

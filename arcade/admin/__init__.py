@@ -214,9 +214,12 @@ def http_error(exc: HTTPException) -> Any:
         else:
             message = CSRF_MESSAGE
         return render_template("admin/message.html", title="Refused", message=message), 403
+    # Keep werkzeug's headers that matter to the client, e.g. Allow on a 405.
+    headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
     return (
         render_template("admin/message.html", title=exc.name, message=exc.description),
         exc.code or 500,
+        headers,
     )
 
 
