@@ -461,12 +461,16 @@ class _Shim:
         environ["QUERY_STRING"] = request.query_string
         if request.remote_addr:
             environ["REMOTE_ADDR"] = request.remote_addr
-        # Without X-Forwarded-* headers (console test events) aws-wsgi leaves these empty and
-        # Werkzeug would build URLs like "://".
-        scheme = environ.get("wsgi.url_scheme") or "https"
+        # aws-wsgi takes these from X-Forwarded-Proto and X-Forwarded-Port as given. Without
+        # them (console test events) Werkzeug would build URLs like "://"; with a value that
+        # is no scheme or port (a hand-made event, a trigger that passes the client's header
+        # on) a redirect's Location raised outside the app's error handlers.
+        scheme = str(environ.get("wsgi.url_scheme") or "").strip().lower()
+        scheme = scheme if scheme in ("http", "https") else "https"
         environ["wsgi.url_scheme"] = scheme
-        environ["SERVER_PORT"] = environ.get("SERVER_PORT") or (
-            "443" if scheme == "https" else "80"
+        port = str(environ.get("SERVER_PORT") or "").strip()
+        environ["SERVER_PORT"] = (
+            port if port.isascii() and port.isdigit() else ("443" if scheme == "https" else "80")
         )
         domain = _mapping(self.event.get("requestContext")).get("domainName")
         environ["SERVER_NAME"] = (

@@ -429,3 +429,31 @@ def test_what_no_wsgi_string_can_hold_in_an_event_is_a_400_not_a_crash(lambda_ap
 
     assert answer["statusCode"] == 400
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize("shape", ["rest_v1", "http_api_v2", "alb"])
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("X-Forwarded-Proto", "javascript"),
+        ("X-Forwarded-Proto", "https\r\nSet-Cookie: a=b"),
+        ("X-Forwarded-Proto", "\udc80"),
+        ("X-Forwarded-Port", "\udc80"),
+        ("X-Forwarded-Port", "443\r\nX: y"),
+    ],
+)
+def test_a_forwarded_scheme_or_port_that_is_none_leaves_links_on_https(
+    lambda_app, caplog, shape, header, value
+):
+    """GIVEN an event whose X-Forwarded-Proto or X-Forwarded-Port is no scheme or port (a
+    hand-made event, a trigger passing the client's header on) WHEN /admin redirects THEN the
+    Location is https on the event's host (the handler raised UnicodeEncodeError or
+    ValueError building the Location, outside the app's error handlers)."""
+    sent = json.loads(json.dumps(MAKERS[shape](path="/admin", headers=[(header, value)])))
+
+    answer = handle(lambda_app, sent, None)
+
+    headers = answer.get("headers") or {k: v[-1] for k, v in answer["multiValueHeaders"].items()}
+    assert 300 <= answer["statusCode"] < 400
+    assert headers["Location"].startswith("https://")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
