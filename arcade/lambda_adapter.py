@@ -26,6 +26,8 @@ the answer is then reshaped for the service that sent the event.
 from __future__ import annotations
 
 import base64
+import binascii
+import json
 import logging
 import os
 import re
@@ -36,7 +38,7 @@ from urllib.parse import quote, unquote, unquote_to_bytes, urlencode
 
 import awsgi
 
-from arcade.logs import log_event
+from arcade.logs import REFUSALS, log_event
 
 __all__ = ["BINARY_CONTENT_TYPES", "handle"]
 
@@ -75,12 +77,30 @@ def handle(app: WsgiApp, event: dict[str, Any], context: object) -> dict[str, An
     HTTP API, function URL or ALB event.
     """
     kind = _kind_of(event)
-    request = _read_request(kind, event)
+    try:
+        request = _read_request(kind, event)
+        awsgi_event = request.awsgi_event(event)
+    except MalformedEvent as exc:
+        return _refuse(kind, event, exc)
     shim = _Shim(app, request, event)
-    answer = awsgi.response(
-        shim, request.awsgi_event(event), context, base64_content_types=BINARY_CONTENT_TYPES
-    )
+    answer = awsgi.response(shim, awsgi_event, context, base64_content_types=BINARY_CONTENT_TYPES)
     return _reply(kind, event, answer, shim.response_headers)
+
+
+class MalformedEvent(ValueError):
+    """An HTTP event of a known shape with a field no AWS service sends that way (a body that
+    is not base64 though flagged so, a header value that is not text): the request cannot be
+    read, so it is answered 400 in the event's shape (SPEC "HTTP": a caller's input gets a
+    4xx). The message names the field, never its value."""
+
+
+def _refuse(kind: _Kind, event: Mapping[str, Any], exc: MalformedEvent) -> dict[str, Any]:
+    REFUSALS.log(logger, "lambda_event_refused", kind=_LABELS[kind], reason=str(exc))
+    body = json.dumps({"error": str(exc), "code": "bad_request"})
+    answer = {"statusCode": 400, "body": body, "isBase64Encoded": False}
+    if kind == "alb":
+        answer["statusDescription"] = "400 Bad Request"
+    return _reply(kind, event, answer, [("Content-Type", "application/json")])
 
 
 @dataclass(frozen=True)
@@ -100,24 +120,42 @@ class _Request:
             "headers": self.headers,
             # aws-wsgi would urlencode() this dict; the shim sets QUERY_STRING instead.
             "queryStringParameters": None,
-            **_body_fields(event),
+            # aws-wsgi reads bytes as they are: no decoding of its own to go wrong.
+            "body": _body_bytes(event),
+            "isBase64Encoded": False,
             # aws-wsgi picks its ALB response class by the presence of requestContext.elb.
-            "requestContext": event.get("requestContext") or {},
+            "requestContext": _mapping(event.get("requestContext")),
         }
 
 
-def _body_fields(event: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the body and its encoding flag for aws-wsgi, which encodes a text body to UTF-8
-    strictly: one holding a lone surrogate (JSON can carry ``"\\udc80"``) raised
-    UnicodeEncodeError before the app ran, so it goes as the base64 of its bytes instead."""
+def _body_bytes(event: Mapping[str, Any]) -> bytes:
+    """Return the request body's bytes: exactly the ones the client sent, which a Stripe
+    signature covers (SPEC "AWS Lambda").
+
+    A base64 body is decoded strictly (aws-wsgi's lenient decoder raised binascii.Error on a
+    bad padding and skipped stray characters); a text body is its UTF-8 bytes, a lone
+    surrogate (JSON can carry ``"\\udc80"``) included, which strict UTF-8 refused with
+    UnicodeEncodeError before the app ran. Raises MalformedEvent for anything else.
+    """
     body = event.get("body")
-    encoded = bool(event.get("isBase64Encoded"))
-    if isinstance(body, str) and not encoded:
-        try:
-            body.encode("utf-8")
-        except UnicodeEncodeError:
-            return {"body": base64.b64encode(_utf8(body)).decode("ascii"), "isBase64Encoded": True}
-    return {"body": body, "isBase64Encoded": encoded}
+    encoded = event.get("isBase64Encoded")
+    if encoded is not None and not isinstance(encoded, bool):
+        raise MalformedEvent("the event's 'isBase64Encoded' is not true or false")
+    if body is None:
+        return b""
+    if not isinstance(body, str):
+        raise MalformedEvent("the event's 'body' is not text")
+    if not encoded:
+        return _utf8(body)
+    try:
+        return base64.b64decode(body.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error):
+        raise MalformedEvent("the event's 'body' is flagged base64 but is not base64") from None
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    # Context objects that are missing, null or of another type tell nothing.
+    return value if isinstance(value, Mapping) else {}
 
 
 def _kind_of(event: object) -> _Kind:
@@ -139,28 +177,70 @@ def _kind_of(event: object) -> _Kind:
     )
 
 
-def _field(event: Mapping[str, Any], dotted: str, kind: _Kind) -> Any:
+def _field(event: Mapping[str, Any], dotted: str, kind: _Kind) -> str:
+    """Return a field that says which request this is (method, path); raise ValueError naming
+    it when it is missing or not text, for then the event is not a request at all."""
     value: Any = event
     for key in dotted.split("."):
         if not isinstance(value, Mapping) or value.get(key) is None:
             raise ValueError(f"{_LABELS[kind]} event has no {dotted!r}")
         value = value[key]
+    if not isinstance(value, str):
+        raise ValueError(f"{_LABELS[kind]} event's {dotted!r} is not text")
     return value
 
 
+def _text(value: object, field: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise MalformedEvent(f"the event's {field!r} is not text")
+
+
+def _single_values(event: Mapping[str, Any], field: str) -> dict[str, str]:
+    """Return a name → value field (``headers``, ``queryStringParameters``), null values left
+    out; raise MalformedEvent when it or a value is not what AWS sends."""
+    mapping = event.get(field)
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, Mapping):
+        raise MalformedEvent(f"the event's {field!r} is not an object")
+    values = {str(name): _text(value, field) for name, value in mapping.items()}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _multi_values(event: Mapping[str, Any], field: str) -> dict[str, list[str]]:
+    """Return a name → list of values field (``multiValueHeaders``, …); raise MalformedEvent
+    when it, a list or a value is not what AWS sends."""
+    mapping = event.get(field)
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, Mapping):
+        raise MalformedEvent(f"the event's {field!r} is not an object")
+    grouped: dict[str, list[str]] = {}
+    for name, values in mapping.items():
+        if values is None:
+            values = []
+        if not isinstance(values, list):
+            raise MalformedEvent(f"the event's {field!r} holds a value that is not a list")
+        grouped[str(name)] = [value for value in values if _text(value, field) is not None]
+    return grouped
+
+
 def _read_request(kind: _Kind, event: Mapping[str, Any]) -> _Request:
-    request_context = event.get("requestContext") or {}
+    request_context = _mapping(event.get("requestContext"))
     if kind == "v2":
         method = _field(event, "requestContext.http.method", kind)
         raw_path = _field(event, "rawPath", kind)
         # 2.0 already joins repeated headers with commas and moves cookies to their own list.
-        headers = _join_headers({name: [value] for name, value in _items(event.get("headers"))})
-        cookies = [*(event.get("cookies") or []), *filter(None, [headers.pop("cookie", None)])]
+        headers = _join_headers(
+            {name: [value] for name, value in _single_values(event, "headers").items()}
+        )
+        cookies = [*_cookies(event), *filter(None, [headers.pop("cookie", None)])]
         if cookies:
             headers["cookie"] = "; ".join(cookies)
         # rawQueryString is what the client sent, byte for byte (see _ascii_query).
-        query_string = _ascii_query(event.get("rawQueryString") or "")
-        remote_addr = request_context["http"].get("sourceIp")
+        query_string = _ascii_query(_text(event.get("rawQueryString"), "rawQueryString") or "")
+        remote_addr = _mapping(request_context.get("http")).get("sourceIp")
     else:
         method = _field(event, "httpMethod", kind)
         raw_path = _field(event, "path", kind)
@@ -179,7 +259,7 @@ def _read_request(kind: _Kind, event: Mapping[str, Any]) -> _Request:
             # API Gateway decodes them, so they must be encoded again.
             pairs = [(key, value) for key, values in query.items() for value in values]
             query_string = urlencode(pairs, quote_via=quote, errors="surrogatepass")
-            remote_addr = (request_context.get("identity") or {}).get("sourceIp")
+            remote_addr = _mapping(request_context.get("identity")).get("sourceIp")
 
     # The route the event names is the route, whatever the stage is called; only an event
     # that names none has its stage, or API_BASE_PATH, cut from the front of its path.
@@ -199,18 +279,25 @@ def _read_request(kind: _Kind, event: Mapping[str, Any]) -> _Request:
         script_name=_wsgi_path(script_name),
         query_string=query_string,
         headers=headers,
-        remote_addr=remote_addr,
+        remote_addr=remote_addr if isinstance(remote_addr, str) else None,
     )
 
 
-def _items(mapping: object) -> list[tuple[str, Any]]:
-    return list(mapping.items()) if isinstance(mapping, Mapping) else []
+def _cookies(event: Mapping[str, Any]) -> list[str]:
+    cookies = event.get("cookies")
+    if cookies is None:
+        return []
+    if not isinstance(cookies, list):
+        raise MalformedEvent("the event's 'cookies' is not a list")
+    return [cookie for cookie in cookies if _text(cookie, "cookies")]
 
 
 def _multi_value(event: Mapping[str, Any], multi: str, single: str) -> dict[str, list[str]]:
-    if isinstance(event.get(multi), Mapping) and event[multi]:
-        return {key: list(values or []) for key, values in _items(event[multi])}
-    return {key: [value] for key, value in _items(event.get(single)) if value is not None}
+    grouped = _multi_values(event, multi)
+    singles = _single_values(event, single)
+    if grouped:
+        return grouped
+    return {key: [value] for key, value in singles.items()}
 
 
 def _join_headers(headers: Mapping[str, list[str]]) -> dict[str, str]:
@@ -245,7 +332,7 @@ def _stage_in_path(kind: _Kind, event: Mapping[str, Any]) -> str | None:
     """
     if kind == "alb":
         return None
-    request_context = event.get("requestContext") or {}
+    request_context = _mapping(event.get("requestContext"))
     stage = request_context.get("stage")
     domain = request_context.get("domainName")
     if kind == "v1" and isinstance(domain, str) and ".execute-api." in domain:
@@ -374,16 +461,20 @@ class _Shim:
         environ["QUERY_STRING"] = request.query_string
         if request.remote_addr:
             environ["REMOTE_ADDR"] = request.remote_addr
-        # Without X-Forwarded-* headers (console test events) aws-wsgi leaves these empty and
-        # Werkzeug would build URLs like "://".
-        scheme = environ.get("wsgi.url_scheme") or "https"
+        # aws-wsgi takes these from X-Forwarded-Proto and X-Forwarded-Port as given. Without
+        # them (console test events) Werkzeug would build URLs like "://"; with a value that
+        # is no scheme or port (a hand-made event, a trigger that passes the client's header
+        # on) a redirect's Location raised outside the app's error handlers.
+        scheme = str(environ.get("wsgi.url_scheme") or "").strip().lower()
+        scheme = scheme if scheme in ("http", "https") else "https"
         environ["wsgi.url_scheme"] = scheme
-        environ["SERVER_PORT"] = environ.get("SERVER_PORT") or (
-            "443" if scheme == "https" else "80"
+        port = str(environ.get("SERVER_PORT") or "").strip()
+        environ["SERVER_PORT"] = (
+            port if port.isascii() and port.isdigit() else ("443" if scheme == "https" else "80")
         )
-        request_context = self.event.get("requestContext") or {}
+        domain = _mapping(self.event.get("requestContext")).get("domainName")
         environ["SERVER_NAME"] = (
-            environ.get("SERVER_NAME") or request_context.get("domainName") or "localhost"
+            environ.get("SERVER_NAME") or (domain if isinstance(domain, str) else "") or "localhost"
         )
         environ["awsgi.event"] = self.event
 

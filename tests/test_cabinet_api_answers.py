@@ -129,3 +129,80 @@ def test_a_pulse_key_behind_a_redirect_is_never_pinned(
     assert cabinet.events("pulse_key_pinned") == []
     assert status["out_of_order"] is True
     assert "pulse key" in status["reason"]
+
+
+class Trickler:
+    """A loopback HTTP server that answers each call 503 and then a byte every half second,
+    without end: in its headers (``where="head"``) or in a body it promised (``"body"``)."""
+
+    def __init__(self, where: str):
+        self.calls: list[str] = []
+        self.done = threading.Event()
+        trickler = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the standard library's naming
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                trickler.calls.append(self.path)
+                head = b"HTTP/1.1 503 Service Unavailable\r\n"
+                if where == "body":
+                    head += b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+                try:
+                    self.wfile.write(head)
+                    while not trickler.done.wait(0.5):
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                except OSError:
+                    pass  # the cabinet cut the connection
+
+            do_GET = do_POST
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        self._server = LoopbackServer(Handler, name="trickler")
+        self.url = self._server.url
+
+    def close(self) -> None:
+        self.done.set()
+        self._server.close()
+
+
+@pytest.mark.parametrize("where", ["head", "body"])
+def test_an_api_answering_a_byte_at_a_time_keeps_neither_sigterm_nor_the_game_over(
+    broker: TlsBroker, tmp_path: Path, where: str
+):
+    """GIVEN an API address that answers a byte every half second without end WHEN the game
+    ends and the cabinet gets SIGTERM THEN it exits 0 within its API timeout (a read timeout
+    bounds one read, so the call, and the stop waiting for it, never ended), and the game over
+    is kept: sent once a working API answers after the restart."""
+    slow = Trickler(where)
+    cabinet = RunningCabinet(broker, tmp_path, api_url=slow.url)
+    try:
+        cabinet.pay(1)
+        status, body = request(
+            cabinet.port,
+            b"POST /game-over HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        )
+        assert status == 202, body
+        wait_until(lambda: "/gameover" in slow.calls)
+        time.sleep(1)
+
+        started = time.monotonic()
+        cabinet.process.terminate()
+        code = cabinet.process.wait(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        cabinet.close()
+        slow.close()
+    api = Recorder(lambda _path: (200, {}, {"message": "Game over signal sent"}))
+    again = RunningCabinet(broker, tmp_path, api_url=api.url)
+    try:
+        wait_until(lambda: "/gameover" in api.paths(), timeout=10)
+    finally:
+        again.close()
+        api.close()
+
+    assert code == 0
+    assert took < 8

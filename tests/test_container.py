@@ -627,6 +627,22 @@ def test_webhook_with_a_wrong_signature_is_refused(warm_function, dynamodb_tripw
     assert dynamodb_tripwire.calls == []
 
 
+def test_a_body_flagged_base64_that_is_not_is_a_400_with_no_error_line(warm_function):
+    """GIVEN an event whose body is flagged base64 but is not (a hand-made invoke, a trigger
+    misconfigured) WHEN the runtime invokes the function THEN a 400 in the event's shape and
+    no [ERROR] line or trace (the invocation failed with binascii.Error: API Gateway's 502)."""
+    event = make_v2_event(method="POST", path="/webhook", body=b"{}", function_url=True)
+    event.update(body="{not base64}", isBase64Encoded=True)
+
+    answer = warm_function.invoke(event)
+
+    assert answer["statusCode"] == 400, answer
+    assert json.loads(answer["body"])["code"] == "bad_request"
+    output = warm_function.output()
+    assert "Traceback" not in output
+    assert "[ERROR]" not in output
+
+
 def test_function_logs_carry_no_trace(warm_function):
     warm_function.invoke(make_v1_event(method="GET", path="/status"))
 

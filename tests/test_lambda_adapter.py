@@ -589,3 +589,126 @@ def test_an_empty_multi_value_field_does_not_hide_the_single_value_headers():
     handle(app, event, None)
 
     assert seen["signature"] == "t=1"
+
+
+# --- events of a known shape whose fields no AWS service sends that way -----------------------
+def _changed(event: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {**event, **fields}
+
+
+def _post(make: Any, **options: Any) -> dict[str, Any]:
+    return make(method="POST", path="/echo", body=b'{"a": 1}', **options)
+
+
+def _with_context(event: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {**event, "requestContext": {**event["requestContext"], **fields}}
+
+
+MALFORMED_EVENTS = {
+    "v1_base64_not_base64": lambda: _changed(
+        _post(make_v1_event), body="!!not base64$$", isBase64Encoded=True
+    ),
+    "v1_base64_bad_padding": lambda: _changed(
+        _post(make_v1_event), body='{"a": 1}', isBase64Encoded=True
+    ),
+    "v2_base64_not_ascii": lambda: _changed(
+        _post(make_v2_event), body="€€€€", isBase64Encoded=True
+    ),
+    "alb_base64_not_base64": lambda: _changed(
+        _post(make_alb_event), body="***", isBase64Encoded=True
+    ),
+    "v1_base64_flag_is_text": lambda: _changed(_post(make_v1_event), isBase64Encoded="false"),
+    "v1_body_is_an_object": lambda: _changed(_post(make_v1_event), body={"a": 1}),
+    "v2_body_is_a_number": lambda: _changed(_post(make_v2_event), body=5),
+    "v1_header_value_is_a_number": lambda: _changed(
+        make_v1_event(path="/echo"), headers={"Authorization": 5}, multiValueHeaders=None
+    ),
+    "v1_multi_value_header_is_text": lambda: _changed(
+        make_v1_event(path="/echo"), multiValueHeaders={"Authorization": "Bearer x"}
+    ),
+    "v1_query_values_not_a_list": lambda: _changed(
+        make_v1_event(path="/echo"), multiValueQueryStringParameters={"a": 7}
+    ),
+    "v1_headers_is_text": lambda: _changed(
+        make_v1_event(path="/echo"), headers="a: b", multiValueHeaders=None
+    ),
+    "v2_header_value_is_a_list": lambda: _changed(
+        make_v2_event(path="/echo"), headers={"authorization": ["Bearer x"]}
+    ),
+    "v2_cookies_hold_a_number": lambda: _changed(make_v2_event(path="/echo"), cookies=[1, "a=b"]),
+    "v2_cookies_is_text": lambda: _changed(make_v2_event(path="/echo"), cookies="a=b"),
+    "v2_raw_query_is_a_number": lambda: _changed(make_v2_event(path="/echo"), rawQueryString=5),
+    "alb_forwarded_for_is_a_number": lambda: _changed(
+        make_alb_event(path="/echo", multi_value=False), headers={"x-forwarded-for": 5}
+    ),
+}
+
+
+@pytest.mark.parametrize("name", MALFORMED_EVENTS)
+def test_a_field_no_aws_service_sends_that_way_is_a_400_in_the_events_shape(app, caplog, name):
+    """GIVEN an HTTP event with a body flagged base64 that is not, or a header, cookie or query
+    field of the wrong type (a misconfigured trigger, a hand-made invoke) WHEN served THEN a 400
+    naming the field in the event's own answer shape, a warning, and no ERROR line (the handler
+    raised binascii.Error, TypeError or AttributeError: API Gateway's 502)."""
+    from arcade.logs import REFUSALS
+
+    REFUSALS._window.clear()  # the allowance of 20 a minute is shared by the whole run
+    event = json.loads(json.dumps(MALFORMED_EVENTS[name]()))
+
+    answer, body = serve(app, event)
+
+    assert answer["statusCode"] == 400
+    assert body["code"] == "bad_request"
+    assert "the event's" in body["error"]
+    assert "headers" in answer or "multiValueHeaders" in answer
+    if "elb" in event["requestContext"]:
+        assert answer["statusDescription"] == "400 Bad Request"
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "lambda_event_refused")
+    ]
+
+
+@pytest.mark.parametrize(
+    "context",
+    [None, "x", [], {"identity": None, "stage": 5, "domainName": 7, "path": 5}, {"identity": "x"}],
+)
+def test_a_request_context_of_the_wrong_shape_tells_nothing_and_the_request_is_served(app, context):
+    """GIVEN a REST event whose requestContext (or its identity) is null, text or a list WHEN
+    served THEN the request is answered (the handler raised AttributeError)."""
+    event = _changed(make_v1_event(path="/status", stage="prod"), requestContext=context)
+
+    answer, body = serve(app, event)
+
+    assert answer["statusCode"] == 200
+    assert body["status"] == "up"
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        (_changed(make_v1_event(path="/status"), httpMethod=5), "'httpMethod' is not text"),
+        (_changed(make_v1_event(path="/status"), path=["/status"]), "'path' is not text"),
+        (_changed(make_v2_event(path="/status"), rawPath=5), "'rawPath' is not text"),
+        (
+            _with_context(make_v2_event(path="/status"), http={"method": 5}),
+            "'requestContext.http.method' is not text",
+        ),
+    ],
+)
+def test_a_request_with_no_method_or_path_as_text_is_refused_by_name(app, event, message):
+    with pytest.raises(ValueError, match=message):
+        handle(app, event, CONTEXT)
+
+
+@pytest.mark.parametrize("make", [make_v1_event, make_v2_event, make_alb_event])
+def test_a_base64_body_is_decoded_strictly_to_the_exact_bytes(app, make):
+    """Base64 with a stray character is refused, never decoded around it: the bytes that reach
+    the webhook are the ones Stripe signed, or none."""
+    event = make(method="POST", path="/echo", body=WEBHOOK_BODY, base64=True)
+    sound, body = serve(app, event)
+    stray = json.loads(json.dumps({**event, "body": "*" + event["body"]}))
+
+    refused, _ = serve(app, stray)
+
+    assert bytes.fromhex(body["body_hex"]) == WEBHOOK_BODY
+    assert refused["statusCode"] == 400

@@ -429,3 +429,64 @@ def test_what_no_wsgi_string_can_hold_in_an_event_is_a_400_not_a_crash(lambda_ap
 
     assert answer["statusCode"] == 400
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize("shape", ["rest_v1", "http_api_v2", "alb"])
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("X-Forwarded-Proto", "javascript"),
+        ("X-Forwarded-Proto", "https\r\nSet-Cookie: a=b"),
+        ("X-Forwarded-Proto", "\udc80"),
+        ("X-Forwarded-Port", "\udc80"),
+        ("X-Forwarded-Port", "443\r\nX: y"),
+    ],
+)
+def test_a_forwarded_scheme_or_port_that_is_none_leaves_links_on_https(
+    lambda_app, caplog, shape, header, value
+):
+    """GIVEN an event whose X-Forwarded-Proto or X-Forwarded-Port is no scheme or port (a
+    hand-made event, a trigger passing the client's header on) WHEN /admin redirects THEN the
+    Location is https on the event's host (the handler raised UnicodeEncodeError or
+    ValueError building the Location, outside the app's error handlers)."""
+    sent = json.loads(json.dumps(MAKERS[shape](path="/admin", headers=[(header, value)])))
+
+    answer = handle(lambda_app, sent, None)
+
+    headers = answer.get("headers") or {k: v[-1] for k, v in answer["multiValueHeaders"].items()}
+    assert 300 <= answer["statusCode"] < 400
+    assert headers["Location"].startswith("https://")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize("base64_body", [True, False])
+@pytest.mark.parametrize("shape", ["rest_v1", "function_url", "alb_single_value"])
+def test_a_signed_body_with_characters_beyond_ascii_verifies_as_text_and_as_base64(
+    lambda_app, subscribe, shape, base64_body
+):
+    """GIVEN a webhook body Stripe signed as UTF-8 holding characters beyond ASCII (a name, an
+    astral-plane symbol, U+2028) WHEN an event carries it as text or as base64 THEN the
+    signature is verified over exactly those bytes and the payment is granted."""
+    register_with_link(lambda_app)
+    link_id = (
+        lambda_app.extensions["arcade"].store.get_link("cab001|price_default_credit|0").link_id
+    )
+    subscriber = subscribe(f"{TOPIC_PREFIX}/cab001/coinpulse")
+    paid = event(
+        "checkout.session.completed",
+        checkout_session(id=f"cs_utf8_{shape}", payment_link=link_id, amount_subtotal=150),
+    )
+    paid["data"]["object"]["customer_details"] = {"name": "Zoë Ærøskøbing ☕ 𝄞 \u2028"}
+    payload = json.dumps(paid, ensure_ascii=False).encode()
+    headers = [
+        ("content-type", "application/json; charset=utf-8"),
+        ("stripe-signature", sign_payload(payload, WEBHOOK_SECRET)),
+    ]
+    sent = MAKERS[shape](
+        method="POST", path="/webhook", headers=headers, body=payload, base64=base64_body
+    )
+
+    answer = handle(lambda_app, json.loads(json.dumps(sent)), None)
+
+    assert answer["statusCode"] == 200, body_of(answer)
+    assert subscriber.wait_for(1)[0].payload["paymentId"] == f"cs_utf8_{shape}"

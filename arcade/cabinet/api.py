@@ -6,10 +6,12 @@ an unknown machine) is final, since asking again cannot change the answer.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
 import random
+import socket
 import threading
 import time
 import urllib.error
@@ -120,12 +122,57 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None  # urllib then raises the 3xx as an HTTPError
 
 
+class _Deadline(http.client.HTTPConnection):
+    """Cut the connection once its whole exchange (connect, request, answer) has taken its
+    ``timeout``: a socket timeout bounds each read alone, so an answer that trickled in a
+    byte at a time held a caller's thread, and the cabinet's SIGTERM, without end."""
+
+    def connect(self) -> None:
+        timer = threading.Timer(self.timeout, self._cut)
+        timer.daemon = True
+        self._cutoff = timer
+        timer.start()
+        super().connect()
+        # urllib drops its hold on the socket before the answer is read; keep one to cut.
+        self._held = self.sock
+
+    def _cut(self) -> None:
+        held = getattr(self, "_held", None) or self.sock
+        if held is not None:
+            # shutdown wakes a read blocked in another thread (close would not); a socket
+            # already closed raises OSError, which means the exchange is over anyway.
+            with contextlib.suppress(OSError):
+                held.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        cutoff = getattr(self, "_cutoff", None)
+        if cutoff is not None:
+            cutoff.cancel()
+        super().close()
+
+
+class _DeadlineHTTPS(_Deadline, http.client.HTTPSConnection):
+    pass
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
+        return super().do_open(_Deadline, req, **kwargs)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
+        return super().do_open(_DeadlineHTTPS, req, **kwargs)
+
+
 class ApiClient:
     """Call the API with the machine's token: JSON in, JSON out.
 
     A redirect is never followed: it raises ApiUnreachable("redirected") and the call is tried
     again later, as when the API is down (the API's endpoints never redirect; an address that
-    does, http:// behind an https-only proxy say, needs --api-url fixed).
+    does, http:// behind an https-only proxy say, needs --api-url fixed). Each call, answer
+    included, ends within ``timeout`` seconds (ApiUnreachable after that), however slowly the
+    other end sends.
     """
 
     def __init__(self, api_url: str, token: str | None, *, timeout: float = 5.0):
@@ -145,7 +192,9 @@ class ApiClient:
         self.api_url = api_url.rstrip("/")
         self.token = token
         self.timeout = timeout
-        self._opener = urllib.request.build_opener(_NoRedirects)
+        self._opener = urllib.request.build_opener(
+            _NoRedirects, _DeadlineHTTPHandler, _DeadlineHTTPSHandler
+        )
 
     def post(
         self, path: str, body: dict[str, Any], *, idempotency_key: str | None = None
