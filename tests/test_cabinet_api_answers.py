@@ -133,7 +133,9 @@ def test_a_pulse_key_behind_a_redirect_is_never_pinned(
 
 class Trickler:
     """A loopback HTTP server that answers each call 503 and then a byte every half second,
-    without end: in its headers (``where="head"``) or in a body it promised (``"body"``)."""
+    without end: in its headers (``where="head"``) or in a body it promised (``"body"``), the
+    connection kept open or, as most servers answer urllib's ``Connection: close``, to be
+    closed after it (``"closing body"``)."""
 
     def __init__(self, where: str):
         self.calls: list[str] = []
@@ -145,7 +147,9 @@ class Trickler:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 trickler.calls.append(self.path)
                 head = b"HTTP/1.1 503 Service Unavailable\r\n"
-                if where == "body":
+                if where == "closing body":
+                    head += b"Connection: close\r\n"
+                if where in ("body", "closing body"):
                     head += b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
                 try:
                     self.wfile.write(head)
@@ -168,7 +172,7 @@ class Trickler:
         self._server.close()
 
 
-@pytest.mark.parametrize("where", ["head", "body"])
+@pytest.mark.parametrize("where", ["head", "body", "closing body"])
 def test_an_api_answering_a_byte_at_a_time_keeps_neither_sigterm_nor_the_game_over(
     broker: TlsBroker, tmp_path: Path, where: str
 ):
@@ -206,3 +210,39 @@ def test_an_api_answering_a_byte_at_a_time_keeps_neither_sigterm_nor_the_game_ov
 
     assert code == 0
     assert took < 8
+
+
+def test_a_success_cut_short_by_the_deadline_is_no_answer_within_the_timeout():
+    """GIVEN an API that sends a 200's head at once (``Connection: close``, as most servers
+    answer urllib) and then its body a byte every half second WHEN the cabinet asks it THEN the
+    call ends within its timeout as unreachable, not as a 200 with an empty body (the timer
+    was cancelled with the connection before the body was read: it took 50 s)."""
+    from arcade.cabinet.api import ApiClient, ApiUnreachable
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the standard library's naming
+            self.wfile.write(
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n{"
+            )
+            try:
+                for _ in range(100):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.5)
+            except OSError:
+                pass  # cut by the client
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+    server = LoopbackServer(Handler, name="slow-200")
+    try:
+        client = ApiClient(server.url, TOKEN, timeout=1.5)
+        started = time.monotonic()
+        with pytest.raises(ApiUnreachable):
+            client.get("/machines/cab-door")
+        took = time.monotonic() - started
+    finally:
+        server.close()
+    assert took < 4

@@ -122,10 +122,22 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None  # urllib then raises the 3xx as an HTTPError
 
 
+class _DeadlineResponse(http.client.HTTPResponse):
+    """An answer that stops its connection's deadline timer once the caller closes it."""
+
+    def close(self) -> None:
+        super().close()
+        cutoff = getattr(self, "_cutoff", None)
+        if cutoff is not None:
+            cutoff.cancel()
+
+
 class _Deadline(http.client.HTTPConnection):
     """Cut the connection once its whole exchange (connect, request, answer) has taken its
     ``timeout``: a socket timeout bounds each read alone, so an answer that trickled in a
     byte at a time held a caller's thread, and the cabinet's SIGTERM, without end."""
+
+    response_class = _DeadlineResponse
 
     def connect(self) -> None:
         timer = threading.Timer(self.timeout, self._cut)
@@ -143,6 +155,20 @@ class _Deadline(http.client.HTTPConnection):
             # already closed raises OSError, which means the exchange is over anyway.
             with contextlib.suppress(OSError):
                 held.shutdown(socket.SHUT_RDWR)
+
+    def getresponse(self) -> http.client.HTTPResponse:
+        # An answer that closes the connection (HTTP/1.0, or "Connection: close", which most
+        # servers send back to urllib's) makes getresponse close it before the body is read:
+        # the timer moves to the response, cancelled once the caller has closed that.
+        cutoff, self._cutoff = getattr(self, "_cutoff", None), None
+        try:
+            response = super().getresponse()
+        except BaseException:
+            if cutoff is not None:
+                cutoff.cancel()
+            raise
+        response._cutoff = cutoff  # type: ignore[attr-defined]
+        return response
 
     def close(self) -> None:
         cutoff = getattr(self, "_cutoff", None)
@@ -226,11 +252,12 @@ class ApiClient:
         )
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
-                return response.status, _json(response.read(MAX_ANSWER_BYTES))
+                return response.status, _json(_whole_answer(response))
         except urllib.error.HTTPError as exc:
             with exc:
                 if 300 <= exc.code < 400:
                     raise ApiUnreachable("redirected") from exc
+                # The status decides what an error answer means; its body only says why.
                 return exc.code, _json(exc.read(MAX_ANSWER_BYTES))
         except urllib.error.URLError as exc:
             raise ApiUnreachable(type(exc.reason).__name__) from exc
@@ -283,6 +310,18 @@ class ApiClient:
             rng=rng,
         )
         return Answer(last["status"], last["body"], attempts, last["outcome"] or outcome)
+
+
+def _whole_answer(response: Any) -> bytes:
+    """Return a 2xx answer's body, at most ``MAX_ANSWER_BYTES``; raise
+    http.client.IncompleteRead when it ended before its Content-Length (the deadline cut it,
+    or the server closed early): a success cut short is no answer, never a 200 with an empty
+    body (a pulse key, a state the cabinet would act on)."""
+    raw = response.read(MAX_ANSWER_BYTES)
+    left = getattr(response, "length", None)  # what Content-Length still promised
+    if left and len(raw) < MAX_ANSWER_BYTES:
+        raise http.client.IncompleteRead(raw, left)
+    return raw
 
 
 def _json(raw: bytes) -> dict[str, Any]:
