@@ -175,6 +175,20 @@ def test_the_cookie_is_secure_behind_a_proxy_saying_https_even_on_loopback(api, 
     assert "Secure" not in plain.send("GET", "/admin/login").getheader("Set-Cookie")
 
 
+def test_behind_a_proxy_saying_https_a_refused_form_never_blames_plain_http(api):
+    """GIVEN `python app.py` behind a TLS proxy that keeps the browser's Host and says https
+    WHEN a form comes without the login cookie THEN the page does not tell the operator the
+    pages were opened over plain http (the cookie's Secure flag believes the proxy, so the
+    explanation must too); straight over plain http on that host, it does."""
+    form = {"key": ADMIN_KEY, "csrf_token": "x"}
+    behind = Operator(api, headers={"Host": "arcade.example", "X-Forwarded-Proto": "https"})
+    answer = behind.send("POST", "/admin/login", form)
+    assert answer.status == 403
+    assert "plain http" not in answer.text  # type: ignore[attr-defined]
+    plain = Operator(api, headers={"Host": "arcade.example"})
+    assert "plain http" in plain.send("POST", "/admin/login", form).text  # type: ignore[attr-defined]
+
+
 # --- headers a browser obeys ---------------------------------------------------------------------
 @pytest.mark.parametrize(
     "path", ["/admin/login", "/admin/", "/admin/no-such-page", "/play/cab001", "/play/bad!id"]

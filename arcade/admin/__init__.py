@@ -76,11 +76,14 @@ class AdminSessionInterface(SecureCookieSessionInterface):
 
         if not request:
             return True
-        return (
-            request.is_secure
-            or _forwarded_https()
-            or not is_loopback(request.host.rsplit(":", 1)[0])
-        )
+        return _over_https() or not is_loopback(request.host.rsplit(":", 1)[0])
+
+
+def _over_https() -> bool:
+    """Return True when the browser's request came over https: on this socket, or by the word
+    of a proxy in front (``X-Forwarded-Proto`` or ``Forwarded``, believed without a list of
+    trusted proxies: it only makes the cookie stricter and a refusal's explanation other)."""
+    return request.is_secure or _forwarded_https()
 
 
 def _forwarded_https() -> bool:
@@ -204,7 +207,7 @@ def http_error(exc: HTTPException) -> Any:
         from arcade.wire import is_loopback
 
         host = request.host.rsplit(":", 1)[0]
-        if request.scheme == "http" and not is_loopback(host) and not request.cookies:
+        if not _over_https() and not is_loopback(host) and not request.cookies:
             # The login cookie is Secure: a browser keeps it only over HTTPS.
             message = (
                 f"These pages were opened over plain http on {host}, so the browser did not "
