@@ -279,6 +279,42 @@ def test_in_chromium_other_sites_can_neither_frame_the_pages_nor_send_their_form
     assert browser.wait_for_text("Payments needing attention", timeout=30)
 
 
+def test_in_chromium_the_refund_button_still_asks_before_refunding(api, browser: Browser):
+    """GIVEN a paid machine and an operator on its page in Chromium WHEN Refund is pressed and
+    the question is answered Cancel THEN the browser asked first (the form's confirm() runs
+    under the page policy: blocked, the refund went to Stripe unasked) and nothing was
+    refunded."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.support.app import WEBHOOK_SECRET
+    from tests.support.stripe_standin import checkout_session
+
+    token = add_machine(api)
+    link = api.payment_link("cab001", token)
+    session = checkout_session(
+        id="cs_asked", payment_link=link["payment_link_id"], amount_subtotal=50
+    )
+    assert api.webhook("checkout.session.completed", session, WEBHOOK_SECRET)[0] == 200
+    base = f"http://127.0.0.1:{api.port}"
+    browser.open(f"{base}/admin/login?next=/admin/machines/cab001")
+    browser.driver.find_element(By.ID, "key").send_keys(ADMIN_KEY)
+    browser.driver.find_element(By.ID, "login").click()
+    assert browser.wait_for_text("cs_asked", timeout=30)
+
+    browser.driver.find_element(By.CSS_SELECTOR, "button[name=refund]").click()
+    asked = WebDriverWait(browser.driver, 5).until(expected_conditions.alert_is_present())
+    assert "Refund 0.50 USD of cs_asked" in asked.text
+    asked.dismiss()
+    browser.open(f"{base}/admin/machines/cab001")
+    assert browser.wait_for_text("cs_asked", timeout=30)
+    assert "refunding" not in browser.text().lower()
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    status, payment = api.request("GET", "/payments?machine_id=cab001", headers=admin)
+    assert status == 200 and payment["payments"][0]["amount_refunded"] == 0, payment
+
+
 # --- what a form or a registration may store or echo ---------------------------------------------
 def test_a_made_up_payment_id_in_a_form_is_refused_and_the_login_cookie_stays_small(api):
     """GIVEN a logged-in operator WHEN resend and refund forms are posted for a payment id of
