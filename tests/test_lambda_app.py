@@ -490,3 +490,54 @@ def test_a_signed_body_with_characters_beyond_ascii_verifies_as_text_and_as_base
 
     assert answer["statusCode"] == 200, body_of(answer)
     assert subscriber.wait_for(1)[0].payload["paymentId"] == f"cs_utf8_{shape}"
+
+
+def test_a_form_on_an_admin_page_behind_a_base_path_comes_back_to_that_page(lambda_app):
+    """GIVEN /admin on pay.example.com behind the base path /pay, an operator logged in WHEN
+    the manual-credit form of a machine's page is sent THEN the answer goes back to that page
+    under /pay (its next address left the base path out, so it was refused and the operator
+    landed on the payments page instead)."""
+    import re
+    from urllib.parse import urlencode
+
+    lambda_app.extensions["arcade"].registry.register("cab001")
+    cookie = ""
+
+    def send(method: str, path: str, form: dict[str, str] | None = None) -> dict:
+        nonlocal cookie
+        headers = [("Cookie", cookie)] if cookie else []
+        body = b""
+        if form is not None:
+            headers.append(("Content-Type", "application/x-www-form-urlencoded"))
+            body = urlencode(form).encode()
+        answer = handle(
+            lambda_app,
+            make_v1_event(
+                method=method,
+                path=path,
+                headers=headers,
+                body=body,
+                custom_domain="pay.example.com",
+                base_path="/pay",
+            ),
+            None,
+        )
+        for value in (answer.get("multiValueHeaders") or {}).get("Set-Cookie", []):
+            cookie = value.split(";")[0]
+        return answer
+
+    def csrf(answer: dict) -> str:
+        return re.search(r'name="csrf_token" value="([^"]+)"', answer["body"]).group(1)
+
+    login = send("GET", "/admin/login")
+    assert (
+        send("POST", "/admin/login", {"key": ADMIN_KEY, "csrf_token": csrf(login)})["statusCode"]
+        == 302
+    )
+    page = send("GET", "/admin/machines/cab001")
+    nexts = re.findall(r'name="next" value="([^"]*)"', page["body"])
+    assert nexts and set(nexts) == {"/pay/admin/machines/cab001"}, nexts
+    form = {"csrf_token": csrf(page), "machine_id": "cab001", "credits": "1", "reason": "test"}
+    granted = send("POST", "/admin/credits", {**form, "next": nexts[0]})
+    assert granted["statusCode"] == 302
+    assert granted["multiValueHeaders"]["Location"] == ["/pay/admin/machines/cab001"]

@@ -168,8 +168,8 @@ def load_operator() -> Any:
 
 @bp.app_context_processor
 def template_helpers() -> dict[str, Any]:
-    """Give templates ``csrf_field()`` (the hidden input every form carries), ``money`` and
-    ``major``."""
+    """Give templates ``csrf_field()`` (the hidden input every form carries), ``here()`` (a
+    form's ``next``), ``money`` and ``major``."""
     from arcade.operators import major, money
 
     def field() -> Markup:
@@ -177,16 +177,21 @@ def template_helpers() -> dict[str, Any]:
 
         return Markup('<input type="hidden" name="csrf_token" value="{}">').format(generate_csrf())
 
-    return {"csrf_field": field, "money": money, "major": major}
+    return {"csrf_field": field, "here": _here, "money": money, "major": major}
+
+
+def _here() -> str:
+    """Return this page's address as the browser asked for it, base path included (Lambda's
+    /pay; ``request.full_path`` leaves it out), for a ``next`` that ``_back`` compares with
+    ``url_for``."""
+    return request.script_root + request.full_path.rstrip("?")
 
 
 def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(view)
     def wrapped(**kwargs: Any) -> Any:
         if not g.get("operator"):
-            # full_path leaves out a base path (Lambda's /pay): _back compares with url_for.
-            asked = request.script_root + request.full_path.rstrip("?")
-            return redirect(url_for("admin.login", next=asked))
+            return redirect(url_for("admin.login", next=_here()))
         return view(**kwargs)
 
     return wrapped
