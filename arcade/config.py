@@ -229,13 +229,15 @@ class Settings:
         (a publishable STRIPE_API_KEY is not "not set"); the others are "not set".
         """
         absent = self.missing(*names)
-        refused = {
-            name: next((p for p in self.problems if p.startswith(f"{name} ")), None)
-            for name in absent
-        }
+        refused = {name: self.refusal(name) for name in absent}
         said = [problem for problem in refused.values() if problem]
         unset = [name for name, problem in refused.items() if problem is None]
         return "; ".join([*said, *([not_set(unset)] if unset else [])]) or None
+
+    def refusal(self, name: str) -> str | None:
+        """Return the problem found when the setting ``name`` was read (given, but refused:
+        every such sentence begins with the name), or None."""
+        return next((p for p in self.problems if p.startswith(f"{name} ")), None)
 
     def require(self, *names: str) -> None:
         """Raise SettingsError naming every one of ``names`` that is unset or was refused."""

@@ -74,5 +74,4 @@ def _state(settings: Settings, name: str) -> str:
     """Return "set", "refused" (given, but not used: ``problems`` says why) or "missing"."""
     if not settings.missing(name):
         return "set"
-    refused = any(problem.startswith(f"{name} ") for problem in settings.problems)
-    return "refused" if refused else "missing"
+    return "refused" if settings.refusal(name) else "missing"
