@@ -19,12 +19,6 @@ def _admin() -> None:
     services().registry.require_admin(request.headers.get("Authorization"))
 
 
-def _payment_id(value: str) -> str:
-    from arcade.operators import check_payment_id
-
-    return check_payment_id(value)
-
-
 @bp.get("/payments")
 def list_payments():
     from arcade.operators import instant, page_size, zone
@@ -57,19 +51,21 @@ def unmatched_refunds():
 def show_payment(payment_id: str):
     _admin()
     operators = services().operators
-    return operators.describe(operators.payment(_payment_id(payment_id)))
+    return operators.describe(operators.payment(payment_id))  # checks the id first
 
 
 @bp.post("/payments/<payment_id>/resend")
 def resend_payment(payment_id: str):
     _admin()
-    return services().operators.resend(_payment_id(payment_id))
+    return services().operators.resend(payment_id)  # checks the id first
 
 
 @bp.post("/payments/<payment_id>/refund")
 def refund_payment(payment_id: str):
+    from arcade.operators import check_payment_id
+
     _admin()
-    payment_id = _payment_id(payment_id)
+    payment_id = check_payment_id(payment_id)  # before the body: the id is the first fault
     body = json_body() if request.get_data(cache=True).strip() else {}
     return services().operators.refund(
         payment_id, amount=body.get("amount"), idempotency_key=idempotency_key()
