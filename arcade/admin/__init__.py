@@ -323,9 +323,9 @@ def login() -> Any:
 def logout() -> Any:
     login_id = session.get("login")
     if g.get("operator") and isinstance(login_id, str):
-        from arcade.clock import utc_now
+        from arcade.clock import iso, utc_now
 
-        services().store.put_value(ENDED_SESSION + login_id, utc_now().isoformat())
+        services().store.put_value(ENDED_SESSION + login_id, iso(utc_now()))
     session.clear()
     flash("Logged out.", "ok")
     return redirect(url_for("admin.login"))
