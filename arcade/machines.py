@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from arcade.clock import iso, utc_now
 from arcade.errors import BadRequest, ServiceUnavailable, Unauthorized, UnknownMachine
 from arcade.logs import REFUSALS
+from arcade.text import one_line
 from arcade.wire import MACHINE_ID_RULE, is_valid_machine_id
 
 if TYPE_CHECKING:
@@ -28,16 +29,15 @@ MAX_MACHINE_NAME = 80
 
 
 def check_machine_name(value: object) -> str | None:
-    """Return a machine's name with its spaces tidied (None stays None): 1 to
-    ``MAX_MACHINE_NAME`` printable characters, as a bundle's name and a grant's reason must
-    be. It is shown on the /admin pages, the player's page and in ``machines list``: no line
-    break, control or direction-changing character, no page-long text. Raises BadRequest."""
+    """Return a machine's name as ``arcade.text.one_line`` tidies it (None stays None): 1 to
+    ``MAX_MACHINE_NAME`` printable characters, as a grant's reason must be. It is shown on
+    the /admin pages, the player's page and in ``machines list``. Raises BadRequest."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise BadRequest("name must be a string", code="invalid_name")
-    name = " ".join(value.split())
-    if not name or len(name) > MAX_MACHINE_NAME or not name.isprintable():
+    name = one_line(value, MAX_MACHINE_NAME)
+    if name is None:
         raise BadRequest(
             f"name must be 1 to {MAX_MACHINE_NAME} printable characters", code="invalid_name"
         )

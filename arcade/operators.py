@@ -35,6 +35,7 @@ from arcade.ledger import Ledger, describe_payment
 from arcade.logs import log_event
 from arcade.payment_states import DELIVERED, STATUSES
 from arcade.store.base import Payment, PaymentQuery, Store
+from arcade.text import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -214,13 +215,13 @@ def manual_grant_request(credits: Any, reason: Any) -> tuple[int, str]:
             "reason must say why the credits are given (a jammed coin mechanism, …)",
             code="invalid_reason",
         )
-    reason = " ".join(reason.split())
-    if len(reason) > MAX_REASON_LENGTH or not reason.isprintable():
+    line = one_line(reason, MAX_REASON_LENGTH)
+    if line is None:
         raise BadRequest(
             f"reason must be at most {MAX_REASON_LENGTH} printable characters",
             code="invalid_reason",
         )
-    return credits, reason
+    return credits, line
 
 
 @dataclass(frozen=True)
