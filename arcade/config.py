@@ -6,7 +6,6 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from arcade.common.broker import (
     DEFAULT_BROKER_PORT,
@@ -14,7 +13,7 @@ from arcade.common.broker import (
     plaintext_refusal,
     read_broker,
 )
-from arcade.common.env import EnvReader
+from arcade.common.env import EnvReader, http_address
 from arcade.errors import SettingsError
 from arcade.signing import SEED_RULE
 from arcade.store import LAMBDA_SQLITE_REFUSAL, MALFORMED_URL
@@ -267,18 +266,13 @@ def _api_base_refusal(url: str) -> str | None:
     """
     from arcade.wire import is_loopback
 
-    try:
-        parts = urlsplit(url)
-        hostname = parts.hostname
-        parts.port  # noqa: B018 - raises for a port that is no number from 0 to 65535
-    except ValueError:  # a bracket left open, an IPv6 address that is none, a bad port
-        return "STRIPE_API_BASE must be an http:// or https:// address"
-    if parts.scheme not in ("http", "https") or not hostname:
+    parts = http_address(url)
+    if parts is None:
         return "STRIPE_API_BASE must be an http:// or https:// address"
     if parts.username is not None or parts.password is not None:
         # Named by the rule alone, like EMQX_BROKER_URL: the sentence is shown and logged.
         return "STRIPE_API_BASE must not hold a login: the Stripe key is its only credential"
-    if parts.scheme == "http" and not is_loopback(hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
         return (
             "STRIPE_API_BASE is http:// to another machine: the Stripe key would cross the"
             " network in clear (use https://, or a stand-in on this machine)"

@@ -19,9 +19,9 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from arcade.cabinet.errors import ApiUnreachable, CabinetSettingsError
+from arcade.common.env import http_address
 from arcade.common.logs import log_event
 
 logger = logging.getLogger(__name__)
@@ -202,15 +202,9 @@ class ApiClient:
     """
 
     def __init__(self, api_url: str, token: str | None, *, timeout: float = 5.0):
-        rule = "--api-url must be an http:// or https:// address"
-        try:
-            parts = urlsplit(api_url)
-            hostname = parts.hostname
-            parts.port  # noqa: B018 - raises for a port that is no number from 0 to 65535
-        except ValueError as exc:  # a bracket left open, a bad port: a sentence, not a trace
-            raise CabinetSettingsError(rule) from exc
-        if parts.scheme not in ("http", "https") or not hostname:
-            raise CabinetSettingsError(rule)
+        parts = http_address(api_url)  # a bracket left open, a bad port: a sentence
+        if parts is None:
+            raise CabinetSettingsError("--api-url must be an http:// or https:// address")
         if parts.username is not None or parts.password is not None:
             # The token is the cabinet's credential; urllib would take the login for the host
             # name and retry forever. Named by the rule alone: the sentence is printed.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import TypeVar
+from urllib.parse import SplitResult, urlsplit
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
@@ -101,3 +102,17 @@ class EnvReader:
             self.problem(f"{name} must be {rule}")
             return default
         return parsed
+
+
+def http_address(text: str) -> SplitResult | None:
+    """Return the parts of ``text`` when it is an http:// or https:// address with a host and,
+    if it gives one, a port from 0 to 65535; else None (urlsplit's ValueError for a bracket
+    left open or a port no socket has included). Whether a login in it is allowed, and where
+    plain http may go, is the caller's to say."""
+    try:
+        parts = urlsplit(text)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - raises for a port that is no number from 0 to 65535
+    except ValueError:
+        return None
+    return parts if parts.scheme in ("http", "https") and hostname else None
