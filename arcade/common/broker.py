@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from arcade.common.env import FALSE_WORDS, TRUE_WORDS, EnvReader
@@ -57,23 +58,22 @@ def read_broker(reader: EnvReader) -> Broker:
     said_tls = reader.text("MQTT_TLS")
     tls = reader.flag("MQTT_TLS", default=True)
     given_port = reader.integer("EMQX_PORT", "MQTT_PORT", default=0, low=1, high=65535)  # 0: none
-    host, conflict = (url, None) if url is None else _read_url(reader, url, said_tls)
+    address = _Address(None) if url is None else _read_url(reader, url, said_tls)
+    if address.scheme_tls is not None:
+        tls = address.scheme_tls
     # The URL's port, else EMQX_PORT, else for mqtt:// the scheme's own 1883 (a plain-text
     # client on the TLS port only ever times out) and 8883 otherwise (SPEC "Settings").
-    port = given_port or DEFAULT_BROKER_PORT
-    if url is not None and host is not None and "://" in url:
-        parts = urlsplit(url)
-        tls = parts.scheme == "mqtts"
-        port = parts.port or given_port or (DEFAULT_BROKER_PORT if tls else PLAINTEXT_BROKER_PORT)
+    default_port = PLAINTEXT_BROKER_PORT if address.scheme_tls is False else DEFAULT_BROKER_PORT
+    port = address.port or given_port or default_port
     return Broker(
-        host=host,
+        host=address.host,
         port=port,
         tls=tls,
         username=reader.text("MQTT_USERNAME"),
         password=reader.text("MQTT_PASSWORD"),
         ca_cert=reader.text("MQTT_CA_CERT") or str(DEFAULT_CA_CERT),
         topic_prefix=_topic_prefix(reader),
-        conflict=conflict,
+        conflict=address.conflict,
     )
 
 
@@ -90,8 +90,18 @@ def _topic_prefix(reader: EnvReader) -> str:
     return prefix
 
 
-def _read_url(reader: EnvReader, url: str, said_tls: str | None) -> tuple[str | None, str | None]:
-    """Return (host, conflict) of EMQX_BROKER_URL; host is None when it is malformed.
+class _Address(NamedTuple):
+    """What EMQX_BROKER_URL says: its host (None: unset or malformed), and for a URL the TLS
+    its scheme means, its port (None: none given) and a conflict with MQTT_TLS."""
+
+    host: str | None
+    scheme_tls: bool | None = None
+    port: int | None = None
+    conflict: str | None = None
+
+
+def _read_url(reader: EnvReader, url: str, said_tls: str | None) -> _Address:
+    """Return what EMQX_BROKER_URL says; its host is None when it is malformed.
 
     A malformed one is named by the rule alone: it may hold a password.
     """
@@ -99,32 +109,32 @@ def _read_url(reader: EnvReader, url: str, said_tls: str | None) -> tuple[str | 
         host = url.removeprefix("[").removesuffix("]") if url.startswith("[") else url
         if not _is_host(host):
             reader.problem(BROKER_URL_RULE)
-            return None, None
-        return host, None
+            return _Address(None)
+        return _Address(host)
     try:
         parts = urlsplit(url)
         parts.hostname  # noqa: B018 - raises for an IPv6 address that is not one
     except ValueError:  # a bracket left open
         reader.problem(BROKER_URL_RULE)
-        return None, None
+        return _Address(None)
     try:
         port = parts.port
     except ValueError:  # not a number, or above 65535
         port = -1
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or not _is_host(parts.hostname):
         reader.problem(BROKER_URL_RULE)
-        return None, None
+        return _Address(None)
     if port is not None and not 1 <= port <= 65535:
         reader.problem(f"{BROKER_URL_RULE} (its port is not a number from 1 to 65535)")
-        return None, None
+        return _Address(None)
     if parts.username is not None or parts.password is not None:
         reader.problem(
             "EMQX_BROKER_URL must not hold a login: set MQTT_USERNAME and MQTT_PASSWORD instead"
         )
-        return None, None
+        return _Address(None)
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         reader.problem(f"{BROKER_URL_RULE} (nothing after the port)")
-        return None, None
+        return _Address(None)
     said = said_tls.lower() if said_tls is not None else None
     conflict = None
     if parts.scheme == "mqtt" and said in TRUE_WORDS:
@@ -136,7 +146,7 @@ def _read_url(reader: EnvReader, url: str, said_tls: str | None) -> tuple[str | 
         conflict = "EMQX_BROKER_URL is mqtts:// (TLS) but MQTT_TLS=false: use one or the other"
     if conflict:
         reader.problem(conflict)
-    return parts.hostname, conflict
+    return _Address(parts.hostname, parts.scheme == "mqtts", port, conflict)
 
 
 def _is_host(host: str) -> bool:
