@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from arcade import create_app
 from arcade.config import load_local_env
 from arcade.errors import SettingsError
-from arcade.logs import configure_logging, log_event
+from arcade.logs import configure_logging
 
 HERE = Path(__file__).resolve().parent
 
@@ -20,8 +19,9 @@ try:
 except SettingsError as exc:
     # A start-up problem is one sentence and exit 1 for `python app.py` and every `flask`
     # command alike (SPEC "Serving locally").
-    log_event(logging.getLogger("arcade"), "startup_failed", level=logging.ERROR, error=str(exc))
-    raise SystemExit(1) from None
+    from arcade.serve import startup_failed
+
+    raise SystemExit(startup_failed(str(exc))) from None
 app = create_app()
 
 

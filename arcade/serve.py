@@ -255,15 +255,18 @@ def main(app: Flask, argv: list[str]) -> int:
         # Option words only: a value given as an argument (ADMIN_API_KEY=…, --key …) may be a
         # secret, and this line goes wherever stderr is kept.
         shown = " ".join(word.split("=", 1)[0] if word.startswith("-") else "…" for word in argv)
-        log_event(
-            logger,
-            "startup_failed",
-            level=logging.ERROR,
-            error=f"python app.py takes no arguments (got {shown!r}): set HOST, PORT and every"
-            " other setting in the environment or .env.local",
+        return startup_failed(
+            f"python app.py takes no arguments (got {shown!r}): set HOST, PORT and every"
+            " other setting in the environment or .env.local"
         )
-        return 1
     return serve(app)
+
+
+def startup_failed(error: str) -> int:
+    """Log a start-up problem as its one sentence and return the exit status, 1 (SPEC
+    "Serving locally": never a trace)."""
+    log_event(logger, "startup_failed", level=logging.ERROR, error=error)
+    return 1
 
 
 def serve(app: Flask) -> int:
@@ -280,17 +283,14 @@ def serve(app: Flask) -> int:
     try:
         svc.store.get_value("pulse_signing_key")  # can the store be opened and read at all?
     except ArcadeError as exc:
-        log_event(logger, "startup_failed", level=logging.ERROR, error=str(exc))
-        return 1
+        return startup_failed(str(exc))
     if settings.address_problem:
-        log_event(logger, "startup_failed", level=logging.ERROR, error=settings.address_problem)
-        return 1
+        return startup_failed(settings.address_problem)
     host = settings.host
     try:
         server = make_server(app, host, settings.port)
     except StartupError as exc:
-        log_event(logger, "startup_failed", level=logging.ERROR, error=str(exc))
-        return 1
+        return startup_failed(str(exc))
     log_event(
         logger,
         "serving",
