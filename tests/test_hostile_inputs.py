@@ -239,23 +239,15 @@ def test_a_broker_url_that_cannot_be_read_or_carries_a_login_is_named_never_show
     at start-up) or with a login in it WHEN python app.py starts and a flask command runs
     THEN both go on, /status names the problem by the setting, and the password shows in no
     answer and no log line."""
-    env = {
-        "EMQX_BROKER_URL": url,
-        "STRIPE_API_KEY": stripe_standin.api_key,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'arcade.db'}",
-    }
-    api = ApiProcess(env, tmp_path / "api.log").start()
-    try:
-        status, answer = api.request("GET", "/status")
-    finally:
-        api.close()
-    listed = flask_command(env, "machines", "list")
+    status, answer, log, listed = status_and_a_flask_command(
+        {"EMQX_BROKER_URL": url}, stripe_standin, tmp_path
+    )
 
     assert status == 200
     assert any(line.startswith(problem) for line in answer["problems"]), answer["problems"]
     assert answer["broker"]["host"] is None
     assert listed.returncode == 0, listed.stderr
-    for text in (json.dumps(answer), api.log_text(), listed.stdout + listed.stderr):
+    for text in (json.dumps(answer), log, listed.stdout + listed.stderr):
         assert "hunter2" not in text and "Traceback" not in text
 
 
@@ -266,8 +258,22 @@ def test_a_stripe_api_base_that_cannot_be_read_is_named_never_a_traceback(
     """GIVEN STRIPE_API_BASE that urlsplit cannot read (a ValueError: a traceback from python
     app.py and every flask command) or with a port no socket has WHEN python app.py starts and
     a flask command runs THEN both go on and /status names STRIPE_API_BASE as malformed."""
+    status, answer, log, listed = status_and_a_flask_command(
+        {"STRIPE_API_BASE": base}, stripe_standin, tmp_path
+    )
+
+    assert status == 200
+    assert any(p.startswith("STRIPE_API_BASE must be") for p in answer["problems"]), answer
+    assert listed.returncode == 0, listed.stderr
+    assert "Traceback" not in log + listed.stderr
+
+
+def status_and_a_flask_command(setting: dict[str, str], stripe_standin, tmp_path) -> tuple:
+    """Start python app.py with ``setting`` (and a Stripe key and a store), ask /status, stop
+    it, then run ``flask machines list`` with the same settings; return /status's status and
+    JSON, the server's log and the command's CompletedProcess."""
     env = {
-        "STRIPE_API_BASE": base,
+        **setting,
         "STRIPE_API_KEY": stripe_standin.api_key,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'arcade.db'}",
     }
@@ -276,12 +282,7 @@ def test_a_stripe_api_base_that_cannot_be_read_is_named_never_a_traceback(
         status, answer = api.request("GET", "/status")
     finally:
         api.close()
-    listed = flask_command(env, "machines", "list")
-
-    assert status == 200
-    assert any(p.startswith("STRIPE_API_BASE must be") for p in answer["problems"]), answer
-    assert listed.returncode == 0, listed.stderr
-    assert "Traceback" not in api.log_text() + listed.stderr
+    return status, answer, api.log_text(), flask_command(env, "machines", "list")
 
 
 def test_a_qr_code_is_drawn_once_and_a_caller_never_waits_behind_others_drawing():
