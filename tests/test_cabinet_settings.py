@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -159,29 +163,7 @@ def test_the_cabinet_process_refuses_contradicting_or_malformed_broker_settings_
     one sentence names it, as the API does, instead of quietly going plain text (or TLS) and
     connecting (an API address urlsplit cannot read ended in its traceback; one with a login
     or a port out of range was retried forever)."""
-    import os
-    import subprocess
-    import sys
-
-    ca = tmp_path / "ca.crt"
-    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-    base = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp_path),
-        "CABINET_TOKEN": "mt_token",
-        "EMQX_BROKER_URL": "mqtts://127.0.0.1:8883",
-        "MQTT_CA_CERT": str(ca),
-        "PULSE_PUBLIC_KEY": A_KEY,
-    }
-    run = subprocess.run(
-        [sys.executable, "-m", "arcade.cabinet", "--machine", "cab001"]
-        + ["--state-file", str(tmp_path / "cabinet.db")],
-        cwd=ROOT,
-        env={**base, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = run_cabinet(tmp_path, env=env, timeout=60)
 
     assert run.returncode != 0
     assert named in run.stderr
@@ -203,13 +185,22 @@ def test_the_cabinet_process_refuses_a_retry_wait_that_is_no_wait(tmp_path, args
     """GIVEN --retry-max-delay of 0 or less (or NaN), or a --retry-give-up that is not above 0
     WHEN `python -m arcade.cabinet` starts THEN one sentence names it (with -1 the cabinet
     retried an API that was down thousands of times a second, a warning line each)."""
-    import os
-    import subprocess
-    import sys
+    run = run_cabinet(tmp_path, args=["--http-port", "-1", *args], timeout=10)
 
+    assert run.returncode != 0
+    [sentence] = run.stderr.strip().splitlines()
+    assert named in sentence
+
+
+def run_cabinet(
+    tmp_path: Path, *, env: dict[str, str] | None = None, args: Sequence[str] = (), timeout: float
+) -> subprocess.CompletedProcess:
+    """Run `python -m arcade.cabinet --machine cab001` with settings that would start it (a
+    token, a TLS broker address, a CA file, a pinned pulse key) and ``env`` over them, in a
+    clean environment; return what it did, stderr as text."""
     ca = tmp_path / "ca.crt"
     ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-    env = {
+    base = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(tmp_path),
         "CABINET_TOKEN": "mt_token",
@@ -217,16 +208,12 @@ def test_the_cabinet_process_refuses_a_retry_wait_that_is_no_wait(tmp_path, args
         "MQTT_CA_CERT": str(ca),
         "PULSE_PUBLIC_KEY": A_KEY,
     }
-    run = subprocess.run(
-        [sys.executable, "-m", "arcade.cabinet", "--machine", "cab001", "--http-port", "-1"]
+    return subprocess.run(
+        [sys.executable, "-m", "arcade.cabinet", "--machine", "cab001"]
         + ["--state-file", str(tmp_path / "cabinet.db"), *args],
         cwd=ROOT,
-        env=env,
+        env={**base, **(env or {})},
         capture_output=True,
         text=True,
-        timeout=10,
+        timeout=timeout,
     )
-
-    assert run.returncode != 0
-    [sentence] = run.stderr.strip().splitlines()
-    assert named in sentence
