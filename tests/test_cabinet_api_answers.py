@@ -18,6 +18,12 @@ from tests.support.broker import TlsBroker
 from tests.support.cabinet_process import TOKEN, RunningCabinet, request, wait_until
 from tests.support.http_server import LoopbackServer
 
+# What the game software posts to the cabinet's door when a game ends.
+GAME_OVER = (
+    b"POST /game-over HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+)
+
 
 class Recorder:
     """A loopback HTTP server that records (method, path, Authorization) and answers each
@@ -88,11 +94,7 @@ def test_a_redirect_never_takes_the_token_elsewhere_and_the_game_over_is_kept(
     cabinet = RunningCabinet(broker, tmp_path, api_url=redirecting_api.url)
     try:
         cabinet.pay(1)
-        status, body = request(
-            cabinet.port,
-            b"POST /game-over HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
-        )
+        status, body = request(cabinet.port, GAME_OVER)
         assert status == 202, body
         wait_until(lambda: redirecting_api.paths().count("/gameover") >= 2)
         time.sleep(0.5)  # room for a redirect to be followed, were it followed
@@ -184,11 +186,7 @@ def test_an_api_answering_a_byte_at_a_time_keeps_neither_sigterm_nor_the_game_ov
     cabinet = RunningCabinet(broker, tmp_path, api_url=slow.url)
     try:
         cabinet.pay(1)
-        status, body = request(
-            cabinet.port,
-            b"POST /game-over HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
-        )
+        status, body = request(cabinet.port, GAME_OVER)
         assert status == 202, body
         wait_until(lambda: "/gameover" in slow.calls)
         time.sleep(1)
