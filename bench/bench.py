@@ -192,34 +192,37 @@ def start_server(
 
 def start_http_floor(workdir: Path) -> tuple[subprocess.Popen, int]:
     """Start bench/floor_http.py on a free loopback port and return it once it answers."""
-    port = free_loopback_port()
-    env = {key: value for key, value in os.environ.items() if key != "AWS_LAMBDA_FUNCTION_NAME"}
-    log = open(workdir / "floor.log", "wb")  # noqa: SIM115 - lives as long as the server
-    server = subprocess.Popen(
-        [sys.executable, str(BENCH / "floor_http.py"), str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    wait_ready(server, port, "POST", "/webhook", "bench/floor_http.py")
-    return server, port
+    return _start_floor("floor_http.py", workdir, ready=("POST", "/webhook"))
 
 
 def start_webhook_floor(broker: TlsBroker, workdir: Path) -> tuple[subprocess.Popen, int]:
     """Start bench/floor_webhook.py on a free loopback port and return it once it answers."""
+    settings = {**broker.env(), "STRIPE_WEBHOOK_SECRET": SECRET}
+    return _start_floor("floor_webhook.py", workdir, str(workdir / "floor.db"), settings=settings)
+
+
+def _start_floor(
+    script: str,
+    workdir: Path,
+    *args: str,
+    settings: dict[str, str] | None = None,
+    ready: tuple[str, str] = ("GET", "/status"),
+) -> tuple[subprocess.Popen, int]:
+    """Start ``bench/<script> PORT *args`` as its own process, served like ``python app.py``
+    (outside Lambda, ``settings`` added to the environment, its output in ``<script>.log``),
+    and return it with its port once ``ready`` (method, path) answers 200."""
     port = free_loopback_port()
     env = {key: value for key, value in os.environ.items() if key != "AWS_LAMBDA_FUNCTION_NAME"}
-    env.update(broker.env(), STRIPE_WEBHOOK_SECRET=SECRET)
-    log = open(workdir / "floor_webhook.log", "wb")  # noqa: SIM115 - lives as long as the server
+    env.update(settings or {})
+    log = open(workdir / f"{script}.log", "wb")  # noqa: SIM115 - lives as long as the server
     server = subprocess.Popen(
-        [sys.executable, str(BENCH / "floor_webhook.py"), str(port), str(workdir / "floor.db")],
+        [sys.executable, str(BENCH / script), str(port), *args],
         cwd=ROOT,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    wait_ready(server, port, "GET", "/status", "bench/floor_webhook.py")
+    wait_ready(server, port, *ready, f"bench/{script}")
     return server, port
 
 
