@@ -71,8 +71,6 @@ class Settings:
     max_quantity: int = 10
     host: str = DEFAULT_HOST
     port: int = 5000
-    # Why `python app.py` cannot listen where HOST and PORT say (it then exits 1), or None.
-    address_problem: str | None = None
     in_lambda: bool = False
     # Seconds to wait for the broker's PUBACK before reconnecting (once) and giving up. The
     # delivery lease is derived from it (arcade.mqtt.delivery_lease_seconds).
@@ -158,12 +156,8 @@ class Settings:
                 " admin endpoints are off"
             )
             admin_api_key = None
-        problems_before = len(reader.problems)
         # Lambda listens on no port: a PORT left in its environment is no problem there.
         port = 5000 if in_lambda else reader.integer("PORT", default=5000, low=1, high=65535)
-        # A malformed PORT stops `python app.py`: serving on some other port would be a
-        # surprise (SPEC "Serving locally": a start-up problem is one sentence and exit 1).
-        address_problem = next(iter(reader.problems[problems_before:]), None)
         pulse_signing_key = reader.text("PULSE_SIGNING_KEY")
         if pulse_signing_key is not None and not _is_ed25519_seed(pulse_signing_key):
             reader.problem(SEED_RULE)
@@ -189,7 +183,6 @@ class Settings:
             max_quantity=reader.integer("MAX_QUANTITY", default=10, low=1, high=99),
             host=reader.text("HOST") or DEFAULT_HOST,
             port=port,
-            address_problem=address_problem,
             in_lambda=in_lambda,
             # Above 5 s one publish (two connects and two PUBACK waits) could outlast the
             # Lambda timeout and Stripe's patience with a webhook.

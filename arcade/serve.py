@@ -284,8 +284,11 @@ def serve(app: Flask) -> int:
         svc.store.get_value("pulse_signing_key")  # can the store be opened and read at all?
     except ArcadeError as exc:
         return startup_failed(str(exc))
-    if settings.address_problem:
-        return startup_failed(settings.address_problem)
+    # A malformed PORT stops `python app.py`: serving on some other port would be a surprise
+    # (SPEC "Serving locally": a start-up problem is one sentence and exit 1).
+    port_problem = settings.refusal("PORT")
+    if port_problem:
+        return startup_failed(port_problem)
     host = settings.host
     try:
         server = make_server(app, host, settings.port)
