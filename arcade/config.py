@@ -87,8 +87,6 @@ class Settings:
     pulse_signing_key: str | None = field(default=None, repr=False)
     # Why the broker settings may not be used (plain text across a network), or None.
     broker_refused: str | None = None
-    # Why Stripe's API may not be called (STRIPE_API_BASE refused), or None.
-    stripe_refused: str | None = None
     problems: tuple[str, ...] = ()
 
     @classmethod
@@ -118,9 +116,9 @@ class Settings:
 
         api_base = reader.text("STRIPE_API_BASE")
         # Calls go nowhere rather than to Stripe itself when the stand-in's address is refused.
-        stripe_refused = _api_base_refusal(api_base) if api_base else None
-        if stripe_refused:
-            reader.problem(stripe_refused)
+        refused_base = _api_base_refusal(api_base) if api_base else None
+        if refused_base:
+            reader.problem(refused_base)
             api_base = None
         api_key = reader.text("STRIPE_API_KEY")
         if api_key and not api_key.startswith(STRIPE_KEY_PREFIXES):
@@ -199,7 +197,6 @@ class Settings:
             ),
             pulse_signing_key=pulse_signing_key,
             broker_refused=broker_refused,
-            stripe_refused=stripe_refused,
             problems=tuple(reader.problems),
         )
 

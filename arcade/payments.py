@@ -103,8 +103,10 @@ class StripeGateway:
 
     def _build_client(self) -> stripe.StripeClient:
         self.settings.require("STRIPE_API_KEY")
-        if self.settings.stripe_refused:
-            raise SettingsError(self.settings.stripe_refused)
+        # A refused STRIPE_API_BASE sends calls nowhere rather than to Stripe itself.
+        refused_base = self.settings.refusal("STRIPE_API_BASE")
+        if refused_base:
+            raise SettingsError(refused_base)
         import stripe
 
         # The library waits 80 s for an answer by default; three tries of that would outlast
