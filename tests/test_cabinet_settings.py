@@ -139,6 +139,8 @@ def test_a_plain_broker_elsewhere_is_refused_unless_allowed(tmp_path):
         ({"CABINET_API_URL": "http://[::1"}, "--api-url must be an http:// or https://"),
         ({"CABINET_API_URL": "https://api.example.com:99999"}, "--api-url must be an http://"),
         ({"CABINET_API_URL": "https://cab:hunter2@api.example.com"}, "--api-url must not hold"),
+        ({"CABINET_API_URL": "http://exa mple.com"}, "--api-url must be an http:// or https://"),
+        ({"CABINET_API_URL": "http://127.0.0.1:0"}, "--api-url must be an http:// or https://"),
     ],
     ids=[
         "mqtt_tls_true_loopback",
@@ -153,6 +155,8 @@ def test_a_plain_broker_elsewhere_is_refused_unless_allowed(tmp_path):
         "api_url_bracket",
         "api_url_port",
         "api_url_login",
+        "api_url_space_in_host",
+        "api_url_port_0",
     ],
 )
 def test_the_cabinet_process_refuses_contradicting_or_malformed_broker_settings_in_a_sentence(

@@ -259,6 +259,12 @@ def test_a_broker_url_that_cannot_be_read_or_carries_a_login_is_named_never_show
         "https://[evil]",
         "https://[stripe]:443",
         "https://h:99999",
+        # A host that is no host name, and a port no server listens on, were taken: every
+        # Stripe call then failed with a 502 while /status named no problem.
+        "https://exa mple.com",
+        "https://api.example.com\x7f",
+        f"https://{'a' * 300}.example.com",
+        "http://127.0.0.1:0",
     ],
 )
 def test_a_stripe_api_base_that_cannot_be_read_is_named_never_a_traceback(

@@ -8,13 +8,12 @@ locally"): the broker password must never cross a network in clear.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-from arcade.common.env import FALSE_WORDS, TRUE_WORDS, EnvReader
+from arcade.common.env import FALSE_WORDS, TRUE_WORDS, EnvReader, is_host
 from arcade.wire import DEFAULT_TOPIC_PREFIX, is_loopback
 
 # The folder that holds arcade/: the repo's root, or the folder copied onto a cabinet.
@@ -42,10 +41,6 @@ class Broker:
     ca_cert: str
     topic_prefix: str
     conflict: str | None = None
-
-
-# A DNS name (labels of letters, digits, - and _), with or without its final dot.
-_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?")
 
 
 def read_broker(reader: EnvReader) -> Broker:
@@ -107,7 +102,7 @@ def _read_url(reader: EnvReader, url: str, said_tls: str | None) -> _Address:
     """
     if "://" not in url:
         host = url.removeprefix("[").removesuffix("]") if url.startswith("[") else url
-        if not _is_host(host):
+        if not is_host(host):
             reader.problem(BROKER_URL_RULE)
             return _Address(None)
         return _Address(host)
@@ -121,7 +116,7 @@ def _read_url(reader: EnvReader, url: str, said_tls: str | None) -> _Address:
         port = parts.port
     except ValueError:  # not a number, or above 65535
         port = -1
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or not _is_host(parts.hostname):
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or not is_host(parts.hostname):
         reader.problem(BROKER_URL_RULE)
         return _Address(None)
     if port is not None and not 1 <= port <= 65535:
@@ -147,17 +142,6 @@ def _read_url(reader: EnvReader, url: str, said_tls: str | None) -> _Address:
     if conflict:
         reader.problem(conflict)
     return _Address(parts.hostname, parts.scheme == "mqtts", port, conflict)
-
-
-def _is_host(host: str) -> bool:
-    """Return True for an IP address or a DNS name (no port, path, space or login in it)."""
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return _HOST_NAME.fullmatch(host) is not None
 
 
 def plaintext_refusal(host: str, *, tls: bool, allowed: bool) -> str | None:

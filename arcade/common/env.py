@@ -7,6 +7,7 @@ both sides.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 from urllib.parse import SplitResult, urlsplit
@@ -105,14 +106,32 @@ class EnvReader:
 
 
 def http_address(text: str) -> SplitResult | None:
-    """Return the parts of ``text`` when it is an http:// or https:// address with a host and,
-    if it gives one, a port from 0 to 65535; else None (urlsplit's ValueError for a bracket
-    left open or a port no socket has included). Whether a login in it is allowed, and where
-    plain http may go, is the caller's to say."""
+    """Return the parts of ``text`` when it is an http:// or https:// address whose host is
+    one (``is_host``) and whose port, if it gives one, is from 1 to 65535; else None
+    (urlsplit's ValueError for a bracket left open or a port no socket has included). Whether
+    a login in it is allowed, and where plain http may go, is the caller's to say."""
     try:
         parts = urlsplit(text)
         hostname = parts.hostname
-        parts.port  # noqa: B018 - raises for a port that is no number from 0 to 65535
+        port = parts.port
     except ValueError:
         return None
-    return parts if parts.scheme in ("http", "https") and hostname else None
+    if parts.scheme not in ("http", "https") or not hostname or not is_host(hostname):
+        return None
+    return parts if port is None or port > 0 else None
+
+
+# A DNS name (labels of letters, digits, - and _), with or without its final dot.
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?")
+
+
+def is_host(host: str) -> bool:
+    """Return True for an IP address or a DNS name (no port, path, space, control or login in
+    it): the one rule for every host a setting names (broker, Stripe stand-in, cabinet's API)."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return _HOST_NAME.fullmatch(host) is not None
