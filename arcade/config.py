@@ -318,6 +318,9 @@ def load_local_env(env_file: Path, environ: dict[str, str] | None = None) -> boo
             f"{env_file.name} cannot be read: {exc.strerror or type(exc).__name__}"
         ) from exc
     for name, value in values.items():
+        if "\x00" in name or (value is not None and "\x00" in value):
+            # No environment variable can hold one: os.environ raises ValueError.
+            raise SettingsError(f"{env_file.name} holds a NUL character: save it as plain text")
         if value is not None and name not in env:
             env[name] = value
     return True

@@ -128,14 +128,32 @@ def test_a_host_of_several_addresses_serves_each_and_stops_on_sigterm(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "command", [["app.py"], ["-m", "flask", "--app", "app", "machines", "list"]]
+    ("command", "content", "sentence"),
+    [
+        (["app.py"], b"PORT=5000\nSTRIPE_PRICE_ID=price_caf\xe9\n", ".env.local is not UTF-8 text"),
+        (
+            ["-m", "flask", "--app", "app", "machines", "list"],
+            b"PORT=5000\nSTRIPE_PRICE_ID=price_caf\xe9\n",
+            ".env.local is not UTF-8 text",
+        ),
+        # No environment variable can hold a NUL: os.environ's ValueError was a traceback.
+        (["app.py"], b"PORT=59\x0006\n", ".env.local holds a NUL character"),
+        (
+            ["-m", "flask", "--app", "app", "machines", "list"],
+            b"ADMIN_API_KEY=abc\x00def\n",
+            ".env.local holds a NUL character",
+        ),
+    ],
+    ids=["app_not_utf8", "flask_not_utf8", "app_nul", "flask_nul"],
 )
-def test_an_env_local_that_is_not_text_stops_the_start_in_one_sentence(tmp_path, command):
-    """GIVEN a .env.local saved in another encoding WHEN `python app.py` or a `flask` command
-    starts THEN one sentence names the file and the process exits 1 (going on without its
-    settings, a DATABASE_URL say, would quietly use others)."""
+def test_an_env_local_that_is_not_text_stops_the_start_in_one_sentence(
+    tmp_path, command, content, sentence
+):
+    """GIVEN a .env.local saved in another encoding, or holding a NUL WHEN `python app.py` or a
+    `flask` command starts THEN one sentence names the file and the process exits 1 (going on
+    without its settings, a DATABASE_URL say, would quietly use others)."""
     shutil.copy(ROOT / "app.py", tmp_path / "app.py")
-    (tmp_path / ".env.local").write_bytes(b"PORT=5000\nSTRIPE_PRICE_ID=price_caf\xe9\n")
+    (tmp_path / ".env.local").write_bytes(content)
     env = {**_env(tmp_path), "PYTHONPATH": str(ROOT)}
 
     done = subprocess.run(
@@ -150,7 +168,7 @@ def test_an_env_local_that_is_not_text_stops_the_start_in_one_sentence(tmp_path,
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     [failed] = [json.loads(line) for line in done.stderr.splitlines() if "startup_failed" in line]
-    assert failed["error"].startswith(".env.local is not UTF-8 text")
+    assert failed["error"].startswith(sentence)
 
 
 def test_an_argument_to_app_py_is_refused_rather_than_serving_elsewhere(tmp_path):
